@@ -1,0 +1,150 @@
+"""The one algorithm interface: a local step on each node, an aggregate step on the hub.
+
+How a task runs:
+
+1. The researcher names an algorithm, datasets and raw parameters. The hub looks the
+   algorithm up in the registry, calls :meth:`Algorithm.parse_params` and
+   :meth:`Algorithm.validate` against the datasets' schemas; any problem raises
+   :class:`~medfed.common.errors.BadRequest` and nothing is stored.
+2. Round ``r`` (starting at 0): the hub creates one run per dataset. Each node calls
+   :meth:`Algorithm.local` with a :class:`LocalContext` over its own table and the round's
+   ``state`` (whatever the previous aggregate step asked to broadcast). The local step
+   returns a JSON-able dict of aggregates, never rows.
+3. The node's disclosure gate (``medfed.node.gate``) applies the algorithm's
+   :meth:`Algorithm.disclosure` rules under the node's policy before anything leaves.
+4. When every run of the round has ended, the hub calls :meth:`Algorithm.aggregate` with
+   the gated outputs. It returns :class:`Finished` (the pooled result, a dict that
+   validates as ``Result``) or :class:`NextRound` (a new broadcast ``state``) — multi-round
+   methods (IRLS, Newton, FedAvg) use the latter.
+
+An algorithm is stateless: everything a round needs travels in ``params`` and ``state``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from medfed.common.errors import BadRequest
+from medfed.common.schemas import ColumnSchema, DatasetSchema
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from medfed.common.filters import Filter
+
+
+class LocalData(Protocol):
+    """Read access to one dataset on a node, as the local step sees it."""
+
+    @property
+    def columns(self) -> list[ColumnSchema]: ...
+
+    def select(self, columns: Sequence[str], where: Filter | None = None) -> pd.DataFrame:
+        """Rows of ``columns`` that match ``where`` (parameterized query, never string SQL)."""
+        ...
+
+    def count(self, where: Filter | None = None) -> int:
+        """Number of rows that match ``where``."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalContext:
+    """Everything a local step gets: its data, the round, the broadcast state, the policy."""
+
+    data: LocalData
+    round: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+    min_cell_count: int = 5
+
+
+@dataclass(frozen=True)
+class MinRows:
+    """Gate rule: ``output[key]`` counts the rows behind the whole output.
+
+    When ``0 < count < min_cell_count`` the node's whole output is suppressed (it answers
+    ``suppressed`` and sends no value at all).
+    """
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Gate rule: ``output[key]`` holds counts (a number, or nested lists/dicts of them).
+
+    Each count with ``0 < count < min_cell_count`` is replaced by ``None`` (suppressed).
+    Zero cells pass, as in DataSHIELD's ``nfilter.tab`` rule.
+    """
+
+    key: str
+
+
+Rule = MinRows | Cells
+
+
+class NodeOutput(BaseModel):
+    """One node's gated answer for one round, as the aggregate step receives it."""
+
+    node_id: int
+    dataset_id: int
+    status: Literal["ok", "suppressed"]
+    payload: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The aggregate step is done; ``result`` validates as the algorithm's ``Result``."""
+
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NextRound:
+    """Run another round; every node receives ``state`` in its :class:`LocalContext`."""
+
+    state: dict[str, Any]
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class Algorithm(ABC, Generic[P]):
+    """Base class of every algorithm. Subclasses set the class variables and two steps."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    summary: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]]
+    Result: ClassVar[type[BaseModel]]
+
+    def parse_params(self, raw: dict[str, Any]) -> P:
+        """Validate raw parameters; a :class:`BadRequest` names the first problem."""
+        try:
+            return self.Params.model_validate(raw)  # type: ignore[return-value]
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "params"
+            raise BadRequest(f"{self.name}: parameter {where}: {first['msg']}") from None
+
+    def validate(self, params: P, schemas: Sequence[DatasetSchema]) -> None:  # noqa: B027
+        """Check parameters against the datasets (unknown column, wrong type, bad filter)."""
+
+    def disclosure(self, params: P) -> list[Rule]:
+        """The gate rules that apply to this algorithm's local output."""
+        return []
+
+    @abstractmethod
+    def local(self, params: P, ctx: LocalContext) -> dict[str, Any]:
+        """Run on a node over one dataset; return aggregates (JSON-able), never rows."""
+
+    @abstractmethod
+    def aggregate(
+        self, params: P, round: int, state: dict[str, Any], outputs: Sequence[NodeOutput]
+    ) -> Finished | NextRound:
+        """Run on the hub over the round's gated outputs."""

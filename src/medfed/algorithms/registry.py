@@ -1,0 +1,47 @@
+"""The registry of algorithms by name: a plain dict of instances, no import magic.
+
+The hub looks up a task's algorithm here when the task is created and when a round is
+aggregated; the node looks it up to run the local step; the SDK to type the result. A new
+algorithm is added by importing its class below and listing an instance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medfed.algorithms.base import Algorithm
+from medfed.algorithms.stats.count import Count
+from medfed.algorithms.stats.crosstab import Crosstab
+from medfed.algorithms.stats.histogram import Histogram
+from medfed.algorithms.stats.moments import Mean, Summary, Variance
+from medfed.algorithms.stats.noop import Noop
+from medfed.common.errors import BadRequest
+
+__all__ = ["algorithm_names", "get_algorithm"]
+
+_ALGORITHMS: dict[str, Algorithm[Any]] = {
+    algorithm.name: algorithm
+    for algorithm in (
+        Count(),
+        Mean(),
+        Variance(),
+        Summary(),
+        Histogram(),
+        Crosstab(),
+        Noop(),
+    )
+}
+
+
+def get_algorithm(name: str) -> Algorithm[Any]:
+    """The algorithm called ``name``; :class:`BadRequest` names the known ones otherwise."""
+    try:
+        return _ALGORITHMS[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(_ALGORITHMS))
+        raise BadRequest(f"unknown algorithm {name!r} (known: {known})") from None
+
+
+def algorithm_names() -> list[str]:
+    """Every registered name, sorted."""
+    return sorted(_ALGORITHMS)

@@ -1,0 +1,1 @@
+"""medfed.algorithms.stats."""

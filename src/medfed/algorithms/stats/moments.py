@@ -1,0 +1,231 @@
+"""``mean``, ``variance`` and ``summary`` of numeric columns, exact over all datasets.
+
+One implementation, three registered names; each sends only what its result needs. One
+round. What leaves a node, for the rows that match ``where``::
+
+    {"rows": R,                                   # rows matching the filter
+     "n": {column: non-null count},
+     "stats": {column: {"sum": Σx,
+                        "m2": Σ(x - local mean)²,       # variance and summary only
+                        "min_bound": .., "max_bound": ..}  # summary only
+               | None}}
+
+Gate: ``MinRows("rows")`` suppresses the whole output when ``0 < R < min_cell_count``, and
+``Cells("n")`` turns each column's count with ``0 < n < min_cell_count`` into ``None``.
+The local step itself sends ``None`` instead of the sums of such a column (a sum over two
+people is their data), so the gate's ``None`` count and the missing sums go together; the
+aggregate skips that node for that column and marks the column ``incomplete``.
+
+Extremes: the exact minimum and maximum are row-level values and are not sent. The node
+sends bounds instead: the minimum rounded down and the maximum rounded up to
+:data:`BOUND_DIGITS` significant digits (min 23.7 → 23, max 1814 → 1900). A value that
+already has no more digits than that (an age of 73) is its own bound, so the bounds are a
+coarsening, not a guarantee against disclosure; only ``summary`` sends them.
+
+Pooling uses the parallel formulas of Chan, Golub and LeVeque: with per-node ``n_i``,
+``mean_i = sum_i / n_i`` and ``m2_i``, the pooled ``mean = Σ sum_i / Σ n_i`` and
+``M2 = Σ (m2_i + n_i (mean_i - mean)²)``; variance is ``M2 / (n - 1)`` (ddof = 1).
+Sums use :func:`math.fsum`, so the result equals pandas on the pooled rows to ~1e-15.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from medfed.algorithms.base import (
+    Algorithm,
+    Cells,
+    Finished,
+    LocalContext,
+    MinRows,
+    NextRound,
+    NodeOutput,
+    Rule,
+)
+from medfed.algorithms.stats._common import (
+    WhereParams,
+    check_where,
+    gated_payloads,
+    require_column,
+)
+from medfed.common.errors import BadRequest
+from medfed.common.schemas import DatasetSchema
+
+__all__ = [
+    "BOUND_DIGITS",
+    "Mean",
+    "MeanResult",
+    "MeanStats",
+    "MomentsParams",
+    "Summary",
+    "SummaryResult",
+    "SummaryStats",
+    "Variance",
+    "VarianceResult",
+    "VarianceStats",
+    "outward_round",
+]
+
+BOUND_DIGITS = 1
+
+
+def outward_round(value: float, *, up: bool, digits: int = BOUND_DIGITS) -> float:
+    """``value`` rounded down (or up) to ``digits`` significant digits, strictly outward.
+
+    A value that is already round moves one step further out, so a bound is never equal
+    to a row's value: a bound says only in which step the extreme lies.
+    """
+    if not math.isfinite(value):
+        return value
+    if value == 0:
+        return 1.0 if up else -1.0
+    exact = Decimal(value)
+    step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    rounded = exact.quantize(step, rounding=ROUND_CEILING if up else ROUND_FLOOR)
+    if rounded == exact:
+        rounded = rounded + step if up else rounded - step
+    return float(rounded)  # float() is monotonic, so the bound stays outside the value
+
+
+class MomentsParams(WhereParams):
+    columns: list[str] = Field(min_length=1, max_length=500)
+
+
+class MeanStats(BaseModel):
+    """One column: pooled non-null count and mean; ``incomplete`` when a node held it back."""
+
+    n: int
+    mean: float | None
+    incomplete: bool = False
+
+
+class VarianceStats(MeanStats):
+    variance: float | None = None
+    std: float | None = None
+
+
+class SummaryStats(VarianceStats):
+    min_bound: float | None = None
+    max_bound: float | None = None
+
+
+class MeanResult(BaseModel):
+    columns: dict[str, MeanStats]
+    rows: int
+    suppressed_nodes: int
+
+
+class VarianceResult(MeanResult):
+    columns: dict[str, VarianceStats]  # type: ignore[assignment]
+
+
+class SummaryResult(MeanResult):
+    columns: dict[str, SummaryStats]  # type: ignore[assignment]
+
+
+class Mean(Algorithm[MomentsParams]):
+    """``mean``; :class:`Variance` and :class:`Summary` send and compute more."""
+
+    name = "mean"
+    summary = "Mean of numeric columns"
+    Params = MomentsParams
+    Result: ClassVar[type[BaseModel]] = MeanResult
+    spread: ClassVar[bool] = False
+    bounds: ClassVar[bool] = False
+
+    def validate(self, params: MomentsParams, schemas: Sequence[DatasetSchema]) -> None:
+        if len(set(params.columns)) != len(params.columns):
+            raise BadRequest(f"{self.name}: a column is named twice in columns")
+        for column in params.columns:
+            require_column(self.name, schemas, column, numeric=True)
+        check_where(self.name, params, schemas)
+
+    def disclosure(self, params: MomentsParams) -> list[Rule]:
+        return [MinRows("rows"), Cells("n")]
+
+    def local(self, params: MomentsParams, ctx: LocalContext) -> dict[str, Any]:
+        frame = ctx.data.select(params.columns, params.filter)
+        counts: dict[str, int] = {}
+        stats: dict[str, dict[str, float] | None] = {}
+        for column in params.columns:
+            values = frame[column].dropna().to_numpy(dtype=np.float64)
+            n = len(values)
+            counts[column] = n
+            if n == 0 or n < ctx.min_cell_count:
+                stats[column] = None
+                continue
+            total = math.fsum(values)
+            out = {"sum": total}
+            if self.spread:
+                out["m2"] = math.fsum((values - total / n) ** 2)
+            if self.bounds:
+                out["min_bound"] = outward_round(float(values.min()), up=False)
+                out["max_bound"] = outward_round(float(values.max()), up=True)
+            stats[column] = out
+        return {"rows": len(frame), "n": counts, "stats": stats}
+
+    def aggregate(
+        self,
+        params: MomentsParams,
+        round: int,
+        state: dict[str, Any],
+        outputs: Sequence[NodeOutput],
+    ) -> Finished | NextRound:
+        payloads, suppressed = gated_payloads(outputs)
+        columns = {c: _pool(c, payloads, suppressed) for c in params.columns}
+        rows = sum(int(p["rows"]) for p in payloads)
+        result = {"columns": columns, "rows": rows, "suppressed_nodes": suppressed}
+        return Finished(self.Result.model_validate(result).model_dump())
+
+
+def _pool(column: str, payloads: Sequence[dict[str, Any]], suppressed: int) -> dict[str, Any]:
+    """Chan et al.'s pooled n, mean, variance (ddof=1), std and bounds of one column."""
+    parts: list[dict[str, float]] = []
+    counts: list[int] = []
+    incomplete = suppressed > 0
+    for payload in payloads:
+        n = payload["n"][column]
+        part = payload["stats"][column]
+        if n is None or (n > 0 and part is None):
+            incomplete = True
+        elif n > 0:
+            counts.append(int(n))
+            parts.append(part)
+    total = sum(counts)
+    out: dict[str, Any] = {"n": total, "incomplete": incomplete}
+    if total == 0:
+        return out | {"mean": None, "variance": None, "std": None}
+    mean = math.fsum(p["sum"] for p in parts) / total
+    out["mean"] = mean
+    if "m2" in parts[0]:
+        m2 = math.fsum(
+            p["m2"] + n * (p["sum"] / n - mean) ** 2 for p, n in zip(parts, counts, strict=True)
+        )
+        variance = m2 / (total - 1) if total > 1 else None
+        out["variance"] = variance
+        out["std"] = math.sqrt(variance) if variance is not None else None
+    if "min_bound" in parts[0]:
+        out["min_bound"] = min(p["min_bound"] for p in parts)
+        out["max_bound"] = max(p["max_bound"] for p in parts)
+    return out
+
+
+class Variance(Mean):
+    name = "variance"
+    summary = "Mean and variance (ddof=1) of numeric columns"
+    Result = VarianceResult
+    spread = True
+
+
+class Summary(Mean):
+    name = "summary"
+    summary = "Count, mean, variance and outward-rounded bounds of numeric columns"
+    Result = SummaryResult
+    spread = True
+    bounds = True

@@ -1,0 +1,39 @@
+"""``noop``: does nothing, for dispatch benchmarks (hub → node → hub round trips).
+
+What leaves a node per round (one round): ``{}``. No gate rules apply — there is nothing
+to gate. The result is the number of nodes that answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from medfed.algorithms.base import Algorithm, Finished, LocalContext, NextRound, NodeOutput
+
+__all__ = ["Noop", "NoopParams", "NoopResult"]
+
+
+class NoopParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoopResult(BaseModel):
+    nodes: int
+
+
+class Noop(Algorithm[NoopParams]):
+    name = "noop"
+    summary = "Does nothing (dispatch benchmarks)"
+    Params = NoopParams
+    Result = NoopResult
+
+    def local(self, params: NoopParams, ctx: LocalContext) -> dict[str, Any]:
+        return {}
+
+    def aggregate(
+        self, params: NoopParams, round: int, state: dict[str, Any], outputs: Sequence[NodeOutput]
+    ) -> Finished | NextRound:
+        return Finished(NoopResult(nodes=len(outputs)).model_dump())

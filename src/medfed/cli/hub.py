@@ -1,0 +1,66 @@
+"""``medfed hub init`` and ``medfed hub serve``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from medfed.cli.common import console
+from medfed.hub.bootstrap import init_hub
+from medfed.hub.config import HubSettings
+
+app = typer.Typer(help="Run the hub.", no_args_is_help=True)
+
+
+def _env(data_dir: Path | None, database_url: str | None, dev: bool) -> None:
+    if data_dir is not None:
+        os.environ["MEDFED_DATA_DIR"] = str(data_dir)
+    if database_url is not None:
+        os.environ["MEDFED_DATABASE_URL"] = database_url
+    if dev:
+        os.environ["MEDFED_DEV_MODE"] = "1"
+
+
+@app.command()
+def init(
+    admin: str = typer.Option("admin", help="username of the first administrator"),
+    password: str = typer.Option(
+        ..., prompt=True, hide_input=True, confirmation_prompt=True, envvar="MEDFED_ADMIN_PASSWORD"
+    ),
+    organization: str = typer.Option("hub", help="the administrator's organization"),
+    data_dir: Path | None = typer.Option(None, help="hub data folder (SQLite file lives here)"),
+    database_url: str | None = typer.Option(None, help="SQLAlchemy URL, e.g. postgresql+psycopg://"),
+    dev: bool = typer.Option(False, help="dev mode: allow the default secret key"),
+) -> None:
+    """Create the database and the first administrator; print its API token once."""
+    _env(data_dir, database_url, dev)
+    user_id, token = init_hub(HubSettings(), organization=organization, username=admin, password=password)
+    console.print(f"hub initialized; administrator '{admin}' (id {user_id})")
+    console.print(f"API token (shown once): {token}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
+    data_dir: Path | None = typer.Option(None),
+    database_url: str | None = typer.Option(None),
+    dev: bool = typer.Option(False),
+    log_level: str = typer.Option("warning"),
+) -> None:
+    """Serve the hub's API (settings from MEDFED_* variables and these options)."""
+    import uvicorn
+
+    _env(data_dir, database_url, dev)
+    HubSettings()  # refuse bad settings with a clear message before uvicorn starts
+    uvicorn.run(
+        "medfed.hub.asgi:create",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )

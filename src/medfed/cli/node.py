@@ -1,0 +1,36 @@
+"""``medfed node start --config node.toml``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from medfed.node.agent import NodeAgent
+from medfed.node.config import load_config
+
+app = typer.Typer(help="Run a node.", no_args_is_help=True)
+
+
+@app.command()
+def start(
+    config: Path = typer.Option(..., "--config", "-c", help="path to node.toml"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Connect to the hub (outbound only), register datasets and run approved work."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    agent = NodeAgent(load_config(config))
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        agent.stop()
+        raise SystemExit(0)  # interrupts a waiting long poll; an unfinished run is re-leased
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    agent.run_forever()

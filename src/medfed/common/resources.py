@@ -1,0 +1,241 @@
+"""API schemas of the hub's resources (``XCreate`` in, ``XPublic`` out), shared with the SDK.
+
+These are kept apart from the database tables: a table can change without changing what
+the API promises, and the SDK returns exactly these typed objects (never bare dicts).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medfed.common.schemas import ColumnSchema
+
+Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")
+
+
+class Role(StrEnum):
+    admin = "admin"
+    steward = "steward"
+    researcher = "researcher"
+    dac = "dac"
+    auditor = "auditor"
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class LoginRequest(BaseModel):
+    username: str
+    password: str
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(default="api", min_length=1, max_length=200)
+    days: int = Field(default=30, ge=1, le=366)
+
+
+class TokenPublic(Public):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="shown once; the hub stores only its digest")
+
+
+class OrganizationCreate(BaseModel):
+    name: str = Name
+
+
+class OrganizationPublic(Public):
+    id: int
+    name: str
+    created_at: datetime
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=2, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    password: str = Field(min_length=8, max_length=200)
+    email: str | None = Field(default=None, max_length=300)
+    organization_id: int
+    roles: list[Role] = Field(default_factory=lambda: [Role.researcher])
+
+
+class UserPublic(Public):
+    id: int
+    username: str
+    email: str | None
+    organization_id: int
+    roles: list[Role]
+    is_superuser: bool
+    created_at: datetime
+
+
+class ProjectCreate(BaseModel):
+    name: str = Name
+    description: str = Field(default="", max_length=5000)
+    organization_id: int | None = None
+
+
+class ProjectPublic(Public):
+    id: int
+    name: str
+    description: str
+    organization_id: int
+    created_at: datetime
+    members: list[int] = Field(default_factory=list)
+
+
+class MemberAdd(BaseModel):
+    user_id: int
+
+
+class NodeCreate(BaseModel):
+    name: str = Name
+    organization_id: int
+
+
+class NodePublic(Public):
+    id: int
+    name: str
+    organization_id: int
+    created_at: datetime
+    last_seen_at: datetime | None
+    online: bool = False
+
+
+class NodeCreated(NodePublic):
+    secret: str = Field(description="shown once; put it in the node's node.toml")
+
+
+class DatasetRegister(BaseModel):
+    """What a node tells the hub about one of its datasets (no rows, no exact small counts)."""
+
+    name: str = Name
+    description: str = Field(default="", max_length=5000)
+    columns: list[ColumnSchema] = Field(min_length=1, max_length=2000)
+    row_count: int | None = Field(default=None, ge=0)
+
+
+class DatasetPublic(Public):
+    id: int
+    node_id: int
+    node_name: str
+    name: str
+    description: str
+    columns: list[ColumnSchema]
+    row_count: int | None
+    updated_at: datetime
+
+
+class TaskCreate(BaseModel):
+    project_id: int
+    algorithm: str = Field(min_length=1, max_length=100)
+    datasets: list[int | str] = Field(
+        min_length=1,
+        description="dataset ids, names (every dataset of that name) or 'node/name'",
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskStatus(StrEnum):
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+
+
+class RunStatus(StrEnum):
+    pending = "pending"
+    claimed = "claimed"
+    done = "done"
+    failed = "failed"
+    refused = "refused"
+
+
+class NodeRunStatus(Public):
+    """One node's share of a task as the researcher sees it: its status, never its values."""
+
+    run_id: int
+    node_id: int
+    node_name: str
+    dataset_id: int
+    round: int
+    status: RunStatus
+    output_status: Literal["ok", "suppressed"] | None = None
+    attempts: int
+    error: str | None = None
+
+
+class TaskPublic(Public):
+    id: int
+    project_id: int
+    algorithm: str
+    algorithm_version: str
+    params: dict[str, Any]
+    dataset_ids: list[int]
+    status: TaskStatus
+    round: int
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    runs: list[NodeRunStatus] = Field(default_factory=list)
+
+
+class RunAssignment(BaseModel):
+    """A run handed to a node with a lease; the node echoes ``lease_id`` with its answer."""
+
+    run_id: int
+    task_id: int
+    project_id: int
+    round: int
+    algorithm: str
+    algorithm_version: str
+    params: dict[str, Any]
+    state: dict[str, Any]
+    dataset_id: int
+    dataset_name: str
+    lease_id: str
+    lease_expires_at: datetime
+    attempt: int
+
+
+class RunOutcome(BaseModel):
+    """A node's answer: gated output, or a refusal/failure with its reason."""
+
+    lease_id: str
+    status: Literal["done", "refused", "failed"]
+    output_status: Literal["ok", "suppressed"] | None = None
+    output: dict[str, Any] | None = None
+    error: str | None = Field(default=None, max_length=5000)
+    duration_s: float | None = None
+
+
+class Heartbeat(BaseModel):
+    run_ids: list[int] = Field(default_factory=list, description="runs whose leases to extend")
+
+
+class HeartbeatAck(BaseModel):
+    node_id: int
+    extended: list[int]
+    lost: list[int] = Field(description="runs this node no longer holds (lease expired)")
+
+
+class NodeIdentity(BaseModel):
+    id: int
+    name: str
+    organization_id: int

@@ -1,0 +1,75 @@
+"""Typed FastAPI dependencies: ``SessionDep``, ``SettingsDep``, ``CurrentUser``, ``CurrentNode``.
+
+Every route except health, login and the docs depends on one of the two principals.
+User tokens cannot call node routes and node secrets cannot call user routes (403).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from medfed.common.errors import Forbidden, Unauthorized
+from medfed.hub.config import HubSettings
+from medfed.hub.db.models import Node, User
+from medfed.hub.dispatch import Notifier
+from medfed.hub.services import auth
+
+bearer_scheme = HTTPBearer(auto_error=False, description="mfu_ user token or mfn_ node secret")
+
+
+def get_settings(request: Request) -> HubSettings:
+    settings: HubSettings = request.app.state.settings
+    return settings
+
+
+def get_notifier(request: Request) -> Notifier:
+    notifier: Notifier = request.app.state.notifier
+    return notifier
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    session: Session = request.app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[HubSettings, Depends(get_settings)]
+NotifierDep = Annotated[Notifier, Depends(get_notifier)]
+SessionDep = Annotated[Session, Depends(get_session)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+def get_principal(session: SessionDep, credentials: Credentials) -> User | Node:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("missing bearer token")
+    principal = auth.authenticate(session, bearer=credentials.credentials)
+    # End the read transaction now: on SQLite every transaction holds the write lock, and
+    # a long poll must not hold it while it waits (attributes stay loaded after commit).
+    session.commit()
+    return principal
+
+
+Principal = Annotated[User | Node, Depends(get_principal)]
+
+
+def get_current_user(principal: Principal) -> User:
+    if not isinstance(principal, User):
+        raise Forbidden("node credentials cannot call user routes")
+    return principal
+
+
+def get_current_node(principal: Principal) -> Node:
+    if not isinstance(principal, Node):
+        raise Forbidden("user credentials cannot call node routes")
+    return principal
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentNode = Annotated[Node, Depends(get_current_node)]

@@ -1,0 +1,94 @@
+"""The hub's FastAPI application, made by :func:`create_app`.
+
+On start the app migrates its database to the newest Alembic revision and starts one
+background sweeper (an asyncio task) that every ``sweep_seconds`` hands expired leases
+back out or fails their runs. Errors from services become JSON ``{"detail": message}``
+with the error's status; request validation errors name the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from medfed._version import __version__
+from medfed.common.errors import MedfedError
+from medfed.hub.api.routes import accounts, catalogue, node_api, tasks
+from medfed.hub.config import HubSettings
+from medfed.hub.db.migrate import upgrade
+from medfed.hub.db.session import make_engine, make_sessionmaker
+from medfed.hub.dispatch import Notifier, commit
+from medfed.hub.services.tasks import expire_leases
+
+log = logging.getLogger(__name__)
+
+
+def _sweep_once(app: FastAPI) -> None:
+    with app.state.sessionmaker() as session:
+        if expire_leases(session, settings=app.state.settings):
+            commit(session, app.state.notifier)
+
+
+async def _sweeper(app: FastAPI) -> None:
+    while True:
+        await asyncio.sleep(app.state.settings.sweep_seconds)
+        try:
+            await run_in_threadpool(_sweep_once, app)
+        except Exception:  # keep sweeping; a transient DB error must not stop expiry
+            log.exception("lease sweep failed")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(settings: HubSettings | None = None) -> FastAPI:
+    settings = settings or HubSettings()
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_sweeper(app))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+    app = FastAPI(
+        title="medfed hub",
+        version=__version__,
+        description="Catalogue, projects, federated tasks and their aggregation.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.notifier = Notifier()
+
+    @app.exception_handler(MedfedError)
+    async def _medfed_error(_: Request, exc: MedfedError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+
+    for module in (accounts, catalogue, tasks, node_api):
+        app.include_router(module.router)
+    return app

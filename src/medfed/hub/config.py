@@ -1,0 +1,49 @@
+"""Hub settings, read from ``MEDFED_*`` environment variables (pydantic-settings).
+
+The hub refuses to start outside dev mode with the default secret key. The database is a
+SQLite file under ``data_dir`` unless ``MEDFED_DATABASE_URL`` names another (for example
+``postgresql+psycopg://user@host/db``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "change-me-dev-only"
+
+
+class HubSettings(BaseSettings):
+    """Everything the hub process needs; one instance per :func:`create_app`."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDFED_", extra="ignore")
+
+    data_dir: Path = Path("var/hub")
+    database_url: str | None = None
+    secret_key: str = DEFAULT_SECRET
+    dev_mode: bool = False
+    min_nodes: int = Field(default=1, ge=1, description="minimum nodes that must answer a task")
+    lease_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    long_poll_seconds: float = Field(default=25.0, gt=0, le=120)
+    recheck_seconds: float = Field(
+        default=0.5, gt=0, description="how often a waiting long poll re-reads the database"
+    )
+    sweep_seconds: float = Field(default=1.0, gt=0)
+    token_days: int = Field(default=30, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> HubSettings:
+        if not self.dev_mode and self.secret_key == DEFAULT_SECRET:
+            raise ValueError(
+                "MEDFED_SECRET_KEY is the default; set a secret or MEDFED_DEV_MODE=1"
+            )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hub.db').resolve()}"

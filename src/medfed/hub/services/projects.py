@@ -1,0 +1,95 @@
+"""Projects (research tenants) and their members.
+
+Only members see a project's tasks and results. A researcher (or admin) creates a project
+and becomes its first member; the project's creator, an org admin or the hub admin adds
+members.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from medfed.common.errors import Conflict, Forbidden, NotFound
+from medfed.common.resources import Role
+from medfed.hub.db.models import Project, ProjectMember, User
+from medfed.hub.services.accounts import get_user, has_role
+
+
+def is_member(session: Session, *, project_id: int, user: User) -> bool:
+    return (
+        session.scalar(
+            select(ProjectMember.id).where(
+                ProjectMember.project_id == project_id, ProjectMember.user_id == user.id
+            )
+        )
+        is not None
+    )
+
+
+def get_project(session: Session, *, project_id: int, user: User) -> Project:
+    """The project, if ``user`` may see it (member or hub admin); otherwise 404/403."""
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    if not user.is_superuser and not is_member(session, project_id=project_id, user=user):
+        raise Forbidden(f"you are not a member of project {project_id}")
+    return project
+
+
+def member_ids(session: Session, project_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(ProjectMember.user_id)
+            .where(ProjectMember.project_id == project_id)
+            .order_by(ProjectMember.user_id)
+        )
+    )
+
+
+def create_project(
+    session: Session, *, actor: User, name: str, description: str, organization_id: int | None
+) -> Project:
+    if not (has_role(actor, Role.researcher) or has_role(actor, Role.admin)):
+        raise Forbidden("creating a project needs the researcher or admin role")
+    if session.scalar(select(Project).where(Project.name == name)) is not None:
+        raise Conflict(f"project '{name}' exists already")
+    project = Project(
+        name=name,
+        description=description,
+        organization_id=organization_id or actor.organization_id,
+        created_by=actor.id,
+    )
+    session.add(project)
+    session.flush()
+    session.add(ProjectMember(project_id=project.id, user_id=actor.id))
+    session.flush()
+    return project
+
+
+def list_projects(session: Session, *, actor: User) -> list[Project]:
+    query = select(Project).order_by(Project.id)
+    if not actor.is_superuser:
+        query = query.join(ProjectMember, ProjectMember.project_id == Project.id).where(
+            ProjectMember.user_id == actor.id
+        )
+    return list(session.scalars(query))
+
+
+def add_member(session: Session, *, actor: User, project_id: int, user_id: int) -> Project:
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    allowed = (
+        actor.is_superuser
+        or project.created_by == actor.id
+        or (has_role(actor, Role.admin) and actor.organization_id == project.organization_id)
+    )
+    if not allowed:
+        raise Forbidden(f"adding members to project {project_id} needs its creator or an admin")
+    get_user(session, user_id)
+    if is_member(session, project_id=project_id, user=get_user(session, user_id)):
+        return project
+    session.add(ProjectMember(project_id=project_id, user_id=user_id))
+    session.flush()
+    return project

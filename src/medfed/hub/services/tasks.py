@@ -1,0 +1,303 @@
+"""Tasks and runs: creation, leasing, answers, lease expiry and round aggregation.
+
+Run states: pending → claimed → done | failed | refused. A node claims a pending run with
+a lease (``lease_id``, ``lease_expires_at``); heartbeats extend the leases it holds. A
+lease that expires sends the run back to pending (another claim bumps ``attempts``) until
+``max_attempts``, then the run fails with the reason. An answer is accepted once: the
+same lease posting again is a no-op, any other lease gets a :class:`Conflict`.
+
+When the last run of a round ends, :func:`finish_round` (same transaction) calls the
+algorithm's aggregate step: it finishes the task, starts the next round, or fails the
+task when fewer than ``min_nodes`` nodes gave an unsuppressed answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from medfed.algorithms.base import Finished, NodeOutput
+from medfed.algorithms.registry import get_algorithm
+from medfed.common.errors import BadRequest, Conflict, Forbidden, MedfedError, NotFound
+from medfed.common.resources import RunAssignment, RunOutcome, RunStatus, TaskStatus
+from medfed.common.timeutil import aware, utcnow
+from medfed.hub.config import HubSettings
+from medfed.hub.db.models import Dataset, Node, Run, Task, User
+from medfed.hub.db.session import is_sqlite
+from medfed.hub.dispatch import want_wake
+from medfed.hub.services import datasets as dataset_service
+from medfed.hub.services.projects import get_project
+
+log = logging.getLogger(__name__)
+
+TERMINAL = {RunStatus.done.value, RunStatus.failed.value, RunStatus.refused.value}
+MAX_OUTPUT_BYTES = 50_000_000
+
+
+def create_task(
+    session: Session,
+    *,
+    actor: User,
+    project_id: int,
+    algorithm: str,
+    dataset_refs: Sequence[int | str],
+    raw_params: dict[str, Any],
+) -> Task:
+    """Validate everything, then store the task and its first round of runs."""
+    get_project(session, project_id=project_id, user=actor)
+    alg = get_algorithm(algorithm)
+    found = dataset_service.resolve(session, dataset_refs)
+    params = alg.parse_params(raw_params)
+    alg.validate(params, [dataset_service.schema_of(d) for d in found])
+    task = Task(
+        project_id=project_id,
+        created_by=actor.id,
+        algorithm=alg.name,
+        algorithm_version=alg.version,
+        params=params.model_dump(mode="json", by_alias=True),
+        dataset_ids=[d.id for d in found],
+        status=TaskStatus.running.value,
+    )
+    session.add(task)
+    session.flush()
+    _create_runs(session, task, found)
+    return task
+
+
+def _create_runs(session: Session, task: Task, found: Sequence[Dataset]) -> None:
+    for dataset in found:
+        session.add(
+            Run(task_id=task.id, node_id=dataset.node_id, dataset_id=dataset.id, round=task.round)
+        )
+        want_wake(session, f"node:{dataset.node_id}")
+    session.flush()
+
+
+def get_task(session: Session, *, task_id: int, user: User) -> Task:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    get_project(session, project_id=task.project_id, user=user)
+    return task
+
+
+def list_tasks(session: Session, *, user: User, project_id: int) -> list[Task]:
+    get_project(session, project_id=project_id, user=user)
+    return list(
+        session.scalars(select(Task).where(Task.project_id == project_id).order_by(Task.id))
+    )
+
+
+def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
+    rows = session.execute(
+        select(Run, Node.name)
+        .join(Node, Node.id == Run.node_id)
+        .where(Run.task_id == task.id)
+        .order_by(Run.round, Run.id)
+    )
+    return [(run, name) for run, name in rows.tuples()]
+
+
+def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAssignment | None:
+    """Lease the oldest pending run of ``node``, or return None."""
+    expire_leases(session, settings=settings, node_id=node.id)
+    query = (
+        select(Run, Task)
+        .join(Task, Task.id == Run.task_id)
+        .where(
+            Run.node_id == node.id,
+            Run.status == RunStatus.pending.value,
+            Task.status == TaskStatus.running.value,
+        )
+        .order_by(Run.id)
+        .limit(1)
+    )
+    if not is_sqlite(session):
+        query = query.with_for_update(skip_locked=True, of=Run)
+    row = session.execute(query).first()
+    if row is None:
+        return None
+    run, task = row.tuple()
+    now = utcnow()
+    run.status = RunStatus.claimed.value
+    run.attempts += 1
+    run.lease_id = secrets.token_hex(16)
+    run.claimed_at = now
+    run.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
+    dataset = session.get(Dataset, run.dataset_id)
+    assert dataset is not None
+    want_wake(session, f"task:{task.id}")
+    return RunAssignment(
+        run_id=run.id,
+        task_id=task.id,
+        project_id=task.project_id,
+        round=run.round,
+        algorithm=task.algorithm,
+        algorithm_version=task.algorithm_version,
+        params=task.params,
+        state=task.state,
+        dataset_id=dataset.id,
+        dataset_name=dataset.name,
+        lease_id=run.lease_id,
+        lease_expires_at=run.lease_expires_at,
+        attempt=run.attempts,
+    )
+
+
+def extend_leases(
+    session: Session, *, node: Node, run_ids: Sequence[int], settings: HubSettings
+) -> tuple[list[int], list[int]]:
+    """Heartbeat: extend the leases ``node`` still holds; report the ones it lost."""
+    extended: list[int] = []
+    lost: list[int] = []
+    now = utcnow()
+    for run_id in run_ids:
+        run = session.get(Run, run_id)
+        if run is None or run.node_id != node.id:
+            lost.append(run_id)
+            continue
+        if run.status == RunStatus.claimed.value:
+            run.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
+            extended.append(run_id)
+        else:
+            lost.append(run_id)
+    return extended, lost
+
+
+def expire_leases(session: Session, *, settings: HubSettings, node_id: int | None = None) -> int:
+    """Send runs whose lease ran out back to pending, or fail them after the last attempt."""
+    query = select(Run).where(
+        Run.status == RunStatus.claimed.value, Run.lease_expires_at < utcnow()
+    )
+    if node_id is not None:
+        query = query.where(Run.node_id == node_id)
+    expired = list(session.scalars(query))
+    for run in expired:
+        run.lease_id = None
+        run.lease_expires_at = None
+        if run.attempts >= settings.max_attempts:
+            run.status = RunStatus.failed.value
+            run.error = (
+                f"lease expired {run.attempts} times (node stopped answering); "
+                f"max attempts is {settings.max_attempts}"
+            )
+            run.finished_at = utcnow()
+            task = session.get(Task, run.task_id)
+            if task is not None:
+                finish_round(session, task=task, settings=settings)
+        else:
+            run.status = RunStatus.pending.value
+            want_wake(session, f"node:{run.node_id}")
+    return len(expired)
+
+
+def post_outcome(
+    session: Session, *, node: Node, run_id: int, outcome: RunOutcome, settings: HubSettings
+) -> Run:
+    query = select(Run).where(Run.id == run_id)
+    if not is_sqlite(session):
+        query = query.with_for_update()
+    run = session.scalar(query)
+    if run is None or run.node_id != node.id:
+        raise NotFound(f"run {run_id} not found")
+    if run.status in TERMINAL:
+        if run.lease_id == outcome.lease_id:
+            return run  # the same answer again: accepted once, this is a no-op
+        raise Conflict(f"run {run_id} is finished already; this lease is stale")
+    if run.status != RunStatus.claimed.value or run.lease_id != outcome.lease_id:
+        raise Conflict(f"run {run_id}: stale lease (the run was handed out again)")
+    if outcome.status == "done":
+        if outcome.output_status is None:
+            raise BadRequest("a done run needs output_status 'ok' or 'suppressed'")
+        if outcome.output_status == "ok" and outcome.output is None:
+            raise BadRequest("an ok output needs its output")
+        if outcome.output_status == "suppressed" and outcome.output is not None:
+            raise BadRequest("a suppressed output carries no values")
+    run.status = outcome.status
+    run.output_status = outcome.output_status if outcome.status == "done" else None
+    run.output = outcome.output if outcome.status == "done" else None
+    run.error = outcome.error
+    run.duration_s = outcome.duration_s
+    run.finished_at = utcnow()
+    session.flush()
+    task = session.get(Task, run.task_id)
+    assert task is not None
+    want_wake(session, f"task:{task.id}")
+    finish_round(session, task=task, settings=settings)
+    return run
+
+
+def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None:
+    """If every run of the task's current round has ended, aggregate (or fail the task)."""
+    if not is_sqlite(session):
+        session.refresh(task, with_for_update=True)
+    if task.status != TaskStatus.running.value:
+        return
+    runs = list(session.scalars(select(Run).where(Run.task_id == task.id, Run.round == task.round)))
+    if not runs or any(r.status not in TERMINAL for r in runs):
+        return
+    answered = [r for r in runs if r.status == RunStatus.done.value]
+    contributing = {r.node_id for r in answered if r.output_status == "ok"}
+    want_wake(session, f"task:{task.id}")
+    if len(contributing) < settings.min_nodes:
+        reasons = "; ".join(
+            f"run {r.id} {r.status}: {r.error}" for r in runs if r.status != RunStatus.done.value
+        )
+        _fail(
+            task,
+            f"only {len(contributing)} node(s) gave an unsuppressed answer; the hub needs at "
+            f"least {settings.min_nodes}" + (f" ({reasons})" if reasons else ""),
+        )
+        return
+    alg = get_algorithm(task.algorithm)
+    outputs = [
+        NodeOutput(
+            node_id=r.node_id,
+            dataset_id=r.dataset_id,
+            status="ok" if r.output_status == "ok" else "suppressed",
+            payload=r.output,
+        )
+        for r in answered
+    ]
+    try:
+        params = alg.parse_params(task.params)
+        step = alg.aggregate(params, task.round, task.state, outputs)
+        if isinstance(step, Finished):
+            result = alg.Result.model_validate(step.result).model_dump(mode="json")
+    except MedfedError as exc:
+        _fail(task, exc.message)
+        return
+    except Exception as exc:  # an algorithm bug must fail the task, not the hub
+        log.exception("aggregate step of task %s failed", task.id)
+        _fail(task, f"aggregation failed: {type(exc).__name__}: {exc}")
+        return
+    if isinstance(step, Finished):
+        task.result = result
+        task.status = TaskStatus.completed.value
+        task.finished_at = utcnow()
+        return
+    task.round += 1
+    task.state = step.state
+    found = [dataset_service.get_dataset(session, i) for i in task.dataset_ids]
+    _create_runs(session, task, found)
+
+
+def _fail(task: Task, error: str) -> None:
+    task.status = TaskStatus.failed.value
+    task.error = error
+    task.finished_at = utcnow()
+
+
+def require_node_run_access(run: Run, node: Node) -> None:
+    if run.node_id != node.id:
+        raise Forbidden("a node may only see its own runs")
+
+
+def lease_alive(run: Run) -> bool:
+    return run.lease_expires_at is not None and aware(run.lease_expires_at) > utcnow()

@@ -1,0 +1,205 @@
+"""The node agent: ``medfed node start --config node.toml``.
+
+How it runs:
+
+* On start it opens its tables, registers each dataset at the hub (name, description,
+  column schema, row count rounded to the policy threshold) and learns its identity.
+* The main thread long-polls ``GET /api/node/runs/next``: the hub answers the moment a
+  run for this node is committed, or with 204 after the wait; then it polls again.
+* A heartbeat thread reports every ``heartbeat_seconds`` and extends the lease of the run
+  being executed, so long local steps keep their lease.
+* Each run is checked against the node's own policy (algorithm allowed, project allowed,
+  dataset held here, algorithm version known) — a failed check is answered ``refused``
+  with the rule — then the local step runs, the disclosure gate filters its output, and
+  the outcome is posted. An unexpected error is answered ``failed`` with its type only
+  (an exception message could carry a data value). Every run lands in the node's log.
+
+All connections are outbound; a hub that is down is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from medfed.algorithms.base import LocalContext
+from medfed.algorithms.registry import get_algorithm
+from medfed.common.errors import BadRequest, Conflict, MedfedError, NotFound
+from medfed.common.resources import DatasetRegister, RunAssignment, RunOutcome
+from medfed.node.config import NodeConfig
+from medfed.node.gate import GatePolicy, apply_gate
+from medfed.node.hubclient import NodeHubClient
+from medfed.node.runlog import RunLog, canonical_json, file_hash, sha256_hex
+from medfed.node.stores.tables import TableStore
+from medfed.sdk.http import HubUnreachable
+
+log = logging.getLogger(__name__)
+
+
+def rounded_count(n: int, threshold: int) -> int | None:
+    """Row counts leave the node rounded to the nearest multiple of the threshold."""
+    if n < threshold:
+        return None
+    return int(round(n / threshold) * threshold)
+
+
+class NodeAgent:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.hub = NodeHubClient(config.hub_url, config.node_secret(), stop=self.stop_event)
+        self.stores: dict[str, TableStore] = {}
+        self.hashes: dict[str, str] = {}
+        self.runlog = RunLog(config.data_dir / "runs.jsonl")
+        self._current: set[int] = set()
+        self._lock = threading.Lock()
+        self.node_id: int | None = None
+
+    def open_datasets(self) -> None:
+        for dataset in self.config.datasets:
+            self.stores[dataset.name] = TableStore.open(dataset.path)
+            self.hashes[dataset.name] = file_hash(dataset.path)
+
+    def register(self) -> None:
+        identity = self.hub.me()
+        self.node_id = identity.id
+        threshold = self.config.policy.min_cell_count
+        for dataset in self.config.datasets:
+            store = self.stores[dataset.name]
+            self.hub.register_dataset(
+                DatasetRegister(
+                    name=dataset.name,
+                    description=dataset.description,
+                    columns=store.columns,
+                    row_count=rounded_count(store.row_count, threshold),
+                )
+            )
+        log.info("node %s registered %d dataset(s)", identity.name, len(self.config.datasets))
+
+    def run_forever(self) -> None:
+        self.open_datasets()
+        self.register()
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        while not self.stop_event.is_set():
+            try:
+                assignment = self.hub.next_run(self.config.poll_wait_seconds)
+            except HubUnreachable:
+                break  # only raised once stop was requested
+            except MedfedError as exc:
+                log.error("polling the hub failed: %s", exc.message)
+                self.stop_event.wait(1.0)
+                continue
+            if assignment is not None:
+                self.execute(assignment)
+        self.hub.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stop_event.wait(self.config.heartbeat_seconds):
+            with self._lock:
+                current = sorted(self._current)
+            try:
+                self.hub.heartbeat(current)
+            except MedfedError as exc:
+                log.warning("heartbeat failed: %s", exc.message)
+
+    def check_policy(self, run: RunAssignment) -> str | None:
+        policy = self.config.policy
+        if not policy.allows_project(run.project_id):
+            return f"policy: project {run.project_id} is not allowed at this node"
+        if not policy.allows_algorithm(run.algorithm):
+            return f"policy: algorithm '{run.algorithm}' is not allowed at this node"
+        if run.dataset_name not in self.stores:
+            return f"policy: dataset '{run.dataset_name}' is not held at this node"
+        try:
+            alg = get_algorithm(run.algorithm)
+        except BadRequest:
+            return f"algorithm '{run.algorithm}' is not installed at this node"
+        if alg.version != run.algorithm_version:
+            return (
+                f"algorithm '{run.algorithm}' version {run.algorithm_version} asked, "
+                f"this node has {alg.version}"
+            )
+        return None
+
+    def compute(self, run: RunAssignment) -> RunOutcome:
+        """Policy check, local step and gate; never raises."""
+        started = time.perf_counter()
+        refusal = self.check_policy(run)
+        if refusal is not None:
+            return RunOutcome(lease_id=run.lease_id, status="refused", error=refusal)
+        alg = get_algorithm(run.algorithm)
+        policy = self.config.policy
+        try:
+            params = alg.parse_params(run.params)
+            ctx = LocalContext(
+                data=self.stores[run.dataset_name],
+                round=run.round,
+                state=run.state,
+                min_cell_count=policy.min_cell_count,
+            )
+            output = alg.local(params, ctx)
+            gated = apply_gate(
+                output, alg.disclosure(params), GatePolicy(min_cell_count=policy.min_cell_count)
+            )
+        except MedfedError as exc:
+            status = "refused" if exc.status_code == 403 else "failed"
+            return RunOutcome(lease_id=run.lease_id, status=status, error=exc.message)
+        except Exception as exc:  # the message could hold a data value: send its type only
+            log.exception("run %s failed", run.run_id)
+            return RunOutcome(
+                lease_id=run.lease_id,
+                status="failed",
+                error=f"local step failed at the node ({type(exc).__name__}); see the node log",
+            )
+        return RunOutcome(
+            lease_id=run.lease_id,
+            status="done",
+            output_status=gated.status,
+            output=gated.payload,
+            duration_s=time.perf_counter() - started,
+        )
+
+    def execute(self, run: RunAssignment) -> None:
+        with self._lock:
+            self._current.add(run.run_id)
+        try:
+            outcome = self.compute(run)
+            sent = canonical_json(outcome.model_dump(mode="json"))
+            try:
+                self.hub.post_outcome(run.run_id, sent)
+                accepted = True
+            except (Conflict, NotFound) as exc:
+                log.warning("run %s not accepted: %s", run.run_id, exc.message)
+                accepted = False
+            self.runlog.append(
+                {
+                    "run_id": run.run_id,
+                    "task_id": run.task_id,
+                    "project_id": run.project_id,
+                    "round": run.round,
+                    "algorithm": run.algorithm,
+                    "algorithm_version": run.algorithm_version,
+                    "dataset": run.dataset_name,
+                    "dataset_sha256": self.hashes.get(run.dataset_name),
+                    "status": outcome.status,
+                    "output_status": outcome.output_status,
+                    "sent_sha256": sha256_hex(sent),
+                    "accepted": accepted,
+                }
+            )
+        finally:
+            with self._lock:
+                self._current.discard(run.run_id)
+
+
+def start(config: NodeConfig) -> NodeAgent:
+    """Run an agent in a background thread (tests, in-process federations)."""
+    agent = NodeAgent(config)
+    thread = threading.Thread(target=agent.run_forever, name="node-agent", daemon=True)
+    thread.start()
+    return agent

@@ -1,0 +1,101 @@
+"""``node.toml``: where the hub is, how the node proves itself, its datasets and policy.
+
+Example::
+
+    hub_url = "http://127.0.0.1:8000"
+    secret_file = "node.secret"        # or: secret = "mfn_..."
+    data_dir = "var/node-a"            # the node's own log lives here
+
+    [policy]
+    min_cell_count = 5                 # counts 0 < n < 5 are suppressed
+    allowed_algorithms = ["*"]         # or a list of names
+    allowed_projects = ["*"]           # or a list of project ids
+
+    [[datasets]]
+    name = "gbsg2"
+    path = "data/gbsg2-a.csv"          # CSV or Parquet, relative to this file
+    description = "GBSG2 share of hospital A"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from medfed.common.errors import BadRequest
+
+
+class Policy(BaseModel):
+    min_cell_count: int = Field(default=5, ge=1)
+    allowed_algorithms: list[str] = Field(default_factory=lambda: ["*"])
+    allowed_projects: list[int | str] = Field(default_factory=lambda: ["*"])
+
+    def allows_algorithm(self, name: str) -> bool:
+        return "*" in self.allowed_algorithms or name in self.allowed_algorithms
+
+    def allows_project(self, project_id: int) -> bool:
+        allowed = {str(p) for p in self.allowed_projects}
+        return "*" in allowed or str(project_id) in allowed
+
+
+class DatasetConfig(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    path: Path
+    description: str = ""
+
+
+class NodeConfig(BaseModel):
+    hub_url: str
+    secret: str | None = None
+    secret_file: Path | None = None
+    data_dir: Path = Path("var/node")
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    poll_wait_seconds: float = Field(default=20.0, gt=0, le=120)
+    policy: Policy = Field(default_factory=Policy)
+    datasets: list[DatasetConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> NodeConfig:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError("give exactly one of secret and secret_file")
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError("dataset names must be unique within a node")
+        return self
+
+    def node_secret(self) -> str:
+        if self.secret is not None:
+            return self.secret
+        assert self.secret_file is not None
+        try:
+            return self.secret_file.read_text().strip()
+        except OSError as exc:
+            raise BadRequest(f"cannot read secret_file {self.secret_file}: {exc}") from None
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and check ``node.toml``; relative paths are taken from the file's folder."""
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise BadRequest(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadRequest(f"{path} is not valid TOML: {exc}") from None
+    try:
+        config = NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "node.toml"
+        raise BadRequest(f"{path}: {where}: {first['msg']}") from None
+    base = path.parent
+    if config.secret_file is not None and not config.secret_file.is_absolute():
+        config.secret_file = base / config.secret_file
+    if not config.data_dir.is_absolute():
+        config.data_dir = base / config.data_dir
+    for dataset in config.datasets:
+        if not dataset.path.is_absolute():
+            dataset.path = base / dataset.path
+    return config

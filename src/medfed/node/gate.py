@@ -1,0 +1,132 @@
+"""The node's disclosure gate: the last step before any value leaves the node.
+
+How it runs: the node agent calls :func:`apply_gate` on the dict an algorithm's local step
+returned, with that algorithm's rules (:meth:`Algorithm.disclosure`) and the node's
+:class:`GatePolicy`. In order:
+
+1. The output is copied into plain JSON data (dict with string keys, list, str, int,
+   float, bool, None). Anything else — a numpy scalar, a DataFrame, a set, a tuple —
+   raises ``ValueError``: an algorithm that returns something odd is a bug, and the node
+   reports the run as failed instead of sending it. NaN and infinities become ``None``.
+2. :class:`MinRows` rules: when ``0 < output[key] < min_cell_count`` the whole output is
+   suppressed — :class:`GateResult` has status ``"suppressed"`` and no payload.
+3. :class:`Cells` rules: every count under ``output[key]`` (a number, or nested lists and
+   dicts of numbers) with ``0 < count < min_cell_count`` becomes ``None``. Zero passes.
+
+A key named by a rule that is missing, or a count that is not a non-negative number, raises
+``ValueError`` — the gate never guesses what an algorithm meant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from medfed.algorithms.base import Cells, MinRows, Rule
+
+__all__ = ["GatePolicy", "GateResult", "apply_gate", "plain"]
+
+_MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """A node's disclosure settings."""
+
+    min_cell_count: int = 5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_cell_count, bool) or not isinstance(self.min_cell_count, int):
+            raise ValueError(f"min_cell_count must be an integer, not {self.min_cell_count!r}")
+        if self.min_cell_count < 1:
+            raise ValueError(f"min_cell_count must be at least 1, not {self.min_cell_count}")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What may leave the node: the gated payload, or nothing when suppressed."""
+
+    status: Literal["ok", "suppressed"]
+    payload: dict[str, Any] | None
+    suppressed_cells: int = 0
+
+
+def plain(value: Any, path: str = "output", depth: int = 0) -> Any:
+    """A deep copy of ``value`` as plain JSON data; ``ValueError`` names what is not."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"gate: {path} is nested deeper than {_MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool | str):
+        return value
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if type(value) is dict:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"gate: {path} has a key {key!r} that is not a string")
+            out[key] = plain(item, f"{path}.{key}", depth + 1)
+        return out
+    if type(value) is list:
+        return [plain(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    raise ValueError(
+        f"gate: {path} is {type(value).__module__}.{type(value).__qualname__}, "
+        "not plain JSON data (dict, list, str, int, float, bool, None)"
+    )
+
+
+def _count(value: Any, path: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"gate: {path} must be a count, not {value!r}")
+    if value < 0:
+        raise ValueError(f"gate: {path} is a negative count ({value})")
+    return value
+
+
+def _cells(value: Any, k: int, path: str) -> tuple[Any, int]:
+    """``value`` with small counts replaced by None, and how many were replaced."""
+    if value is None:
+        return None, 0
+    if isinstance(value, list):
+        items = [_cells(item, k, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [item for item, _ in items], sum(n for _, n in items)
+    if isinstance(value, dict):
+        pairs = {key: _cells(item, k, f"{path}.{key}") for key, item in value.items()}
+        return {key: item for key, (item, _) in pairs.items()}, sum(n for _, n in pairs.values())
+    count = _count(value, path)
+    if 0 < count < k:
+        return None, 1
+    return value, 0
+
+
+def _field(output: dict[str, Any], key: str, rule: Rule) -> Any:
+    if key not in output:
+        raise ValueError(f"gate: rule {rule!r} names key '{key}', which the output lacks")
+    return output[key]
+
+
+def apply_gate(output: dict[str, Any], rules: Sequence[Rule], policy: GatePolicy) -> GateResult:
+    """Apply ``rules`` to one local output under ``policy`` (see the module docstring)."""
+    if type(output) is not dict:
+        raise ValueError(f"gate: output must be a dict, not {type(output).__name__}")
+    payload: dict[str, Any] = plain(output)
+    k = policy.min_cell_count
+    for rule in rules:
+        if isinstance(rule, MinRows):
+            value = _field(payload, rule.key, rule)
+            if value is None:
+                raise ValueError(f"gate: row count '{rule.key}' is null or not finite")
+            if 0 < _count(value, f"output.{rule.key}") < k:
+                return GateResult(status="suppressed", payload=None, suppressed_cells=0)
+        elif not isinstance(rule, Cells):
+            raise ValueError(f"gate: unknown rule {rule!r}")
+    suppressed = 0
+    for rule in rules:
+        if isinstance(rule, Cells):
+            value = _field(payload, rule.key, rule)
+            payload[rule.key], n = _cells(value, k, f"output.{rule.key}")
+            suppressed += n
+    return GateResult(status="ok", payload=payload, suppressed_cells=suppressed)

@@ -1,0 +1,312 @@
+"""``medfed.Client``: the researcher's and administrator's Python entry point to a hub.
+
+Every method returns typed objects (pydantic models from ``medfed.common.resources`` or
+an algorithm's ``Result``), never bare dicts. ``client.tasks.run(...)`` submits a task,
+follows it with the hub's long poll (showing a progress bar on a terminal), and returns
+a :class:`~medfed.sdk.results.TaskResult`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from medfed.algorithms.registry import get_algorithm
+from medfed.common.errors import BadRequest
+from medfed.common.filters import Filter, filter_to_json, parse_filter_text
+from medfed.common.resources import (
+    DatasetPublic,
+    NodeCreated,
+    NodePublic,
+    OrganizationPublic,
+    ProjectPublic,
+    Role,
+    TaskPublic,
+    TaskStatus,
+    TokenCreated,
+    TokenPublic,
+    UserPublic,
+)
+from medfed.sdk.http import HubHTTP
+from medfed.sdk.results import TaskFailed, TaskResult, TaskTimeout
+
+
+class _Resource:
+    def __init__(self, http: HubHTTP) -> None:
+        self._http = http
+
+
+class Organizations(_Resource):
+    def create(self, name: str) -> OrganizationPublic:
+        data = self._http.request("POST", "/api/organizations", json={"name": name})
+        return OrganizationPublic.model_validate(data)
+
+    def list(self) -> list[OrganizationPublic]:
+        return [OrganizationPublic.model_validate(o) for o in self._http.request("GET", "/api/organizations")]
+
+
+class Users(_Resource):
+    def create(
+        self,
+        username: str,
+        password: str,
+        *,
+        organization_id: int,
+        roles: list[Role | str] | None = None,
+        email: str | None = None,
+    ) -> UserPublic:
+        body = {
+            "username": username,
+            "password": password,
+            "organization_id": organization_id,
+            "roles": [str(r) for r in (roles or ["researcher"])],
+            "email": email,
+        }
+        return UserPublic.model_validate(self._http.request("POST", "/api/users", json=body))
+
+    def list(self) -> list[UserPublic]:
+        return [UserPublic.model_validate(u) for u in self._http.request("GET", "/api/users")]
+
+    def me(self) -> UserPublic:
+        return UserPublic.model_validate(self._http.request("GET", "/api/me"))
+
+
+class Tokens(_Resource):
+    def create(self, name: str = "api", days: int = 30) -> TokenCreated:
+        data = self._http.request("POST", "/api/tokens", json={"name": name, "days": days})
+        return TokenCreated.model_validate(data)
+
+    def list(self) -> list[TokenPublic]:
+        return [TokenPublic.model_validate(t) for t in self._http.request("GET", "/api/tokens")]
+
+    def revoke(self, token_id: int) -> TokenPublic:
+        return TokenPublic.model_validate(self._http.request("DELETE", f"/api/tokens/{token_id}"))
+
+
+class Projects(_Resource):
+    def create(self, name: str, description: str = "") -> ProjectPublic:
+        body = {"name": name, "description": description}
+        return ProjectPublic.model_validate(self._http.request("POST", "/api/projects", json=body))
+
+    def list(self) -> list[ProjectPublic]:
+        return [ProjectPublic.model_validate(p) for p in self._http.request("GET", "/api/projects")]
+
+    def get(self, project_id: int) -> ProjectPublic:
+        return ProjectPublic.model_validate(self._http.request("GET", f"/api/projects/{project_id}"))
+
+    def add_member(self, project_id: int, user_id: int) -> ProjectPublic:
+        data = self._http.request(
+            "POST", f"/api/projects/{project_id}/members", json={"user_id": user_id}
+        )
+        return ProjectPublic.model_validate(data)
+
+
+class Nodes(_Resource):
+    def create(self, name: str, *, organization_id: int) -> NodeCreated:
+        body = {"name": name, "organization_id": organization_id}
+        return NodeCreated.model_validate(self._http.request("POST", "/api/nodes", json=body))
+
+    def list(self) -> list[NodePublic]:
+        return [NodePublic.model_validate(n) for n in self._http.request("GET", "/api/nodes")]
+
+
+class Datasets(_Resource):
+    def list(self, node_id: int | None = None) -> list[DatasetPublic]:
+        params = {"node_id": node_id} if node_id is not None else None
+        data = self._http.request("GET", "/api/datasets", params=params)
+        return [DatasetPublic.model_validate(d) for d in data]
+
+    def get(self, dataset_id: int) -> DatasetPublic:
+        return DatasetPublic.model_validate(self._http.request("GET", f"/api/datasets/{dataset_id}"))
+
+
+class Tasks(_Resource):
+    def __init__(self, http: HubHTTP, client: Client) -> None:
+        super().__init__(http)
+        self._client = client
+
+    def submit(
+        self,
+        algorithm: str,
+        *,
+        datasets: list[int | str],
+        project: int | None = None,
+        where: Filter | dict[str, Any] | str | None = None,
+        **params: Any,
+    ) -> TaskPublic:
+        """Create a task; ``where`` is a filter (JSON form, model, or text like ``age > 50``)."""
+        if where is not None:
+            params["where"] = _filter_json(where)
+        body = {
+            "project_id": project if project is not None else self._client.default_project(),
+            "algorithm": algorithm,
+            "datasets": datasets,
+            "params": params,
+        }
+        return TaskPublic.model_validate(self._http.request("POST", "/api/tasks", json=body))
+
+    def get(self, task_id: int) -> TaskPublic:
+        return TaskPublic.model_validate(self._http.request("GET", f"/api/tasks/{task_id}"))
+
+    def list(self, project: int | None = None) -> list[TaskPublic]:
+        project_id = project if project is not None else self._client.default_project()
+        data = self._http.request("GET", "/api/tasks", params={"project_id": project_id})
+        return [TaskPublic.model_validate(t) for t in data]
+
+    def wait(self, task_id: int, *, timeout: float = 600.0, progress: bool | None = None) -> TaskPublic:
+        """Follow the task with the hub's long poll until it ends (or ``timeout``)."""
+        show = sys.stderr.isatty() if progress is None else progress
+        deadline = time.monotonic() + timeout
+        seen = -1
+        bar = _Progress(task_id) if show else None
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TaskTimeout(f"task {task_id} did not finish within {timeout:.0f} s")
+                data = self._http.request(
+                    "GET",
+                    f"/api/tasks/{task_id}/wait",
+                    params={"timeout": min(remaining, 20.0), "seen_runs_done": seen},
+                    timeout=min(remaining, 20.0) + 10,
+                )
+                task = TaskPublic.model_validate(data)
+                seen = sum(1 for r in task.runs if r.status not in ("pending", "claimed"))
+                if bar is not None:
+                    bar.update(task)
+                if task.status != TaskStatus.running:
+                    return task
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def result(self, task: TaskPublic) -> TaskResult[BaseModel]:
+        if task.status == TaskStatus.failed:
+            raise TaskFailed(task)
+        if task.status != TaskStatus.completed or task.result is None:
+            raise BadRequest(f"task {task.id} has not finished")
+        model = get_algorithm(task.algorithm).Result.model_validate(task.result)
+        last_round = max((r.round for r in task.runs), default=0)
+        return TaskResult(
+            task_id=task.id,
+            algorithm=task.algorithm,
+            result=model,
+            nodes=[r for r in task.runs if r.round == last_round],
+            rounds=task.round + 1,
+        )
+
+    def run(
+        self,
+        algorithm: str,
+        *,
+        datasets: list[int | str],
+        project: int | None = None,
+        where: Filter | dict[str, Any] | str | None = None,
+        timeout: float = 600.0,
+        progress: bool | None = None,
+        **params: Any,
+    ) -> TaskResult[Any]:
+        """Submit, wait, and return the pooled result with each node's status."""
+        task = self.submit(algorithm, datasets=datasets, project=project, where=where, **params)
+        return self.result(self.wait(task.id, timeout=timeout, progress=progress))
+
+
+def _filter_json(where: Filter | dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(where, str):
+        return filter_to_json(parse_filter_text(where))
+    if isinstance(where, dict):
+        return where
+    return filter_to_json(where)
+
+
+class _Progress:
+    """A Rich progress bar over the runs of a task (stderr, only on a terminal)."""
+
+    def __init__(self, task_id: int) -> None:
+        from rich.progress import Progress
+
+        self._progress = Progress(transient=True)
+        self._progress.start()
+        self._bar = self._progress.add_task(f"task {task_id}", total=None)
+
+    def update(self, task: TaskPublic) -> None:
+        done = sum(1 for r in task.runs if r.status not in ("pending", "claimed"))
+        self._progress.update(
+            self._bar,
+            total=len(task.runs),
+            completed=done,
+            description=f"task {task.id} round {task.round} ({task.status.value})",
+        )
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+class Client:
+    """A connection to a hub as one user.
+
+    ``Client(url, token)`` with an API token, or ``Client.login(url, username, password)``.
+    ``project`` sets the default project for tasks; without it, a user who belongs to
+    exactly one project uses that one.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        project: int | None = None,
+        http_client: httpx.Client | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._http = HubHTTP(url, token, http_client=http_client, timeout=timeout)
+        self.project = project
+        self.organizations = Organizations(self._http)
+        self.users = Users(self._http)
+        self.tokens = Tokens(self._http)
+        self.projects = Projects(self._http)
+        self.nodes = Nodes(self._http)
+        self.datasets = Datasets(self._http)
+        self.tasks = Tasks(self._http, self)
+
+    @classmethod
+    def login(
+        cls, url: str, username: str, password: str, *, http_client: httpx.Client | None = None
+    ) -> Client:
+        client = cls(url, http_client=http_client)
+        data = client._http.request(
+            "POST", "/api/auth/login", json={"username": username, "password": password}
+        )
+        client._http.token = TokenCreated.model_validate(data).token
+        return client
+
+    @property
+    def token(self) -> str | None:
+        return self._http.token
+
+    def health(self) -> dict[str, Any]:
+        data: dict[str, Any] = self._http.request("GET", "/api/health")
+        return data
+
+    def default_project(self) -> int:
+        if self.project is not None:
+            return self.project
+        projects = self.projects.list()
+        if len(projects) != 1:
+            raise BadRequest(
+                f"you belong to {len(projects)} projects; name one with project=ID"
+            )
+        return projects[0].id
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

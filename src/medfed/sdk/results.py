@@ -1,0 +1,51 @@
+"""Typed task results returned by the SDK: the pooled result plus each node's status.
+
+``TaskResult.result`` is the algorithm's own ``Result`` model (for example
+``MeanResult``); ``TaskResult.nodes`` says, per node, whether it answered, was
+suppressed by its gate, refused or failed — never its values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from medfed.common.errors import MedfedError
+from medfed.common.resources import NodeRunStatus, TaskPublic
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class TaskFailed(MedfedError):
+    """The task ended as failed; the message is the hub's reason (often a gate rule)."""
+
+    status_code = 409
+
+    def __init__(self, task: TaskPublic) -> None:
+        super().__init__(f"task {task.id} ({task.algorithm}) failed: {task.error}")
+        self.task = task
+
+
+class TaskTimeout(MedfedError):
+    status_code = 504
+
+
+@dataclass(frozen=True)
+class TaskResult(Generic[R]):
+    task_id: int
+    algorithm: str
+    result: R
+    nodes: list[NodeRunStatus]
+    rounds: int
+
+    @property
+    def suppressed_nodes(self) -> list[str]:
+        return [n.node_name for n in self.nodes if n.output_status == "suppressed"]
+
+    def node_table(self) -> list[dict[str, Any]]:
+        return [
+            {"node": n.node_name, "status": n.status.value, "output": n.output_status}
+            for n in self.nodes
+        ]

@@ -1,0 +1,1 @@
+"""Federations for tests, benchmarks, the demo and algorithm authors (real processes)."""
