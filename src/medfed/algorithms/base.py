@@ -132,7 +132,7 @@ class Algorithm(ABC, Generic[P]):
             where = ".".join(str(p) for p in first["loc"]) or "params"
             raise BadRequest(f"{self.name}: parameter {where}: {first['msg']}") from None
 
-    def validate(self, params: P, schemas: Sequence[DatasetSchema]) -> None:  # noqa: B027
+    def validate(self, params: P, schemas: Sequence[DatasetSchema]) -> None:
         """Check parameters against the datasets (unknown column, wrong type, bad filter)."""
 
     def disclosure(self, params: P) -> list[Rule]:

@@ -30,7 +30,9 @@ def org_list(url: str | None = UrlOption, token: str | None = TokenOption) -> No
 def user_create(
     username: str,
     organization: int = typer.Option(..., "--org", help="organization id"),
-    role: list[str] = typer.Option(["researcher"], "--role", help="admin, steward, researcher, dac, auditor"),
+    role: list[str] = typer.Option(
+        ["researcher"], "--role", help="admin, steward, researcher, dac, auditor"
+    ),
     password: str = typer.Option(..., prompt=True, hide_input=True, envvar="MEDFED_NEW_PASSWORD"),
     email: str | None = typer.Option(None),
     url: str | None = UrlOption,
@@ -46,7 +48,10 @@ def user_create(
 @users.command("list")
 def user_list(url: str | None = UrlOption, token: str | None = TokenOption) -> None:
     """List users you may see."""
-    rows = [[u.id, u.username, u.organization_id, ", ".join(u.roles)] for u in client(url, token).users.list()]
+    rows = [
+        [u.id, u.username, u.organization_id, ", ".join(u.roles)]
+        for u in client(url, token).users.list()
+    ]
     table("users", ["id", "username", "org", "roles"], rows)
 
 
@@ -94,5 +99,8 @@ def node_create(
 @nodes.command("list")
 def node_list(url: str | None = UrlOption, token: str | None = TokenOption) -> None:
     """List nodes and whether they are online."""
-    rows = [[n.id, n.name, n.organization_id, "yes" if n.online else "no"] for n in client(url, token).nodes.list()]
+    rows = [
+        [n.id, n.name, n.organization_id, "yes" if n.online else "no"]
+        for n in client(url, token).nodes.list()
+    ]
     table("nodes", ["id", "name", "org", "online"], rows)

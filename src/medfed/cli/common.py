@@ -41,7 +41,9 @@ def client(url: str | None, token: str | None, project: int | None = None) -> Cl
     url = url or saved.get("url")
     token = token or saved.get("token")
     if not url or not token:
-        raise typer.BadParameter("no hub credentials: run 'medfed login' or set MEDFED_URL and MEDFED_TOKEN")
+        raise typer.BadParameter(
+            "no hub credentials: run 'medfed login' or set MEDFED_URL and MEDFED_TOKEN"
+        )
     return Client(url, token, project=project)
 
 

@@ -31,12 +31,16 @@ def init(
     ),
     organization: str = typer.Option("hub", help="the administrator's organization"),
     data_dir: Path | None = typer.Option(None, help="hub data folder (SQLite file lives here)"),
-    database_url: str | None = typer.Option(None, help="SQLAlchemy URL, e.g. postgresql+psycopg://"),
+    database_url: str | None = typer.Option(
+        None, help="SQLAlchemy URL, e.g. postgresql+psycopg://"
+    ),
     dev: bool = typer.Option(False, help="dev mode: allow the default secret key"),
 ) -> None:
     """Create the database and the first administrator; print its API token once."""
     _env(data_dir, database_url, dev)
-    user_id, token = init_hub(HubSettings(), organization=organization, username=admin, password=password)
+    user_id, token = init_hub(
+        HubSettings(), organization=organization, username=admin, password=password
+    )
     console.print(f"hub initialized; administrator '{admin}' (id {user_id})")
     console.print(f"API token (shown once): {token}")
 
@@ -63,4 +67,6 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        # open long polls (up to long_poll_seconds) must not hold up a stop: cancel them
+        timeout_graceful_shutdown=2,
     )

@@ -37,10 +37,16 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 @tasks.command("run")
 def task_run(
-    algorithm: str = typer.Argument(..., help="count, mean, variance, summary, histogram, crosstab, …"),
+    algorithm: str = typer.Argument(
+        ..., help="count, mean, variance, summary, histogram, crosstab, …"
+    ),
     dataset: list[str] = typer.Option(..., "--dataset", "-d", help="dataset id, name or node/name"),
-    column: list[str] = typer.Option([], "--column", "-c", help="columns (mean, variance, summary)"),
-    where: str | None = typer.Option(None, "--where", "-w", help="filter, e.g. \"age >= 50 and grade == 2\""),
+    column: list[str] = typer.Option(
+        [], "--column", "-c", help="columns (mean, variance, summary)"
+    ),
+    where: str | None = typer.Option(
+        None, "--where", "-w", help='filter, e.g. "age >= 50 and grade == 2"'
+    ),
     param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE (JSON values)"),
     project: int | None = typer.Option(None, "--project"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
@@ -56,7 +62,9 @@ def task_run(
     if as_json:
         console.print_json(result.result.model_dump_json())
         return
-    console.print(f"task {result.task_id} ({result.algorithm}) completed in {result.rounds} round(s)")
+    console.print(
+        f"task {result.task_id} ({result.algorithm}) completed in {result.rounds} round(s)"
+    )
     console.print_json(result.result.model_dump_json())
     table("nodes", ["node", "status", "output"], [list(r.values()) for r in result.node_table()])
 

@@ -37,9 +37,7 @@ class HubSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> HubSettings:
         if not self.dev_mode and self.secret_key == DEFAULT_SECRET:
-            raise ValueError(
-                "MEDFED_SECRET_KEY is the default; set a secret or MEDFED_DEV_MODE=1"
-            )
+            raise ValueError("MEDFED_SECRET_KEY is the default; set a secret or MEDFED_DEV_MODE=1")
         return self
 
     @property

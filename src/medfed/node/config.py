@@ -31,7 +31,7 @@ from medfed.common.errors import BadRequest
 class Policy(BaseModel):
     min_cell_count: int = Field(default=5, ge=1)
     allowed_algorithms: list[str] = Field(default_factory=lambda: ["*"])
-    allowed_projects: list[int | str] = Field(default_factory=lambda: ["*"])
+    allowed_projects: list[int | str] = Field(default_factory=lambda: list[int | str](["*"]))
 
     def allows_algorithm(self, name: str) -> bool:
         return "*" in self.allowed_algorithms or name in self.allowed_algorithms

@@ -8,6 +8,7 @@ a :class:`~medfed.sdk.results.TaskResult`.
 
 from __future__ import annotations
 
+import builtins
 import sys
 import time
 from typing import Any
@@ -31,7 +32,7 @@ from medfed.common.resources import (
     TokenPublic,
     UserPublic,
 )
-from medfed.sdk.http import HubHTTP
+from medfed.sdk.http import HubHTTP, HubUnreachable
 from medfed.sdk.results import TaskFailed, TaskResult, TaskTimeout
 
 
@@ -46,7 +47,10 @@ class Organizations(_Resource):
         return OrganizationPublic.model_validate(data)
 
     def list(self) -> list[OrganizationPublic]:
-        return [OrganizationPublic.model_validate(o) for o in self._http.request("GET", "/api/organizations")]
+        return [
+            OrganizationPublic.model_validate(o)
+            for o in self._http.request("GET", "/api/organizations")
+        ]
 
 
 class Users(_Resource):
@@ -96,7 +100,9 @@ class Projects(_Resource):
         return [ProjectPublic.model_validate(p) for p in self._http.request("GET", "/api/projects")]
 
     def get(self, project_id: int) -> ProjectPublic:
-        return ProjectPublic.model_validate(self._http.request("GET", f"/api/projects/{project_id}"))
+        return ProjectPublic.model_validate(
+            self._http.request("GET", f"/api/projects/{project_id}")
+        )
 
     def add_member(self, project_id: int, user_id: int) -> ProjectPublic:
         data = self._http.request(
@@ -121,7 +127,9 @@ class Datasets(_Resource):
         return [DatasetPublic.model_validate(d) for d in data]
 
     def get(self, dataset_id: int) -> DatasetPublic:
-        return DatasetPublic.model_validate(self._http.request("GET", f"/api/datasets/{dataset_id}"))
+        return DatasetPublic.model_validate(
+            self._http.request("GET", f"/api/datasets/{dataset_id}")
+        )
 
 
 class Tasks(_Resource):
@@ -157,7 +165,9 @@ class Tasks(_Resource):
         data = self._http.request("GET", "/api/tasks", params={"project_id": project_id})
         return [TaskPublic.model_validate(t) for t in data]
 
-    def wait(self, task_id: int, *, timeout: float = 600.0, progress: bool | None = None) -> TaskPublic:
+    def wait(
+        self, task_id: int, *, timeout: float = 600.0, progress: bool | None = None
+    ) -> TaskPublic:
         """Follow the task with the hub's long poll until it ends (or ``timeout``)."""
         show = sys.stderr.isatty() if progress is None else progress
         deadline = time.monotonic() + timeout
@@ -168,12 +178,16 @@ class Tasks(_Resource):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TaskTimeout(f"task {task_id} did not finish within {timeout:.0f} s")
-                data = self._http.request(
-                    "GET",
-                    f"/api/tasks/{task_id}/wait",
-                    params={"timeout": min(remaining, 20.0), "seen_runs_done": seen},
-                    timeout=min(remaining, 20.0) + 10,
-                )
+                try:
+                    data = self._http.request(
+                        "GET",
+                        f"/api/tasks/{task_id}/wait",
+                        params={"timeout": min(remaining, 20.0), "seen_runs_done": seen},
+                        timeout=min(remaining, 20.0) + 10,
+                    )
+                except HubUnreachable:  # a restarting hub: keep following until the deadline
+                    time.sleep(min(0.5, max(remaining, 0)))
+                    continue
                 task = TaskPublic.model_validate(data)
                 seen = sum(1 for r in task.runs if r.status not in ("pending", "claimed"))
                 if bar is not None:
@@ -203,7 +217,7 @@ class Tasks(_Resource):
         self,
         algorithm: str,
         *,
-        datasets: list[int | str],
+        datasets: builtins.list[int | str],
         project: int | None = None,
         where: Filter | dict[str, Any] | str | None = None,
         timeout: float = 600.0,
@@ -297,9 +311,7 @@ class Client:
             return self.project
         projects = self.projects.list()
         if len(projects) != 1:
-            raise BadRequest(
-                f"you belong to {len(projects)} projects; name one with project=ID"
-            )
+            raise BadRequest(f"you belong to {len(projects)} projects; name one with project=ID")
         return projects[0].id
 
     def close(self) -> None:

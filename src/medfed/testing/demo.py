@@ -23,7 +23,7 @@ from medfed.testing.federation import Federation
 
 console = Console()
 
-HISTOGRAM_BINS = [20.0, 40.0, 45.0, 50.0, 55.0, 90.0]
+HISTOGRAM_BINS = [20.0, 40.0, 50.0, 90.0]
 
 
 def load_gbsg2() -> pd.DataFrame:
@@ -79,10 +79,17 @@ def run_demo(root: Path | None = None) -> int:
             columns = ["age", "tsize", "pnodes", "time"]
             mean = client.tasks.run("mean", datasets=["gbsg2"], columns=columns, progress=False)
             for column in columns:
-                add(f"mean {column}", mean.result.columns[column].mean, pooled[column].mean(), False)
+                add(
+                    f"mean {column}", mean.result.columns[column].mean, pooled[column].mean(), False
+                )
             var = client.tasks.run("variance", datasets=["gbsg2"], columns=columns, progress=False)
             for column in columns:
-                add(f"variance {column}", var.result.columns[column].variance, pooled[column].var(), False)
+                add(
+                    f"variance {column}",
+                    var.result.columns[column].variance,
+                    pooled[column].var(),
+                    False,
+                )
             hist = client.tasks.run(
                 "histogram", datasets=["gbsg2"], column="age", bins=HISTOGRAM_BINS, progress=False
             )
@@ -90,11 +97,18 @@ def run_demo(root: Path | None = None) -> int:
             for i, (got, want) in enumerate(zip(hist.result.counts, expected, strict=True)):
                 label = f"age [{HISTOGRAM_BINS[i]:.0f}, {HISTOGRAM_BINS[i + 1]:.0f})"
                 add(f"histogram {label}", got, int(want), exact=True)
-            tab = client.tasks.run("crosstab", datasets=["gbsg2"], row="tgrade", col="horTh", progress=False)
+            tab = client.tasks.run(
+                "crosstab", datasets=["gbsg2"], row="tgrade", col="horTh", progress=False
+            )
             pooled_tab = pd.crosstab(pooled["tgrade"], pooled["horTh"])
             for i, r in enumerate(tab.result.row_levels):
                 for j, c in enumerate(tab.result.col_levels):
-                    add(f"crosstab tgrade={r} horTh={c}", tab.result.table[i][j], int(pooled_tab.loc[r, c]), True)
+                    add(
+                        f"crosstab tgrade={r} horTh={c}",
+                        tab.result.table[i][j],
+                        int(pooled_tab.loc[r, c]),
+                        True,
+                    )
             console.print(rows)
             rare = client.tasks.run(
                 "count", datasets=["gbsg2"], where="age >= 60 and menostat == 'Pre'", progress=False
@@ -108,6 +122,10 @@ def run_demo(root: Path | None = None) -> int:
             statuses = ", ".join(f"{n['node']}: {n['status']}" for n in tab.node_table())
             console.print(f"node statuses (last task): {statuses}")
     elapsed = time.perf_counter() - started
-    verdict = "[green]all federated results equal the pooled ones[/green]" if ok else "[red]MISMATCH[/red]"
+    verdict = (
+        "[green]all federated results equal the pooled ones[/green]"
+        if ok
+        else "[red]MISMATCH[/red]"
+    )
     console.print(f"{verdict} — {elapsed:.1f} s")
     return 0 if ok else 1

@@ -48,7 +48,10 @@ class Federation:
         self.admin = Client(self.hub.url, token)
         institute = self.admin.organizations.create("Research Institute")
         self.admin.users.create(
-            "researcher", self.researcher_password, organization_id=institute.id, roles=["researcher"]
+            "researcher",
+            self.researcher_password,
+            organization_id=institute.id,
+            roles=["researcher"],
         )
         self.researcher = Client.login(self.hub.url, "researcher", self.researcher_password)
         self.project_id = self.researcher.projects.create("demo", "federated analysis").id

@@ -64,7 +64,9 @@ class HubProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.process.returncode}; see {self.data_dir / 'hub.log'}")
+                raise RuntimeError(
+                    f"hub exited with {self.process.returncode}; see {self.data_dir / 'hub.log'}"
+                )
             try:
                 if httpx.get(self.url + "/api/health", timeout=1.0).status_code == 200:
                     return

@@ -32,7 +32,9 @@ def health() -> Health:
 def login(body: LoginRequest, session: SessionDep) -> TokenCreated:
     token, plain = auth.login(session, username=body.username, password=body.password)
     session.commit()
-    return TokenCreated.model_validate({**TokenPublic.model_validate(token).model_dump(), "token": plain})
+    return TokenCreated.model_validate(
+        {**TokenPublic.model_validate(token).model_dump(), "token": plain}
+    )
 
 
 @router.get("/me", tags=["auth"])
@@ -49,7 +51,9 @@ def list_tokens(user: CurrentUser, session: SessionDep) -> list[TokenPublic]:
 def create_token(body: TokenCreate, user: CurrentUser, session: SessionDep) -> TokenCreated:
     token, plain = auth.create_token(session, user=user, name=body.name, days=body.days)
     session.commit()
-    return TokenCreated.model_validate({**TokenPublic.model_validate(token).model_dump(), "token": plain})
+    return TokenCreated.model_validate(
+        {**TokenPublic.model_validate(token).model_dump(), "token": plain}
+    )
 
 
 @router.delete("/tokens/{token_id}", tags=["auth"])

@@ -11,13 +11,13 @@ import time
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from medfed.common.resources import NodeRunStatus, RunStatus, TaskCreate, TaskPublic, TaskStatus
 from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep
 from medfed.hub.db.models import Task, User
 from medfed.hub.dispatch import commit
 from medfed.hub.services import tasks
-from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -32,7 +32,7 @@ def task_public(session: Session, task: Task) -> TaskPublic:
             dataset_id=run.dataset_id,
             round=run.round,
             status=RunStatus(run.status),
-            output_status=run.output_status,  # type: ignore[arg-type]
+            output_status=run.output_status,
             attempts=run.attempts,
             error=run.error,
         )
@@ -62,8 +62,7 @@ def create_task(
 @router.get("/tasks")
 def list_tasks(project_id: int, user: CurrentUser, session: SessionDep) -> list[TaskPublic]:
     return [
-        task_public(session, t)
-        for t in tasks.list_tasks(session, user=user, project_id=project_id)
+        task_public(session, t) for t in tasks.list_tasks(session, user=user, project_id=project_id)
     ]
 
 

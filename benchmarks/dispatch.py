@@ -1,0 +1,327 @@
+"""Dispatch latency (issue 2): how long a run takes hub → node → hub, and a 3-node mean.
+
+Run it as ``.venv/bin/python -m benchmarks.dispatch`` (or ``make bench``); ``--quick``
+does a short pass (about 30 s). How it runs:
+
+1. For each ``--nodes`` count N it starts a :class:`~medfed.testing.federation.Federation`
+   in a temporary folder: a hub process (SQLite) and N node processes on 127.0.0.1, each
+   holding a 50-row CSV of numbers made with a fixed seed. A few warm-up tasks run first
+   (one per node). Then, ``--runs`` times, it submits a ``noop`` task on ONE dataset
+   (rotating over the nodes, so every node is used while the others sit in their long
+   poll) and times ``client.tasks.submit`` + ``client.tasks.wait`` — submit until the
+   task is completed. There are no sleeps: the node's poll and the researcher's wait are
+   both long polls that the hub answers when the change is committed.
+2. It starts three nodes holding the GBSG2 split of :mod:`medfed.testing.demo` and times
+   ``--mean-tasks`` ``mean`` tasks over age, tsize, pnodes and time, end to end.
+3. After each federation has stopped, it reads the hub's own timestamps (task created,
+   run claimed, run finished, task finished) from the hub database to split the
+   researcher's latency into its legs: submit → task stored, stored → run claimed by the
+   node, claimed → outcome stored (what the node sees: response, local step, post), and
+   the tail (outcome stored → researcher has the completed task).
+
+It prints a table and writes ``benchmarks/results/dispatch.json``. Every process is
+stopped in a ``finally`` (the ``with Federation`` block), every wait has a timeout, and
+everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from medfed.common.resources import TaskStatus
+from medfed.common.timeutil import aware
+from medfed.hub.config import HubSettings
+from medfed.hub.db.models import Run, Task
+from medfed.hub.db.session import make_engine, make_sessionmaker
+from medfed.sdk.client import Client
+from medfed.testing.demo import load_gbsg2, split_gbsg2
+from medfed.testing.federation import Federation
+
+RESULTS = Path(__file__).resolve().parent / "results" / "dispatch.json"
+MEAN_COLUMNS = ["age", "tsize", "pnodes", "time"]
+TARGET_DISPATCH_P50_MS = 50.0
+TARGET_MEAN_TASK_MS = 300.0
+TASK_TIMEOUT_S = 30.0
+SEED = 20240502
+
+console = Console()
+
+
+@dataclass
+class Stats:
+    n: int
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    max: float
+
+    @classmethod
+    def of(cls, values_ms: Sequence[float]) -> Stats:
+        a = np.asarray(values_ms, dtype=float)
+        if a.size == 0:
+            return cls(0, *(float("nan"),) * 5)
+        p50, p90, p99 = np.percentile(a, [50, 90, 99])
+        return cls(int(a.size), float(p50), float(p90), float(p99), float(a.mean()), float(a.max()))
+
+
+@dataclass
+class Timed:
+    """One task as the researcher saw it: wall-clock submit time and latency."""
+
+    task_id: int
+    submitted: float  # time.time() just before submit
+    latency_ms: float
+
+
+def number_shares(n_nodes: int, rows: int = 50) -> dict[str, dict[str, pd.DataFrame]]:
+    rng = np.random.default_rng(SEED)
+    shares = {}
+    for i in range(n_nodes):
+        frame = pd.DataFrame(
+            {
+                "x": rng.normal(50.0, 10.0, rows).round(3),
+                "y": rng.integers(0, 100, rows),
+                "z": rng.exponential(2.0, rows).round(3),
+            }
+        )
+        shares[f"node-{i:02d}"] = {"numbers": frame}
+    return shares
+
+
+def timed_task(client: Client, algorithm: str, datasets: list[int | str], **params: Any) -> Timed:
+    submitted = time.time()
+    started = time.perf_counter()
+    task = client.tasks.submit(algorithm, datasets=datasets, **params)
+    done = client.tasks.wait(task.id, timeout=TASK_TIMEOUT_S, progress=False)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    if done.status != TaskStatus.completed:
+        raise RuntimeError(f"task {task.id} ended {done.status.value}: {done.error}")
+    return Timed(task.id, submitted, latency_ms)
+
+
+def hub_legs(root: Path, timed: Sequence[Timed]) -> dict[str, Stats]:
+    """Split each latency into legs using the hub's own timestamps (read after it stopped)."""
+    settings = HubSettings(data_dir=root / "hub", dev_mode=True)
+    engine = make_engine(settings.effective_database_url)
+    legs: dict[str, list[float]] = {
+        "submit_to_stored": [],
+        "stored_to_claimed": [],
+        "claimed_to_outcome": [],
+        "local_step": [],
+        "outcome_to_researcher": [],
+    }
+    try:
+        with make_sessionmaker(engine)() as session:
+            for t in timed:
+                task = session.get(Task, t.task_id)
+                runs = list(session.scalars(select(Run).where(Run.task_id == t.task_id)))
+                if task is None or not runs or any(r.claimed_at is None for r in runs):
+                    continue
+                created = aware(task.created_at).timestamp()
+                claimed = max(aware(r.claimed_at).timestamp() for r in runs if r.claimed_at)
+                answered = max(aware(r.finished_at).timestamp() for r in runs if r.finished_at)
+                first_claim = min(aware(r.claimed_at).timestamp() for r in runs if r.claimed_at)
+                legs["submit_to_stored"].append((created - t.submitted) * 1000.0)
+                legs["stored_to_claimed"].append((claimed - created) * 1000.0)
+                legs["claimed_to_outcome"].append((answered - first_claim) * 1000.0)
+                legs["local_step"].append(max((r.duration_s or 0.0) for r in runs) * 1000.0)
+                legs["outcome_to_researcher"].append(
+                    (t.submitted + t.latency_ms / 1000.0 - answered) * 1000.0
+                )
+    finally:
+        engine.dispose()
+    return {name: Stats.of(values) for name, values in legs.items()}
+
+
+def noop_benchmark(n_nodes: int, runs: int, heartbeat: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="medfed-bench-") as tmp:
+        root = Path(tmp)
+        started = time.perf_counter()
+        with Federation(root, number_shares(n_nodes), heartbeat_seconds=heartbeat) as fed:
+            startup_s = time.perf_counter() - started
+            client = fed.researcher
+            dataset_ids: list[int | str] = [d.id for d in client.datasets.list()]
+            for dataset_id in dataset_ids:  # warm-up: one task per node, not measured
+                timed_task(client, "noop", [dataset_id])
+            timed = [
+                timed_task(client, "noop", [dataset_ids[i % len(dataset_ids)]]) for i in range(runs)
+            ]
+        legs = hub_legs(root, timed)
+    return {
+        "nodes": n_nodes,
+        "runs": runs,
+        "startup_s": round(startup_s, 2),
+        "submit_to_completed_ms": asdict(Stats.of([t.latency_ms for t in timed])),
+        "legs_ms": {name: asdict(s) for name, s in legs.items()},
+    }
+
+
+def mean_benchmark(tasks: int, heartbeat: float) -> dict[str, Any]:
+    pooled = load_gbsg2()
+    shares = split_gbsg2(pooled)
+    with tempfile.TemporaryDirectory(prefix="medfed-bench-") as tmp:
+        root = Path(tmp)
+        with Federation(
+            root, {name: {"gbsg2": s} for name, s in shares.items()}, heartbeat_seconds=heartbeat
+        ) as fed:
+            client = fed.researcher
+            for _ in range(3):  # warm-up
+                timed_task(client, "mean", ["gbsg2"], columns=MEAN_COLUMNS)
+            timed = [
+                timed_task(client, "mean", ["gbsg2"], columns=MEAN_COLUMNS) for _ in range(tasks)
+            ]
+            last = client.tasks.result(client.tasks.get(timed[-1].task_id))
+            got = last.result.columns["age"].mean
+            if abs(got - pooled["age"].mean()) > 1e-9 * abs(pooled["age"].mean()):
+                raise RuntimeError(f"federated mean age {got} differs from the pooled one")
+        legs = hub_legs(root, timed)
+    return {
+        "nodes": len(shares),
+        "tasks": tasks,
+        "columns": MEAN_COLUMNS,
+        "submit_to_completed_ms": asdict(Stats.of([t.latency_ms for t in timed])),
+        "legs_ms": {name: asdict(s) for name, s in legs.items()},
+    }
+
+
+def git_commit() -> str | None:
+    """The checked-out commit, read from ``.git`` (no git process)."""
+    git = Path(__file__).resolve().parent.parent / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git / ref).is_file():
+            return (git / ref).read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        pass
+    return None
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+    }
+
+
+def _row(table: Table, name: str, s: dict[str, Any], target: float | None = None) -> None:
+    verdict = ""
+    if target is not None:
+        verdict = "yes" if s["p50"] < target else "NO"
+    table.add_row(
+        name,
+        str(s["n"]),
+        *(f"{s[k]:.1f}" for k in ("p50", "p90", "p99", "mean", "max")),
+        verdict,
+    )
+
+
+def print_table(results: dict[str, Any]) -> None:
+    table = Table(title="dispatch latency, ms (submit → task completed, through the SDK)")
+    for column in ("measure", "n", "p50", "p90", "p99", "mean", "max", "p50 on target"):
+        if column == "measure":
+            table.add_column(column, no_wrap=True, min_width=24)
+        else:
+            table.add_column(column, justify="right")
+    for entry in results["noop"]:
+        nodes = entry["nodes"]
+        _row(
+            table,
+            f"noop, {nodes} node(s)",
+            entry["submit_to_completed_ms"],
+            TARGET_DISPATCH_P50_MS,
+        )
+        for leg, s in entry["legs_ms"].items():
+            _row(table, f"  {leg}", s)
+    if results.get("mean"):
+        entry = results["mean"]
+        _row(table, "mean, 3 nodes (GBSG2)", entry["submit_to_completed_ms"], TARGET_MEAN_TASK_MS)
+        for leg, s in entry["legs_ms"].items():
+            _row(table, f"  {leg}", s)
+    console.print(table)
+    console.print(
+        f"targets: noop p50 < {TARGET_DISPATCH_P50_MS:.0f} ms; "
+        f"3-node mean p50 < {TARGET_MEAN_TASK_MS:.0f} ms"
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dispatch", description=__doc__)
+    parser.add_argument("--runs", type=int, default=200, help="noop tasks per node count")
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1, 10], help="node counts")
+    parser.add_argument("--mean-tasks", type=int, default=50, help="3-node mean tasks")
+    parser.add_argument(
+        "--heartbeat", type=float, default=5.0, help="node heartbeat seconds (node default 5)"
+    )
+    parser.add_argument("--quick", action="store_true", help="30 runs, 10 mean tasks")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs = min(args.runs, 30)
+        args.mean_tasks = min(args.mean_tasks, 10)
+    if args.runs < 1 or args.mean_tasks < 0 or any(n < 1 or n > 50 for n in args.nodes):
+        parser.error("--runs must be >= 1, --mean-tasks >= 0, --nodes between 1 and 50")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "benchmark": "dispatch",
+        "command": " ".join(["python -m benchmarks.dispatch", *(argv or sys.argv[1:])]),
+        "machine": machine(),
+        "settings": {
+            "runs": args.runs,
+            "nodes": args.nodes,
+            "mean_tasks": args.mean_tasks,
+            "heartbeat_seconds": args.heartbeat,
+            "quick": args.quick,
+        },
+        "targets_ms": {"noop_p50": TARGET_DISPATCH_P50_MS, "mean_3_nodes": TARGET_MEAN_TASK_MS},
+        "noop": [],
+        "mean": None,
+    }
+    for n_nodes in args.nodes:
+        console.print(f"noop: {n_nodes} node(s), {args.runs} runs …")
+        results["noop"].append(noop_benchmark(n_nodes, args.runs, args.heartbeat))
+    if args.mean_tasks:
+        console.print(f"mean: 3 nodes, {args.mean_tasks} tasks …")
+        results["mean"] = mean_benchmark(args.mean_tasks, args.heartbeat)
+    results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    print_table(results)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"wrote {args.output} ({results['elapsed_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

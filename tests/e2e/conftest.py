@@ -1,0 +1,28 @@
+"""Fixtures for end-to-end tests: hub and nodes as real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medfed.testing.demo import load_gbsg2, split_gbsg2
+from medfed.testing.federation import Federation
+
+
+@pytest.fixture(scope="session")
+def gbsg2() -> pd.DataFrame:
+    return load_gbsg2()
+
+
+@pytest.fixture(scope="module")
+def gbsg2_federation(
+    tmp_path_factory: pytest.TempPathFactory, gbsg2: pd.DataFrame
+) -> Iterator[Federation]:
+    """Three hospitals, each with its GBSG2 share as dataset ``gbsg2``; default gate (5)."""
+    root: Path = tmp_path_factory.mktemp("federation")
+    shares = {name: {"gbsg2": share} for name, share in split_gbsg2(gbsg2).items()}
+    with Federation(root, shares) as federation:
+        yield federation

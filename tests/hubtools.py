@@ -1,0 +1,193 @@
+"""Helpers for tests against a real hub: people, nodes and the small :class:`World`.
+
+The world is built through the HTTP API only (as an administrator would): Org A (the hub
+admin, researcher ``rita``, ``node-a``) and Org B (org admin ``bert``, researcher ``otto``,
+``node-b``). Rita created project P and is its only member; each node registered a
+dataset ``cohort`` with the columns in :data:`COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+with warnings.catch_warnings():
+    # Starlette nudges towards httpx2; its TestClient over httpx works the same.
+    warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
+    from starlette.testclient import TestClient
+
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = "admin-password-1"
+PASSWORD = "user-password-1"
+COLUMNS = [
+    {"name": "age", "type": "integer"},
+    {"name": "grade", "type": "string"},
+    {"name": "size", "type": "float"},
+]
+
+__all__ = [
+    "ADMIN_PASSWORD",
+    "ADMIN_USERNAME",
+    "COLUMNS",
+    "PASSWORD",
+    "NodeInfo",
+    "Person",
+    "TestClient",
+    "World",
+    "bearer",
+    "build_world",
+    "done",
+    "make_person",
+    "mean_output",
+]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def mean_output(n: int, total: float) -> dict[str, Any]:
+    """What a node's ``mean`` step sends for column ``age``: ``n`` values summing to ``total``."""
+    return {"rows": n, "n": {"age": n}, "stats": {"age": {"sum": total}}}
+
+
+def done(assignment: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
+    """An ``ok`` answer to ``assignment`` (echoing its lease)."""
+    return {
+        "lease_id": assignment["lease_id"],
+        "status": "done",
+        "output_status": "ok",
+        "output": output,
+    }
+
+
+@dataclass
+class Person:
+    id: int
+    username: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+@dataclass
+class NodeInfo:
+    id: int
+    name: str
+    secret: str
+    organization_id: int
+    dataset_id: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.secret)
+
+
+@dataclass
+class World:
+    """The world's ids and credentials; ``outsider`` and ``org_admin`` are made on first use
+    (each user costs an argon2 hash and a login, so tests that need neither skip them)."""
+
+    app: FastAPI
+    api: TestClient
+    admin: Person
+    org_a: int
+    org_b: int
+    researcher: Person
+    project_id: int
+    node_a: NodeInfo
+    node_b: NodeInfo
+
+    @cached_property
+    def outsider(self) -> Person:
+        """A researcher of Org B who is not a member of project P."""
+        return make_person(self.api, self.admin.headers, "otto", self.org_b, ["researcher"])
+
+    @cached_property
+    def org_admin(self) -> Person:
+        """An admin of Org B (not a hub administrator)."""
+        return make_person(self.api, self.admin.headers, "bert", self.org_b, ["admin"])
+
+    def create_task(
+        self,
+        algorithm: str = "mean",
+        *,
+        datasets: list[int | str] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A task in project P by the researcher (201 asserted); ``mean`` of age by default."""
+        body = {
+            "project_id": self.project_id,
+            "algorithm": algorithm,
+            "datasets": datasets if datasets is not None else ["cohort"],
+            "params": params if params is not None else {"columns": ["age"]},
+        }
+        return _ok(self.api.post("/api/tasks", json=body, headers=self.researcher.headers))
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        """The task as the researcher sees it."""
+        return _ok(self.api.get(f"/api/tasks/{task_id}", headers=self.researcher.headers), 200)
+
+    def claim(self, node: NodeInfo) -> dict[str, Any] | None:
+        """The node's next run (``wait=0``), or None when there is nothing to do (204)."""
+        response = self.api.get("/api/node/runs/next", params={"wait": 0}, headers=node.headers)
+        if response.status_code == 204:
+            return None
+        return _ok(response, 200)
+
+    def post_outcome(self, node: NodeInfo, run_id: int, body: dict[str, Any]) -> Any:
+        return self.api.post(f"/api/node/runs/{run_id}/outcome", json=body, headers=node.headers)
+
+    def count(self, table: str) -> int:
+        """Rows in ``table``, read through the app's own sessionmaker."""
+        with self.app.state.sessionmaker() as session:
+            return int(session.scalar(sa.text(f"SELECT COUNT(*) FROM {table}")) or 0)
+
+
+def _ok(response: Any, status: int = 201) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def make_person(
+    api: TestClient, admin: dict[str, str], username: str, org: int, roles: list[str]
+) -> Person:
+    body = {"username": username, "password": PASSWORD, "organization_id": org, "roles": roles}
+    user = _ok(api.post("/api/users", json=body, headers=admin))
+    login = _ok(api.post("/api/auth/login", json={"username": username, "password": PASSWORD}))
+    return Person(id=user["id"], username=username, token=login["token"])
+
+
+def _node(api: TestClient, admin: dict[str, str], name: str, org: int) -> NodeInfo:
+    node = _ok(api.post("/api/nodes", json={"name": name, "organization_id": org}, headers=admin))
+    body = {"name": "cohort", "description": f"at {name}", "columns": COLUMNS, "row_count": 100}
+    dataset = _ok(api.post("/api/node/datasets", json=body, headers=bearer(node["secret"])), 200)
+    return NodeInfo(node["id"], name, node["secret"], org, dataset["id"])
+
+
+def build_world(app: FastAPI, api: TestClient, admin_token: str) -> World:
+    admin = bearer(admin_token)
+    me = _ok(api.get("/api/me", headers=admin), 200)
+    org_a = me["organization_id"]
+    org_b = _ok(api.post("/api/organizations", json={"name": "Org B"}, headers=admin))["id"]
+    researcher = make_person(api, admin, "rita", org_a, ["researcher"])
+    project = _ok(api.post("/api/projects", json={"name": "Project P"}, headers=researcher.headers))
+    return World(
+        app=app,
+        api=api,
+        admin=Person(me["id"], ADMIN_USERNAME, admin_token),
+        org_a=org_a,
+        org_b=org_b,
+        researcher=researcher,
+        project_id=project["id"],
+        node_a=_node(api, admin, "node-a", org_a),
+        node_b=_node(api, admin, "node-b", org_b),
+    )
