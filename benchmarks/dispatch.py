@@ -27,13 +27,15 @@ everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +91,21 @@ class Timed:
     task_id: int
     submitted: float  # time.time() just before submit
     latency_ms: float
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    """A temporary folder, removed on success and kept (with its logs) when a step fails."""
+    root = Path(tempfile.mkdtemp(prefix="medfed-bench-"))
+    try:
+        yield root
+    except BaseException:
+        console.print(f"[red]failed[/red]; hub and node logs kept in {root}")
+        for log in sorted(root.glob("*/*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-5:]
+            console.print(f"--- {log.relative_to(root)}", *tail, sep="\n", markup=False)
+        raise
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def number_shares(n_nodes: int, rows: int = 50) -> dict[str, dict[str, pd.DataFrame]]:
@@ -151,11 +168,14 @@ def hub_legs(root: Path, timed: Sequence[Timed]) -> dict[str, Stats]:
     return {name: Stats.of(values) for name, values in legs.items()}
 
 
-def noop_benchmark(n_nodes: int, runs: int, heartbeat: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="medfed-bench-") as tmp:
-        root = Path(tmp)
+def noop_benchmark(
+    n_nodes: int, runs: int, heartbeat: float, hub_env: dict[str, str]
+) -> dict[str, Any]:
+    with workdir() as root:
         started = time.perf_counter()
-        with Federation(root, number_shares(n_nodes), heartbeat_seconds=heartbeat) as fed:
+        with Federation(
+            root, number_shares(n_nodes), heartbeat_seconds=heartbeat, hub_env=hub_env
+        ) as fed:
             startup_s = time.perf_counter() - started
             client = fed.researcher
             dataset_ids: list[int | str] = [d.id for d in client.datasets.list()]
@@ -174,13 +194,15 @@ def noop_benchmark(n_nodes: int, runs: int, heartbeat: float) -> dict[str, Any]:
     }
 
 
-def mean_benchmark(tasks: int, heartbeat: float) -> dict[str, Any]:
+def mean_benchmark(tasks: int, heartbeat: float, hub_env: dict[str, str]) -> dict[str, Any]:
     pooled = load_gbsg2()
     shares = split_gbsg2(pooled)
-    with tempfile.TemporaryDirectory(prefix="medfed-bench-") as tmp:
-        root = Path(tmp)
+    with workdir() as root:
         with Federation(
-            root, {name: {"gbsg2": s} for name, s in shares.items()}, heartbeat_seconds=heartbeat
+            root,
+            {name: {"gbsg2": s} for name, s in shares.items()},
+            heartbeat_seconds=heartbeat,
+            hub_env=hub_env,
         ) as fed:
             client = fed.researcher
             for _ in range(3):  # warm-up
@@ -280,12 +302,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--heartbeat", type=float, default=5.0, help="node heartbeat seconds (node default 5)"
     )
+    parser.add_argument(
+        "--hub-env",
+        action="append",
+        default=[],
+        metavar="MEDFED_X=VALUE",
+        help="extra hub setting, e.g. MEDFED_RECHECK_SECONDS=2 (repeatable)",
+    )
     parser.add_argument("--quick", action="store_true", help="30 runs, 10 mean tasks")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = min(args.runs, 30)
         args.mean_tasks = min(args.mean_tasks, 10)
+    if any("=" not in item for item in args.hub_env):
+        parser.error("--hub-env takes NAME=VALUE")
     if args.runs < 1 or args.mean_tasks < 0 or any(n < 1 or n > 50 for n in args.nodes):
         parser.error("--runs must be >= 1, --mean-tasks >= 0, --nodes between 1 and 50")
     return args
@@ -293,6 +324,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    hub_env = dict(item.split("=", 1) for item in args.hub_env)
     started = time.perf_counter()
     results: dict[str, Any] = {
         "benchmark": "dispatch",
@@ -303,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "nodes": args.nodes,
             "mean_tasks": args.mean_tasks,
             "heartbeat_seconds": args.heartbeat,
+            "hub_env": hub_env,
             "quick": args.quick,
         },
         "targets_ms": {"noop_p50": TARGET_DISPATCH_P50_MS, "mean_3_nodes": TARGET_MEAN_TASK_MS},
@@ -311,10 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     for n_nodes in args.nodes:
         console.print(f"noop: {n_nodes} node(s), {args.runs} runs …")
-        results["noop"].append(noop_benchmark(n_nodes, args.runs, args.heartbeat))
+        results["noop"].append(noop_benchmark(n_nodes, args.runs, args.heartbeat, hub_env))
     if args.mean_tasks:
         console.print(f"mean: 3 nodes, {args.mean_tasks} tasks …")
-        results["mean"] = mean_benchmark(args.mean_tasks, args.heartbeat)
+        results["mean"] = mean_benchmark(args.mean_tasks, args.heartbeat, hub_env)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)

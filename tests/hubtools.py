@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,8 +91,7 @@ class NodeInfo:
 
 @dataclass
 class World:
-    """The world's ids and credentials; ``outsider`` and ``org_admin`` are made on first use
-    (each user costs an argon2 hash and a login, so tests that need neither skip them)."""
+    """Ids and credentials of the world, with the app and the TestClient of one test."""
 
     app: FastAPI
     api: TestClient
@@ -101,19 +99,11 @@ class World:
     org_a: int
     org_b: int
     researcher: Person
+    outsider: Person
+    org_admin: Person
     project_id: int
     node_a: NodeInfo
     node_b: NodeInfo
-
-    @cached_property
-    def outsider(self) -> Person:
-        """A researcher of Org B who is not a member of project P."""
-        return make_person(self.api, self.admin.headers, "otto", self.org_b, ["researcher"])
-
-    @cached_property
-    def org_admin(self) -> Person:
-        """An admin of Org B (not a hub administrator)."""
-        return make_person(self.api, self.admin.headers, "bert", self.org_b, ["admin"])
 
     def create_task(
         self,
@@ -180,6 +170,8 @@ def build_world(app: FastAPI, api: TestClient, admin_token: str) -> World:
     org_b = _ok(api.post("/api/organizations", json={"name": "Org B"}, headers=admin))["id"]
     researcher = make_person(api, admin, "rita", org_a, ["researcher"])
     project = _ok(api.post("/api/projects", json={"name": "Project P"}, headers=researcher.headers))
+    outsider = make_person(api, admin, "otto", org_b, ["researcher"])
+    org_admin = make_person(api, admin, "bert", org_b, ["admin"])
     return World(
         app=app,
         api=api,
@@ -187,6 +179,8 @@ def build_world(app: FastAPI, api: TestClient, admin_token: str) -> World:
         org_a=org_a,
         org_b=org_b,
         researcher=researcher,
+        outsider=outsider,
+        org_admin=org_admin,
         project_id=project["id"],
         node_a=_node(api, admin, "node-a", org_a),
         node_b=_node(api, admin, "node-b", org_b),

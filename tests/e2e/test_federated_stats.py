@@ -46,11 +46,15 @@ def test_federated_histogram_and_crosstab_equal_pooled(
 ) -> None:
     client = gbsg2_federation.researcher
     bins = [20.0, 40.0, 50.0, 90.0]
-    hist = client.tasks.run("histogram", datasets=["gbsg2"], column="age", bins=bins, progress=False)
+    hist = client.tasks.run(
+        "histogram", datasets=["gbsg2"], column="age", bins=bins, progress=False
+    )
     expected, _ = np.histogram(gbsg2["age"], bins=bins)
     assert hist.result.counts == expected.tolist()
     assert not any(hist.result.incomplete)
-    tab = client.tasks.run("crosstab", datasets=["gbsg2"], row="tgrade", col="horTh", progress=False)
+    tab = client.tasks.run(
+        "crosstab", datasets=["gbsg2"], row="tgrade", col="horTh", progress=False
+    )
     pooled = pd.crosstab(gbsg2["tgrade"], gbsg2["horTh"])
     got = pd.DataFrame(tab.result.table, index=tab.result.row_levels, columns=tab.result.col_levels)
     pd.testing.assert_frame_equal(

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from medfed.common.errors import BadRequest
+from medfed.common.filter_text import parse_filter_text
 from medfed.common.filters import (
     MAX_CONDITIONS,
     MAX_DEPTH,
@@ -21,7 +22,6 @@ from medfed.common.filters import (
     compile_filter,
     filter_to_json,
     parse_filter,
-    parse_filter_text,
 )
 from medfed.common.schemas import ColumnSchema, ColumnType
 

@@ -13,7 +13,7 @@ from lifelines.datasets import load_gbsg2
 
 from medfed.algorithms.registry import algorithm_names, get_algorithm
 from medfed.common.errors import BadRequest
-from medfed.common.filters import parse_filter_text
+from medfed.common.filter_text import parse_filter_text
 from medfed.node.stores.tables import TableStore
 from medfed.testing.local import run_locally
 

@@ -11,7 +11,7 @@ import pytest
 from lifelines.datasets import load_gbsg2
 
 from medfed.common.errors import BadRequest
-from medfed.common.filters import parse_filter_text
+from medfed.common.filter_text import parse_filter_text
 from medfed.common.schemas import ColumnType
 from medfed.node.stores.tables import TableStore
 

@@ -18,7 +18,8 @@ from pydantic import BaseModel
 
 from medfed.algorithms.registry import get_algorithm
 from medfed.common.errors import BadRequest
-from medfed.common.filters import Filter, filter_to_json, parse_filter_text
+from medfed.common.filter_text import parse_filter_text
+from medfed.common.filters import Filter, filter_to_json
 from medfed.common.resources import (
     DatasetPublic,
     NodeCreated,

@@ -1,6 +1,6 @@
 """``noop``: does nothing, for dispatch benchmarks (hub → node → hub round trips).
 
-``seconds`` (0–60, default 0) makes the local step wait that long: fault tests use it to
+``seconds`` (0 to 60, default 0) makes the local step wait that long: fault tests use it to
 hold a run claimed while they kill a node or the hub.
 
 What leaves a node per round (one round): ``{}``. No gate rules apply — there is nothing
@@ -9,8 +9,8 @@ to gate. The result is the number of nodes that answered.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
