@@ -2,9 +2,15 @@
 
 ``database_url`` runs a test once per backend: SQLite (a file under ``tmp_path``) always,
 PostgreSQL only when ``MEDFED_TEST_DATABASE_URL`` names a server (a fresh database per
-test, dropped afterwards). ``hub_app`` is the app from ``create_app``; ``api`` is a
-TestClient over it (lifespan, and so the lease sweeper, runs); ``world`` builds two
-organizations, users, a project, two nodes and their datasets through the HTTP API.
+test, dropped afterwards). ``hub_app`` is the app from ``create_app`` on it; ``api`` is a
+TestClient over the app, used as a context manager so the lifespan (and its lease
+sweeper) runs; ``admin_token`` is the hub administrator made by ``init_hub``.
+
+``world`` (see :mod:`hubtools`) is built through the HTTP API once per backend and
+session, in a template database; each test that asks for it gets its own copy (a file
+copy on SQLite, ``CREATE DATABASE … TEMPLATE`` on PostgreSQL). Users cost an argon2 hash
+and a login each, so this keeps the suite fast while every test still starts from the
+same fresh state.
 
 A test changes the hub's settings with ``@pytest.mark.hub(lease_seconds=0.2, ...)``.
 Nothing is mocked.
@@ -12,8 +18,10 @@ Nothing is mocked.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +29,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from hubtools import ADMIN_PASSWORD, ADMIN_USERNAME, TestClient, World, build_world
 from medfed.hub.app import create_app
@@ -43,37 +51,10 @@ def backends() -> list[Any]:
     return params
 
 
-# ------------------------------------------------------------------------- database
-
-
-@pytest.fixture(params=backends())
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'hub.db'}"
-        return
-    server = make_url(os.environ[PG_ENV])
-    name = f"medfed_t_{secrets.token_hex(6)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield server.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
-
-
-# ------------------------------------------------------------------------------ hub
-
-
-@pytest.fixture
-def hub_settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> HubSettings:
-    """Settings for one test's hub; every field that matters is given (env cannot leak in)."""
+def settings_for(database_url: str, data_dir: Path, **overrides: Any) -> HubSettings:
+    """Test settings; every field that matters is given, so no MEDFED_* variable leaks in."""
     values: dict[str, Any] = {
-        "data_dir": tmp_path / "hub",
+        "data_dir": data_dir,
         "database_url": database_url,
         "dev_mode": True,
         "min_nodes": 1,
@@ -84,9 +65,139 @@ def hub_settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Pa
         "sweep_seconds": 3600.0,  # tests that want the sweeper ask for it
         "token_days": 30,
     }
-    for marker in reversed(list(request.node.iter_markers("hub"))):
-        values.update(marker.kwargs)
+    values.update(overrides)
     return HubSettings(**values)
+
+
+# ------------------------------------------------------------------------- databases
+
+
+class Postgres:
+    """Creates and drops databases on the server named by ``MEDFED_TEST_DATABASE_URL``."""
+
+    def __init__(self, url: str) -> None:
+        self.server: URL = make_url(url)
+        self._admin = sa.create_engine(
+            self.server, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+        )
+
+    def create(self, prefix: str, template: str | None = None) -> str:
+        name = f"{prefix}{secrets.token_hex(6)}"
+        clause = f' TEMPLATE "{template}"' if template else ""
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{clause}')
+        return name
+
+    def drop(self, name: str) -> None:
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def url(self, name: str) -> str:
+        return self.server.set(database=name).render_as_string(hide_password=False)
+
+
+@dataclasses.dataclass
+class Template:
+    """A database holding a freshly built world, and the world's ids and credentials."""
+
+    location: str  # SQLite: the file; PostgreSQL: the database name
+    seed: dict[str, Any]
+
+
+class Templates:
+    """World templates, built on first use per backend, dropped at the end of the session."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._made: dict[str, Template] = {}
+        self._pg: Postgres | None = None
+
+    @property
+    def pg(self) -> Postgres:
+        if self._pg is None:
+            self._pg = Postgres(os.environ[PG_ENV])
+        return self._pg
+
+    def get(self, backend: str) -> Template:
+        if backend not in self._made:
+            self._made[backend] = self._build(backend)
+        return self._made[backend]
+
+    def _build(self, backend: str) -> Template:
+        data_dir = self._root / backend
+        data_dir.mkdir()
+        if backend == "sqlite":
+            location = str(data_dir / "hub.db")
+            url = f"sqlite:///{location}"
+        else:
+            location = self.pg.create("medfed_t_tpl_")
+            url = self.pg.url(location)
+        settings = settings_for(url, data_dir)
+        app = create_app(settings)
+        try:
+            _, token = init_hub(
+                settings, organization="Org A", username=ADMIN_USERNAME, password=ADMIN_PASSWORD
+            )
+            with TestClient(app) as api:
+                world = build_world(app, api, token)
+        finally:
+            app.state.engine.dispose()  # closes SQLite's WAL and every PostgreSQL session
+        seed = {f.name: getattr(world, f.name) for f in dataclasses.fields(World)}
+        del seed["app"], seed["api"]
+        return Template(location, seed)
+
+    def close(self) -> None:
+        if "postgres" in self._made:
+            self.pg.drop(self._made["postgres"].location)
+
+
+@pytest.fixture(scope="session")
+def world_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
+    templates = Templates(tmp_path_factory.mktemp("templates"))
+    try:
+        yield templates
+    finally:
+        templates.close()
+
+
+def _wants_world(request: pytest.FixtureRequest) -> bool:
+    return "world" in request.fixturenames
+
+
+def _backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.node.callspec.params["database_url"]
+    return backend
+
+
+@pytest.fixture(params=backends())
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, world_templates: Templates
+) -> Iterator[str]:
+    """An empty database, or a copy of the world template when the test asks for ``world``."""
+    template = world_templates.get(request.param) if _wants_world(request) else None
+    if request.param == "sqlite":
+        path = tmp_path / "hub.db"
+        if template is not None:
+            shutil.copyfile(template.location, path)
+        yield f"sqlite:///{path}"
+        return
+    pg = world_templates.pg
+    name = pg.create("medfed_t_", template.location if template else None)
+    try:
+        yield pg.url(name)
+    finally:
+        pg.drop(name)
+
+
+# ------------------------------------------------------------------------------ hub
+
+
+@pytest.fixture
+def hub_settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> HubSettings:
+    overrides: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("hub"))):
+        overrides.update(marker.kwargs)
+    return settings_for(database_url, tmp_path / "hub", **overrides)
 
 
 @pytest.fixture
@@ -99,8 +210,16 @@ def hub_app(hub_settings: HubSettings) -> Iterator[FastAPI]:
 
 
 @pytest.fixture
-def admin_token(hub_app: FastAPI, hub_settings: HubSettings) -> str:
-    """The hub administrator's token (``init_hub`` on the app's database, migrated already)."""
+def admin_token(
+    request: pytest.FixtureRequest,
+    hub_app: FastAPI,
+    hub_settings: HubSettings,
+    world_templates: Templates,
+) -> str:
+    """The hub administrator's token; ``init_hub`` runs on the app's (migrated) database."""
+    if _wants_world(request):
+        token: str = world_templates.get(_backend(request)).seed["admin"].token
+        return token
     _, token = init_hub(
         hub_settings, organization="Org A", username=ADMIN_USERNAME, password=ADMIN_PASSWORD
     )
@@ -114,5 +233,9 @@ def api(hub_app: FastAPI) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def world(hub_app: FastAPI, api: TestClient, admin_token: str) -> World:
-    return build_world(hub_app, api, admin_token)
+def world(
+    request: pytest.FixtureRequest, hub_app: FastAPI, api: TestClient, world_templates: Templates
+) -> World:
+    """The world of :func:`hubtools.build_world`, in this test's own database."""
+    seed = world_templates.get(_backend(request)).seed
+    return World(app=hub_app, api=api, **seed)

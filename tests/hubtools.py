@@ -65,7 +65,7 @@ def done(assignment: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Person:
     id: int
     username: str
@@ -76,7 +76,7 @@ class Person:
         return bearer(self.token)
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeInfo:
     id: int
     name: str

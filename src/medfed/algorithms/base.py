@@ -55,12 +55,21 @@ class LocalData(Protocol):
 
 @dataclass(frozen=True)
 class LocalContext:
-    """Everything a local step gets: its data, the round, the broadcast state, the policy."""
+    """Everything a local step gets: its data, the round, the broadcast state, the policy.
+
+    Policy values come from the node's ``node.toml``: ``min_cell_count`` (counts under it
+    are suppressed), ``min_rows`` (fewer rows than this and a model or test is refused),
+    ``max_param_fraction`` (a model with more parameters than this fraction of the node's
+    rows is refused, as DataSHIELD's ``nfilter.glm``). A local step that must refuse
+    raises :class:`~medfed.common.errors.Refused` with a message naming the rule.
+    """
 
     data: LocalData
     round: int = 0
     state: dict[str, Any] = field(default_factory=dict)
     min_cell_count: int = 5
+    min_rows: int = 10
+    max_param_fraction: float = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,17 @@ class NextRound:
     state: dict[str, Any]
 
 
+class Presentable(Protocol):
+    """What a ``Result`` model may add for people: a text summary table and a PNG plot.
+
+    The SDK and CLI call these when present (``medfed task run km … --plot km.png``).
+    """
+
+    def summary(self) -> str: ...
+
+    def plot(self, path: str) -> None: ...
+
+
 P = TypeVar("P", bound=BaseModel)
 
 
@@ -142,6 +162,8 @@ class Algorithm(ABC, Generic[P]):
     @abstractmethod
     def local(self, params: P, ctx: LocalContext) -> dict[str, Any]:
         """Run on a node over one dataset; return aggregates (JSON-able), never rows."""
+
+    max_rounds: ClassVar[int] = 1
 
     @abstractmethod
     def aggregate(

@@ -141,6 +141,8 @@ class NodeAgent:
                 round=run.round,
                 state=run.state,
                 min_cell_count=policy.min_cell_count,
+                min_rows=policy.min_rows,
+                max_param_fraction=policy.max_param_fraction,
             )
             output = alg.local(params, ctx)
             gated = apply_gate(

@@ -8,6 +8,8 @@ Example::
 
     [policy]
     min_cell_count = 5                 # counts 0 < n < 5 are suppressed
+    min_rows = 10                      # models and tests need at least this many rows
+    max_param_fraction = 0.3333        # model parameters at most this fraction of rows
     allowed_algorithms = ["*"]         # or a list of names
     allowed_projects = ["*"]           # or a list of project ids
 
@@ -30,6 +32,8 @@ from medfed.common.errors import BadRequest
 
 class Policy(BaseModel):
     min_cell_count: int = Field(default=5, ge=1)
+    min_rows: int = Field(default=10, ge=1)
+    max_param_fraction: float = Field(default=1 / 3, gt=0, le=1)
     allowed_algorithms: list[str] = Field(default_factory=lambda: ["*"])
     allowed_projects: list[int | str] = Field(default_factory=lambda: list[int | str](["*"]))
 

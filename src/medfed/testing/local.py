@@ -24,16 +24,15 @@ from medfed.node.stores.tables import TableStore
 
 __all__ = ["run_locally"]
 
-MAX_ROUNDS = 100
-
-
 def run_locally(
     algorithm_name: str,
     raw_params: dict[str, Any],
     stores: Sequence[TableStore],
     min_cell_count: int = 5,
     *,
-    max_rounds: int = MAX_ROUNDS,
+    min_rows: int = 10,
+    max_param_fraction: float = 1 / 3,
+    max_rounds: int | None = None,
 ) -> dict[str, Any]:
     """The algorithm's result (validated by its ``Result`` model) over ``stores``."""
     if not stores:
@@ -48,11 +47,17 @@ def run_locally(
     rules = algorithm.disclosure(params)
     policy = GatePolicy(min_cell_count=min_cell_count)
     state: dict[str, Any] = {}
+    max_rounds = max_rounds or max(algorithm.max_rounds, 1)
     for round in range(max_rounds):
         outputs: list[NodeOutput] = []
         for i, store in enumerate(stores):
             ctx = LocalContext(
-                data=store, round=round, state=copy.deepcopy(state), min_cell_count=min_cell_count
+                data=store,
+                round=round,
+                state=copy.deepcopy(state),
+                min_cell_count=min_cell_count,
+                min_rows=min_rows,
+                max_param_fraction=max_param_fraction,
             )
             gated = apply_gate(algorithm.local(params, ctx), rules, policy)
             payload = None if gated.payload is None else json.loads(json.dumps(gated.payload))

@@ -282,6 +282,9 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         task.status = TaskStatus.completed.value
         task.finished_at = utcnow()
         return
+    if task.round + 1 >= alg.max_rounds:
+        _fail(task, f"{alg.name} did not finish within {alg.max_rounds} rounds")
+        return
     task.round += 1
     task.state = step.state
     found = [dataset_service.get_dataset(session, i) for i in task.dataset_ids]
