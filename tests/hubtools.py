@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
@@ -29,11 +30,16 @@ COLUMNS = [
     {"name": "size", "type": "float"},
 ]
 
+# Put on a module (``pytestmark = SQLITE_ONLY``) whose checks happen before storage: its
+# tests then run on SQLite only, while tests/contract runs on every backend.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 __all__ = [
     "ADMIN_PASSWORD",
     "ADMIN_USERNAME",
     "COLUMNS",
     "PASSWORD",
+    "SQLITE_ONLY",
     "NodeInfo",
     "Person",
     "TestClient",

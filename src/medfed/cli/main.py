@@ -12,7 +12,7 @@ import click
 import typer
 from pydantic import ValidationError
 
-from medfed.cli import admin, hub, node, task
+from medfed.cli import admin, audit, hub, node, task
 from medfed.cli.common import err_console
 from medfed.common.errors import MedfedError
 
@@ -29,6 +29,7 @@ app.add_typer(admin.projects, name="projects")
 app.add_typer(admin.nodes, name="nodes")
 app.add_typer(task.datasets, name="datasets")
 app.add_typer(task.tasks, name="task")
+app.add_typer(audit.app, name="audit")
 app.command("login")(task.login)
 
 

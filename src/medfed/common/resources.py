@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medfed.common.schemas import ColumnSchema
 
@@ -130,6 +130,16 @@ class DatasetRegister(BaseModel):
     columns: list[ColumnSchema] = Field(min_length=1, max_length=2000)
     row_count: int | None = Field(default=None, ge=0)
 
+    @field_validator("columns")
+    @classmethod
+    def _unique_column_names(cls, columns: list[ColumnSchema]) -> list[ColumnSchema]:
+        seen: set[str] = set()
+        for column in columns:
+            if column.name in seen:
+                raise ValueError(f"column '{column.name}' is named twice")
+            seen.add(column.name)
+        return columns
+
 
 class DatasetPublic(Public):
     id: int
@@ -239,3 +249,47 @@ class NodeIdentity(BaseModel):
     id: int
     name: str
     organization_id: int
+
+
+class LedgerKeys(BaseModel):
+    """The hub's checkpoint key and each witness node's key (base64 Ed25519)."""
+
+    origin: str
+    hub_key: str
+    witnesses: dict[str, str]
+
+
+class LedgerCheckpointPublic(BaseModel):
+    origin: str
+    size: int
+    root: str
+    time: str
+    signature: str
+    cosignatures: dict[str, str] = Field(default_factory=dict)
+
+
+class LedgerEntryPublic(BaseModel):
+    index: int
+    body: str = Field(description="the entry's canonical JSON, exactly the hashed bytes")
+
+
+class InclusionProof(BaseModel):
+    index: int
+    size: int
+    leaf: str
+    proof: list[str]
+
+
+class ConsistencyProof(BaseModel):
+    first: int
+    second: int
+    proof: list[str]
+
+
+class WitnessKey(BaseModel):
+    public_key: str = Field(min_length=40, max_length=100)
+
+
+class Cosignature(BaseModel):
+    size: int = Field(ge=1)
+    signature: str = Field(min_length=40, max_length=200)

@@ -1,8 +1,9 @@
 """The hub's FastAPI application, made by :func:`create_app`.
 
-On start the app migrates its database to the newest Alembic revision and starts one
-background sweeper (an asyncio task) that every ``sweep_seconds`` hands expired leases
-back out or fails their runs. Errors from services become JSON ``{"detail": message}``
+On start the app migrates its database to the newest Alembic revision and starts two
+background loops (asyncio tasks): every ``sweep_seconds`` expired leases are handed back
+out (or their runs failed), and every ``checkpoint_seconds`` the audit log's new head is
+signed as a checkpoint. Errors from services become JSON ``{"detail": message}``
 with the error's status; request validation errors name the field.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -21,11 +22,14 @@ from fastapi.responses import JSONResponse
 from medfed._version import __version__
 from medfed.common.errors import MedfedError
 from medfed.hub.api.routes import accounts, catalogue, node_api, tasks
+from medfed.hub.api.routes import ledger as ledger_routes
 from medfed.hub.config import HubSettings
 from medfed.hub.db.migrate import upgrade
 from medfed.hub.db.session import make_engine, make_sessionmaker
 from medfed.hub.dispatch import Notifier, commit
+from medfed.hub.services import ledger
 from medfed.hub.services.tasks import expire_leases
+from medfed.ledger.checkpoint import derive_key
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +40,19 @@ def _sweep_once(app: FastAPI) -> None:
             commit(session, app.state.notifier)
 
 
-async def _sweeper(app: FastAPI) -> None:
+def _checkpoint_once(app: FastAPI) -> None:
+    with app.state.sessionmaker() as session:
+        if ledger.make_checkpoint(session, key=app.state.ledger_key) is not None:
+            commit(session, app.state.notifier)
+
+
+async def _every(app: FastAPI, seconds: float, job: Callable[[FastAPI], None]) -> None:
     while True:
-        await asyncio.sleep(app.state.settings.sweep_seconds)
+        await asyncio.sleep(seconds)
         try:
-            await run_in_threadpool(_sweep_once, app)
-        except Exception:  # keep sweeping; a transient DB error must not stop expiry
-            log.exception("lease sweep failed")
+            await run_in_threadpool(job, app)
+        except Exception:  # keep going; a transient DB error must not stop the loop
+            log.exception("background job %s failed", job.__name__)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -62,13 +72,18 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_sweeper(app))
+        loops = [
+            asyncio.create_task(_every(app, settings.sweep_seconds, _sweep_once)),
+            asyncio.create_task(_every(app, settings.checkpoint_seconds, _checkpoint_once)),
+        ]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for loop in loops:
+                loop.cancel()
+            for loop in loops:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
 
     app = FastAPI(
         title="medfed hub",
@@ -80,6 +95,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.notifier = Notifier()
+    app.state.ledger_key = derive_key(settings.secret_key)
 
     @app.exception_handler(MedfedError)
     async def _medfed_error(_: Request, exc: MedfedError) -> JSONResponse:
@@ -89,6 +105,6 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
 
-    for module in (accounts, catalogue, tasks, node_api):
+    for module in (accounts, catalogue, tasks, node_api, ledger_routes):
         app.include_router(module.router)
     return app

@@ -32,6 +32,7 @@ class HubSettings(BaseSettings):
         default=0.5, gt=0, description="how often a waiting long poll re-reads the database"
     )
     sweep_seconds: float = Field(default=1.0, gt=0)
+    checkpoint_seconds: float = Field(default=2.0, gt=0, description="ledger checkpoint period")
     token_days: int = Field(default=30, ge=1)
 
     @model_validator(mode="after")

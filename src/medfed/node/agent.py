@@ -6,6 +6,8 @@ How it runs:
   column schema, row count rounded to the policy threshold) and learns its identity.
 * The main thread long-polls ``GET /api/node/runs/next``: the hub answers the moment a
   run for this node is committed, or with 204 after the wait; then it polls again.
+* A witness thread checks each new checkpoint of the hub's audit log for consistency
+  with the last one it cosigned and cosigns it (``medfed.node.witness``).
 * A heartbeat thread reports every ``heartbeat_seconds`` and extends the lease of the run
   being executed, so long local steps keep their lease.
 * Each run is checked against the node's own policy (algorithm allowed, project allowed,
@@ -27,11 +29,13 @@ from medfed.algorithms.base import LocalContext
 from medfed.algorithms.registry import get_algorithm
 from medfed.common.errors import BadRequest, Conflict, MedfedError, NotFound
 from medfed.common.resources import DatasetRegister, RunAssignment, RunOutcome
+from medfed.ledger.checkpoint import Checkpoint
 from medfed.node.config import NodeConfig
 from medfed.node.gate import GatePolicy, apply_gate
 from medfed.node.hubclient import NodeHubClient
 from medfed.node.runlog import RunLog, canonical_json, file_hash, sha256_hex
 from medfed.node.stores.tables import TableStore
+from medfed.node.witness import BadCheckpoint, ForkDetected, Witness
 from medfed.sdk.http import HubUnreachable
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ class NodeAgent:
         self._current: set[int] = set()
         self._lock = threading.Lock()
         self.node_id: int | None = None
+        self.witness = Witness(config.data_dir / "witness", hub_key=config.hub_key)
+        self.fork: str | None = None
 
     def open_datasets(self) -> None:
         for dataset in self.config.datasets:
@@ -82,6 +88,9 @@ class NodeAgent:
         self.register()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
+        self.hub.register_witness_key(self.witness.public_key)
+        watch = threading.Thread(target=self._witness_loop, name="witness", daemon=True)
+        watch.start()
         while not self.stop_event.is_set():
             try:
                 assignment = self.hub.next_run(self.config.poll_wait_seconds)
@@ -106,6 +115,37 @@ class NodeAgent:
                 self.hub.heartbeat(current)
             except MedfedError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
+
+    def witness_once(self) -> bool:
+        """Check the hub's newest checkpoint and cosign it; False once a fork was seen."""
+        if self.fork is not None:
+            return False
+        latest = self.hub.latest_checkpoint()
+        if latest is None:
+            return True
+        checkpoint = Checkpoint(
+            latest.origin, latest.size, latest.root, latest.time, latest.signature
+        )
+        sizes = self.witness.needs_proof(checkpoint)
+        proof = self.hub.consistency(*sizes) if sizes and sizes[0] < sizes[1] else None
+        try:
+            signature = self.witness.check(checkpoint, self.hub.ledger_keys().hub_key, proof)
+        except (ForkDetected, BadCheckpoint) as exc:
+            self.fork = str(exc)
+            log.critical("audit log: %s; this node stops cosigning", exc)
+            self.runlog.append({"alarm": "ledger", "problem": str(exc), "size": latest.size})
+            return False
+        if signature is not None:
+            self.hub.cosign(checkpoint.size, signature)
+        return True
+
+    def _witness_loop(self) -> None:
+        while not self.stop_event.wait(self.config.witness_seconds):
+            try:
+                if not self.witness_once():
+                    return
+            except MedfedError as exc:
+                log.warning("witness check failed: %s", exc.message)
 
     def check_policy(self, run: RunAssignment) -> str | None:
         policy = self.config.policy

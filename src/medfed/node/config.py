@@ -58,6 +58,8 @@ class NodeConfig(BaseModel):
     data_dir: Path = Path("var/node")
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     poll_wait_seconds: float = Field(default=20.0, gt=0, le=120)
+    witness_seconds: float = Field(default=5.0, gt=0, description="how often to cosign")
+    hub_key: str | None = Field(default=None, description="pin the hub's checkpoint key")
     policy: Policy = Field(default_factory=Policy)
     datasets: list[DatasetConfig] = Field(default_factory=list)
 

@@ -12,9 +12,13 @@ from typing import Any
 
 import httpx
 
+from medfed.common.errors import NotFound
 from medfed.common.resources import (
+    ConsistencyProof,
     DatasetRegister,
     HeartbeatAck,
+    LedgerCheckpointPublic,
+    LedgerKeys,
     NodeIdentity,
     RunAssignment,
 )
@@ -65,6 +69,30 @@ class NodeHubClient:
     def heartbeat(self, run_ids: list[int]) -> HeartbeatAck:
         data = self._http.request("POST", "/api/node/heartbeat", json={"run_ids": run_ids})
         return HeartbeatAck.model_validate(data)
+
+    def ledger_keys(self) -> LedgerKeys:
+        return LedgerKeys.model_validate(self._http.request("GET", "/api/ledger/keys"))
+
+    def latest_checkpoint(self) -> LedgerCheckpointPublic | None:
+        try:
+            data = self._http.request("GET", "/api/ledger/checkpoint")
+        except NotFound:
+            return None
+        return LedgerCheckpointPublic.model_validate(data)
+
+    def consistency(self, first: int, second: int) -> list[str]:
+        data = self._http.request(
+            "GET", "/api/ledger/proof/consistency", params={"first": first, "second": second}
+        )
+        return ConsistencyProof.model_validate(data).proof
+
+    def register_witness_key(self, public_key: str) -> None:
+        self._call("POST", "/api/node/ledger/key", json={"public_key": public_key})
+
+    def cosign(self, size: int, signature: str) -> None:
+        self._http.request(
+            "POST", "/api/node/ledger/cosign", json={"size": size, "signature": signature}
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -2,7 +2,10 @@
 
 Each line records the run, task and project ids, the algorithm and its version, the
 dataset's content hash, what the node decided (done, refused, failed) and the SHA-256 of
-exactly the bytes that left the node. Values themselves are never written here.
+exactly the bytes that left the node. Values themselves are never written here. Lines
+carry ``index`` and ``prev`` (the RFC 9162 leaf hash of the line before) like the hub's
+log, and :meth:`RunLog.root` gives the Merkle root over them, so the node's history can
+be verified and compared with the hub's (``medfed audit compare``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from medfed.common.timeutil import utcnow
+from medfed.ledger.entries import GENESIS_PREV
+from medfed.ledger.merkle import MemoryTree, leaf_hash
 
 
 def canonical_json(value: Any) -> bytes:
@@ -30,13 +35,34 @@ class RunLog:
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._next: tuple[int, str] | None = None
+
+    def _tail(self) -> tuple[int, str]:
+        if self._next is None:
+            lines = self.lines()
+            self._next = (len(lines), leaf_hash(lines[-1]).hex() if lines else GENESIS_PREV)
+        return self._next
 
     def append(self, entry: dict[str, Any]) -> None:
-        line = canonical_json({"time": utcnow().isoformat(), **entry}) + b"\n"
-        with self._lock, open(self.path, "ab") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with self._lock:
+            index, prev = self._tail()
+            line = canonical_json(
+                {"index": index, "prev": prev, "time": utcnow().isoformat(), **entry}
+            )
+            with open(self.path, "ab") as handle:
+                handle.write(line + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._next = (index + 1, leaf_hash(line).hex())
+
+    def lines(self) -> list[bytes]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as handle:
+            return [line.rstrip(b"\n") for line in handle if line.strip()]
+
+    def root(self) -> str:
+        return MemoryTree(leaf_hash(line) for line in self.lines()).root().hex()
 
     def entries(self) -> list[dict[str, Any]]:
         if not self.path.exists():

@@ -22,6 +22,7 @@ from medfed.common.filter_text import parse_filter_text
 from medfed.common.filters import Filter, filter_to_json
 from medfed.common.resources import (
     DatasetPublic,
+    Health,
     NodeCreated,
     NodePublic,
     OrganizationPublic,
@@ -33,6 +34,7 @@ from medfed.common.resources import (
     TokenPublic,
     UserPublic,
 )
+from medfed.sdk.audit import Ledger
 from medfed.sdk.http import HubHTTP, HubUnreachable
 from medfed.sdk.results import TaskFailed, TaskResult, TaskTimeout
 
@@ -287,6 +289,7 @@ class Client:
         self.nodes = Nodes(self._http)
         self.datasets = Datasets(self._http)
         self.tasks = Tasks(self._http, self)
+        self.ledger = Ledger(self._http)
 
     @classmethod
     def login(
@@ -303,9 +306,8 @@ class Client:
     def token(self) -> str | None:
         return self._http.token
 
-    def health(self) -> dict[str, Any]:
-        data: dict[str, Any] = self._http.request("GET", "/api/health")
-        return data
+    def health(self) -> Health:
+        return Health.model_validate(self._http.request("GET", "/api/health"))
 
     def default_project(self) -> int:
         if self.project is not None:

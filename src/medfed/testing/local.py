@@ -24,6 +24,7 @@ from medfed.node.stores.tables import TableStore
 
 __all__ = ["run_locally"]
 
+
 def run_locally(
     algorithm_name: str,
     raw_params: dict[str, Any],

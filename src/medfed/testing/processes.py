@@ -104,6 +104,7 @@ class NodeProcess:
     datasets: dict[str, Path]
     min_cell_count: int = 5
     heartbeat_seconds: float = 1.0
+    witness_seconds: float = 1.0
     extra_policy: str = ""
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
@@ -120,6 +121,7 @@ class NodeProcess:
             'secret_file = "node.secret"',
             'data_dir = "state"',
             f"heartbeat_seconds = {self.heartbeat_seconds}",
+            f"witness_seconds = {self.witness_seconds}",
             "",
             "[policy]",
             f"min_cell_count = {self.min_cell_count}",

@@ -121,6 +121,7 @@ class Node(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None]
     min_cell_count: Mapped[int | None] = mapped_column(Integer)
+    public_key: Mapped[str | None] = mapped_column(String(100))
 
     organization: Mapped[Organization] = relationship()
 
@@ -180,3 +181,52 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     duration_s: Mapped[float | None] = mapped_column(Float)
+
+
+class LedgerHead(Base):
+    """One row: the tree size, the last leaf hash and the right edge of perfect subtrees."""
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    last_leaf: Mapped[str] = mapped_column(String(64))
+    frontier: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+
+    idx: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    body: Mapped[str] = mapped_column(Text)
+    leaf: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerNode(Base):
+    """Hash of a perfect subtree: ``2**level`` leaves from ``idx * 2**level``."""
+
+    __tablename__ = "ledger_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerCheckpoint(Base):
+    __tablename__ = "ledger_checkpoints"
+
+    size: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    root: Mapped[str] = mapped_column(String(64))
+    time: Mapped[str] = mapped_column(String(40))
+    signature: Mapped[str] = mapped_column(String(200))
+
+
+class LedgerCosignature(Base):
+    __tablename__ = "ledger_cosignatures"
+
+    size: Mapped[int] = mapped_column(
+        ForeignKey("ledger_checkpoints.size"), primary_key=True, autoincrement=False
+    )
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
+    signature: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

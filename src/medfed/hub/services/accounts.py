@@ -15,6 +15,7 @@ from medfed.common.errors import Conflict, Forbidden, NotFound
 from medfed.common.resources import Role
 from medfed.common.security import hash_password
 from medfed.hub.db.models import Organization, User
+from medfed.hub.services.ledger import actor_of, record
 
 
 def has_role(user: User, role: Role) -> bool:
@@ -49,6 +50,12 @@ def create_organization(session: Session, *, actor: User | None, name: str) -> O
     org = Organization(name=name)
     session.add(org)
     session.flush()
+    record(
+        session,
+        action="organization.create",
+        actor=actor_of(actor),
+        objects={"organization": org.id},
+    )
     return org
 
 
@@ -84,6 +91,12 @@ def create_user(
     )
     session.add(user)
     session.flush()
+    record(
+        session,
+        action="user.create",
+        actor=actor_of(actor),
+        objects={"user": user.id, "organization": organization_id, "roles": list(user.roles)},
+    )
     return user
 
 

@@ -22,16 +22,26 @@ from medfed.common.security import (
 )
 from medfed.common.timeutil import aware, utcnow
 from medfed.hub.db.models import ApiToken, Node, User
+from medfed.hub.services.ledger import actor_of, record
 
 
 def login(session: Session, *, username: str, password: str, days: int = 1) -> tuple[ApiToken, str]:
     user = session.scalar(select(User).where(User.username == username))
     if user is None or not user.active or not verify_password(user.password_hash, password):
         raise Unauthorized("wrong username or password")
-    return create_token(session, user=user, name="login", days=days)
+    token, plain = create_token(session, user=user, name="login", days=days, audit=False)
+    record(
+        session,
+        action="auth.login",
+        actor=actor_of(user),
+        objects={"user": user.id, "token": token.id},
+    )
+    return token, plain
 
 
-def create_token(session: Session, *, user: User, name: str, days: int) -> tuple[ApiToken, str]:
+def create_token(
+    session: Session, *, user: User, name: str, days: int, audit: bool = True
+) -> tuple[ApiToken, str]:
     """A new API token for ``user``; the plain token is returned once and never stored."""
     plain = new_token(USER_TOKEN_PREFIX)
     now = utcnow()
@@ -45,6 +55,8 @@ def create_token(session: Session, *, user: User, name: str, days: int) -> tuple
     )
     session.add(token)
     session.flush()
+    if audit:
+        record(session, action="token.create", actor=actor_of(user), objects={"token": token.id})
     return token, plain
 
 
@@ -58,6 +70,7 @@ def revoke_token(session: Session, *, user: User, token_id: int) -> ApiToken:
         raise NotFound(f"token {token_id} not found")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        record(session, action="token.revoke", actor=actor_of(user), objects={"token": token.id})
     return token
 
 

@@ -17,6 +17,8 @@ from medfed.common.resources import DatasetRegister
 from medfed.common.schemas import ColumnSchema, DatasetSchema
 from medfed.common.timeutil import utcnow
 from medfed.hub.db.models import Dataset, Node
+from medfed.hub.services.ledger import actor_of, record
+from medfed.ledger.entries import content_hash
 
 
 def register(session: Session, *, node: Node, data: DatasetRegister) -> Dataset:
@@ -24,14 +26,32 @@ def register(session: Session, *, node: Node, data: DatasetRegister) -> Dataset:
         select(Dataset).where(Dataset.node_id == node.id, Dataset.name == data.name)
     )
     columns = [c.model_dump(mode="json") for c in data.columns]
+    action = "dataset.update"
     if dataset is None:
         dataset = Dataset(node_id=node.id, name=data.name)
         session.add(dataset)
+        action = "dataset.register"
+    elif (
+        dataset.columns == columns
+        and dataset.description == data.description
+        and dataset.row_count == data.row_count
+    ):
+        return dataset  # a node re-announcing an unchanged dataset changes nothing
     dataset.description = data.description
     dataset.columns = columns
     dataset.row_count = data.row_count
     dataset.updated_at = utcnow()
     session.flush()
+    record(
+        session,
+        action=action,
+        actor=actor_of(node),
+        objects={"dataset": dataset.id, "node": node.id},
+        hashes={
+            "schema": content_hash(columns),
+            "description": content_hash(data.description),
+        },
+    )
     return dataset
 
 

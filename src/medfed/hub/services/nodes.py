@@ -16,6 +16,7 @@ from medfed.common.security import NODE_SECRET_PREFIX, digest, new_token
 from medfed.common.timeutil import aware, utcnow
 from medfed.hub.db.models import Node, User
 from medfed.hub.services.accounts import get_organization, require_org_admin
+from medfed.hub.services.ledger import actor_of, record
 
 ONLINE_WINDOW = timedelta(seconds=60)
 
@@ -31,6 +32,12 @@ def create_node(
     node = Node(name=name, organization_id=organization_id, secret_hash=digest(secret))
     session.add(node)
     session.flush()
+    record(
+        session,
+        action="node.create",
+        actor=actor_of(actor),
+        objects={"node": node.id, "organization": organization_id},
+    )
     return node, secret
 
 

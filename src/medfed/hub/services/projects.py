@@ -14,6 +14,7 @@ from medfed.common.errors import Conflict, Forbidden, NotFound
 from medfed.common.resources import Role
 from medfed.hub.db.models import Project, ProjectMember, User
 from medfed.hub.services.accounts import get_user, has_role
+from medfed.hub.services.ledger import actor_of, record
 
 
 def is_member(session: Session, *, project_id: int, user: User) -> bool:
@@ -64,6 +65,12 @@ def create_project(
     session.flush()
     session.add(ProjectMember(project_id=project.id, user_id=actor.id))
     session.flush()
+    record(
+        session,
+        action="project.create",
+        actor=actor_of(actor),
+        objects={"project": project.id, "members": [actor.id]},
+    )
     return project
 
 
@@ -92,4 +99,10 @@ def add_member(session: Session, *, actor: User, project_id: int, user_id: int) 
         return project
     session.add(ProjectMember(project_id=project_id, user_id=user_id))
     session.flush()
+    record(
+        session,
+        action="project.member_add",
+        actor=actor_of(actor),
+        objects={"project": project_id, "user": user_id},
+    )
     return project

@@ -32,7 +32,9 @@ from medfed.hub.db.models import Dataset, Node, Run, Task, User
 from medfed.hub.db.session import is_sqlite
 from medfed.hub.dispatch import want_wake
 from medfed.hub.services import datasets as dataset_service
+from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.projects import get_project
+from medfed.ledger.entries import content_hash
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,18 @@ def create_task(
     )
     session.add(task)
     session.flush()
+    record(
+        session,
+        action="task.create",
+        actor=actor_of(actor),
+        objects={
+            "task": task.id,
+            "project": project_id,
+            "algorithm": f"{alg.name}@{alg.version}",
+            "datasets": task.dataset_ids,
+        },
+        hashes={"params": content_hash(task.params)},
+    )
     _create_runs(session, task, found)
     return task
 
@@ -132,6 +146,12 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
     run.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
     dataset = session.get(Dataset, run.dataset_id)
     assert dataset is not None
+    record(
+        session,
+        action="run.claim",
+        actor=actor_of(node),
+        objects={"run": run.id, "task": task.id, "dataset": dataset.id, "attempt": run.attempts},
+    )
     want_wake(session, f"task:{task.id}")
     return RunAssignment(
         run_id=run.id,
@@ -188,18 +208,38 @@ def expire_leases(session: Session, *, settings: HubSettings, node_id: int | Non
                 f"max attempts is {settings.max_attempts}"
             )
             run.finished_at = utcnow()
+            record(
+                session,
+                action="run.fail",
+                actor="hub",
+                objects={"run": run.id, "task": run.task_id, "attempt": run.attempts},
+                hashes={"error": content_hash(run.error)},
+            )
             task = session.get(Task, run.task_id)
             if task is not None:
                 finish_round(session, task=task, settings=settings)
         else:
             run.status = RunStatus.pending.value
+            record(
+                session,
+                action="run.expire",
+                actor="hub",
+                objects={"run": run.id, "task": run.task_id, "attempt": run.attempts},
+            )
             want_wake(session, f"node:{run.node_id}")
     return len(expired)
 
 
 def post_outcome(
-    session: Session, *, node: Node, run_id: int, outcome: RunOutcome, settings: HubSettings
+    session: Session,
+    *,
+    node: Node,
+    run_id: int,
+    outcome: RunOutcome,
+    settings: HubSettings,
+    body_sha256: str | None = None,
 ) -> Run:
+    """Accept a node's answer once; ``body_sha256`` is the hash of the bytes it sent."""
     query = select(Run).where(Run.id == run_id)
     if not is_sqlite(session):
         query = query.with_for_update()
@@ -226,6 +266,19 @@ def post_outcome(
     run.duration_s = outcome.duration_s
     run.finished_at = utcnow()
     session.flush()
+    record(
+        session,
+        action="run.finish",
+        actor=actor_of(node),
+        objects={
+            "run": run.id,
+            "task": run.task_id,
+            "dataset": run.dataset_id,
+            "status": run.status,
+            "output": run.output_status or "none",
+        },
+        hashes={"outcome": body_sha256 or content_hash(outcome.model_dump(mode="json"))},
+    )
     task = session.get(Task, run.task_id)
     assert task is not None
     want_wake(session, f"task:{task.id}")
@@ -254,6 +307,7 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
             f"only {len(contributing)} node(s) gave an unsuppressed answer; the hub needs at "
             f"least {settings.min_nodes}" + (f" ({reasons})" if reasons else ""),
         )
+        _record_fail(session, task)
         return
     alg = get_algorithm(task.algorithm)
     outputs = [
@@ -272,23 +326,50 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
             result = alg.Result.model_validate(step.result).model_dump(mode="json")
     except MedfedError as exc:
         _fail(task, exc.message)
+        _record_fail(session, task)
         return
     except Exception as exc:  # an algorithm bug must fail the task, not the hub
         log.exception("aggregate step of task %s failed", task.id)
         _fail(task, f"aggregation failed: {type(exc).__name__}: {exc}")
+        _record_fail(session, task)
         return
     if isinstance(step, Finished):
         task.result = result
         task.status = TaskStatus.completed.value
         task.finished_at = utcnow()
+        record(
+            session,
+            action="result.release",
+            actor="hub",
+            objects={"task": task.id, "project": task.project_id, "datasets": task.dataset_ids},
+            hashes={"result": content_hash(result)},
+        )
         return
     if task.round + 1 >= alg.max_rounds:
         _fail(task, f"{alg.name} did not finish within {alg.max_rounds} rounds")
+        _record_fail(session, task)
         return
     task.round += 1
     task.state = step.state
+    record(
+        session,
+        action="task.round",
+        actor="hub",
+        objects={"task": task.id, "round": task.round},
+        hashes={"state": content_hash(task.state)},
+    )
     found = [dataset_service.get_dataset(session, i) for i in task.dataset_ids]
     _create_runs(session, task, found)
+
+
+def _record_fail(session: Session, task: Task) -> None:
+    record(
+        session,
+        action="task.fail",
+        actor="hub",
+        objects={"task": task.id, "project": task.project_id},
+        hashes={"error": content_hash(task.error or "")},
+    )
 
 
 def _fail(task: Task, error: str) -> None:

@@ -8,11 +8,14 @@ it), until ``wait`` seconds are over; then 204.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
+from medfed.common.errors import BadRequest
 from medfed.common.resources import (
     DatasetPublic,
     DatasetRegister,
@@ -101,15 +104,41 @@ async def next_run(
             subscription.close()
 
 
-@router.post("/runs/{run_id}/outcome")
-def post_outcome(
-    run_id: int,
-    body: RunOutcome,
-    node: CurrentNode,
-    session: SessionDep,
-    settings: SettingsDep,
-    notifier: NotifierDep,
-) -> dict[str, str]:
-    run = tasks.post_outcome(session, node=node, run_id=run_id, outcome=body, settings=settings)
-    commit(session, notifier)
-    return {"status": run.status}
+def _post(request: Request, node_id: int, run_id: int, outcome: RunOutcome, digest: str) -> str:
+    app = request.app
+    with app.state.sessionmaker() as session:
+        node = session.get(Node, node_id)
+        assert node is not None
+        run = tasks.post_outcome(
+            session,
+            node=node,
+            run_id=run_id,
+            outcome=outcome,
+            settings=app.state.settings,
+            body_sha256=digest,
+        )
+        commit(session, app.state.notifier)
+        return run.status
+
+
+@router.post(
+    "/runs/{run_id}/outcome",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": RunOutcome.model_json_schema()}},
+        }
+    },
+)
+async def post_outcome(run_id: int, request: Request, node: CurrentNode) -> dict[str, str]:
+    """Accept the node's answer; the ledger records the SHA-256 of exactly these bytes."""
+    raw = await request.body()
+    try:
+        outcome = RunOutcome.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BadRequest(f"{where}: {first['msg']}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    status_ = await run_in_threadpool(_post, request, node.id, run_id, outcome, digest)
+    return {"status": status_}

@@ -1,0 +1,77 @@
+"""Small pieces the descriptives and tests share: text tables, levels, the min-rows rule.
+
+Nothing here runs on its own or sends anything: :func:`text_table` lays out ``summary()``
+tables, :func:`number` formats one figure, :func:`require_min_rows` is the local-step check
+behind the ``min_rows`` policy (a test on fewer rows than the node's ``min_rows`` is
+refused with :class:`~medfed.common.errors.Refused`), :func:`levels_of` turns a column's
+values into level names the way ``crosstab`` does, and :func:`pool_moments` pools
+per-node ``(n, sum, m2)`` triples exactly (Chan, Golub and LeVeque).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from medfed.algorithms.base import LocalContext
+from medfed.algorithms.stats.crosstab import level_name
+from medfed.common.errors import Refused
+
+__all__ = ["levels_of", "number", "pool_moments", "require_min_rows", "text_table"]
+
+
+def number(value: float | int | None, digits: int = 6) -> str:
+    """A figure for a summary table: ``-`` for a missing one, ``digits`` significant digits."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def text_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain text table with a title line and ``=``/``-`` rules, like statsmodels'."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+        )
+        for row in cells
+    ]
+    rule = max(len(title), max(len(line) for line in lines))
+    return "\n".join([title, "=" * rule, lines[0], "-" * rule, *lines[1:], "=" * rule])
+
+
+def require_min_rows(algorithm: str, rows: int, ctx: LocalContext) -> None:
+    """Refuse a test on ``0 < rows < min_rows`` rows at this node (the ``min_rows`` rule)."""
+    if 0 < rows < ctx.min_rows:
+        raise Refused(
+            f"gate: min_rows: {algorithm} needs at least {ctx.min_rows} rows at a node; "
+            "this node has fewer"
+        )
+
+
+def levels_of(values: pd.Series) -> list[str]:
+    """Each value of ``values`` as a level name (``True`` → ``"true"``, ``2.0`` → ``"2"``)."""
+    return [level_name(v) for v in values]
+
+
+def pool_moments(parts: Sequence[tuple[int, float, float]]) -> tuple[int, float, float]:
+    """Pooled ``(n, mean, M2)`` of per-node ``(n, sum, m2)`` (m2 about the node's own mean).
+
+    ``M2 = Σ m2_i + Σ n_i (mean_i - mean)²``; sums use :func:`math.fsum`. With no rows the
+    mean is NaN.
+    """
+    used = [(n, s, m2) for n, s, m2 in parts if n > 0]
+    total = sum(n for n, _, _ in used)
+    if total == 0:
+        return 0, math.nan, math.nan
+    mean = math.fsum(s for _, s, _ in used) / total
+    m2 = math.fsum(m2 + n * (s / n - mean) ** 2 for n, s, m2 in used)
+    return total, mean, m2

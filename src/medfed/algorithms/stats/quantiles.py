@@ -1,0 +1,273 @@
+"""``quantiles``: exact pooled quantiles of a numeric column by federated bisection on counts.
+
+The definition is numpy's and pandas' default (``linear``, Hyndman–Fan type 7): with ``N``
+pooled values sorted as ``x_0 ≤ … ≤ x_{N-1}``, ``h = (N - 1) p``, ``j = ⌊h⌋``, the
+quantile is ``x_j + (h - j)(x_{j+1} - x_j)`` computed with numpy's own arithmetic, so an
+exact result equals :func:`numpy.quantile` bit for bit (pandas, which calls
+``np.percentile(values, 100 p)``, agrees to about one unit in the last place). The hub
+finds each needed order statistic ``x_j`` by bisection: for a cut ``c`` the pooled counts
+``L(c) = #{x < c}`` and ``U(c) = #{x ≤ c}`` say whether ``x_j < c`` (``L > j``),
+``x_j > c`` (``U ≤ j``) or ``x_j = c`` (``L ≤ j < U``). Cuts are the shortest decimals in
+equal bands of the current interval (in value and in float order), so data with few
+digits is hit in a few rounds, and the search ends, with no ε, on the data value itself
+or, at worst, when the interval holds a single float. Non-finite values are left out.
+
+What leaves a node, for the non-null finite values of ``column`` in rows matching
+``where``:
+
+- round 0: ``{"n": n, "bounds": [min_bound, max_bound] | None, "lt": [], "le": []}`` —
+  bounds are the extremes rounded outward to one significant digit (as ``summary``).
+- round r ≥ 1, for the broadcast cuts ``c_1 < … < c_m``: ``{"n": n, "k": k,
+  "lt": [#{x < c}], "le": [#{x ≤ c}], "lt_tail": [..], "le_tail": [..]}``.
+
+Gate: ``MinRows("n")`` (a node with ``0 < n < k`` is suppressed in every round and the
+result marked ``incomplete``) and ``Cells("lt")``, ``Cells("le")``. The local step sends
+only cumulative counts that are large from both ends: a count ``c`` with ``0 < c < k``
+(few values below the cut) or ``0 < n - c < k`` (few at or above it) is sent as ``None``
+with a tail code (1 low, 2 high, 3 both) so the hub knows only that it lies in
+``[1, k-1]`` or ``[n-k+1, n-1]``. The hub pools counts as intervals; a cut the
+intervals cannot place is *ambiguous*. Quantiles in the tails (where some node has fewer
+than ``k`` values on one side of every cut near the answer) are therefore not found
+exactly: when a round's cuts for an order statistic are all ambiguous, the search stops
+and the result gives ``value = None``, ``exact = False`` and ``[lower, upper]``, an
+interval of cut points that certainly holds the pooled quantile. Differences of counts
+at neighbouring cuts can be small (that is how bisection finds a value); they go to the
+hub only, and the researcher sees the quantiles — row values themselves, as a median is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, field_validator
+
+from medfed.algorithms.base import (
+    Algorithm,
+    Cells,
+    Finished,
+    LocalContext,
+    MinRows,
+    NextRound,
+    NodeOutput,
+    Rule,
+)
+from medfed.algorithms.stats._common import WhereParams, check_where, gated_payloads
+from medfed.algorithms.stats._common import require_column as _require
+from medfed.algorithms.stats._quantile_search import (
+    CUTS_PER_BAND_SET,
+    lerp,
+    place,
+    search_cuts,
+    withheld,
+)
+from medfed.algorithms.stats._tests_common import number, text_table
+from medfed.algorithms.stats.moments import outward_round
+from medfed.common.errors import BadRequest
+from medfed.common.schemas import DatasetSchema
+
+__all__ = ["Quantile", "Quantiles", "QuantilesParams", "QuantilesResult"]
+
+MAX_ROUNDS = 40
+
+
+class QuantilesParams(WhereParams):
+    column: str = Field(min_length=1)
+    probs: list[float] = Field(default=[0.25, 0.5, 0.75], min_length=1, max_length=99)
+
+    @field_validator("probs")
+    @classmethod
+    def _probs(cls, probs: list[float]) -> list[float]:
+        for p in probs:
+            if not 0.0 < p < 1.0:
+                raise ValueError(f"each prob must lie strictly between 0 and 1, not {p}")
+        if len(set(probs)) != len(probs):
+            raise ValueError("a prob is listed twice")
+        return probs
+
+
+class Quantile(BaseModel):
+    """One pooled quantile: exact, or ``None`` with an interval that holds it."""
+
+    prob: float
+    value: float | None
+    exact: bool
+    lower: float | None
+    upper: float | None
+
+
+class QuantilesResult(BaseModel):
+    column: str
+    n: int
+    quantiles: list[Quantile]
+    rounds: int
+    incomplete: bool
+    suppressed_nodes: int
+
+    def summary(self) -> str:
+        rows = [
+            (f"{q.prob:g}", number(q.value, 10), "yes" if q.exact else "no",
+             number(q.lower, 10), number(q.upper, 10))
+            for q in self.quantiles
+        ]  # fmt: skip
+        title = f"Quantiles of {self.column} (n = {self.n}, {self.rounds} rounds)"
+        if self.incomplete:
+            title += f" — incomplete: {self.suppressed_nodes} node(s) suppressed"
+        return text_table(title, ["prob", "value", "exact", "lower", "upper"], rows)
+
+    def plot(self, path: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for q in self.quantiles:
+            if q.exact and q.value is not None:
+                ax.plot([q.prob], [q.value], "o", color="C0")
+            elif q.lower is not None and q.upper is not None:
+                ax.vlines(q.prob, q.lower, q.upper, color="C1")
+        ax.set_xlabel("probability")
+        ax.set_ylabel(self.column)
+        ax.set_title(f"Quantiles of {self.column} (n = {self.n})")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+def _positions(n: int, p: float) -> tuple[int, int, float]:
+    """numpy's ``linear`` method: the two order statistics and the weight between them."""
+    virtual = (n - 1) * p
+    if virtual >= n - 1:
+        return n - 1, n - 1, 0.0
+    below = math.floor(virtual)
+    return below, below + 1, virtual - below
+
+
+class Quantiles(Algorithm[QuantilesParams]):
+    name = "quantiles"
+    summary = "Exact pooled quantiles (numpy/pandas 'linear') by federated bisection"
+    Params = QuantilesParams
+    Result = QuantilesResult
+    max_rounds = MAX_ROUNDS
+
+    def validate(self, params: QuantilesParams, schemas: Sequence[DatasetSchema]) -> None:
+        _require(self.name, schemas, params.column, numeric=True)
+        check_where(self.name, params, schemas)
+
+    def disclosure(self, params: QuantilesParams) -> list[Rule]:
+        return [MinRows("n"), Cells("lt"), Cells("le")]
+
+    def local(self, params: QuantilesParams, ctx: LocalContext) -> dict[str, Any]:
+        frame = ctx.data.select([params.column], params.filter)
+        values = frame[params.column].dropna().to_numpy(dtype=np.float64)
+        values = np.sort(values[np.isfinite(values)])
+        n = len(values)
+        if ctx.round == 0:
+            bounds = None
+            if n >= ctx.min_cell_count:
+                low = outward_round(float(values[0]), up=False)
+                high = outward_round(float(values[-1]), up=True)
+                bounds = [low, high]
+            return {"n": n, "bounds": bounds, "lt": [], "le": []}
+        cuts = np.asarray(ctx.state["cuts"], dtype=np.float64)
+        out: dict[str, Any] = {"n": n, "k": ctx.min_cell_count}
+        for side, key in (("left", "lt"), ("right", "le")):
+            counts = np.searchsorted(values, cuts, side=side).tolist()
+            sent = [withheld(int(c), n, ctx.min_cell_count) for c in counts]
+            out[key] = [count for count, _ in sent]
+            out[f"{key}_tail"] = [tail for _, tail in sent]
+        return out
+
+    def aggregate(
+        self,
+        params: QuantilesParams,
+        round: int,
+        state: dict[str, Any],
+        outputs: Sequence[NodeOutput],
+    ) -> Finished | NextRound:
+        payloads, suppressed = gated_payloads(outputs)
+        datasets = sorted(o.dataset_id for o in outputs if o.status == "ok" and o.payload)
+        total = sum(int(p["n"]) for p in payloads)
+        if round == 0:
+            return self._start(params, datasets, total, payloads, suppressed)
+        if datasets != state["datasets"] or total != state["n"]:
+            raise BadRequest(
+                "quantiles: the nodes that answered, or their row counts, changed between "
+                "rounds; run the task again"
+            )
+        targets: list[dict[str, Any]] = state["targets"]
+        cuts: list[float] = state["cuts"]
+        for target in targets:
+            if target["status"] == "open":
+                place(target, cuts, payloads)
+        if round + 1 >= MAX_ROUNDS:
+            for target in targets:
+                if target["status"] == "open":
+                    target["status"] = "bounded"
+        if all(t["status"] != "open" for t in targets):
+            return Finished(self._result(params, state, round + 1))
+        state["cuts"] = search_cuts(targets, CUTS_PER_BAND_SET)
+        return NextRound(state)
+
+    def _start(
+        self,
+        params: QuantilesParams,
+        datasets: list[int],
+        total: int,
+        payloads: Sequence[dict[str, Any]],
+        suppressed: int,
+    ) -> Finished | NextRound:
+        state: dict[str, Any] = {
+            "n": total,
+            "datasets": datasets,
+            "suppressed": suppressed,
+            "targets": [],
+        }
+        if total == 0:
+            return Finished(self._result(params, state, 1))
+        bounds = [p["bounds"] for p in payloads if p["bounds"] is not None]
+        low = min(b[0] for b in bounds)
+        high = max(b[1] for b in bounds)
+        ranks = set()
+        for p in params.probs:
+            below, above, weight = _positions(total, p)
+            ranks.add(below)
+            if weight > 0:
+                ranks.add(above)
+        state["targets"] = [
+            {"rank": r, "lo": low, "hi": high, "value": None, "status": "open"}
+            for r in sorted(ranks)
+        ]
+        state["cuts"] = search_cuts(state["targets"], CUTS_PER_BAND_SET)
+        return NextRound(state)
+
+    def _result(self, params: QuantilesParams, state: dict[str, Any], rounds: int) -> dict[str, Any]:
+        total = int(state["n"])
+        found = {t["rank"]: t for t in state["targets"]}
+        quantiles = []
+        for p in params.probs:
+            if total == 0:
+                quantiles.append(Quantile(prob=p, value=None, exact=False, lower=None, upper=None))
+                continue
+            below, above, weight = _positions(total, p)
+            first = found[below]
+            second = found[above] if weight > 0 else first
+            if first["status"] == "exact" and second["status"] == "exact":
+                value = lerp(first["value"], second["value"], weight)
+                quantiles.append(Quantile(prob=p, value=value, exact=True, lower=value, upper=value))
+                continue
+            lower = first["value"] if first["status"] == "exact" else first["lo"]
+            upper = second["value"] if second["status"] == "exact" else second["hi"]
+            quantiles.append(Quantile(prob=p, value=None, exact=False, lower=lower, upper=upper))
+        result = QuantilesResult(
+            column=params.column,
+            n=total,
+            quantiles=quantiles,
+            rounds=rounds,
+            incomplete=int(state["suppressed"]) > 0,
+            suppressed_nodes=int(state["suppressed"]),
+        )
+        return result.model_dump()

@@ -1,0 +1,235 @@
+"""The hub's audit log: one :func:`record` call per state change, in the same transaction.
+
+``record`` appends an entry (``medfed.ledger.entries``) to ``ledger_entries``, the perfect
+subtree hashes it closes to ``ledger_nodes``, and moves ``ledger_head`` — all in the
+caller's transaction, so a change without its entry cannot commit and a rolled-back change
+leaves no entry. Writers are serialized on the head row (``BEGIN IMMEDIATE`` on SQLite,
+``SELECT … FOR UPDATE`` on PostgreSQL). The head keeps the right edge of the tree (one
+hash per level), so an append needs no other reads.
+
+:func:`make_checkpoint` (called by the hub's background loop) signs the current size and
+root with the hub key; witnesses (nodes) cosign through :func:`add_cosignature`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from medfed.common.errors import BadRequest, Conflict, NotFound
+from medfed.common.timeutil import utcnow
+from medfed.hub.db.models import (
+    LedgerCheckpoint,
+    LedgerCosignature,
+    LedgerEntry,
+    LedgerHead,
+    LedgerNode,
+    Node,
+    User,
+)
+from medfed.hub.db.session import is_sqlite
+from medfed.ledger.checkpoint import Checkpoint, verify_signature
+from medfed.ledger.entries import canonical, make_entry
+from medfed.ledger.merkle import (
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    new_perfect_nodes,
+    subtree_root,
+)
+
+ORIGIN = "medfed-hub"
+MAX_PAGE = 1000
+
+
+def actor_of(principal: User | Node | None) -> str:
+    if principal is None:
+        return "hub"
+    return f"user:{principal.id}" if isinstance(principal, User) else f"node:{principal.id}"
+
+
+class _Frontier:
+    """The right edge of the tree as a :class:`SubtreeSource` for appends."""
+
+    def __init__(self, hashes: list[str | None]) -> None:
+        self.hashes = hashes
+
+    def perfect(self, level: int, index: int) -> bytes:
+        value = self.hashes[level]
+        assert value is not None, "ledger frontier is inconsistent"
+        return bytes.fromhex(value)
+
+
+def _head(session: Session) -> LedgerHead:
+    query = select(LedgerHead).where(LedgerHead.id == 1)
+    if not is_sqlite(session):
+        query = query.with_for_update()
+    head = session.scalar(query)
+    if head is None:
+        raise RuntimeError("ledger head missing: run the migrations")
+    return head
+
+
+def record(
+    session: Session,
+    *,
+    action: str,
+    actor: str,
+    objects: dict[str, Any],
+    hashes: dict[str, str] | None = None,
+) -> int:
+    """Append one entry in the caller's transaction; returns its index."""
+    head = _head(session)
+    entry = make_entry(
+        index=head.size,
+        prev=head.last_leaf,
+        time=utcnow().isoformat(),
+        action=action,
+        actor=actor,
+        objects=objects,
+        hashes=hashes or {},
+    )
+    body = canonical(entry)
+    leaf = leaf_hash(body)
+    frontier: list[str | None] = list(head.frontier or [])
+    nodes = new_perfect_nodes(leaf, head.size, _Frontier(frontier))
+    for level, idx, digest in nodes:
+        session.add(LedgerNode(level=level, idx=idx, hash=digest.hex()))
+        while len(frontier) <= level:
+            frontier.append(None)
+        frontier[level] = digest.hex()
+    session.add(LedgerEntry(idx=head.size, body=body.decode(), leaf=leaf.hex()))
+    head.size += 1
+    head.last_leaf = leaf.hex()
+    head.frontier = frontier
+    session.flush()
+    return entry["index"]  # type: ignore[no-any-return]
+
+
+class _Stored:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def perfect(self, level: int, index: int) -> bytes:
+        value = self.session.scalar(
+            select(LedgerNode.hash).where(LedgerNode.level == level, LedgerNode.idx == index)
+        )
+        if value is None:
+            raise NotFound(f"ledger subtree {level}/{index} not found")
+        return bytes.fromhex(value)
+
+
+def size(session: Session) -> int:
+    return session.scalar(select(LedgerHead.size).where(LedgerHead.id == 1)) or 0
+
+
+def root_at(session: Session, tree_size: int) -> bytes:
+    return subtree_root(_Stored(session), 0, tree_size)
+
+
+def entries(session: Session, *, start: int, end: int) -> list[LedgerEntry]:
+    if start < 0 or end < start:
+        raise BadRequest(f"bad entry range [{start}, {end})")
+    end = min(end, start + MAX_PAGE)
+    return list(
+        session.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.idx >= start, LedgerEntry.idx < end)
+            .order_by(LedgerEntry.idx)
+        )
+    )
+
+
+def _check_size(session: Session, tree_size: int) -> None:
+    current = size(session)
+    if not 0 < tree_size <= current:
+        raise BadRequest(f"tree size {tree_size} is outside 1..{current}")
+
+
+def prove_inclusion(session: Session, *, index: int, tree_size: int) -> tuple[str, list[str]]:
+    _check_size(session, tree_size)
+    if not 0 <= index < tree_size:
+        raise BadRequest(f"index {index} is outside a tree of size {tree_size}")
+    leaf = session.scalar(select(LedgerEntry.leaf).where(LedgerEntry.idx == index))
+    if leaf is None:
+        raise NotFound(f"ledger entry {index} not found")
+    return leaf, [h.hex() for h in inclusion_proof(_Stored(session), index, tree_size)]
+
+
+def prove_consistency(session: Session, *, first: int, second: int) -> list[str]:
+    _check_size(session, second)
+    if not 0 < first <= second:
+        raise BadRequest(f"no consistency proof from size {first} to {second}")
+    return [h.hex() for h in consistency_proof(_Stored(session), first, second)]
+
+
+def make_checkpoint(session: Session, *, key: Ed25519PrivateKey) -> LedgerCheckpoint | None:
+    """Sign the current tree head if it grew since the last checkpoint."""
+    current = size(session)
+    last = latest_checkpoint(session)
+    if current == 0 or (last is not None and last.size >= current):
+        return None
+    unsigned = Checkpoint(ORIGIN, current, root_at(session, current).hex(), utcnow().isoformat())
+    signed = unsigned.signed(key)
+    row = LedgerCheckpoint(
+        size=signed.size, root=signed.root, time=signed.time, signature=signed.signature
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def latest_checkpoint(session: Session) -> LedgerCheckpoint | None:
+    return session.scalar(select(LedgerCheckpoint).order_by(LedgerCheckpoint.size.desc()).limit(1))
+
+
+def checkpoints(session: Session, *, since: int = 0, limit: int = 1000) -> list[LedgerCheckpoint]:
+    return list(
+        session.scalars(
+            select(LedgerCheckpoint)
+            .where(LedgerCheckpoint.size >= since)
+            .order_by(LedgerCheckpoint.size)
+            .limit(limit)
+        )
+    )
+
+
+def as_checkpoint(session: Session, row: LedgerCheckpoint) -> Checkpoint:
+    cosigned = session.execute(
+        select(LedgerCosignature.node_id, LedgerCosignature.signature).where(
+            LedgerCosignature.size == row.size
+        )
+    ).tuples()
+    return Checkpoint(
+        ORIGIN,
+        row.size,
+        row.root,
+        row.time,
+        row.signature,
+        {f"node:{node_id}": signature for node_id, signature in cosigned},
+    )
+
+
+def register_node_key(session: Session, *, node: Node, public_key: str) -> None:
+    if node.public_key == public_key:
+        return
+    if node.public_key is not None:
+        raise Conflict("this node has a witness key already; an admin must reset it")
+    node.public_key = public_key
+    record(session, action="node.key_register", actor=actor_of(node), objects={"node": node.id})
+
+
+def add_cosignature(session: Session, *, node: Node, tree_size: int, signature: str) -> None:
+    row = session.get(LedgerCheckpoint, tree_size)
+    if row is None:
+        raise NotFound(f"checkpoint {tree_size} not found")
+    if node.public_key is None:
+        raise BadRequest("register the node's witness key first")
+    if not verify_signature(node.public_key, as_checkpoint(session, row), signature):
+        raise BadRequest(f"cosignature on checkpoint {tree_size} does not verify")
+    if session.get(LedgerCosignature, (tree_size, node.id)) is None:
+        session.add(LedgerCosignature(size=tree_size, node_id=node.id, signature=signature))
+        session.flush()
