@@ -179,6 +179,8 @@ def database_url(
         path = tmp_path / "hub.db"
         if template is not None:
             shutil.copyfile(template.location, path)
+            if Path(template.location + "-wal").exists():  # normally folded in on close
+                shutil.copyfile(template.location + "-wal", str(path) + "-wal")
         yield f"sqlite:///{path}"
         return
     pg = world_templates.pg

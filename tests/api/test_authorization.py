@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from hubtools import PASSWORD, SQLITE_ONLY, TestClient, World, bearer, done, mean_output
 from medfed.common.timeutil import utcnow
+from medfed.hub.api.deps import get_current_node, get_current_user, get_principal
 from medfed.hub.db.models import ApiToken, Run, User
 
 pytestmark = SQLITE_ONLY  # these checks run before storage; tests/contract covers backends
@@ -32,35 +35,66 @@ EXEMPT = {
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-def app_routes(app: FastAPI) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class Endpoint:
+    """One (method, path) of the app and every dependency its route resolves."""
+
+    method: str
+    path: str
+    depends_on: frozenset[Any]
+
+    @property
+    def user_only(self) -> bool:
+        return get_current_user in self.depends_on
+
+    @property
+    def node_only(self) -> bool:
+        return get_current_node in self.depends_on
+
+
+def _dependencies(dependant: Any) -> set[Any]:
+    found: set[Any] = set()
+    for sub in dependant.dependencies:
+        if sub.call is not None:
+            found.add(sub.call)
+        found |= _dependencies(sub)
+    return found
+
+
+def endpoints(app: FastAPI) -> list[Endpoint]:
     """Every (method, path) the app answers, HEAD left out."""
     try:
         from fastapi.routing import iter_route_contexts
-    except ImportError:  # FastAPI before routers were included lazily
+    except ImportError:  # FastAPI before included routers were resolved lazily
         entries: list[Any] = list(app.routes)
     else:
         entries = list(iter_route_contexts(app.routes))
-    found = {
-        (method, entry.path)
-        for entry in entries
-        for method in (getattr(entry, "methods", None) or ())
-        if method != "HEAD"
-    }
-    return sorted(found)
+    found: dict[tuple[str, str], Endpoint] = {}
+    for entry in entries:
+        route = getattr(entry, "original_route", entry)
+        depends_on = (
+            frozenset(_dependencies(route.dependant))
+            if isinstance(route, APIRoute)
+            else frozenset()
+        )
+        for method in getattr(entry, "methods", None) or ():
+            if method != "HEAD":
+                found[method, entry.path] = Endpoint(method, entry.path, depends_on)
+    return [found[key] for key in sorted(found)]
 
 
-def guarded(app: FastAPI) -> list[tuple[str, str]]:
-    return [(m, p) for m, p in app_routes(app) if p not in EXEMPT]
+def guarded(app: FastAPI) -> list[Endpoint]:
+    return [e for e in endpoints(app) if e.path not in EXEMPT]
 
 
-def call(api: TestClient, method: str, path: str, headers: dict[str, str]) -> Any:
-    url = re.sub(r"\{[^}]+\}", "1", path)
-    body = {} if method in BODY_METHODS else None
-    return api.request(method, url, json=body, headers=headers)
+def call(api: TestClient, endpoint: Endpoint, headers: dict[str, str]) -> Any:
+    url = re.sub(r"\{[^}]+\}", "1", endpoint.path)
+    body = {} if endpoint.method in BODY_METHODS else None
+    return api.request(endpoint.method, url, json=body, headers=headers)
 
 
 def test_route_listing_covers_every_documented_operation(hub_app: FastAPI) -> None:
-    listed = set(app_routes(hub_app))
+    listed = {(e.method, e.path) for e in endpoints(hub_app)}
     documented = {
         (method.upper(), path)
         for path, operations in hub_app.openapi()["paths"].items()
@@ -68,6 +102,13 @@ def test_route_listing_covers_every_documented_operation(hub_app: FastAPI) -> No
     }
     assert documented <= listed
     assert len(guarded(hub_app)) >= 20
+
+
+def test_every_guarded_route_depends_on_a_principal(hub_app: FastAPI) -> None:
+    for endpoint in guarded(hub_app):
+        assert get_principal in endpoint.depends_on, endpoint
+    assert sum(e.user_only for e in guarded(hub_app)) >= 15
+    assert sum(e.node_only for e in guarded(hub_app)) >= 4
 
 
 def test_exempt_routes_answer_without_a_token(world: World) -> None:
@@ -93,33 +134,33 @@ def test_exempt_routes_answer_without_a_token(world: World) -> None:
 )
 def test_every_guarded_route_needs_a_valid_token(world: World, headers: dict[str, str]) -> None:
     before = {t: world.count(t) for t in ("tasks", "runs", "users", "api_tokens", "nodes")}
-    for method, path in guarded(world.app):
-        response = call(world.api, method, path, headers)
-        assert response.status_code == 401, (method, path, response.text)
-        assert response.json()["detail"], (method, path)
+    for endpoint in guarded(world.app):
+        response = call(world.api, endpoint, headers)
+        assert response.status_code == 401, (endpoint, response.text)
+        assert response.json()["detail"], endpoint
     assert {t: world.count(t) for t in before} == before
 
 
 def test_node_secret_on_user_routes_is_forbidden(world: World) -> None:
-    user_routes = [(m, p) for m, p in guarded(world.app) if not p.startswith("/api/node/")]
+    user_routes = [e for e in guarded(world.app) if e.user_only]
     assert user_routes
-    for method, path in user_routes:
-        response = call(world.api, method, path, world.node_a.headers)
-        assert response.status_code == 403, (method, path, response.text)
+    for endpoint in user_routes:
+        response = call(world.api, endpoint, world.node_a.headers)
+        assert response.status_code == 403, (endpoint, response.text)
         assert "node credentials" in response.json()["detail"]
 
 
 def test_user_token_on_node_routes_is_forbidden(world: World) -> None:
-    world.create_task()
-    node_routes = [(m, p) for m, p in guarded(world.app) if p.startswith("/api/node/")]
+    task = world.create_task()
+    node_routes = [e for e in guarded(world.app) if e.node_only]
     assert len(node_routes) >= 4
     for person in (world.researcher, world.admin):
-        for method, path in node_routes:
-            response = call(world.api, method, path, person.headers)
-            assert response.status_code == 403, (method, path, response.text)
+        for endpoint in node_routes:
+            response = call(world.api, endpoint, person.headers)
+            assert response.status_code == 403, (endpoint, response.text)
             assert "user credentials" in response.json()["detail"]
     assert world.count("runs") == 2
-    assert all(r["status"] == "pending" for r in world.task(1)["runs"])
+    assert all(r["status"] == "pending" for r in world.task(task["id"])["runs"])
 
 
 # ------------------------------------------------------------------------- projects

@@ -162,3 +162,46 @@ def test_bad_dataset_registration_is_422_and_changes_nothing(
     for fragment in fragments:
         assert fragment in detail, detail
     assert world.api.get("/api/datasets", headers=headers).json() == before
+
+
+# ------------------------------------------------------------------------ node outcomes
+
+
+OUTCOME_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("done-without-output-status", {"output_status": DROP}, ["output_status 'ok' or 'suppressed'"]),
+    ("ok-without-output", {"output": DROP}, ["an ok output needs its output"]),
+    ("suppressed-with-values", {"output_status": "suppressed"}, ["carries no values"]),
+    ("unknown-status", {"status": "finished"}, ["status", "'done'"]),
+    ("unknown-output-status", {"output_status": "partial"}, ["output_status"]),
+    ("output-not-object", {"output": [1, 2]}, ["output"]),
+    ("missing-lease", {"lease_id": DROP}, ["lease_id", "Field required"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [pytest.param(c, f, id=i) for i, c, f in OUTCOME_CASES],
+)
+def test_bad_outcome_is_422_and_leaves_the_run_claimed(
+    world: World, changes: dict[str, Any], fragments: list[str]
+) -> None:
+    task = world.create_task(datasets=["node-a/cohort"])
+    assignment = world.claim(world.node_a)
+    assert assignment is not None
+    good = {
+        "lease_id": assignment["lease_id"],
+        "status": "done",
+        "output_status": "ok",
+        "output": {"rows": 5, "n": {"age": 5}, "stats": {"age": {"sum": 50.0}}},
+    }
+    body = {k: v for k, v in {**good, **changes}.items() if v is not DROP}
+    response = world.post_outcome(world.node_a, assignment["run_id"], body)
+    assert response.status_code == 422, response.text
+    for fragment in fragments:
+        assert fragment in response.json()["detail"], response.json()["detail"]
+    (run,) = world.task(task["id"])["runs"]
+    assert (run["status"], run["output_status"]) == ("claimed", None)
+
+    accepted = world.post_outcome(world.node_a, assignment["run_id"], good)
+    assert accepted.status_code == 200  # the lease still holds: a correct answer goes in
+    assert world.task(task["id"])["status"] == "completed"

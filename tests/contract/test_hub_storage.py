@@ -136,7 +136,7 @@ def test_unique_names_conflict_with_409_and_store_nothing(world: World) -> None:
     assert api.get("/api/organizations", headers=admin).status_code == 200
 
 
-def test_unique_constraints_hold_in_the_database(hub_app: FastAPI) -> None:
+def test_the_database_itself_refuses_a_duplicate_organization_name(hub_app: FastAPI) -> None:
     with hub_app.state.sessionmaker() as session:
         session.add(Organization(name="Twin"))
         session.commit()
@@ -380,7 +380,8 @@ def test_fewer_answering_nodes_than_min_nodes_fails_the_task_naming_the_rule(
     a = world.claim(world.node_a)
     b = world.claim(world.node_b)
     assert a is not None and b is not None
-    assert world.post_outcome(world.node_a, a["run_id"], done(a, mean_output(10, 5.0))).status_code
+    answer_a = world.post_outcome(world.node_a, a["run_id"], done(a, mean_output(10, 5.0)))
+    assert answer_a.status_code == 200
     body: dict[str, Any] = {"lease_id": b["lease_id"], "status": status, "error": error}
     if output_status is not None:
         body["output_status"] = output_status
@@ -412,6 +413,18 @@ def test_enough_answering_nodes_complete_with_min_nodes(world: World) -> None:
     assert final["status"] == "completed"
     assert final["result"]["columns"]["age"] == {"n": 10, "mean": 5.0, "incomplete": True}
     assert final["result"]["suppressed_nodes"] == 1
+
+
+def test_an_output_the_algorithm_cannot_read_fails_the_task_with_the_reason(world: World) -> None:
+    task = world.create_task(datasets=["node-a/cohort"])
+    a = world.claim(world.node_a)
+    assert a is not None
+    response = world.post_outcome(world.node_a, a["run_id"], done(a, {"unexpected": 1}))
+    assert response.status_code == 200  # the answer is stored; aggregating it fails
+    final = world.task(task["id"])
+    assert final["status"] == "failed"
+    assert final["error"].startswith("aggregation failed: KeyError")
+    assert final["result"] is None
 
 
 def test_task_and_run_rows_are_stored_as_the_api_says(world: World) -> None:

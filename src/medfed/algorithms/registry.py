@@ -45,3 +45,39 @@ def get_algorithm(name: str) -> Algorithm[Any]:
 def algorithm_names() -> list[str]:
     """Every registered name, sorted."""
     return sorted(_ALGORITHMS)
+
+
+def _descriptives_and_tests() -> list[Algorithm[Any]]:
+    """Quantiles, covariance/correlation, grouped summaries, Welch t-test, chi-square."""
+    from medfed.algorithms.stats.covariance import Correlation, Covariance
+    from medfed.algorithms.stats.grouped import GroupedSummary
+    from medfed.algorithms.stats.quantiles import Quantiles
+    from medfed.algorithms.stats.tests_chisq import ChiSquare
+    from medfed.algorithms.stats.tests_ttest import TTest
+
+    return [Quantiles(), Covariance(), Correlation(), GroupedSummary(), TTest(), ChiSquare()]
+
+
+_ALGORITHMS.update({algorithm.name: algorithm for algorithm in _descriptives_and_tests()})
+
+
+def _survival() -> list[Algorithm[Any]]:
+    """Kaplan-Meier, log-rank test, Cox proportional hazards."""
+    from medfed.algorithms.survival.cox import Cox
+    from medfed.algorithms.survival.km import KaplanMeier
+    from medfed.algorithms.survival.logrank import Logrank
+
+    return [KaplanMeier(), Logrank(), Cox()]
+
+
+_ALGORITHMS.update({algorithm.name: algorithm for algorithm in _survival()})
+
+
+def _glm() -> list[Algorithm[Any]]:
+    """Generalized linear models by federated IRLS."""
+    from medfed.algorithms.glm.irls import GLM
+
+    return [GLM()]
+
+
+_ALGORITHMS.update({algorithm.name: algorithm for algorithm in _glm()})

@@ -1,6 +1,6 @@
 """``quantiles``: exact pooled quantiles of a numeric column by federated bisection on counts.
 
-The definition is numpy's and pandas' default (``linear``, Hyndman–Fan type 7): with ``N``
+The definition is numpy's and pandas' default (``linear``, Hyndman-Fan type 7): with ``N``
 pooled values sorted as ``x_0 ≤ … ≤ x_{N-1}``, ``h = (N - 1) p``, ``j = ⌊h⌋``, the
 quantile is ``x_j + (h - j)(x_{j+1} - x_j)`` computed with numpy's own arithmetic, so an
 exact result equals :func:`numpy.quantile` bit for bit (pandas, which calls
@@ -38,7 +38,9 @@ hub only, and the researcher sees the quantiles — row values themselves, as a 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import numpy as np
@@ -56,13 +58,6 @@ from medfed.algorithms.base import (
 )
 from medfed.algorithms.stats._common import WhereParams, check_where, gated_payloads
 from medfed.algorithms.stats._common import require_column as _require
-from medfed.algorithms.stats._quantile_search import (
-    CUTS_PER_BAND_SET,
-    lerp,
-    place,
-    search_cuts,
-    withheld,
-)
 from medfed.algorithms.stats._tests_common import number, text_table
 from medfed.algorithms.stats.moments import outward_round
 from medfed.common.errors import BadRequest
@@ -71,6 +66,122 @@ from medfed.common.schemas import DatasetSchema
 __all__ = ["Quantile", "Quantiles", "QuantilesParams", "QuantilesResult"]
 
 MAX_ROUNDS = 40
+CUT_BUDGET = 2048  # cuts per round, about; each open order statistic gets 2 m of them
+
+
+def withheld(count: int, n: int, k: int) -> tuple[int | None, int]:
+    """``(count, 0)`` when safe to send, else ``(None, tail)``: 1 few below, 2 few above."""
+    tail = (1 if 0 < count < k else 0) + (2 if 0 < n - count < k else 0)
+    return (count, 0) if tail == 0 else (None, tail)
+
+
+def _count_range(count: int | None, tail: int, n: int, k: int) -> tuple[int, int]:
+    if count is not None:
+        return count, count
+    low, high = {1: (1, k - 1), 2: (n - k + 1, n - 1), 3: (1, n - 1)}.get(tail, (0, n))
+    return max(low, 0), min(high, n)
+
+
+def _key(x: float) -> int:
+    """Integers in the order of floats (``-0.0`` and ``0.0`` share 0)."""
+    bits: int = struct.unpack(">q", struct.pack(">d", x))[0]
+    return bits if bits >= 0 else -(bits & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _unkey(key: int) -> float:
+    bits = key if key >= 0 else (-key) | (1 << 63)
+    value: float = struct.unpack(">d", struct.pack(">Q", bits))[0]
+    return value
+
+
+def _simplest(a: float, b: float) -> float:
+    """The number in ``[a, b]`` with the fewest significant decimal digits."""
+    if a <= 0.0 <= b:
+        return 0.0
+    if b < 0.0:
+        return -_simplest(-b, -a)
+    low, high = Decimal(a), Decimal(b)
+    for digits in range(1, 18):
+        step = Decimal(1).scaleb(high.adjusted() - digits + 1)
+        candidate = low.quantize(step, rounding=ROUND_CEILING)
+        if candidate <= high and a <= float(candidate) <= b:
+            return float(candidate)
+    return a
+
+
+def _cuts(lo: float, hi: float, m: int) -> set[float]:
+    """About ``2 m`` cuts strictly inside ``(lo, hi)``: short decimals in equal bands."""
+    klo, khi = _key(lo), _key(hi)
+    if khi - klo - 1 <= 2 * m:
+        return {_unkey(k) for k in range(klo + 1, khi)}
+    cuts = set()
+    span, width = khi - klo, hi - lo
+    for i in range(1, m + 1):
+        a = _unkey(klo + (2 * i - 1) * span // (2 * m + 2))
+        b = _unkey(klo + (2 * i + 1) * span // (2 * m + 2))
+        cuts.add(_simplest(a, b))
+        if math.isfinite(width):
+            a = max(lo, lo + (i - 0.5) * width / (m + 1))
+            b = min(hi, lo + (i + 0.5) * width / (m + 1))
+            if a <= b:
+                cuts.add(_simplest(a, b))
+    return {c for c in cuts if lo < c < hi}
+
+
+def search_cuts(targets: Sequence[dict[str, Any]]) -> list[float]:
+    """The next round's cuts: the union of every open order statistic's cuts, sorted.
+
+    Each open order statistic gets ``m`` cuts in float order and ``m`` in value, with
+    ``m`` from 7 to 31 so that a round stays within about :data:`CUT_BUDGET` cuts.
+    """
+    open_targets = sum(1 for t in targets if t["status"] == "open")
+    m = max(7, min(31, CUT_BUDGET // (2 * max(open_targets, 1))))
+    cuts: set[float] = set()
+    for target in targets:
+        if target["status"] == "open":
+            cuts |= _cuts(float(target["lo"]), float(target["hi"]), m)
+    return sorted(cuts)
+
+
+def pooled_ranges(cuts: Sequence[float], payloads: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Per cut, the pooled ``[min L, max L, min U, max U]`` over the nodes' (ranged) counts."""
+    ranges = np.zeros((len(cuts), 4), dtype=np.int64)
+    for p in payloads:
+        n, k = int(p["n"]), int(p["k"])
+        for col, key in ((0, "lt"), (2, "le")):
+            for i, (count, tail) in enumerate(zip(p[key], p[f"{key}_tail"], strict=True)):
+                low, high = _count_range(count, int(tail), n, k)
+                ranges[i, col] += low
+                ranges[i, col + 1] += high
+    return ranges
+
+
+def place(target: dict[str, Any], cuts: Sequence[float], ranges: np.ndarray) -> None:
+    """Narrow one order statistic's interval by the pooled count ranges at ``cuts``."""
+    rank = int(target["rank"])
+    lo, hi = float(target["lo"]), float(target["hi"])
+    first = int(np.searchsorted(cuts, lo, side="right"))
+    last = int(np.searchsorted(cuts, hi, side="left"))
+    for i in range(first, last):
+        cut = cuts[i]
+        less_min, less_max, upto_min, upto_max = (int(v) for v in ranges[i])
+        if upto_max <= rank:
+            lo = cut  # at most ``rank`` values are <= cut: x_rank lies above it
+        elif less_min > rank:
+            hi = cut  # more than ``rank`` values are < cut: x_rank lies below it
+            break
+        elif less_max <= rank < upto_min:
+            target.update(lo=cut, hi=cut, value=cut, status="exact")
+            return
+    if (lo, hi) == (target["lo"], target["hi"]):
+        target["status"] = "bounded"  # every cut inside was ambiguous: stop with the bound
+    target.update(lo=lo, hi=hi)
+
+
+def lerp(a: float, b: float, t: float) -> float:
+    """numpy's ``_lerp``: ``a + (b - a) t``, or ``b - (b - a)(1 - t)`` when ``t >= 0.5``."""
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
 class QuantilesParams(WhereParams):
@@ -174,8 +285,10 @@ class Quantiles(Algorithm[QuantilesParams]):
             return {"n": n, "bounds": bounds, "lt": [], "le": []}
         cuts = np.asarray(ctx.state["cuts"], dtype=np.float64)
         out: dict[str, Any] = {"n": n, "k": ctx.min_cell_count}
-        for side, key in (("left", "lt"), ("right", "le")):
-            counts = np.searchsorted(values, cuts, side=side).tolist()
+        for key, counts in (
+            ("lt", np.searchsorted(values, cuts, side="left").tolist()),
+            ("le", np.searchsorted(values, cuts, side="right").tolist()),
+        ):
             sent = [withheld(int(c), n, ctx.min_cell_count) for c in counts]
             out[key] = [count for count, _ in sent]
             out[f"{key}_tail"] = [tail for _, tail in sent]
@@ -200,16 +313,17 @@ class Quantiles(Algorithm[QuantilesParams]):
             )
         targets: list[dict[str, Any]] = state["targets"]
         cuts: list[float] = state["cuts"]
+        ranges = pooled_ranges(cuts, payloads)
         for target in targets:
             if target["status"] == "open":
-                place(target, cuts, payloads)
+                place(target, cuts, ranges)
         if round + 1 >= MAX_ROUNDS:
             for target in targets:
                 if target["status"] == "open":
                     target["status"] = "bounded"
         if all(t["status"] != "open" for t in targets):
             return Finished(self._result(params, state, round + 1))
-        state["cuts"] = search_cuts(targets, CUTS_PER_BAND_SET)
+        state["cuts"] = search_cuts(targets)
         return NextRound(state)
 
     def _start(
@@ -241,10 +355,12 @@ class Quantiles(Algorithm[QuantilesParams]):
             {"rank": r, "lo": low, "hi": high, "value": None, "status": "open"}
             for r in sorted(ranks)
         ]
-        state["cuts"] = search_cuts(state["targets"], CUTS_PER_BAND_SET)
+        state["cuts"] = search_cuts(state["targets"])
         return NextRound(state)
 
-    def _result(self, params: QuantilesParams, state: dict[str, Any], rounds: int) -> dict[str, Any]:
+    def _result(
+        self, params: QuantilesParams, state: dict[str, Any], rounds: int
+    ) -> dict[str, Any]:
         total = int(state["n"])
         found = {t["rank"]: t for t in state["targets"]}
         quantiles = []
@@ -257,7 +373,9 @@ class Quantiles(Algorithm[QuantilesParams]):
             second = found[above] if weight > 0 else first
             if first["status"] == "exact" and second["status"] == "exact":
                 value = lerp(first["value"], second["value"], weight)
-                quantiles.append(Quantile(prob=p, value=value, exact=True, lower=value, upper=value))
+                quantiles.append(
+                    Quantile(prob=p, value=value, exact=True, lower=value, upper=value)
+                )
                 continue
             lower = first["value"] if first["status"] == "exact" else first["lo"]
             upper = second["value"] if second["status"] == "exact" else second["hi"]

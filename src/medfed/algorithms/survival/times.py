@@ -54,6 +54,8 @@ __all__ = [
     "check_survival_columns",
     "coarsen",
     "event_times",
+    "first_round_datasets",
+    "level_names",
     "merge_grid",
     "read_survival",
     "require_min_rows",
@@ -137,13 +139,19 @@ def coarsen(durations: Floats, events: Bools, k: int) -> Coarsened:
     return Coarsened(moved, events.copy(), boundary, int(tail.sum()))
 
 
+def level_names(values: pd.Series) -> NDArray[np.object_]:
+    """Each value as a level name (:func:`level_name`), computed once per distinct value."""
+    names = {v: level_name(v) for v in pd.unique(values)}
+    return np.asarray([names[v] for v in values], dtype=object)
+
+
 def units(
     algorithm: str, frame: pd.DataFrame, column: str | None, k: int, what: str
 ) -> dict[str, NDArray[np.intp]]:
     """Row positions of each unit (level of ``column``, or ``ALL``); a rare level refuses."""
     if column is None:
         return {ALL: np.arange(len(frame))}
-    names = np.asarray([level_name(v) for v in frame[column]], dtype=object)
+    names = level_names(frame[column])
     out: dict[str, NDArray[np.intp]] = {}
     for level in sorted(set(names), key=level_order):
         rows = np.flatnonzero(names == level)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
@@ -42,6 +42,7 @@ from medfed.ledger.merkle import (
 )
 
 ORIGIN = "medfed-hub"
+_HEAD = "medfed.ledger_head"
 MAX_PAGE = 1000
 
 
@@ -64,13 +65,24 @@ class _Frontier:
 
 
 def _head(session: Session) -> LedgerHead:
+    """The head row, locked once per transaction and then kept in ``session.info``."""
+    head: LedgerHead | None = session.info.get(_HEAD)
+    if head is not None:
+        return head
     query = select(LedgerHead).where(LedgerHead.id == 1)
     if not is_sqlite(session):
         query = query.with_for_update()
     head = session.scalar(query)
     if head is None:
         raise RuntimeError("ledger head missing: run the migrations")
+    session.info[_HEAD] = head
     return head
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_head(session: Session, *_: object) -> None:
+    session.info.pop(_HEAD, None)
 
 
 def record(
@@ -97,7 +109,8 @@ def record(
     frontier: list[str | None] = list(head.frontier or [])
     nodes = new_perfect_nodes(leaf, head.size, _Frontier(frontier))
     for level, idx, digest in nodes:
-        session.add(LedgerNode(level=level, idx=idx, hash=digest.hex()))
+        if level:  # level 0 is the entry's own leaf, stored with the entry
+            session.add(LedgerNode(level=level, idx=idx, hash=digest.hex()))
         while len(frontier) <= level:
             frontier.append(None)
         frontier[level] = digest.hex()
@@ -105,7 +118,6 @@ def record(
     head.size += 1
     head.last_leaf = leaf.hex()
     head.frontier = frontier
-    session.flush()
     return entry["index"]  # type: ignore[no-any-return]
 
 
@@ -114,9 +126,12 @@ class _Stored:
         self.session = session
 
     def perfect(self, level: int, index: int) -> bytes:
-        value = self.session.scalar(
-            select(LedgerNode.hash).where(LedgerNode.level == level, LedgerNode.idx == index)
+        query = (
+            select(LedgerEntry.leaf).where(LedgerEntry.idx == index)
+            if level == 0
+            else select(LedgerNode.hash).where(LedgerNode.level == level, LedgerNode.idx == index)
         )
+        value = self.session.scalar(query)
         if value is None:
             raise NotFound(f"ledger subtree {level}/{index} not found")
         return bytes.fromhex(value)
@@ -202,7 +217,7 @@ def as_checkpoint(session: Session, row: LedgerCheckpoint) -> Checkpoint:
         select(LedgerCosignature.node_id, LedgerCosignature.signature).where(
             LedgerCosignature.size == row.size
         )
-    ).tuples()
+    ).all()
     return Checkpoint(
         ORIGIN,
         row.size,

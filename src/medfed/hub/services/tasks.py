@@ -115,7 +115,7 @@ def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
         .where(Run.task_id == task.id)
         .order_by(Run.round, Run.id)
     )
-    return [(run, name) for run, name in rows.tuples()]
+    return [(run, name) for run, name in rows]
 
 
 def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAssignment | None:
@@ -137,7 +137,7 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
     row = session.execute(query).first()
     if row is None:
         return None
-    run, task = row.tuple()
+    run, task = row
     now = utcnow()
     run.status = RunStatus.claimed.value
     run.attempts += 1

@@ -48,7 +48,7 @@ def keys(_: Principal, request: Request, session: SessionDep) -> LedgerKeys:
     return LedgerKeys(
         origin=ledger.ORIGIN,
         hub_key=public_b64(request.app.state.ledger_key),
-        witnesses={f"node:{node_id}": key for node_id, key in rows.tuples() if key},
+        witnesses={f"node:{node_id}": key for node_id, key in rows if key},
     )
 
 

@@ -1,0 +1,229 @@
+"""``covariance`` and ``correlation`` matrices of numeric columns, exact over all datasets.
+
+Two registered names, one local step. Rows are those matching ``where``; by default only
+complete cases (no null in any of ``columns``) are used, as ``df.dropna().cov()``; with
+``pairwise = true`` each pair of columns uses the rows where both are non-null, as pandas'
+``DataFrame.cov()`` / ``.corr()`` do on data with gaps (the diagonal uses each column's
+non-null rows).
+
+What leaves a node (one round), for each pair ``a ≤ b`` of columns (the diagonal too), over
+that pair's rows::
+
+    {"rows": R,                        # complete cases, or rows matching where (pairwise)
+     "n": [n_ab, ...],                 # rows behind each pair
+     "pairs": [{"sum_a": Σa, "sum_b": Σb,
+                "m2_a": Σ(a - ā)², "m2_b": Σ(b - b̄)²,
+                "cross": Σ(a - ā)(b - b̄)} | None, ...]}   # about the node's own means
+
+Gate: ``MinRows("rows")`` suppresses the node's whole output when ``0 < R < k``, and
+``Cells("n")`` turns each pair count ``0 < n < k`` into ``None``; the local step itself
+sends ``None`` for that pair's sums (a sum over fewer than ``k`` people is their data).
+The aggregate leaves such a node out of that pair and marks the pair ``incomplete``.
+
+Pooling is exact (Chan, Golub and LeVeque): with pooled means ``ā``, ``b̄``, the pooled
+``cross = Σ (cross_i + n_i (ā_i - ā)(b̄_i - b̄))``; covariance is ``cross / (n - 1)``
+and correlation ``cross / sqrt(m2_a m2_b)`` over the pair's rows. Sums use
+:func:`math.fsum`; the result equals pandas on the pooled rows to about 1e-14.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from medfed.algorithms.base import (
+    Algorithm,
+    Cells,
+    Finished,
+    LocalContext,
+    MinRows,
+    NextRound,
+    NodeOutput,
+    Rule,
+)
+from medfed.algorithms.stats._common import (
+    WhereParams,
+    check_where,
+    gated_payloads,
+    require_column,
+)
+from medfed.algorithms.stats._tests_common import number, text_table
+from medfed.common.errors import BadRequest
+from medfed.common.schemas import DatasetSchema
+
+__all__ = ["Correlation", "Covariance", "CovarianceParams", "MatrixResult"]
+
+
+class CovarianceParams(WhereParams):
+    columns: list[str] = Field(min_length=2, max_length=100)
+    pairwise: bool = False
+
+
+class MatrixResult(BaseModel):
+    """A symmetric matrix over ``columns``; ``None`` where fewer than two rows were pooled."""
+
+    kind: str
+    columns: list[str]
+    matrix: list[list[float | None]]
+    n: list[list[int]]
+    incomplete: list[list[bool]]
+    pairwise: bool
+    suppressed_nodes: int
+
+    def summary(self) -> str:
+        width = max(len(c) for c in self.columns)
+        rows = [
+            [name.ljust(width), *(number(v) for v in values)]
+            for name, values in zip(self.columns, self.matrix, strict=True)
+        ]
+        rows_used = sorted({n for row in self.n for n in row})
+        used = str(rows_used[0]) if len(rows_used) == 1 else f"{rows_used[0]}-{rows_used[-1]}"
+        mode = "pairwise" if self.pairwise else "complete cases"
+        title = f"{self.kind.capitalize()} matrix ({mode}, n = {used})"
+        if any(map(any, self.incomplete)):
+            title += " — incomplete: some node values withheld"
+        return text_table(title, ["", *self.columns], rows)
+
+    def plot(self, path: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        values = np.array([[np.nan if v is None else v for v in r] for r in self.matrix])
+        size = 1.0 + 0.6 * len(self.columns)
+        fig, ax = plt.subplots(figsize=(size + 1.5, size))
+        limit = 1.0 if self.kind == "correlation" else float(np.nanmax(np.abs(values)) or 1.0)
+        image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_xticks(range(len(self.columns)), self.columns, rotation=45, ha="right")
+        ax.set_yticks(range(len(self.columns)), self.columns)
+        fig.colorbar(image, ax=ax)
+        ax.set_title(self.kind.capitalize())
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+def _pairs(p: int) -> list[tuple[int, int]]:
+    return [(a, b) for a in range(p) for b in range(a, p)]
+
+
+def _local_pair(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    n = len(a)
+    mean_a, mean_b = math.fsum(a) / n, math.fsum(b) / n
+    da, db = a - mean_a, b - mean_b
+    return {
+        "sum_a": math.fsum(a),
+        "sum_b": math.fsum(b),
+        "m2_a": math.fsum(da * da),
+        "m2_b": math.fsum(db * db),
+        "cross": math.fsum(da * db),
+    }
+
+
+def _pool_pair(parts: Sequence[tuple[int, dict[str, float]]]) -> tuple[int, float, float, float]:
+    """Pooled ``(n, cross, m2_a, m2_b)`` of one pair over the nodes that sent it."""
+    total = sum(n for n, _ in parts)
+    if total == 0:
+        return 0, math.nan, math.nan, math.nan
+    mean_a = math.fsum(s["sum_a"] for _, s in parts) / total
+    mean_b = math.fsum(s["sum_b"] for _, s in parts) / total
+    terms = [(n, s, s["sum_a"] / n - mean_a, s["sum_b"] / n - mean_b) for n, s in parts]
+    cross = math.fsum(s["cross"] + n * da * db for n, s, da, db in terms)
+    m2_a = math.fsum(s["m2_a"] + n * da * da for n, s, da, _ in terms)
+    m2_b = math.fsum(s["m2_b"] + n * db * db for n, s, _, db in terms)
+    return total, cross, m2_a, m2_b
+
+
+class Covariance(Algorithm[CovarianceParams]):
+    """``covariance``; :class:`Correlation` pools the same sums into correlations."""
+
+    name = "covariance"
+    summary = "Covariance matrix (ddof=1) of numeric columns"
+    Params = CovarianceParams
+    Result = MatrixResult
+    kind: ClassVar[str] = "covariance"
+
+    def validate(self, params: CovarianceParams, schemas: Sequence[DatasetSchema]) -> None:
+        if len(set(params.columns)) != len(params.columns):
+            raise BadRequest(f"{self.name}: a column is named twice in columns")
+        for column in params.columns:
+            require_column(self.name, schemas, column, numeric=True)
+        check_where(self.name, params, schemas)
+
+    def disclosure(self, params: CovarianceParams) -> list[Rule]:
+        return [MinRows("rows"), Cells("n")]
+
+    def local(self, params: CovarianceParams, ctx: LocalContext) -> dict[str, Any]:
+        frame = ctx.data.select(params.columns, params.filter)
+        if not params.pairwise:
+            frame = frame.dropna()
+        values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+        counts: list[int] = []
+        pairs: list[dict[str, float] | None] = []
+        for a, b in _pairs(len(params.columns)):
+            both = ~np.isnan(values[:, a]) & ~np.isnan(values[:, b])
+            n = int(both.sum())
+            counts.append(n)
+            small = n == 0 or n < ctx.min_cell_count
+            pairs.append(None if small else _local_pair(values[both, a], values[both, b]))
+        return {"rows": len(frame), "n": counts, "pairs": pairs}
+
+    def aggregate(
+        self,
+        params: CovarianceParams,
+        round: int,
+        state: dict[str, Any],
+        outputs: Sequence[NodeOutput],
+    ) -> Finished | NextRound:
+        payloads, suppressed = gated_payloads(outputs)
+        p = len(params.columns)
+        matrix: list[list[float | None]] = [[None] * p for _ in range(p)]
+        counts = [[0] * p for _ in range(p)]
+        incomplete = [[suppressed > 0] * p for _ in range(p)]
+        for i, (a, b) in enumerate(_pairs(p)):
+            parts: list[tuple[int, dict[str, float]]] = []
+            withheld = suppressed > 0
+            for payload in payloads:
+                n, part = payload["n"][i], payload["pairs"][i]
+                if n is None or (n > 0 and part is None):
+                    withheld = True
+                elif n > 0:
+                    parts.append((int(n), part))
+            total, cross, m2_a, m2_b = _pool_pair(parts)
+            value = self._value(total, cross, m2_a, m2_b, diagonal=a == b)
+            for r, c in {(a, b), (b, a)}:
+                matrix[r][c], counts[r][c], incomplete[r][c] = value, total, withheld
+        result = MatrixResult(
+            kind=self.kind,
+            columns=params.columns,
+            matrix=matrix,
+            n=counts,
+            incomplete=incomplete,
+            pairwise=params.pairwise,
+            suppressed_nodes=suppressed,
+        )
+        return Finished(result.model_dump())
+
+    def _value(
+        self, n: int, cross: float, m2_a: float, m2_b: float, *, diagonal: bool
+    ) -> float | None:
+        return cross / (n - 1) if n > 1 else None
+
+
+class Correlation(Covariance):
+    name = "correlation"
+    summary = "Pearson correlation matrix of numeric columns"
+    kind = "correlation"
+
+    def _value(
+        self, n: int, cross: float, m2_a: float, m2_b: float, *, diagonal: bool
+    ) -> float | None:
+        divisor = math.sqrt(m2_a * m2_b) if n > 1 else 0.0
+        if not divisor > 0:
+            return None
+        return 1.0 if diagonal else cross / divisor

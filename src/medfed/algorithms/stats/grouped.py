@@ -1,0 +1,211 @@
+"""``grouped_summary``: count, mean, variance and std of numeric columns per group.
+
+Groups are the levels of the categorical column ``by`` (as strings, like ``crosstab``:
+``"II"``, ``"1"``, ``"true"``); rows whose ``by`` is null are left out, as pandas'
+``groupby`` does. With nothing withheld the result equals
+``df.groupby(by)[columns].agg(["count", "mean", "var"])`` on the pooled rows.
+
+What leaves a node (one round), for the rows matching ``where`` with a non-null ``by``::
+
+    {"rows": R,
+     "groups": [level, ...],               # only levels with at least k rows here
+     "n": [[non-null count per column] per group],
+     "stats": [[{"sum": Σx, "m2": Σ(x - local mean)²} | None per column] per group],
+     "hidden_groups": h}                   # levels here with 0 < rows < k, not named
+
+Gate: ``MinRows("rows")`` suppresses the whole output when ``0 < R < k``; ``Cells("n")``
+turns each count ``0 < n < k`` into ``None``, and the local step sends ``None`` for those
+sums itself. A rare level (fewer than ``k`` rows at a node) is not named at all, as
+``crosstab`` does without levels: its rows are left out and counted in ``hidden_groups``.
+
+The aggregate pools each group and column exactly (Chan, Golub and LeVeque) and marks a
+cell ``incomplete`` when a node withheld it, was suppressed, or hid levels and did not
+name this group (the group may be one of those it hid).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from medfed.algorithms.base import (
+    Algorithm,
+    Cells,
+    Finished,
+    LocalContext,
+    MinRows,
+    NextRound,
+    NodeOutput,
+    Rule,
+)
+from medfed.algorithms.stats._common import (
+    WhereParams,
+    check_where,
+    gated_payloads,
+    require_column,
+)
+from medfed.algorithms.stats._tests_common import levels_of, number, pool_moments, text_table
+from medfed.algorithms.stats.crosstab import level_order
+from medfed.common.errors import BadRequest
+from medfed.common.schemas import DatasetSchema
+
+__all__ = ["GroupStats", "GroupedSummary", "GroupedSummaryParams", "GroupedSummaryResult"]
+
+
+class GroupedSummaryParams(WhereParams):
+    columns: list[str] = Field(min_length=1, max_length=100)
+    by: str = Field(min_length=1)
+
+
+class GroupStats(BaseModel):
+    """One group and column: pooled non-null count, mean, variance (ddof=1) and std."""
+
+    n: int
+    mean: float | None
+    variance: float | None
+    std: float | None
+    incomplete: bool
+
+
+class GroupedSummaryResult(BaseModel):
+    by: str
+    columns: list[str]
+    groups: dict[str, dict[str, GroupStats]]
+    hidden_groups: int
+    suppressed_nodes: int
+
+    def summary(self) -> str:
+        rows = [
+            (level, column, s.n, number(s.mean), number(s.variance), number(s.std),
+             "yes" if s.incomplete else "")
+            for level, stats in self.groups.items()
+            for column, s in stats.items()
+        ]  # fmt: skip
+        title = f"Summary of {', '.join(self.columns)} by {self.by}"
+        if self.hidden_groups or self.suppressed_nodes:
+            title += (
+                f" — {self.hidden_groups} rare group(s) hidden, "
+                f"{self.suppressed_nodes} node(s) suppressed"
+            )
+        headers = [self.by, "column", "n", "mean", "variance", "std", "incomplete"]
+        return text_table(title, headers, rows)
+
+    def plot(self, path: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(self.columns), figsize=(3.5 * len(self.columns), 3.5))
+        for ax, column in zip(np.atleast_1d(axes), self.columns, strict=True):
+            levels = list(self.groups)
+            means = [self.groups[g][column].mean or np.nan for g in levels]
+            stds = [self.groups[g][column].std or 0.0 for g in levels]
+            ax.bar(range(len(levels)), means, yerr=stds, capsize=4, color="C0")
+            ax.set_xticks(range(len(levels)), levels)
+            ax.set_xlabel(self.by)
+            ax.set_title(f"{column}: mean ± std")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+class GroupedSummary(Algorithm[GroupedSummaryParams]):
+    name = "grouped_summary"
+    summary = "Count, mean, variance and std of numeric columns per group of a column"
+    Params = GroupedSummaryParams
+    Result = GroupedSummaryResult
+
+    def validate(self, params: GroupedSummaryParams, schemas: Sequence[DatasetSchema]) -> None:
+        if len(set(params.columns)) != len(params.columns):
+            raise BadRequest(f"{self.name}: a column is named twice in columns")
+        if params.by in params.columns:
+            raise BadRequest(f"{self.name}: by column '{params.by}' is also in columns")
+        require_column(self.name, schemas, params.by)
+        for column in params.columns:
+            require_column(self.name, schemas, column, numeric=True)
+        check_where(self.name, params, schemas)
+
+    def disclosure(self, params: GroupedSummaryParams) -> list[Rule]:
+        return [MinRows("rows"), Cells("n")]
+
+    def local(self, params: GroupedSummaryParams, ctx: LocalContext) -> dict[str, Any]:
+        frame = ctx.data.select([params.by, *params.columns], params.filter)
+        frame = frame[frame[params.by].notna()]
+        levels = np.asarray(levels_of(frame[params.by]), dtype=object)
+        sizes = Counter(levels.tolist())
+        named = sorted((g for g, n in sizes.items() if n >= ctx.min_cell_count), key=level_order)
+        counts: list[list[int]] = []
+        stats: list[list[dict[str, float] | None]] = []
+        for level in named:
+            rows = frame[levels == level]
+            counts.append([])
+            stats.append([])
+            for column in params.columns:
+                values = rows[column].dropna().to_numpy(dtype=np.float64)
+                n = len(values)
+                counts[-1].append(n)
+                if n == 0 or n < ctx.min_cell_count:
+                    stats[-1].append(None)
+                    continue
+                total = math.fsum(values)
+                stats[-1].append({"sum": total, "m2": math.fsum((values - total / n) ** 2)})
+        return {
+            "rows": len(frame),
+            "groups": named,
+            "n": counts,
+            "stats": stats,
+            "hidden_groups": len(sizes) - len(named),
+        }
+
+    def aggregate(
+        self,
+        params: GroupedSummaryParams,
+        round: int,
+        state: dict[str, Any],
+        outputs: Sequence[NodeOutput],
+    ) -> Finished | NextRound:
+        payloads, suppressed = gated_payloads(outputs)
+        levels = sorted({g for p in payloads for g in p["groups"]}, key=level_order)
+        groups: dict[str, dict[str, GroupStats]] = {}
+        for level in levels:
+            groups[level] = {}
+            for j, column in enumerate(params.columns):
+                parts: list[tuple[int, float, float]] = []
+                incomplete = suppressed > 0
+                for payload in payloads:
+                    if level not in payload["groups"]:
+                        incomplete = incomplete or int(payload["hidden_groups"]) > 0
+                        continue
+                    i = payload["groups"].index(level)
+                    n, part = payload["n"][i][j], payload["stats"][i][j]
+                    if n is None or (n > 0 and part is None):
+                        incomplete = True
+                    elif n > 0:
+                        parts.append((int(n), float(part["sum"]), float(part["m2"])))
+                groups[level][column] = _group_stats(parts, incomplete)
+        result = GroupedSummaryResult(
+            by=params.by,
+            columns=params.columns,
+            groups=groups,
+            hidden_groups=sum(int(p["hidden_groups"]) for p in payloads),
+            suppressed_nodes=suppressed,
+        )
+        return Finished(result.model_dump())
+
+
+def _group_stats(parts: Sequence[tuple[int, float, float]], incomplete: bool) -> GroupStats:
+    n, mean, m2 = pool_moments(parts)
+    variance = m2 / (n - 1) if n > 1 else None
+    return GroupStats(
+        n=n,
+        mean=mean if n > 0 else None,
+        variance=variance,
+        std=math.sqrt(variance) if variance is not None else None,
+        incomplete=incomplete,
+    )

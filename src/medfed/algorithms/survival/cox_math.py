@@ -1,0 +1,175 @@
+"""The hub side of ``cox``: agreeing the set-up, and the exact pooled partial likelihood.
+
+Runs on the hub only; it receives what :mod:`medfed.algorithms.survival.cox_local`
+sends (see there for every message and gate rule) and sends nothing itself except the
+broadcast state: the agreed design (covariate names, categorical levels with the first as
+reference, pooled means and standard deviations), the global event times per stratum, the
+indices of times with tied events (Efron) and the current ``beta``.
+
+Round 0 (:func:`set_up`): levels are the union of the nodes' levels (sorted, numeric
+ones by value); means and variances pool by Chan et al.'s formulas; a dummy's mean is
+its level's share. Like lifelines, the fit runs on centred and scaled covariates; the
+coefficients and standard errors are rescaled at the end, which leaves the maximum of the
+likelihood and the log-likelihood unchanged.
+
+Each Newton round (:func:`assemble`): with pooled sums at each event time ``t_j`` of a
+stratum (``S0, S1, S2`` over the risk set, ``T0, T1, T2`` over the ``d_j`` tied events)
+the log partial likelihood is ``beta' Σ x_events - Σ_j Σ_{l<d_j} log(S0 - l/d_j T0)``
+(Efron; Breslow takes ``l/d_j = 0``), the gradient and Hessian follow term by term with
+``S1 - l/d_j T1`` and ``S2 - l/d_j T2``. These are the pooled likelihood's exact value,
+gradient and Hessian, summed over strata.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medfed.algorithms.stats.crosstab import level_order
+from medfed.common.errors import BadRequest
+
+__all__ = ["assemble", "full_matrix", "set_up"]
+
+Floats = NDArray[np.float64]
+
+
+def set_up(
+    covariates: Sequence[str], categorical: Sequence[str], ties: str, payloads: Sequence[Any]
+) -> dict[str, Any]:
+    """The agreed design, scaling, event times and tie indices from round 0's payloads."""
+    names: list[str] = []
+    center: list[float] = []
+    scale: list[float] = []
+    levels: dict[str, list[str]] = {}
+    rows = sum(int(p["rows"]) for p in payloads)
+    for column in covariates:
+        if column in categorical:
+            counts: dict[str, int] = {}
+            for p in payloads:
+                for level, n in p["levels"][column].items():
+                    if n is None:
+                        raise BadRequest(f"cox: a node suppressed a level count of '{column}'")
+                    counts[level] = counts.get(level, 0) + int(n)
+            agreed = sorted(counts, key=level_order)
+            if len(agreed) < 2:
+                raise BadRequest(f"cox: categorical covariate '{column}' has one level only")
+            levels[column] = agreed
+            for level in agreed[1:]:
+                share = counts[level] / rows
+                names.append(f"{column}[T.{level}]")
+                center.append(share)
+                scale.append(math.sqrt(counts[level] * (1 - share) / (rows - 1)))
+        else:
+            parts = [p["moments"][column] for p in payloads]
+            mean = math.fsum(m["sum"] for m in parts) / rows
+            m2 = math.fsum(m["m2"] + m["n"] * (m["sum"] / m["n"] - mean) ** 2 for m in parts)
+            names.append(column)
+            center.append(mean)
+            scale.append(math.sqrt(m2 / (rows - 1)))
+    for name, s in zip(names, scale, strict=True):
+        if not s > 0:
+            raise BadRequest(f"cox: singular design: covariate '{name}' is constant")
+    times: dict[str, list[float]] = {}
+    tied: dict[str, list[int]] = {}
+    counted: dict[str, dict[float, int]] = {}
+    for p in payloads:
+        for level, ts in p["times"].items():
+            table = counted.setdefault(level, {})
+            for t, d in zip(ts, p["events"][level], strict=True):
+                table[float(t)] = table.get(float(t), 0) + int(d)
+    for level in sorted(counted, key=level_order):
+        grid = sorted(counted[level])
+        times[level] = grid
+        many = [i for i, t in enumerate(grid) if counted[level][t] > 1]
+        tied[level] = many if ties == "efron" else []
+    return {
+        "columns": names,
+        "levels": levels,
+        "center": center,
+        "scale": scale,
+        "times": times,
+        "ties": tied,
+        "rows": rows,
+        "events": sum(sum(c.values()) for c in counted.values()),
+    }
+
+
+def full_matrix(upper: Floats, p: int) -> Floats:
+    """Symmetric ``(m, p, p)`` matrices from rows of upper triangles ``(m, p(p+1)/2)``."""
+    out = np.zeros((upper.shape[0], p, p))
+    i, j = np.triu_indices(p)
+    out[:, i, j] = upper
+    out[:, j, i] = upper
+    return out
+
+
+def _sum(
+    payloads: Sequence[dict[str, Any]], key: str, level: str, shape: tuple[int, ...]
+) -> Floats:
+    total = np.zeros(shape)
+    for p in payloads:
+        part = p[key].get(level)
+        if part is None or len(part) == 0:
+            continue
+        values = np.asarray(part, dtype=object)
+        if np.any(values == None):  # noqa: E711 - elementwise test for suppressed values
+            raise BadRequest(
+                "cox: a node sent non-finite sums; the fit diverged (check for a covariate "
+                "that separates events, or use fewer covariates)"
+            )
+        total += np.asarray(part, dtype=np.float64).reshape(shape)
+    return total
+
+
+def assemble(
+    payloads: Sequence[dict[str, Any]], state: dict[str, Any]
+) -> tuple[float, Floats, Floats]:
+    """Pooled log partial likelihood, gradient and Hessian at ``state["beta"]``."""
+    beta = np.asarray(state["beta"], dtype=np.float64)
+    p = len(beta)
+    xsum = np.zeros(p)
+    for payload in payloads:
+        xsum += np.asarray(payload["xsum"], dtype=np.float64)
+    ll = float(beta @ xsum)
+    grad = xsum.copy()
+    hess = np.zeros((p, p))
+    q = p * (p + 1) // 2
+    for level, grid in state["times"].items():
+        m = len(grid)
+        if m == 0:
+            continue
+        s0 = _sum(payloads, "s0", level, (m,))
+        s1 = _sum(payloads, "s1", level, (m, p))
+        s2 = full_matrix(_sum(payloads, "s2", level, (m, q)), p)
+        d = _sum(payloads, "events", level, (m,))
+        ties = np.asarray(state["ties"].get(level, []), dtype=np.intp)
+        # one term per event: (time index, fraction l/d) — Breslow: fraction 0
+        index = np.repeat(np.arange(m), d.astype(np.intp))
+        fraction = np.zeros(len(index))
+        if len(ties):
+            k = len(ties)
+            t0 = np.zeros(m)
+            t1 = np.zeros((m, p))
+            t2 = np.zeros((m, p, p))
+            t0[ties] = _sum(payloads, "t0", level, (k,))
+            t1[ties] = _sum(payloads, "t1", level, (k, p))
+            t2[ties] = full_matrix(_sum(payloads, "t2", level, (k, q)), p)
+            starts = np.concatenate([[0], np.cumsum(d.astype(np.intp))[:-1]])
+            fraction = (np.arange(len(index)) - starts[index]) / d[index]
+            fraction[~np.isin(index, ties)] = 0.0
+            phi = s0[index] - fraction * t0[index]
+            psi = s1[index] - fraction[:, None] * t1[index]
+            big = s2[index] - fraction[:, None, None] * t2[index]
+        else:
+            phi, psi, big = s0[index], s1[index], s2[index]
+        if np.any(phi <= 0):
+            raise BadRequest("cox: an empty risk set at an event time; the data are inconsistent")
+        ll -= float(np.sum(np.log(phi)))
+        ratio = psi / phi[:, None]
+        grad -= ratio.sum(axis=0)
+        hess -= (big / phi[:, None, None]).sum(axis=0) - ratio.T @ ratio
+    return ll, grad, hess

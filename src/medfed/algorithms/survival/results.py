@@ -1,0 +1,248 @@
+"""Result models of ``km``, ``logrank`` and ``cox``, with text summaries and plots.
+
+These run wherever a result is read (hub, SDK, CLI); they send nothing. ``summary()``
+returns a fixed-width text table in the style of statsmodels' summaries; ``plot(path)``
+writes a PNG with matplotlib's Agg backend (Kaplan-Meier curves with confidence bands,
+or a forest plot of Cox hazard ratios). ``None`` in a time or median means "not reached".
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel
+
+__all__ = ["CoxResult", "KMCurve", "KMResult", "LogrankResult"]
+
+
+def _num(value: float | None, width: int = 10, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-".rjust(width)
+    return f"{value:>{width}.{digits}g}"
+
+
+def _p(value: float) -> str:
+    return f"{value:>9.3g}" if value >= 1e-4 else f"{'<0.0001':>9}"
+
+
+def _rule(width: int, char: str = "=") -> str:
+    return char * width
+
+
+class KMCurve(BaseModel):
+    """One Kaplan-Meier curve at its distinct event times.
+
+    ``ci_lower``/``ci_upper`` are lifelines' exponential Greenwood (log(-log)) bounds;
+    ``median_ci_lower``/``median_ci_upper`` are the medians of those bound curves, as
+    lifelines' ``median_survival_times(confidence_interval_)``. ``max_error`` bounds
+    ``|survival - exact survival|`` on ``[times[i], times[i+1])`` when tails were
+    coarsened (all zeros otherwise).
+    """
+
+    group: str | None
+    rows: int
+    events_total: int
+    times: list[float]
+    at_risk: list[int]
+    events: list[int]
+    survival: list[float]
+    ci_lower: list[float]
+    ci_upper: list[float]
+    median: float | None
+    median_ci_lower: float | None
+    median_ci_upper: float | None
+    coarsened: bool
+    max_error: list[float]
+
+    def at(self, t: float) -> float:
+        """The survival estimate at time ``t`` (1 before the first event)."""
+        value = 1.0
+        for time, s in zip(self.times, self.survival, strict=True):
+            if time > t:
+                break
+            value = s
+        return value
+
+
+class KMResult(BaseModel):
+    """Kaplan-Meier curves, one per group level (one in all without a group)."""
+
+    group: str | None
+    alpha: float
+    curves: list[KMCurve]
+    rows: int
+    suppressed_nodes: int
+
+    def curve(self, level: str | None = None) -> KMCurve:
+        """The curve of one group level (the only curve when there is no group)."""
+        for curve in self.curves:
+            if curve.group == level:
+                return curve
+        if level is None and len(self.curves) == 1:
+            return self.curves[0]
+        raise KeyError(f"no curve for group {level!r}")
+
+    def summary(self) -> str:
+        width = 78
+        level = f"{round((1 - self.alpha) * 100)}%"
+        lines = [
+            "Kaplan-Meier estimate".center(width),
+            _rule(width),
+            f"rows: {self.rows}   group: {self.group or '-'}   "
+            f"suppressed nodes: {self.suppressed_nodes}",
+            _rule(width, "-"),
+            f"{'group':<16}{'rows':>8}{'events':>8}{'median':>11}"
+            f"{'median ' + level + ' CI':>22}{'coarsened':>13}",
+            _rule(width, "-"),
+        ]
+        for c in self.curves:
+            ci = f"[{_num(c.median_ci_lower, 8).strip()}, {_num(c.median_ci_upper, 8).strip()}]"
+            lines.append(
+                f"{(c.group or 'all')[:15]:<16}{c.rows:>8}{c.events_total:>8}"
+                f"{_num(c.median, 11)}{ci:>22}{('yes' if c.coarsened else 'no'):>13}"
+            )
+        lines.append(_rule(width))
+        if any(c.coarsened for c in self.curves):
+            worst = max((max(c.max_error, default=0.0) for c in self.curves), default=0.0)
+            lines.append(f"tails coarsened by the risk-set rule: |error| <= {worst:.3g}")
+        return "\n".join(lines)
+
+    def plot(self, path: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for c in self.curves:
+            times = [0.0, *c.times]
+            line = ax.step(times, [1.0, *c.survival], where="post", label=c.group or "all")
+            ax.fill_between(
+                times,
+                [1.0, *c.ci_lower],
+                [1.0, *c.ci_upper],
+                step="post",
+                alpha=0.2,
+                color=line[0].get_color(),
+            )
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("time")
+        ax.set_ylabel("survival probability")
+        ax.set_title(f"Kaplan-Meier, {round((1 - self.alpha) * 100)}% CI")
+        if self.group:
+            ax.legend(title=self.group)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+class LogrankResult(BaseModel):
+    """Log-rank test between the group levels (lifelines' multivariate form)."""
+
+    group: str
+    groups: list[str]
+    rows: list[int]
+    observed: list[int]
+    expected: list[float]
+    test_statistic: float
+    df: int
+    p_value: float
+    coarsened: bool
+    suppressed_nodes: int
+
+    def summary(self) -> str:
+        width = 60
+        lines = [
+            "Log-rank test".center(width),
+            _rule(width),
+            f"group: {self.group}   chi2 = {self.test_statistic:.4f}   df = {self.df}   "
+            f"p = {self.p_value:.4g}",
+            _rule(width, "-"),
+            f"{'level':<20}{'rows':>10}{'observed':>14}{'expected':>14}",
+            _rule(width, "-"),
+        ]
+        for g, n, o, e in zip(self.groups, self.rows, self.observed, self.expected, strict=True):
+            lines.append(f"{g[:19]:<20}{n:>10}{o:>14}{e:>14.3f}")
+        lines.append(_rule(width))
+        if self.coarsened:
+            lines.append("tails coarsened by the risk-set rule (see docs)")
+        return "\n".join(lines)
+
+
+class CoxResult(BaseModel):
+    """Cox proportional hazards fit; coefficients are log hazard ratios per unit."""
+
+    covariates: list[str]
+    coef: list[float]
+    se: list[float]
+    z: list[float]
+    p: list[float]
+    hazard_ratio: list[float]
+    hr_lower: list[float]
+    hr_upper: list[float]
+    alpha: float
+    log_likelihood: float
+    log_likelihood_null: float
+    lr_statistic: float
+    lr_df: int
+    lr_p_value: float
+    rows: int
+    events: int
+    iterations: int
+    ties: str
+    strata: list[str] | None
+    coarsened: bool
+    suppressed_nodes: int
+
+    def params(self) -> dict[str, float]:
+        """Coefficient by covariate name."""
+        return dict(zip(self.covariates, self.coef, strict=True))
+
+    def summary(self) -> str:
+        width = 86
+        level = f"{round((1 - self.alpha) * 100)}%"
+        lines = [
+            "Cox proportional hazards".center(width),
+            _rule(width),
+            f"rows: {self.rows}   events: {self.events}   ties: {self.ties}   "
+            f"strata: {', '.join(self.strata) if self.strata else '-'}",
+            f"log partial likelihood: {self.log_likelihood:.6f}   iterations: {self.iterations}",
+            f"likelihood ratio test: {self.lr_statistic:.3f} on {self.lr_df} df, "
+            f"p = {self.lr_p_value:.4g}",
+            _rule(width, "-"),
+            f"{'':<22}{'coef':>10}{'exp(coef)':>10}{'se':>10}{'z':>8}{'p':>9}"
+            f"{'HR ' + level + ' CI':>17}",
+            _rule(width, "-"),
+        ]
+        for i, name in enumerate(self.covariates):
+            ci = f"{self.hr_lower[i]:.3g}-{self.hr_upper[i]:.3g}"
+            lines.append(
+                f"{name[:21]:<22}{_num(self.coef[i])}{_num(self.hazard_ratio[i])}"
+                f"{_num(self.se[i])}{self.z[i]:>8.3f}{_p(self.p[i])}{ci:>17}"
+            )
+        lines.append(_rule(width))
+        if self.coarsened:
+            lines.append("tails coarsened by the risk-set rule (see docs)")
+        return "\n".join(lines)
+
+    def plot(self, path: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = len(self.covariates)
+        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * n))
+        ys = list(range(n))[::-1]
+        for y, hr, lo, hi in zip(ys, self.hazard_ratio, self.hr_lower, self.hr_upper, strict=True):
+            ax.plot([lo, hi], [y, y], color="tab:blue")
+            ax.plot([hr], [y], "s", color="tab:blue")
+        ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yticks(ys)
+        ax.set_yticklabels(self.covariates)
+        ax.set_xlabel(f"hazard ratio ({round((1 - self.alpha) * 100)}% CI)")
+        ax.set_title("Cox proportional hazards")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)

@@ -1,0 +1,291 @@
+"""Quantiles, covariance, grouped summaries, Welch t-test and chi-square on three shares.
+
+GBSG2, NCCTG lung (rows with missing values dropped) and the raw diabetes data from
+scikit-learn, each split across three nodes; every federated result is compared with
+numpy / pandas / scipy on the pooled rows, and every gate rule with a case it refuses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines.datasets import load_gbsg2, load_lung
+from scipy import stats
+from sklearn.datasets import load_diabetes
+
+from medfed.algorithms.registry import get_algorithm
+from medfed.common.errors import BadRequest, Refused
+from medfed.node.stores.tables import TableStore
+from medfed.testing.local import run_locally
+
+GBSG2 = load_gbsg2()
+LUNG_RAW = load_lung()
+LUNG = LUNG_RAW.dropna().reset_index(drop=True)
+DIABETES = load_diabetes(scaled=False, as_frame=True).frame
+DATA = {"gbsg2": GBSG2, "lung": LUNG, "diabetes": DIABETES}
+NUMERIC = {
+    "gbsg2": ["age", "tsize", "pnodes", "progrec", "estrec", "time"],
+    "lung": ["age", "ph.karno", "meal.cal", "wt.loss", "time"],
+    "diabetes": ["age", "bmi", "bp", "s1", "s5", "target"],
+}
+PROBS = [0.25, 0.5, 0.75]
+
+
+def split(frame: pd.DataFrame, n: int = 3, seed: int = 7) -> list[TableStore]:
+    order = np.random.default_rng(seed).permutation(len(frame))
+    return [
+        TableStore(frame.iloc[np.sort(part)].reset_index(drop=True), name=f"share{i}")
+        for i, part in enumerate(np.array_split(order, n))
+    ]
+
+
+STORES = {name: split(frame) for name, frame in DATA.items()}
+
+
+@pytest.mark.parametrize("name", list(DATA))
+def test_quantiles_are_numpy_quantiles_exactly(name: str) -> None:
+    for column in NUMERIC[name]:
+        result = run_locally("quantiles", {"column": column, "probs": PROBS}, STORES[name])
+        values = DATA[name][column]
+        assert result["n"] == len(values)
+        assert all(q["exact"] for q in result["quantiles"]), result["quantiles"]
+        got = [q["value"] for q in result["quantiles"]]
+        assert got == np.quantile(values, PROBS).tolist()  # bit for bit
+        np.testing.assert_allclose(got, values.quantile(PROBS), rtol=1e-14)
+
+
+def test_quantiles_with_a_filter_and_many_probs_at_k1() -> None:
+    probs = [0.01, 0.1, 1 / 3, 0.5, 0.9, 0.99]
+    where = {"column": "tgrade", "op": "!=", "value": "I"}
+    params = {"column": "time", "probs": probs, "where": where}
+    result = run_locally("quantiles", params, STORES["gbsg2"], min_cell_count=1)
+    pooled = GBSG2.loc[GBSG2.tgrade != "I", "time"]
+    assert [q["value"] for q in result["quantiles"]] == np.quantile(pooled, probs).tolist()
+
+
+def test_quantiles_in_the_tails_give_a_bound_not_a_value() -> None:
+    probs = [0.002, 0.5, 0.998]
+    result = run_locally("quantiles", {"column": "tsize", "probs": probs}, STORES["gbsg2"])
+    low, median, high = result["quantiles"]
+    truth = np.quantile(GBSG2.tsize, probs)
+    assert median["exact"] and median["value"] == truth[1]
+    for q, want in ((low, truth[0]), (high, truth[2])):
+        assert q["exact"] is False and q["value"] is None
+        assert q["lower"] <= want <= q["upper"]
+    assert "no" in get_algorithm("quantiles").Result.model_validate(result).summary()
+
+
+def test_quantiles_leave_out_a_node_with_fewer_than_k_rows(tmp_path: Path) -> None:
+    frame = DIABETES[["bmi"]]
+    stores = [*split(frame.iloc[:400], 2), TableStore(frame.iloc[400:403], name="tiny")]
+    result = run_locally("quantiles", {"column": "bmi"}, stores)
+    assert result["incomplete"] is True and result["suppressed_nodes"] == 1
+    assert result["n"] == 400
+    assert [q["value"] for q in result["quantiles"]] == np.quantile(frame.bmi[:400], PROBS).tolist()
+    path = tmp_path / "q.png"
+    get_algorithm("quantiles").Result.model_validate(result).plot(str(path))
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", list(DATA))
+@pytest.mark.parametrize("kind", ["covariance", "correlation"])
+def test_matrices_equal_pandas_on_complete_cases(name: str, kind: str) -> None:
+    columns = NUMERIC[name]
+    result = run_locally(kind, {"columns": columns}, STORES[name])
+    pooled = DATA[name][columns].dropna()
+    expected = pooled.cov() if kind == "covariance" else pooled.corr()
+    np.testing.assert_allclose(np.array(result["matrix"]), expected.to_numpy(), rtol=1e-10)
+    assert result["n"] == [[len(pooled)] * len(columns)] * len(columns)
+    assert not any(map(any, result["incomplete"]))
+
+
+@pytest.mark.parametrize("kind", ["covariance", "correlation"])
+def test_matrices_pairwise_and_complete_case_on_data_with_gaps(kind: str, tmp_path: Path) -> None:
+    columns = ["age", "ph.ecog", "meal.cal", "wt.loss"]
+    stores = split(LUNG_RAW)
+    frame = LUNG_RAW[columns]
+    for pairwise, expected in (
+        (True, frame.cov() if kind == "covariance" else frame.corr()),
+        (False, frame.dropna().cov() if kind == "covariance" else frame.dropna().corr()),
+    ):
+        params = {"columns": columns, "pairwise": pairwise}
+        result = run_locally(kind, params, stores)
+        np.testing.assert_allclose(np.array(result["matrix"]), expected.to_numpy(), rtol=1e-10)
+    model = get_algorithm(kind).Result.model_validate(result)
+    assert "meal.cal" in model.summary()
+    model.plot(str(tmp_path / "m.png"))
+    assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_matrix_pairs_with_few_rows_at_a_node_are_withheld() -> None:
+    frame = GBSG2[["age", "tsize"]].copy()
+    frame["rare"] = GBSG2.tsize.where(GBSG2.age >= 75)
+    stores = split(frame)
+    counts = [int(s.select(["rare"])["rare"].count()) for s in stores]
+    assert any(0 < n < 5 for n in counts), counts
+    result = run_locally("covariance", {"columns": ["age", "rare"], "pairwise": True}, stores)
+    assert result["incomplete"] == [[False, True], [True, True]]
+    assert result["n"][1][1] == sum(n for n in counts if n >= 5)
+    complete = run_locally("covariance", {"columns": ["age", "rare"]}, stores)
+    assert complete["suppressed_nodes"] == sum(1 for n in counts if 0 < n < 5)
+
+
+GROUPED = [("gbsg2", "tgrade", ["age", "tsize"]), ("diabetes", "sex", ["bmi", "bp", "target"])]
+
+
+@pytest.mark.parametrize(("name", "by", "columns"), GROUPED)
+def test_grouped_summary_equals_pandas_groupby(name: str, by: str, columns: list[str]) -> None:
+    result = run_locally("grouped_summary", {"columns": columns, "by": by}, STORES[name])
+    expected = DATA[name].groupby(by)[columns].agg(["count", "mean", "var", "std"])
+    assert result["hidden_groups"] == 0
+    assert len(result["groups"]) == len(expected)
+    for level, row in expected.iterrows():
+        key = str(level) if not isinstance(level, float) else str(int(level))
+        for column in columns:
+            got = result["groups"][key][column]
+            assert got["n"] == row[(column, "count")] and got["incomplete"] is False
+            for stat, name_ in (("mean", "mean"), ("variance", "var"), ("std", "std")):
+                np.testing.assert_allclose(got[stat], row[(column, name_)], rtol=1e-12)
+
+
+def test_grouped_summary_hides_rare_groups(tmp_path: Path) -> None:
+    result = run_locally("grouped_summary", {"columns": ["age"], "by": "ph.ecog"}, STORES["lung"])
+    sizes = [s.select(["ph.ecog"])["ph.ecog"].value_counts() for s in STORES["lung"]]
+    assert "3" not in result["groups"]  # one patient has ECOG 3
+    assert result["hidden_groups"] == sum(int(((v > 0) & (v < 5)).sum()) for v in sizes)
+    pooled = LUNG.groupby("ph.ecog")["age"].agg(["count", "mean"])
+    for level, stats_ in result["groups"].items():
+        want = pooled.loc[float(level)]
+        if not stats_["age"]["incomplete"]:
+            assert stats_["age"]["n"] == want["count"]
+            np.testing.assert_allclose(stats_["age"]["mean"], want["mean"], rtol=1e-12)
+        else:
+            assert stats_["age"]["n"] < want["count"]
+    model = get_algorithm("grouped_summary").Result.model_validate(result)
+    assert "rare group" in model.summary()
+    model.plot(str(tmp_path / "g.png"))
+
+
+TTESTS: list[tuple[str, str, str, list[Any] | None]] = [
+    ("gbsg2", "age", "menostat", None),
+    ("gbsg2", "tsize", "horTh", ["yes", "no"]),
+    ("lung", "wt.loss", "sex", None),
+    ("diabetes", "bmi", "sex", [2, 1]),
+]
+
+
+def _check_ttest(result: dict[str, Any], a: pd.Series, b: pd.Series, **kw: Any) -> None:
+    want = stats.ttest_ind(a, b, equal_var=False, **{k: v for k, v in kw.items() if k != "cl"})
+    ci = want.confidence_interval(kw.get("cl", 0.95))
+    assert result["n"] == [len(a), len(b)]
+    np.testing.assert_allclose(result["statistic"], want.statistic, rtol=1e-10)
+    np.testing.assert_allclose(result["pvalue"], want.pvalue, rtol=1e-9)
+    np.testing.assert_allclose(result["df"], want.df, rtol=1e-10)
+    for got, expected in zip(result["confidence_interval"], ci, strict=True):
+        assert (got is None and np.isinf(expected)) or np.isclose(got, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(("name", "column", "group", "groups"), TTESTS)
+def test_ttest_equals_scipy_welch(
+    name: str, column: str, group: str, groups: list[Any] | None
+) -> None:
+    frame = DATA[name].dropna(subset=[column, group])
+    params: dict[str, Any] = {"column": column, "group": group}
+    if groups is not None:
+        params["groups"] = groups
+    result = run_locally("ttest", params, STORES[name])
+    levels = groups or sorted(frame[group].unique())
+    a, b = (frame.loc[frame[group] == level, column] for level in levels)
+    _check_ttest(result, a, b)
+    assert result["groups"] == [str(level) for level in levels]
+    model = get_algorithm("ttest").Result.model_validate(result)
+    assert "Welch" in model.summary()
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater"])
+def test_ttest_one_sided_and_confidence_level(alternative: str) -> None:
+    params = {"column": "time", "group": "cens", "alternative": alternative}
+    result = run_locally("ttest", params | {"confidence_level": 0.9}, STORES["gbsg2"])
+    a, b = (GBSG2.time[GBSG2.cens == v] for v in (0, 1))
+    _check_ttest(result, a, b, alternative=alternative, cl=0.9)
+
+
+CHISQ = [
+    ("gbsg2", "tgrade", "horTh", {}),
+    ("gbsg2", "menostat", "horTh", {}),
+    ("gbsg2", "menostat", "cens", {"correction": False}),
+    ("lung", "sex", "status", {}),
+    ("diabetes", "sex", "s4", {"col_levels": [3, 4, 5]}),
+]
+
+
+@pytest.mark.parametrize(("name", "row", "col", "extra"), CHISQ)
+def test_chisq_equals_scipy(name: str, row: str, col: str, extra: dict[str, Any]) -> None:
+    result = run_locally("chisq", {"row": row, "col": col, **extra}, STORES[name])
+    frame = DATA[name]
+    if "col_levels" in extra:
+        frame = frame[frame[col].isin(extra["col_levels"])]
+    table = pd.crosstab(frame[row], frame[col])
+    want = stats.chi2_contingency(table, correction=extra.get("correction", True))
+    np.testing.assert_allclose(result["statistic"], want.statistic, rtol=1e-12)
+    np.testing.assert_allclose(result["pvalue"], want.pvalue, rtol=1e-12)
+    assert result["dof"] == want.dof
+    np.testing.assert_allclose(result["expected"], want.expected_freq, rtol=1e-12)
+    assert result["observed"] == table.to_numpy().tolist()
+    assert "chi-square" in get_algorithm("chisq").Result.model_validate(result).summary()
+
+
+def test_chisq_refuses_a_table_with_a_suppressed_or_hidden_cell() -> None:
+    with pytest.raises(BadRequest, match="chisq: gate: min_cell_count: .* withheld"):
+        run_locally("chisq", {"row": "pnodes", "col": "horTh"}, STORES["gbsg2"])
+    levels = {"row": "ph.ecog", "col": "sex", "row_levels": [0, 1, 2, 3]}
+    with pytest.raises(BadRequest, match="chisq: gate: min_cell_count"):
+        run_locally("chisq", levels, STORES["lung"])
+
+
+def test_tests_refuse_nodes_with_fewer_than_min_rows() -> None:
+    where = {"column": "age", "op": "<", "value": 50}
+    counts = [s.count(None) for s in STORES["lung"]]
+    assert min(counts) >= 10
+    with pytest.raises(Refused, match="gate: min_rows: ttest needs at least 60 rows"):
+        run_locally("ttest", {"column": "age", "group": "sex"}, STORES["lung"], min_rows=60)
+    with pytest.raises(Refused, match="gate: min_rows: chisq"):
+        params = {"row": "sex", "col": "status", "where": where}
+        run_locally("chisq", params, STORES["lung"], min_cell_count=1)
+
+
+def test_ttest_refuses_withheld_or_unclear_groups() -> None:
+    with pytest.raises(BadRequest, match="'tgrade' has 3 levels at the nodes \\(I, II, III\\)"):
+        run_locally("ttest", {"column": "age", "group": "tgrade"}, STORES["gbsg2"])
+    where = {"column": "age", "op": ">=", "value": 40}
+    with pytest.raises(BadRequest, match="ttest: gate: min_cell_count: group '3'"):
+        params = {"column": "age", "group": "ph.ecog", "groups": [2, 3], "where": where}
+        run_locally("ttest", params, STORES["lung"], min_rows=1)
+    with pytest.raises(BadRequest, match="ttest: gate: min_cell_count: a node holds a level"):
+        run_locally("ttest", {"column": "age", "group": "ph.ecog"}, STORES["lung"])
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("quantiles", {"column": "tgrade"}, "quantiles: column 'tgrade' is string"),
+        ("quantiles", {"column": "age", "probs": [0.5, 1.0]}, "strictly between 0 and 1"),
+        ("quantiles", {"column": "age", "probs": [0.5, 0.5]}, "a prob is listed twice"),
+        ("correlation", {"columns": ["age"]}, "List should have at least 2"),
+        ("covariance", {"columns": ["age", "age"]}, "a column is named twice"),
+        ("grouped_summary", {"columns": ["age"], "by": "nope"}, "unknown column 'nope'"),
+        ("grouped_summary", {"columns": ["age"], "by": "age"}, "is also in columns"),
+        ("ttest", {"column": "age", "group": "age"}, "the same column 'age'"),
+        ("ttest", {"column": "age", "group": "x", "groups": ["a"]}, "at least 2 items"),
+        ("ttest", {"column": "tgrade", "group": "horTh"}, "'tgrade' is string, not numeric"),
+        ("chisq", {"row": "tgrade", "col": "tgrade"}, "chisq: row and col are the same"),
+        ("chisq", {"row": "tgrade", "col": "x"}, "chisq: unknown column 'x'"),
+    ],
+)
+def test_validation_errors_name_the_problem(name: str, params: dict[str, Any], message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        run_locally(name, params, STORES["gbsg2"])

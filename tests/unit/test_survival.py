@@ -1,0 +1,435 @@
+"""km, logrank and cox over three shares equal lifelines / statsmodels on the pooled rows.
+
+Exactness tests run with ``min_cell_count=1``: the risk-set rule then moves nothing (a
+unit's boundary is its largest duration). The coarsening tests use 5 and 10 and check
+the stated guarantees: equal to the pooled analysis of the coarsened data, and ``km``
+within its reported ``max_error`` of the exact curve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.datasets import load_lung
+from lifelines.statistics import logrank_test, multivariate_logrank_test
+from lifelines.utils import median_survival_times
+
+from medfed.algorithms.base import LocalContext, NodeOutput
+from medfed.algorithms.registry import get_algorithm
+from medfed.algorithms.survival.km import KMParams
+from medfed.algorithms.survival.results import CoxResult, KMResult, LogrankResult
+from medfed.common.errors import BadRequest, Refused
+from medfed.node.stores.tables import TableStore
+from medfed.testing.demo import load_gbsg2, split_gbsg2
+from medfed.testing.local import run_locally
+
+GBSG2_COVARIATES = ["age", "tsize", "pnodes", "progrec", "estrec", "horTh", "menostat", "tgrade"]
+GBSG2_CATEGORICAL = ["horTh", "menostat", "tgrade"]
+LUNG_COVARIATES = ["age", "sex", "ph.ecog", "ph.karno", "wt.loss"]
+TIGHT = {"precision": 1e-14, "r_precision": 1e-16}  # lifelines run to convergence
+
+
+@pytest.fixture(scope="module")
+def gbsg2() -> pd.DataFrame:
+    return load_gbsg2()
+
+
+@pytest.fixture(scope="module")
+def gbsg2_shares(gbsg2: pd.DataFrame) -> list[pd.DataFrame]:
+    return list(split_gbsg2(gbsg2).values())
+
+
+@pytest.fixture(scope="module")
+def lung() -> pd.DataFrame:
+    frame: pd.DataFrame = load_lung().dropna().reset_index(drop=True)
+    return frame
+
+
+def split_lung(lung: pd.DataFrame) -> list[pd.DataFrame]:
+    """By institution: 1-3, 4-12, 13 and above (44, 63 and 60 patients)."""
+    cuts = [lung.inst <= 3, (lung.inst > 3) & (lung.inst <= 12), lung.inst > 12]
+    return [lung[c].reset_index(drop=True) for c in cuts]
+
+
+def stores(shares: list[pd.DataFrame]) -> list[TableStore]:
+    return [TableStore(s, name=f"share{i}") for i, s in enumerate(shares)]
+
+
+def cox_design(frame: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFrame:
+    """Pooled design with medfed's dummy names (first sorted level as reference)."""
+    columns = ["time", "cens", *GBSG2_COVARIATES, *(extra or [])]
+    design = pd.get_dummies(
+        frame[columns], columns=GBSG2_CATEGORICAL, prefix_sep="[T.", drop_first=True, dtype=float
+    )
+    return design.rename(columns=lambda c: f"{c}]" if "[T." in c else c)
+
+
+def assert_km_equals_lifelines(
+    curve: dict, durations: pd.Series, events: pd.Series, alpha: float
+) -> None:
+    kmf = KaplanMeierFitter(alpha=alpha).fit(durations, events)
+    times = np.asarray(curve["times"])
+    expected_times = np.unique(durations[events == 1])
+    np.testing.assert_array_equal(times, expected_times)
+    np.testing.assert_allclose(
+        curve["survival"], kmf.survival_function_.iloc[:, 0].loc[times], rtol=1e-12, atol=1e-15
+    )
+    ci = kmf.confidence_interval_.loc[times]
+    np.testing.assert_allclose(curve["ci_lower"], ci.iloc[:, 0], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(curve["ci_upper"], ci.iloc[:, 1], rtol=1e-10, atol=1e-14)
+    table = kmf.event_table.loc[times]
+    assert curve["at_risk"] == table["at_risk"].astype(int).tolist()
+    assert curve["events"] == table["observed"].astype(int).tolist()
+
+    def finite(value: float) -> float | None:
+        return float(value) if np.isfinite(value) else None
+
+    assert curve["median"] == finite(kmf.median_survival_time_)
+    lower, upper = median_survival_times(kmf.confidence_interval_).iloc[0]
+    assert (curve["median_ci_lower"], curve["median_ci_upper"]) == (finite(lower), finite(upper))
+    assert not curve["coarsened"] and not any(curve["max_error"])
+
+
+def test_km_by_group_equals_lifelines_on_gbsg2(
+    gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
+) -> None:
+    params = {"duration": "time", "event": "cens", "group": "tgrade"}
+    result = run_locally("km", params, stores(gbsg2_shares), min_cell_count=1)
+    assert [c["group"] for c in result["curves"]] == ["I", "II", "III"]
+    for curve in result["curves"]:
+        rows = gbsg2[gbsg2.tgrade == curve["group"]]
+        assert curve["rows"] == len(rows)
+        assert_km_equals_lifelines(curve, rows.time, rows.cens, 0.05)
+
+
+def test_km_without_group_and_other_alpha_equals_lifelines_on_lung(lung: pd.DataFrame) -> None:
+    params = {"duration": "time", "event": "status", "alpha": 0.1}
+    result = run_locally("km", params, stores(split_lung(lung)), min_cell_count=1)
+    (curve,) = result["curves"]
+    assert curve["group"] is None and result["rows"] == len(lung)
+    assert_km_equals_lifelines(curve, lung.time, lung.status, 0.1)
+
+
+def test_km_where_filter_equals_lifelines_on_the_filtered_rows(
+    gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
+) -> None:
+    where = {"column": "age", "op": ">=", "value": 50}
+    params = {"duration": "time", "event": "cens", "where": where}
+    (curve,) = run_locally("km", params, stores(gbsg2_shares), min_cell_count=1)["curves"]
+    rows = gbsg2[gbsg2.age >= 50]
+    assert_km_equals_lifelines(curve, rows.time, rows.cens, 0.05)
+
+
+@pytest.mark.parametrize("group", ["tgrade", "horTh", "menostat"])
+def test_logrank_equals_lifelines_on_gbsg2(
+    gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame], group: str
+) -> None:
+    params = {"duration": "time", "event": "cens", "group": group}
+    result = run_locally("logrank", params, stores(gbsg2_shares), min_cell_count=1)
+    ref = multivariate_logrank_test(gbsg2.time, gbsg2[group], gbsg2.cens)
+    assert result["df"] == ref.degrees_of_freedom
+    np.testing.assert_allclose(result["test_statistic"], ref.test_statistic, rtol=1e-9)
+    np.testing.assert_allclose(result["p_value"], ref.p_value, rtol=1e-8)
+    if gbsg2[group].nunique() == 2:
+        a, b = (gbsg2[gbsg2[group] == level] for level in result["groups"])
+        two = logrank_test(a.time, b.time, a.cens, b.cens)
+        np.testing.assert_allclose(result["test_statistic"], two.test_statistic, rtol=1e-9)
+        np.testing.assert_allclose(result["p_value"], two.p_value, rtol=1e-8)
+
+
+def test_logrank_equals_lifelines_on_lung(lung: pd.DataFrame) -> None:
+    params = {"duration": "time", "event": "status", "group": "sex"}
+    result = run_locally("logrank", params, stores(split_lung(lung)), min_cell_count=1)
+    ref = multivariate_logrank_test(lung.time, lung.sex, lung.status)
+    np.testing.assert_allclose(result["test_statistic"], ref.test_statistic, rtol=1e-9)
+    np.testing.assert_allclose(result["p_value"], ref.p_value, rtol=1e-8)
+    assert result["observed"] == [int(lung.status[lung.sex == s].sum()) for s in (1, 2)]
+
+
+def assert_cox_equals(result: dict, ref: CoxPHFitter, rtol: float = 1e-6) -> None:
+    assert result["covariates"] == list(ref.params_.index)
+    np.testing.assert_allclose(result["coef"], ref.params_, rtol=rtol)
+    np.testing.assert_allclose(result["se"], ref.standard_errors_, rtol=rtol)
+    np.testing.assert_allclose(result["p"], ref.summary["p"], rtol=rtol)
+    np.testing.assert_allclose(result["log_likelihood"], ref.log_likelihood_, rtol=rtol)
+
+
+def test_cox_efron_equals_lifelines_on_gbsg2(
+    gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
+) -> None:
+    params = {
+        "duration": "time",
+        "event": "cens",
+        "covariates": GBSG2_COVARIATES,
+        "categorical": GBSG2_CATEGORICAL,
+    }
+    result = run_locally("cox", params, stores(gbsg2_shares), min_cell_count=1)
+    design = cox_design(gbsg2)
+    assert_cox_equals(result, CoxPHFitter().fit(design, "time", "cens", fit_options=TIGHT))
+    # lifelines' default stopping rule leaves its own estimate ~1e-5 from the maximum
+    default = CoxPHFitter().fit(design, "time", "cens")
+    np.testing.assert_allclose(result["coef"], default.params_, rtol=1e-4)
+    np.testing.assert_allclose(result["se"], default.standard_errors_, rtol=1e-4)
+    assert result["rows"] == len(gbsg2) and result["events"] == int(gbsg2.cens.sum())
+    ref = CoxPHFitter().fit(design, "time", "cens", fit_options=TIGHT)
+    lr = ref.log_likelihood_ratio_test()
+    np.testing.assert_allclose(result["lr_statistic"], lr.test_statistic, rtol=1e-6)
+    np.testing.assert_allclose(result["hr_lower"], np.exp(ref.confidence_intervals_.iloc[:, 0]))
+
+
+def test_cox_efron_equals_lifelines_on_lung_with_ties(lung: pd.DataFrame) -> None:
+    assert lung.time[lung.status == 1].duplicated().any()  # tied event times exist
+    params = {"duration": "time", "event": "status", "covariates": LUNG_COVARIATES}
+    result = run_locally("cox", params, stores(split_lung(lung)), min_cell_count=1)
+    ref = CoxPHFitter().fit(
+        lung[["time", "status", *LUNG_COVARIATES]], "time", "status", fit_options=TIGHT
+    )
+    assert_cox_equals(result, ref)
+
+
+def test_cox_stratified_equals_lifelines_strata(
+    gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
+) -> None:
+    covariates = ["age", "tsize", "pnodes", "progrec", "horTh", "tgrade"]
+    params = {
+        "duration": "time",
+        "event": "cens",
+        "covariates": covariates,
+        "categorical": ["horTh", "tgrade"],
+        "strata": "menostat",
+    }
+    result = run_locally("cox", params, stores(gbsg2_shares), min_cell_count=1)
+    design = cox_design(gbsg2).drop(columns=["estrec", "menostat[T.Pre]"])
+    design["menostat"] = gbsg2.menostat
+    ref = CoxPHFitter().fit(design, "time", "cens", strata=["menostat"], fit_options=TIGHT)
+    assert_cox_equals(result, ref)
+    assert result["strata"] == ["Post", "Pre"]
+
+
+@pytest.mark.parametrize("data", ["lung", "gbsg2"])
+def test_cox_breslow_equals_statsmodels_phreg(
+    data: str, lung: pd.DataFrame, gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
+) -> None:
+    if data == "lung":
+        frame, shares, event, covariates = lung, split_lung(lung), "status", LUNG_COVARIATES
+    else:
+        frame, shares, event = gbsg2, gbsg2_shares, "cens"
+        covariates = ["age", "tsize", "pnodes", "progrec", "estrec"]
+    params = {"duration": "time", "event": event, "covariates": covariates, "ties": "breslow"}
+    result = run_locally("cox", params, stores(shares), min_cell_count=1)
+    ref = sm.PHReg(frame.time, frame[covariates], status=frame[event], ties="breslow").fit()
+    np.testing.assert_allclose(result["coef"], ref.params, rtol=1e-6)
+    np.testing.assert_allclose(result["se"], ref.bse, rtol=1e-6)
+    np.testing.assert_allclose(result["p"], ref.pvalues, rtol=1e-6)
+    np.testing.assert_allclose(result["log_likelihood"], ref.llf, rtol=1e-9)
+
+
+# --- coarsening: the risk-set rule at min_cell_count > 1 -------------------------------
+
+
+def coarsened(share: pd.DataFrame, k: int, by: str | None = None) -> pd.DataFrame:
+    """The rule, written out again: durations above the k-th largest move down to it."""
+    out = share.copy()
+    groups = [out.index] if by is None else [g.index for _, g in out.groupby(by)]
+    for index in groups:
+        boundary = np.sort(out.loc[index, "time"].to_numpy())[-k]
+        out.loc[index, "time"] = np.minimum(out.loc[index, "time"], boundary)
+    return out
+
+
+@pytest.mark.parametrize("k", [5, 10])
+def test_coarsened_km_is_exact_for_coarsened_data_and_within_its_bound(
+    gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame], k: int
+) -> None:
+    params = {"duration": "time", "event": "cens", "group": "horTh"}
+    result = KMResult.model_validate(
+        run_locally("km", params, stores(gbsg2_shares), min_cell_count=k)
+    )
+    moved = pd.concat([coarsened(s, k, by="horTh") for s in gbsg2_shares])
+    for curve in result.curves:
+        assert curve.coarsened
+        rows = moved[moved.horTh == curve.group]
+        kmf = KaplanMeierFitter().fit(rows.time, rows.cens)
+        np.testing.assert_allclose(
+            curve.survival, kmf.survival_function_.iloc[:, 0].loc[curve.times], rtol=1e-12
+        )
+        exact = gbsg2[gbsg2.horTh == curve.group]
+        truth = KaplanMeierFitter().fit(exact.time, exact.cens).survival_function_.iloc[:, 0]
+        first_boundary = min(
+            s[s.horTh == curve.group].time.sort_values().iloc[-k] for s in gbsg2_shares
+        )
+        for t, s in truth.items():
+            i = int(np.searchsorted(curve.times, t, side="right")) - 1
+            fed = 1.0 if i < 0 else curve.survival[i]
+            bound = 0.0 if i < 0 else curve.max_error[i]
+            assert abs(fed - s) <= bound + 1e-12, (t, fed, s, bound)
+            if t < first_boundary:
+                assert abs(fed - s) < 1e-12 and bound == 0.0  # exact before any boundary
+
+
+def test_coarsened_logrank_and_cox_equal_the_coarsened_pooled_analysis(
+    gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
+) -> None:
+    k = 5
+    params = {"duration": "time", "event": "cens", "group": "tgrade"}
+    result = run_locally("logrank", params, stores(gbsg2_shares), min_cell_count=k)
+    assert result["coarsened"]
+    moved = pd.concat([coarsened(s, k, by="tgrade") for s in gbsg2_shares])
+    ref = multivariate_logrank_test(moved.time, moved.tgrade, moved.cens)
+    np.testing.assert_allclose(result["test_statistic"], ref.test_statistic, rtol=1e-9)
+    raw = multivariate_logrank_test(gbsg2.time, gbsg2.tgrade, gbsg2.cens).test_statistic
+    assert abs(result["test_statistic"] - raw) < 0.05 * raw
+
+    cox = {
+        "duration": "time",
+        "event": "cens",
+        "covariates": GBSG2_COVARIATES,
+        "categorical": GBSG2_CATEGORICAL,
+    }
+    fed = run_locally("cox", cox, stores(gbsg2_shares), min_cell_count=k)
+    assert fed["coarsened"]
+    moved = pd.concat([coarsened(s, k) for s in gbsg2_shares])
+    assert_cox_equals(fed, CoxPHFitter().fit(cox_design(moved), "time", "cens", fit_options=TIGHT))
+    exact = CoxPHFitter().fit(cox_design(gbsg2), "time", "cens", fit_options=TIGHT)
+    shift = np.abs(np.asarray(fed["coef"]) - exact.params_) / exact.standard_errors_
+    assert shift.max() < 0.1  # the stated, measured bound: a tenth of a standard error
+
+
+# --- gate refusals and errors ------------------------------------------------------------
+
+
+def test_a_node_with_fewer_than_min_rows_refuses(gbsg2_shares: list[pd.DataFrame]) -> None:
+    small = [*gbsg2_shares[:2], gbsg2_shares[2].iloc[:9]]
+    for name, extra in (
+        ("km", {}),
+        ("logrank", {"group": "horTh"}),
+        ("cox", {"covariates": ["age"]}),
+    ):
+        params = {"duration": "time", "event": "cens", **extra}
+        with pytest.raises(Refused, match="gate: min_rows"):
+            run_locally(name, params, stores(small), min_cell_count=1, min_rows=10)
+
+
+def test_a_rare_group_level_or_stratum_refuses(gbsg2_shares: list[pd.DataFrame]) -> None:
+    share = gbsg2_shares[1]
+    level = share.tgrade.value_counts().idxmin()
+    rare = pd.concat([share[share.tgrade != level], share[share.tgrade == level].iloc[:2]])
+    shares = stores([gbsg2_shares[0], rare])
+    with pytest.raises(Refused, match="gate: min_cell_count: a group level"):
+        run_locally("km", {"duration": "time", "event": "cens", "group": "tgrade"}, shares, 5)
+    with pytest.raises(Refused, match="gate: min_cell_count: a stratum level"):
+        params = {"duration": "time", "event": "cens", "covariates": ["age"], "strata": "tgrade"}
+        run_locally("cox", params, shares, 5)
+    with pytest.raises(Refused, match="gate: min_cell_count: a level of categorical"):
+        params = {
+            "duration": "time",
+            "event": "cens",
+            "covariates": ["age", "tgrade"],
+            "categorical": ["tgrade"],
+        }
+        run_locally("cox", params, shares, 5)
+
+
+def test_cox_with_more_parameters_than_a_third_of_the_rows_refuses(
+    gbsg2_shares: list[pd.DataFrame],
+) -> None:
+    small = [gbsg2_shares[0], gbsg2_shares[1].iloc[:20]]
+    params = {"duration": "time", "event": "cens", "covariates": GBSG2_COVARIATES[:5]}
+    run_locally("cox", params, stores(small), min_cell_count=1, max_param_fraction=1 / 3)
+    params["covariates"] = GBSG2_COVARIATES
+    params["categorical"] = GBSG2_CATEGORICAL
+    with pytest.raises(Refused, match="gate: max_param_fraction"):
+        run_locally("cox", params, stores(small), min_cell_count=1, max_param_fraction=1 / 3)
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_every_risk_set_count_that_leaves_a_node_is_zero_or_at_least_k(
+    gbsg2_shares: list[pd.DataFrame], k: int
+) -> None:
+    km = get_algorithm("km")
+    params = KMParams(duration="time", event="cens", group="tgrade")
+    store = TableStore(gbsg2_shares[1])
+    first = km.local(params, LocalContext(data=store, round=0, min_cell_count=k))
+    grid = sorted({t for ts in first["times"].values() for t in ts} | {1e9})
+    out = km.local(
+        params, LocalContext(data=store, round=1, state={"times": grid}, min_cell_count=k)
+    )
+    counts = [n for level in out["at_risk"].values() for n in level]
+    assert counts[-1] == 0 and all(n == 0 or n >= k for n in counts)
+    # and no event is named beyond the point where the risk set falls under k
+    for level, events in out["events"].items():
+        at_risk = out["at_risk"][level]
+        assert all(n >= k for n, d in zip(at_risk, events, strict=True) if d > 0)
+
+
+def test_bad_requests_name_the_problem(gbsg2_shares: list[pd.DataFrame]) -> None:
+    s = stores(gbsg2_shares)
+    with pytest.raises(BadRequest, match="unknown column 'days'"):
+        run_locally("km", {"duration": "days", "event": "cens"}, s)
+    with pytest.raises(BadRequest, match="'horTh' is string; list it in categorical"):
+        run_locally("cox", {"duration": "time", "event": "cens", "covariates": ["horTh"]}, s)
+    with pytest.raises(BadRequest, match="event 'pnodes' must be 0/1"):
+        run_locally("km", {"duration": "time", "event": "pnodes"}, s, 1)
+    with pytest.raises(BadRequest, match="ties"):
+        run_locally(
+            "cox", {"duration": "time", "event": "cens", "covariates": ["age"], "ties": "exact"}, s
+        )
+
+
+def test_cox_singular_design_and_non_convergence_are_clear_errors(
+    gbsg2_shares: list[pd.DataFrame],
+) -> None:
+    twice = [s.assign(age2=2 * s.age + 1) for s in gbsg2_shares]
+    params = {"duration": "time", "event": "cens", "covariates": ["age", "tsize", "age2"]}
+    with pytest.raises(BadRequest, match="singular design.*age, .*age2"):
+        run_locally("cox", params, stores(twice), min_cell_count=1)
+    constant = [s.assign(one=1.0) for s in gbsg2_shares]
+    params["covariates"] = ["age", "one"]
+    with pytest.raises(BadRequest, match="singular design: covariate 'one' is constant"):
+        run_locally("cox", params, stores(constant), min_cell_count=1)
+    params = {"duration": "time", "event": "cens", "covariates": ["age"], "max_iter": 2}
+    with pytest.raises(BadRequest, match="did not converge in 2 iterations"):
+        run_locally("cox", params, stores(gbsg2_shares), min_cell_count=1)
+    separated = [s.assign(sep=s.cens * 1.0) for s in gbsg2_shares]  # monotone likelihood
+    params = {"duration": "time", "event": "cens", "covariates": ["sep"]}
+    with pytest.raises(BadRequest, match="converge|singular|diverg"):
+        run_locally("cox", params, stores(separated), min_cell_count=1)
+
+
+def test_a_node_that_drops_out_after_round_zero_fails_the_task() -> None:
+    km = get_algorithm("km")
+    params = KMParams(duration="time", event="cens")
+    outputs = [NodeOutput(node_id=1, dataset_id=1, status="ok", payload={"rows": 10})]
+    with pytest.raises(BadRequest, match="datasets that answered changed"):
+        km.aggregate(params, 1, {"times": [1.0], "datasets": [1, 2]}, outputs)
+
+
+def test_results_have_a_summary_and_a_plot(
+    gbsg2_shares: list[pd.DataFrame], tmp_path: Path
+) -> None:
+    s = stores(gbsg2_shares)
+    km = KMResult.model_validate(
+        run_locally("km", {"duration": "time", "event": "cens", "group": "horTh"}, s, 1)
+    )
+    lr = LogrankResult.model_validate(
+        run_locally("logrank", {"duration": "time", "event": "cens", "group": "horTh"}, s, 1)
+    )
+    params = {
+        "duration": "time",
+        "event": "cens",
+        "covariates": ["age", "horTh"],
+        "categorical": ["horTh"],
+    }
+    cox = CoxResult.model_validate(run_locally("cox", params, s, 1))
+    assert "median" in km.summary() and "yes" in km.summary()
+    assert "chi2" in lr.summary()
+    assert "horTh[T.yes]" in cox.summary() and "exp(coef)" in cox.summary()
+    for name, result in (("km", km), ("cox", cox)):
+        path = tmp_path / f"{name}.png"
+        result.plot(str(path))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
