@@ -286,6 +286,8 @@ def test_ttest_refuses_withheld_or_unclear_groups() -> None:
         ("chisq", {"row": "tgrade", "col": "x"}, "chisq: unknown column 'x'"),
     ],
 )
-def test_validation_errors_name_the_problem(name: str, params: dict[str, Any], message: str) -> None:
+def test_validation_errors_name_the_problem(
+    name: str, params: dict[str, Any], message: str
+) -> None:
     with pytest.raises(BadRequest, match=message):
         run_locally(name, params, STORES["gbsg2"])

@@ -397,7 +397,7 @@ def test_cox_singular_design_and_non_convergence_are_clear_errors(
         run_locally("cox", params, stores(gbsg2_shares), min_cell_count=1)
     separated = [s.assign(sep=s.cens * 1.0) for s in gbsg2_shares]  # monotone likelihood
     params = {"duration": "time", "event": "cens", "covariates": ["sep"]}
-    with pytest.raises(BadRequest, match="converge|singular|diverg"):
+    with pytest.raises(BadRequest, match="monotone likelihood"):
         run_locally("cox", params, stores(separated), min_cell_count=1)
 
 

@@ -104,12 +104,16 @@ class Family:
         return float(np.sum(w * (y - mu) ** 2 / self.variance(mu)))
 
     def loglik(self, y: Array, mu: Array, w: Array) -> float:
-        """The log-likelihood at scale 1 (binomial, poisson); 0 for gaussian (see module)."""
+        """The log-likelihood at scale 1 (binomial, poisson); 0 for gaussian (see module).
+
+        ``mu`` is clipped away from the boundary, which changes nothing but boundary rows.
+        """
         if self.name == "binomial":
-            odds = np.log(mu / (1.0 - mu + 1e-200))
-            return float(np.sum(w * (y * odds + np.log(1.0 - mu + 1e-200))))
+            p = np.clip(mu, FLOAT_EPS, 1.0 - FLOAT_EPS)
+            return float(np.sum(w * (y * np.log(p / (1.0 - p)) + np.log(1.0 - p))))
         if self.name == "poisson":
-            return float(np.sum(w * (y * np.log(mu) - mu - special.gammaln(y + 1.0))))
+            m = np.clip(mu, FLOAT_EPS, None)
+            return float(np.sum(w * (y * np.log(m) - mu - special.gammaln(y + 1.0))))
         return 0.0
 
     def boundary(self, mu: Array) -> int:

@@ -61,7 +61,13 @@ DIVERGING = 1e-4
 def pooled(payloads: Sequence[dict[str, Any]], key: str, inner: str | None = None) -> Any:
     """The sum over nodes of ``payload[key]`` (or ``payload[key][inner]``), as numpy."""
     parts = [p[key] if inner is None else p[key][inner] for p in payloads]
-    return np.sum([np.asarray(part, dtype=np.float64) for part in parts], axis=0)
+    try:
+        total = np.sum([np.asarray(part, dtype=np.float64) for part in parts], axis=0)
+    except TypeError:  # the gate turns NaN and infinities into None
+        total = np.asarray(np.nan)
+    if not np.isfinite(total).all():
+        raise BadRequest(f"glm: a node's {key} is not finite (numerical breakdown)")
+    return total
 
 
 def pooled_count(payloads: Sequence[dict[str, Any]], key: str) -> int | None:
@@ -121,8 +127,10 @@ def solve(h: Array, rhs: Array, iteration: int) -> Array:
 
 
 def inverse(h: Array, iteration: int) -> Array:
+    """``h^-1`` through the scaled matrix."""
     s, d = _scaled(h)
-    if not (d > 0).all() or np.linalg.eigvalsh(s)[0] < BREAKDOWN * np.linalg.eigvalsh(s)[-1]:
+    values = np.linalg.eigvalsh(s)
+    if not (d > 0).all() or values[0] < BREAKDOWN * values[-1]:
         raise _breakdown(iteration)
     return np.asarray(np.linalg.inv(s) / np.outer(d, d), dtype=np.float64)
 

@@ -132,10 +132,10 @@ def search_cuts(targets: Sequence[dict[str, Any]]) -> list[float]:
     """The next round's cuts: the union of every open order statistic's cuts, sorted.
 
     Each open order statistic gets ``m`` cuts in float order and ``m`` in value, with
-    ``m`` from 7 to 31 so that a round stays within about :data:`CUT_BUDGET` cuts.
+    ``m`` from 7 to 63 so that a round stays within about :data:`CUT_BUDGET` cuts.
     """
     open_targets = sum(1 for t in targets if t["status"] == "open")
-    m = max(7, min(31, CUT_BUDGET // (2 * max(open_targets, 1))))
+    m = max(7, min(63, CUT_BUDGET // (2 * max(open_targets, 1))))
     cuts: set[float] = set()
     for target in targets:
         if target["status"] == "open":

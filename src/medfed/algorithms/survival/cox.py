@@ -20,7 +20,8 @@ lowers the likelihood. It stops when the largest step on the scaled covariates i
 ``tol``; the reported coefficients include that last step, standard errors come from the
 inverse of the negative Hessian. A Hessian that is not clearly positive definite fails
 the task as a singular design (collinear covariates, or a covariate that separates the
-events); no convergence within ``max_iter`` evaluations fails it too.
+events); so does no convergence within ``max_iter`` evaluations, or a coefficient beyond
+25 per standard deviation of its covariate (a hazard ratio of e^25: monotone likelihood).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ __all__ = ["Cox", "CoxParams"]
 Floats = NDArray[np.float64]
 
 MAX_HALVINGS = 30
+MAX_SCALED_COEF = 25.0  # |beta| per standard deviation of a covariate: e^25 is no fit
 
 
 class CoxParams(SurvivalParams):
@@ -169,6 +171,13 @@ class Cox(Algorithm[CoxParams]):
         if float(np.max(np.abs(delta), initial=0.0)) < params.tol:
             return Finished(_result(params, state, beta + delta, information, ll, ll0, iteration))
         self._check_budget(params, iteration, float(np.max(np.abs(delta))))
+        if float(np.max(np.abs(beta + delta))) > MAX_SCALED_COEF:
+            names = [n for n, b in zip(state["columns"], beta + delta, strict=True) if abs(b) > 10]
+            raise BadRequest(
+                "cox: did not converge: the coefficients of "
+                f"{', '.join(names)} are diverging (over {MAX_SCALED_COEF:g} per standard "
+                "deviation); a covariate separates the events (monotone likelihood)"
+            )
         return NextRound(
             state
             | {
@@ -199,7 +208,8 @@ def _newton_step(information: Floats, grad: Floats, names: Sequence[str]) -> Flo
         weak = [n for n, v in zip(names, vectors[:, 0], strict=True) if abs(v) > 0.3]
         raise BadRequest(
             "cox: singular design: the information matrix is not invertible; these "
-            f"covariates are collinear or do not vary within strata: {', '.join(weak)}"
+            "covariates are collinear, do not vary within strata, or separate the events "
+            f"(monotone likelihood): {', '.join(weak)}"
         )
     return np.asarray(np.linalg.solve(information, grad), dtype=np.float64)
 
