@@ -240,7 +240,7 @@ def test_chisq_equals_scipy(name: str, row: str, col: str, extra: dict[str, Any]
 
 
 def test_chisq_refuses_a_table_with_a_suppressed_or_hidden_cell() -> None:
-    with pytest.raises(BadRequest, match="chisq: gate: min_cell_count: .* withheld"):
+    with pytest.raises(BadRequest, match=r"chisq: gate: min_cell_count: .* withheld"):
         run_locally("chisq", {"row": "pnodes", "col": "horTh"}, STORES["gbsg2"])
     levels = {"row": "ph.ecog", "col": "sex", "row_levels": [0, 1, 2, 3]}
     with pytest.raises(BadRequest, match="chisq: gate: min_cell_count"):

@@ -386,7 +386,7 @@ def test_cox_singular_design_and_non_convergence_are_clear_errors(
 ) -> None:
     twice = [s.assign(age2=2 * s.age + 1) for s in gbsg2_shares]
     params = {"duration": "time", "event": "cens", "covariates": ["age", "tsize", "age2"]}
-    with pytest.raises(BadRequest, match="singular design.*age, .*age2"):
+    with pytest.raises(BadRequest, match=r"singular design.*age, .*age2"):
         run_locally("cox", params, stores(twice), min_cell_count=1)
     constant = [s.assign(one=1.0) for s in gbsg2_shares]
     params["covariates"] = ["age", "one"]

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 
 from medfed._version import __version__
 from medfed.common.errors import MedfedError
@@ -100,6 +101,14 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     @app.exception_handler(MedfedError)
     async def _medfed_error(_: Request, exc: MedfedError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+        # two concurrent creates of one name: the loser gets what a later request would
+        return JSONResponse(
+            {"detail": "conflicts with an existing record (a name or id is taken)"},
+            status_code=409,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,413 @@
+"""``glm`` on three shares of GBSG2 and NCCTG lung against statsmodels' GLM on the pooled rows.
+
+Every run goes through :func:`run_locally`: parse, validate, local step, the real gate
+(k = 5), JSON, aggregate, round after round. The references are
+``statsmodels.formula.api.glm(...).fit()`` with default settings on the pooled frame;
+names are matched after mapping patsy's ``C(col)[T.level]`` to medfed's ``col[T.level]``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+import statsmodels.formula.api as smf
+from lifelines.datasets import load_gbsg2, load_lung
+from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+from medfed.algorithms.glm.results import GLMResult
+from medfed.algorithms.registry import get_algorithm
+from medfed.common.errors import BadRequest, Refused
+from medfed.node.stores.tables import TableStore
+from medfed.testing.demo import split_gbsg2
+from medfed.testing.local import run_locally
+
+RTOL = 1e-6
+
+
+def _gbsg2() -> pd.DataFrame:
+    frame = load_gbsg2()
+    return frame.assign(
+        logtime=np.log(frame.time),
+        years=np.log(frame.time / 365.25),
+        w=(frame.progrec % 7) + 1.0,
+    )
+
+
+GBSG2 = _gbsg2()
+LUNG = load_lung().dropna().reset_index(drop=True)
+FAMILIES = {"binomial": sm.families.Binomial, "poisson": sm.families.Poisson}
+
+
+def _stores(shares: list[pd.DataFrame]) -> list[TableStore]:
+    return [TableStore(share, name=f"share{i}") for i, share in enumerate(shares)]
+
+
+def gbsg2_stores() -> list[TableStore]:
+    """Fixed rule (the demo's): grade III; pre-menopausal grade I/II; the rest."""
+    return _stores(list(split_gbsg2(GBSG2).values()))
+
+
+def lung_stores() -> list[TableStore]:
+    """Fixed rule: row number modulo 3."""
+    return _stores([LUNG[LUNG.index % 3 == i].reset_index(drop=True) for i in range(3)])
+
+
+def medfed_name(name: str) -> str:
+    """patsy's ``C(Q('ph.ecog'))[T.1.0]`` → ``ph.ecog[T.1]``; ``Q('wt.loss')`` → ``wt.loss``."""
+    name = re.sub(r"Q\('([^']+)'\)", r"\1", name)
+    match = re.fullmatch(r"(?:C\()?([^()\[]+)\)?\[(T\.)?(.+)\]", name)
+    if match is None:
+        return name
+    column, treatment, level = match.groups()
+    try:
+        number = float(level)
+        level = str(int(number)) if number.is_integer() else repr(number)
+    except ValueError:
+        pass
+    return f"{column}[{treatment or ''}{level}]"
+
+
+def reference(formula: str, frame: pd.DataFrame, family: str, **kw: Any) -> Any:
+    fam = FAMILIES.get(family, sm.families.Gaussian)()
+    return smf.glm(formula, frame, family=fam, **kw).fit()
+
+
+def assert_matches(result: dict[str, Any], ref: Any, rtol: float = RTOL) -> None:
+    """Every coefficient statistic and fit statistic equals statsmodels' at ``rtol``."""
+    got = {c["name"]: c for c in result["coefficients"]}
+    names = [medfed_name(n) for n in ref.params.index]
+    assert sorted(got) == sorted(names)
+    ci = ref.conf_int()
+    for name, ref_name in zip(names, ref.params.index, strict=True):
+        c = got[name]
+        expected = (
+            ref.params[ref_name],
+            ref.bse[ref_name],
+            ref.tvalues[ref_name],
+            ref.pvalues[ref_name],
+            ci.loc[ref_name, 0],
+            ci.loc[ref_name, 1],
+        )
+        actual = (c["estimate"], c["std_error"], c["z"], c["p_value"], c["ci_low"], c["ci_high"])
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=0, err_msg=name)
+    fit = ("deviance", "null_deviance", "log_likelihood", "aic", "pearson_chi2", "scale")
+    expected_fit = (ref.deviance, ref.null_deviance, ref.llf, ref.aic, ref.pearson_chi2, ref.scale)
+    np.testing.assert_allclose([result[k] for k in fit], expected_fit, rtol=rtol, atol=0)
+    assert result["n"] == ref.nobs
+    assert result["df_resid"] == ref.df_resid
+    assert result["df_model"] == ref.df_model
+    assert result["converged"] is True
+
+
+BINOMIAL = {"outcome": "cens", "family": "binomial"}
+BINOMIAL_COVARIATES = ["age", "tsize", "pnodes", "tgrade", "horTh"]
+
+
+def test_binomial_gbsg2_equals_statsmodels() -> None:
+    params = {**BINOMIAL, "covariates": BINOMIAL_COVARIATES}
+    result = run_locally("glm", params, gbsg2_stores())
+    ref = reference("cens ~ age + tsize + pnodes + C(tgrade) + C(horTh)", GBSG2, "binomial")
+    assert_matches(result, ref)
+    assert result["iterations"] == ref.fit_history["iteration"]
+    assert result["datasets"] == 3
+    assert result["reference_levels"] == {"tgrade": "I", "horTh": "no"}
+    assert [c["name"] for c in result["coefficients"]][:3] == ["Intercept", "age", "tsize"]
+
+
+def test_gaussian_gbsg2_with_weights_equals_statsmodels() -> None:
+    params = {
+        "outcome": "logtime",
+        "covariates": ["age", "tsize", "pnodes", "tgrade", "menostat"],
+        "family": "gaussian",
+        "weights": "w",
+    }
+    result = run_locally("glm", params, gbsg2_stores())
+    formula = "logtime ~ age + tsize + pnodes + C(tgrade) + C(menostat)"
+    assert_matches(result, reference(formula, GBSG2, "gaussian", var_weights=GBSG2.w))
+
+
+def test_poisson_gbsg2_with_and_without_offset_equals_statsmodels() -> None:
+    params = {"outcome": "pnodes", "covariates": ["age", "tsize", "tgrade"], "family": "poisson"}
+    formula = "pnodes ~ age + tsize + C(tgrade)"
+    plain = run_locally("glm", params, gbsg2_stores())
+    ref = reference(formula, GBSG2, "poisson")
+    assert_matches(plain, ref)
+    assert plain["iterations"] == ref.fit_history["iteration"]
+    offset = run_locally("glm", {**params, "offset": "years"}, gbsg2_stores())
+    assert_matches(offset, reference(formula, GBSG2, "poisson", offset=GBSG2.years))
+
+
+def test_binomial_with_weights_and_offset_equals_statsmodels() -> None:
+    params = {**BINOMIAL, "covariates": ["age", "tsize", "pnodes", "tgrade"]}
+    params |= {"weights": "w", "offset": "years"}
+    result = run_locally("glm", params, gbsg2_stores())
+    ref = reference(
+        "cens ~ age + tsize + pnodes + C(tgrade)",
+        GBSG2,
+        "binomial",
+        var_weights=GBSG2.w,
+        offset=GBSG2.years,
+    )
+    assert_matches(result, ref)
+
+
+LUNG_WHERE = {"column": "ph.ecog", "op": "<", "value": 3}
+LUNG_ECOG = LUNG[LUNG["ph.ecog"] < 3]
+
+
+def test_lung_binomial_and_gaussian_equal_statsmodels() -> None:
+    covariates = ["age", "sex", "ph.ecog", "wt.loss"]
+    common = {"covariates": covariates, "categorical": ["ph.ecog"], "where": LUNG_WHERE}
+    result = run_locally("glm", {"outcome": "status", "family": "binomial"} | common, lung_stores())
+    rhs = "age + sex + C(Q('ph.ecog')) + Q('wt.loss')"
+    assert_matches(result, reference(f"status ~ {rhs}", LUNG_ECOG, "binomial"))
+    gauss = run_locally(
+        "glm", {"outcome": "meal.cal", "family": "gaussian"} | common, lung_stores()
+    )
+    assert_matches(gauss, reference(f"Q('meal.cal') ~ {rhs}", LUNG_ECOG, "gaussian"))
+
+
+def test_lung_poisson_with_weights_equals_statsmodels() -> None:
+    params = {
+        "outcome": "wt.loss",
+        "covariates": ["age", "sex", "ph.karno"],
+        "family": "poisson",
+        "weights": "pat.karno",
+        "where": {"column": "wt.loss", "op": ">=", "value": 0},
+    }
+    frame = LUNG[LUNG["wt.loss"] >= 0]
+    result = run_locally("glm", params, lung_stores())
+    ref = reference(
+        "Q('wt.loss') ~ age + sex + Q('ph.karno')",
+        frame,
+        "poisson",
+        var_weights=frame["pat.karno"],
+    )
+    assert_matches(result, ref)
+
+
+def test_a_rare_level_in_real_data_is_refused_naming_the_column() -> None:
+    # one patient has ph.ecog == 3: a level with a count of 1 at one node
+    params = {"outcome": "status", "family": "binomial", "covariates": ["age", "ph.ecog"]}
+    with pytest.raises(Refused, match=r"gate: rare level: categorical column 'ph.ecog'"):
+        run_locally("glm", params | {"categorical": ["ph.ecog"]}, lung_stores())
+
+
+def test_no_intercept_codes_the_first_categorical_with_every_level() -> None:
+    params = {**BINOMIAL, "covariates": ["age", "tgrade", "horTh"], "intercept": False}
+    result = run_locally("glm", params, gbsg2_stores())
+    ref = reference("cens ~ 0 + age + C(tgrade) + C(horTh)", GBSG2, "binomial")
+    assert_matches(result, ref)
+    assert "tgrade[I]" in [c["name"] for c in result["coefficients"]]
+
+
+def test_where_that_leaves_a_node_without_rows_still_equals_the_pool() -> None:
+    # hospital-a holds grade III only: it answers zero sums
+    params = {
+        **BINOMIAL,
+        "covariates": ["age", "pnodes", "tgrade"],
+        "where": {"column": "tgrade", "op": "!=", "value": "III"},
+    }
+    result = run_locally("glm", params, gbsg2_stores())
+    subset = GBSG2[GBSG2.tgrade != "III"]
+    assert_matches(result, reference("cens ~ age + pnodes + C(tgrade)", subset, "binomial"))
+    assert result["datasets"] == 3
+
+
+def test_summary_and_forest_plot(tmp_path: Path) -> None:
+    result = GLMResult.model_validate(
+        run_locally("glm", {**BINOMIAL, "covariates": BINOMIAL_COVARIATES}, gbsg2_stores())
+    )
+    text = result.summary()
+    assert "Generalized Linear Model Regression Results" in text
+    for name in ("Intercept", "tgrade[T.III]", "horTh[T.yes]", "Binomial", "Logit"):
+        assert name in text
+    assert f"{result.coefficient('age').estimate:.4f}" in text
+    path = tmp_path / "forest.png"
+    result.plot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- gate rules at the node ---------------------------------------------------------
+
+
+def _with_small_share(rows: int) -> list[TableStore]:
+    shares = list(split_gbsg2(GBSG2).values())
+    return _stores([*shares[:2], shares[2].iloc[:rows]])
+
+
+def test_min_rows_refuses_a_node_with_too_few_rows() -> None:
+    params = {**BINOMIAL, "covariates": ["age"]}
+    with pytest.raises(Refused, match=r"gate: min_rows: fewer than 10 rows"):
+        run_locally("glm", params, _with_small_share(9), min_cell_count=1)
+    # ten rows pass the rule
+    run_locally("glm", params, _with_small_share(10), min_cell_count=1)
+
+
+def test_max_param_fraction_refuses_too_many_parameters_for_a_node() -> None:
+    params = {**BINOMIAL, "covariates": ["age", "tsize", "pnodes", "progrec", "estrec"]}
+    # six parameters: 20 rows allow 6.67 at one third, 17 rows allow only 5.67
+    run_locally("glm", params, _with_small_share(20), min_cell_count=1)
+    with pytest.raises(Refused, match=r"gate: max_param_fraction: the model has 6 parameters"):
+        run_locally("glm", params, _with_small_share(17), min_cell_count=1)
+    with pytest.raises(Refused, match="gate: max_param_fraction"):
+        run_locally("glm", params, gbsg2_stores(), max_param_fraction=0.02)
+
+
+def test_a_rare_outcome_class_at_a_node_is_refused() -> None:
+    shares = list(split_gbsg2(GBSG2).values())
+    few_events = pd.concat([shares[2][shares[2].cens == 0], shares[2][shares[2].cens == 1][:3]])
+    stores = _stores([*shares[:2], few_events])
+    with pytest.raises(Refused, match=r"gate: binary outcome: a class of 'cens' has fewer than 5"):
+        run_locally("glm", {**BINOMIAL, "covariates": ["age"]}, stores)
+    # the same rows pass when the rule's threshold is 3
+    run_locally("glm", {**BINOMIAL, "covariates": ["age"]}, stores, min_cell_count=3)
+
+
+def test_a_rare_level_is_refused_by_the_hub() -> None:
+    shares = list(split_gbsg2(GBSG2).values())
+    grade1 = shares[1][shares[1].tgrade == "I"]
+    few = pd.concat([shares[1][shares[1].tgrade != "I"], grade1[:4]])
+    params = {**BINOMIAL, "covariates": ["age", "tgrade"]}
+    with pytest.raises(Refused, match=r"gate: rare level: categorical column 'tgrade'"):
+        run_locally("glm", params, _stores([shares[0], few, shares[2]]))
+    # five rows of that level are not rare at k = 5
+    five = pd.concat([shares[1][shares[1].tgrade != "I"], grade1[:5]])
+    run_locally("glm", params, _stores([shares[0], five, shares[2]]))
+
+
+def test_a_suppressed_answer_fails_the_fit() -> None:
+    # a node whose policy lets 3 rows through min_rows: the gate suppresses its answer
+    params = {"outcome": "time", "covariates": ["age"]}
+    with pytest.raises(Refused, match="suppressed by its gate"):
+        run_locally("glm", params, _with_small_share(3), min_rows=2, max_param_fraction=1.0)
+
+
+# ---- errors: convergence, separation, singular design, bad input -------------------------
+
+
+def test_no_convergence_within_max_iter_is_an_error() -> None:
+    params = {**BINOMIAL, "covariates": BINOMIAL_COVARIATES, "max_iter": 1}
+    with pytest.raises(BadRequest, match="did not converge within max_iter=1 iterations"):
+        run_locally("glm", params, gbsg2_stores())
+    ref = smf.glm("cens ~ age + C(tgrade)", GBSG2, family=sm.families.Binomial()).fit(maxiter=1)
+    assert not ref.converged
+
+
+def _separated(quasi: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    n = 300
+    x = rng.normal(size=n)
+    group = np.where(rng.random(n) < 0.25, "b", "a")
+    if quasi:
+        y = np.where(group == "b", 1, (rng.random(n) < 0.4).astype(int))
+    else:
+        y = (x > 0).astype(int)
+    return pd.DataFrame({"y": y, "x": x, "g": group, "z": rng.normal(size=n)})
+
+
+def test_complete_separation_is_an_error_where_statsmodels_only_warns() -> None:
+    frame = _separated(quasi=False)
+    stores = _stores([frame[frame.index % 3 == i] for i in range(3)])
+    with pytest.raises(BadRequest, match=r"perfect separation: the coefficient of 'x'"):
+        run_locally("glm", {"outcome": "y", "covariates": ["x", "z"], "family": "binomial"}, stores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.warns(PerfectSeparationWarning):
+            smf.glm("y ~ x + z", frame, family=sm.families.Binomial()).fit()
+
+
+def test_quasi_separation_is_an_error_where_statsmodels_returns_a_huge_number() -> None:
+    frame = _separated(quasi=True)
+    stores = _stores([frame[frame.index % 3 == i] for i in range(3)])
+    params = {"outcome": "y", "covariates": ["g", "z"], "family": "binomial"}
+    with pytest.raises(BadRequest, match=r"perfect separation: the coefficient of 'g\[T.b\]'"):
+        run_locally("glm", params, stores)
+    ref = smf.glm("y ~ g + z", frame, family=sm.families.Binomial()).fit()
+    assert abs(ref.params["g[T.b]"]) > 15 and ref.bse["g[T.b]"] > 1000
+    # the other side: overlapping outcomes fit without complaint
+    overlap = frame.assign(y=np.where((frame.g == "b") & (frame.index % 10 == 0), 0, frame.y))
+    stores = _stores([overlap[overlap.index % 3 == i] for i in range(3)])
+    assert_matches(run_locally("glm", params, stores), reference("y ~ g + z", overlap, "binomial"))
+
+
+def test_a_category_with_no_counts_separates_a_poisson_fit() -> None:
+    frame = _separated(quasi=True)
+    frame["count"] = np.where(frame.g == "b", 0, np.random.default_rng(4).poisson(2.0, len(frame)))
+    stores = _stores([frame[frame.index % 3 == i] for i in range(3)])
+    params = {"outcome": "count", "covariates": ["g", "z"], "family": "poisson"}
+    with pytest.raises(BadRequest, match="perfect separation.*fitted means numerically 0"):
+        run_locally("glm", params, stores)
+
+
+@pytest.mark.parametrize(
+    ("extra", "columns"),
+    [
+        ({"age_again": GBSG2.age}, "age, age_again"),
+        ({"ten": 10.0}, "Intercept, ten"),
+        ({"sum": GBSG2.age + 2 * GBSG2.tsize}, "age, tsize, sum"),
+    ],
+)
+def test_a_singular_design_is_an_error_naming_the_columns(
+    extra: dict[str, Any], columns: str
+) -> None:
+    frame = GBSG2.assign(**extra)
+    stores = _stores(list(split_gbsg2(frame).values()))
+    covariates = ["age", "tsize", *extra]
+    for family in ("binomial", "gaussian"):
+        params = {"outcome": "cens", "covariates": covariates, "family": family}
+        with pytest.raises(BadRequest, match=rf"singular design: the columns {columns} are"):
+            run_locally("glm", params, stores)
+
+
+def test_degenerate_outcomes_are_errors() -> None:
+    frame = GBSG2.assign(none=0, one=1)
+    stores = _stores(list(split_gbsg2(frame).values()))
+    with pytest.raises(BadRequest, match="binomial outcome 'one' has a single class"):
+        run_locally("glm", {"outcome": "one", "covariates": ["age"], "family": "binomial"}, stores)
+    with pytest.raises(BadRequest, match="poisson outcome 'none' is 0 in every row"):
+        run_locally("glm", {"outcome": "none", "covariates": ["age"], "family": "poisson"}, stores)
+    with pytest.raises(BadRequest, match="binomial outcome 'pnodes' must be 0/1"):
+        run_locally("glm", {"outcome": "pnodes", "family": "binomial"}, stores)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"outcome": "nope"}, "unknown column 'nope'"),
+        ({"outcome": "horTh"}, "outcome 'horTh' is string, not numeric"),
+        ({"outcome": "cens", "covariates": ["age", "age"]}, "listed twice"),
+        ({"outcome": "cens", "covariates": ["cens"]}, "both the outcome and a covariate"),
+        ({"outcome": "cens", "covariates": ["age"], "categorical": ["tsize"]}, "not among"),
+        ({"outcome": "cens", "weights": "horTh"}, "'horTh' is string, not numeric"),
+        ({"outcome": "cens", "offset": "cens"}, "must be different columns"),
+        ({"outcome": "cens", "intercept": False}, "no parameters"),
+        ({"outcome": "cens", "family": "gamma"}, "parameter family"),
+        ({"outcome": "cens", "max_iter": 0}, "parameter max_iter"),
+        ({"outcome": "cens", "where": {"column": "nope", "op": ">", "value": 1}}, "nope"),
+    ],
+)
+def test_bad_parameters_are_clear_errors(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        run_locally("glm", params, gbsg2_stores())
+
+
+def test_a_covariate_numeric_here_and_text_there_must_be_listed_categorical() -> None:
+    shares = list(split_gbsg2(GBSG2).values())
+    stores = _stores([shares[0], shares[1].assign(age=shares[1].age.astype(str)), shares[2]])
+    params = {**BINOMIAL, "covariates": ["age"]}
+    with pytest.raises(BadRequest, match="'age' is numeric in some datasets and not in others"):
+        run_locally("glm", params, stores)
+
+
+def test_glm_is_registered_with_enough_rounds() -> None:
+    algorithm = get_algorithm("glm")
+    assert algorithm.max_rounds >= 100 + 2
+    assert algorithm.Result is GLMResult
