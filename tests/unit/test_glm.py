@@ -32,7 +32,7 @@ RTOL = 1e-6
 
 
 def _gbsg2() -> pd.DataFrame:
-    frame = load_gbsg2()
+    frame: pd.DataFrame = load_gbsg2()
     return frame.assign(
         logtime=np.log(frame.time),
         years=np.log(frame.time / 365.25),
@@ -343,7 +343,7 @@ def test_a_category_with_no_counts_separates_a_poisson_fit() -> None:
     frame["count"] = np.where(frame.g == "b", 0, np.random.default_rng(4).poisson(2.0, len(frame)))
     stores = _stores([frame[frame.index % 3 == i] for i in range(3)])
     params = {"outcome": "count", "covariates": ["g", "z"], "family": "poisson"}
-    with pytest.raises(BadRequest, match="perfect separation.*fitted means numerically 0"):
+    with pytest.raises(BadRequest, match=r"perfect separation.*fitted means numerically 0"):
         run_locally("glm", params, stores)
 
 

@@ -143,11 +143,6 @@ def column_kind(series: pd.Series) -> str:
     return "string"
 
 
-def is_categorical(params: GLMParams, frame: pd.DataFrame, column: str) -> bool:
-    """Listed in ``categorical``, or text/boolean at this node (validated to agree)."""
-    return column in params.categorical or column_kind(frame[column]) != "number"
-
-
 def level_labels(series: pd.Series) -> list[str]:
     """Each row's level as a string (``level_name``)."""
     return [level_name(v) for v in series.tolist()]

@@ -304,8 +304,8 @@ class GLM(Algorithm[GLMParams]):
         scale = pearson / df_resid if family.estimates_scale else 1.0
         h_last = fit.pooled(payloads, "xtwx_prev")
         beta = np.asarray(state["beta"], dtype=np.float64)
-        names = " ".join(design.names())
-        coefficients = fit.coefficients(design.names(), beta, h_last, scale, int(hub["iterations"]))
+        names = design.names()
+        coefficients = fit.coefficients(names, beta, h_last, scale, int(hub["iterations"]))
         llf = fit.loglik(
             family, float(fit.pooled(payloads, "loglik")), deviance, n, float(hub["log_w"])
         )
@@ -315,7 +315,9 @@ class GLM(Algorithm[GLMParams]):
             "link": family.link,
             "coefficients": coefficients,
             "reference_levels": {
-                c: levels[0] for c, levels in state["levels"].items() if f"{c}[T." in names
+                c: levels[0]
+                for c, levels in state["levels"].items()
+                if any(name.startswith(f"{c}[T.") for name in names)
             },
             "n": n,
             "df_model": p - 1,
@@ -331,6 +333,6 @@ class GLM(Algorithm[GLMParams]):
             "datasets": len(payloads),
         }
         values = [result[k] for k in ("deviance", "null_deviance", "log_likelihood", "scale")]
-        if not all(np.isfinite(values)):
+        if not np.isfinite(np.asarray(values, dtype=np.float64)).all():
             raise BadRequest("glm: the fit produced a non-finite statistic")
         return result

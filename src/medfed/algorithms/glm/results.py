@@ -13,8 +13,6 @@ from pydantic import BaseModel
 
 __all__ = ["Coefficient", "GLMResult"]
 
-_WIDTH = 78
-
 
 class Coefficient(BaseModel):
     """One coefficient: estimate, standard error, z, two-sided p value, 95 % interval."""
@@ -78,23 +76,21 @@ class GLMResult(BaseModel):
             ("Pearson chi2:", f"{self.pearson_chi2:.4g}"),
             ("AIC:", f"{self.aic:.5g}"),
         ]
-        lines = ["Generalized Linear Model Regression Results".center(_WIDTH), "=" * _WIDTH]
+        width = max([12, *(len(c.name) for c in self.coefficients)])
+        total = width + 66
+        lines = ["Generalized Linear Model Regression Results".center(total).rstrip(), "=" * total]
         for i in range(max(len(left), len(right))):
             a = left[i] if i < len(left) else ("", "")
             b = right[i] if i < len(right) else ("", "")
-            lines.append(f"{a[0]:<16}{a[1]:>22}   {b[0]:<18}{b[1]:>19}")
-        width = max([9, *(len(c.name) for c in self.coefficients)])
-        lines.append("=" * _WIDTH)
+            lines.append(f"{a[0]:<16}{a[1]:>22}   {b[0]:<18}{b[1]:>19}".rstrip())
+        lines.append("=" * total)
         header = ("coef", "std err", "z", "P>|z|", "[0.025", "0.975]")
         lines.append(" " * width + "".join(f"{h:>11}" for h in header))
-        lines.append("-" * max(_WIDTH, width + 66))
+        lines.append("-" * total)
         for c in self.coefficients:
-            cells = (c.estimate, c.std_error, c.z, c.p_value, c.ci_low, c.ci_high)
-            values = [f"{c.estimate:>11.4f}", f"{c.std_error:>11.3f}", f"{c.z:>11.3f}"]
-            values += [f"{c.p_value:>11.3f}", f"{c.ci_low:>11.3f}", f"{c.ci_high:>11.3f}"]
-            assert len(values) == len(cells)
-            lines.append(f"{c.name:<{width}}" + "".join(values))
-        lines.append("=" * max(_WIDTH, width + 66))
+            values = f"{c.estimate:>11.4f}{c.std_error:>11.3f}{c.z:>11.3f}{c.p_value:>11.3f}"
+            lines.append(f"{c.name:<{width}}{values}{c.ci_low:>11.3f}{c.ci_high:>11.3f}")
+        lines.append("=" * total)
         if self.reference_levels:
             refs = ", ".join(f"{k} = {v}" for k, v in self.reference_levels.items())
             lines.append(f"Reference levels: {refs}")

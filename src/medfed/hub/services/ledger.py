@@ -2,7 +2,8 @@
 
 ``record`` appends an entry (``medfed.ledger.entries``) to ``ledger_entries``, the perfect
 subtree hashes it closes to ``ledger_nodes``, and moves ``ledger_head`` — all in the
-caller's transaction, so a change without its entry cannot commit and a rolled-back change
+caller's transaction (rows are buffered and written with one ``executemany`` per table just
+before the commit, or before this module reads the log in the same transaction), so a change without its entry cannot commit and a rolled-back change
 leaves no entry. Writers are serialized on the head row (``BEGIN IMMEDIATE`` on SQLite,
 ``SELECT … FOR UPDATE`` on PostgreSQL). The head keeps the right edge of the tree (one
 hash per level), so an append needs no other reads.
@@ -16,12 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
 from medfed.common.timeutil import utcnow
 from medfed.hub.db.models import (
+    Base,
     LedgerCheckpoint,
     LedgerCosignature,
     LedgerEntry,
@@ -43,6 +45,9 @@ from medfed.ledger.merkle import (
 
 ORIGIN = "medfed-hub"
 _HEAD = "medfed.ledger_head"
+_PENDING = "medfed.ledger_pending"
+_INSERT_ENTRY = insert(Base.metadata.tables["ledger_entries"])
+_INSERT_NODE = insert(Base.metadata.tables["ledger_nodes"])
 MAX_PAGE = 1000
 
 
@@ -79,10 +84,29 @@ def _head(session: Session) -> LedgerHead:
     return head
 
 
+def flush_pending(session: Session) -> None:
+    """Write the transaction's buffered entries (one executemany per table)."""
+    pending = session.info.pop(_PENDING, None)
+    if pending is None:
+        return
+    entry_rows, node_rows = pending
+    connection = session.connection()
+    if entry_rows:
+        connection.execute(_INSERT_ENTRY, entry_rows)
+    if node_rows:
+        connection.execute(_INSERT_NODE, node_rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    flush_pending(session)
+
+
 @event.listens_for(Session, "after_commit")
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_head(session: Session, *_: object) -> None:
     session.info.pop(_HEAD, None)
+    session.info.pop(_PENDING, None)
 
 
 def record(
@@ -108,13 +132,17 @@ def record(
     leaf = leaf_hash(body)
     frontier: list[str | None] = list(head.frontier or [])
     nodes = new_perfect_nodes(leaf, head.size, _Frontier(frontier))
+    upper = []
     for level, idx, digest in nodes:
         if level:  # level 0 is the entry's own leaf, stored with the entry
-            session.add(LedgerNode(level=level, idx=idx, hash=digest.hex()))
+            upper.append({"level": level, "idx": idx, "hash": digest.hex()})
         while len(frontier) <= level:
             frontier.append(None)
         frontier[level] = digest.hex()
-    session.add(LedgerEntry(idx=head.size, body=body.decode(), leaf=leaf.hex()))
+    # Core inserts: the ORM's per-object bookkeeping costs more than the hashing
+    pending = session.info.setdefault(_PENDING, ([], []))
+    pending[0].append({"idx": head.size, "body": body.decode(), "leaf": leaf.hex()})
+    pending[1].extend(upper)
     head.size += 1
     head.last_leaf = leaf.hex()
     head.frontier = frontier
@@ -138,16 +166,19 @@ class _Stored:
 
 
 def size(session: Session) -> int:
+    flush_pending(session)
     return session.scalar(select(LedgerHead.size).where(LedgerHead.id == 1)) or 0
 
 
 def root_at(session: Session, tree_size: int) -> bytes:
+    flush_pending(session)
     return subtree_root(_Stored(session), 0, tree_size)
 
 
 def entries(session: Session, *, start: int, end: int) -> list[LedgerEntry]:
     if start < 0 or end < start:
         raise BadRequest(f"bad entry range [{start}, {end})")
+    flush_pending(session)
     end = min(end, start + MAX_PAGE)
     return list(
         session.scalars(
