@@ -4,8 +4,9 @@
 subtree hashes it closes to ``ledger_nodes``, and moves ``ledger_head`` — all in the
 caller's transaction (rows are buffered and written with one ``executemany`` per table
 just before the commit, or before this module reads the log in the same transaction), so
-a change without its entry cannot commit and a rolled-back change leaves no entry. Writers are serialized on the head row (``BEGIN IMMEDIATE`` on SQLite,
-``SELECT … FOR UPDATE`` on PostgreSQL). The head keeps the right edge of the tree (one
+a change without its entry cannot commit and a rolled-back change leaves no entry.
+Writers are serialized on the head row (``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR
+UPDATE`` on PostgreSQL). The head keeps the right edge of the tree (one
 hash per level), so an append needs no other reads.
 
 :func:`make_checkpoint` (called by the hub's background loop) signs the current size and
