@@ -423,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mean_tasks:
         console.print(f"mean: 3 nodes, {args.mean_tasks} tasks …")
         results["mean"] = mean_benchmark(args.mean_tasks, args.heartbeat, hub_env)
+    results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ hub only, and the researcher sees the quantiles — row values themselves, as a 
 
 from __future__ import annotations
 
+import copy
 import math
 import struct
 from collections.abc import Sequence
@@ -311,6 +312,8 @@ class Quantiles(Algorithm[QuantilesParams]):
                 "quantiles: the nodes that answered, or their row counts, changed between "
                 "rounds; run the task again"
             )
+        # a fresh copy: the hub saves the returned state only when it is a new object
+        state = copy.deepcopy(state)
         targets: list[dict[str, Any]] = state["targets"]
         cuts: list[float] = state["cuts"]
         ranges = pooled_ranges(cuts, payloads)
