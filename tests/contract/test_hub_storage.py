@@ -391,8 +391,11 @@ def test_fewer_answering_nodes_than_min_nodes_fails_the_task_naming_the_rule(
     final = world.task(task["id"])
     assert final["status"] == "failed"
     assert final["result"] is None
-    assert "only 1 node(s) gave an unsuppressed answer" in final["error"]
-    assert "needs at least 2" in final["error"]
+    if status == "refused":  # a refusal fails the task by itself, naming node and rule
+        assert f"{world.node_b.name} refused: {error}" in final["error"]
+    else:
+        assert "only 1 node(s) gave an unsuppressed answer" in final["error"]
+        assert "needs at least 2" in final["error"]
     if error is not None:
         assert error in final["error"]
     runs = {r["node_id"]: r for r in final["runs"]}
@@ -462,3 +465,19 @@ def test_migrations_produce_exactly_the_models_schema(database_url: str) -> None
         assert tables == set(Base.metadata.tables) | {"alembic_version"}
     finally:
         engine.dispose()
+
+
+def test_a_refusing_node_fails_the_task_even_when_enough_others_answered(world: World) -> None:
+    task = world.create_task()
+    a = world.claim(world.node_a)
+    b = world.claim(world.node_b)
+    assert a is not None and b is not None
+    assert (
+        world.post_outcome(world.node_a, a["run_id"], done(a, mean_output(10, 5.0))).status_code
+        == 200
+    )
+    refusal = {"lease_id": b["lease_id"], "status": "refused", "error": "gate: min_rows: 4 < 10"}
+    assert world.post_outcome(world.node_b, b["run_id"], refusal).status_code == 200
+    final = world.task(task["id"])
+    assert final["status"] == "failed" and final["result"] is None
+    assert final["error"] == f"{world.node_b.name} refused: gate: min_rows: 4 < 10"

@@ -119,8 +119,10 @@ def test_chisq_equals_scipy_and_refuses_a_withheld_cell(federation: Federation) 
     np.testing.assert_allclose(run.result.pvalue, want.pvalue, rtol=1e-12)
     np.testing.assert_allclose(run.result.expected, want.expected_freq, rtol=1e-12)
     assert run.result.dof == want.dof
-    two = client.tasks.run("chisq", datasets=["lung"], row="sex", col="status", progress=False)
-    yates = stats.chi2_contingency(pd.crosstab(LUNG.sex, LUNG.status))
+    two = client.tasks.run("chisq", datasets=["gbsg2"], row="menostat", col="horTh", progress=False)
+    yates = stats.chi2_contingency(pd.crosstab(GBSG2.menostat, GBSG2.horTh))
+    assert two.result.dof == 1
     np.testing.assert_allclose(two.result.statistic, yates.statistic, rtol=1e-12)
+    np.testing.assert_allclose(two.result.pvalue, yates.pvalue, rtol=1e-12)
     with pytest.raises(TaskFailed, match="chisq: gate: min_cell_count"):
         client.tasks.run("chisq", datasets=["gbsg2"], row="pnodes", col="horTh", progress=False)

@@ -7,6 +7,7 @@ numpy / pandas / scipy on the pooled rows, and every gate rule with a case it re
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from lifelines.datasets import load_gbsg2, load_lung
 from scipy import stats
 from sklearn.datasets import load_diabetes
 
+from medfed.algorithms.base import LocalContext, NextRound, NodeOutput
 from medfed.algorithms.registry import get_algorithm
 from medfed.common.errors import BadRequest, Refused
 from medfed.node.stores.tables import TableStore
@@ -291,3 +293,36 @@ def test_validation_errors_name_the_problem(
 ) -> None:
     with pytest.raises(BadRequest, match=message):
         run_locally(name, params, STORES["gbsg2"])
+
+
+def test_quantiles_of_extreme_floats_and_of_no_rows() -> None:
+    x = [5e-324, -5e-324, 1e-300, -1.7e308, 1.7e308, 0.0, -0.0, 123.456789012345, 2.0**-1074]
+    frame = pd.DataFrame({"x": x * 2 + [np.nan, np.inf, -np.inf]})
+    stores = split(frame, 3, seed=1)
+    probs = [0.05, 0.3, 0.5, 0.61, 0.95]
+    result = run_locally("quantiles", {"column": "x", "probs": probs}, stores, min_cell_count=1)
+    finite = frame.x[np.isfinite(frame.x)]  # infinite values are left out
+    assert [q["value"] for q in result["quantiles"]] == np.quantile(finite, probs).tolist()
+    where = {"column": "x", "op": "==", "value": 7.5}
+    empty = run_locally("quantiles", {"column": "x", "where": where}, stores)
+    assert empty["n"] == 0 and all(q["value"] is None for q in empty["quantiles"])
+
+
+def test_quantiles_aggregate_leaves_the_broadcast_state_alone() -> None:
+    # the hub stores a round's state only when aggregate returns a new object
+    algorithm = get_algorithm("quantiles")
+    params = algorithm.parse_params({"column": "age"})
+    outputs = [
+        NodeOutput(node_id=i, dataset_id=i, status="ok", payload=algorithm.local(params, ctx))
+        for i, ctx in enumerate(LocalContext(data=s) for s in STORES["gbsg2"])
+    ]
+    first = algorithm.aggregate(params, 0, {}, outputs)
+    assert isinstance(first, NextRound)
+    state = first.state
+    outputs = [
+        NodeOutput(node_id=i, dataset_id=i, status="ok", payload=algorithm.local(params, ctx))
+        for i, ctx in enumerate(LocalContext(data=s, round=1, state=state) for s in STORES["gbsg2"])
+    ]
+    before = copy.deepcopy(state)
+    algorithm.aggregate(params, 1, state, outputs)
+    assert state == before

@@ -18,7 +18,7 @@ from scipy import stats
 from medfed.node.stores.tables import TableStore
 from medfed.testing.local import run_locally
 
-SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 values = st.one_of(
     st.integers(-1000, 1000).map(float),

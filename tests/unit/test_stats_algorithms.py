@@ -40,7 +40,7 @@ def test_registry_names_every_algorithm() -> None:
     names = algorithm_names()
     assert {"count", "mean", "variance", "summary", "histogram", "crosstab", "noop"} <= set(names)
     assert all(get_algorithm(name).name == name for name in names)
-    with pytest.raises(BadRequest, match="unknown algorithm 'kmeans' \\(known: count, "):
+    with pytest.raises(BadRequest, match=r"unknown algorithm 'kmeans' \(known: [a-z_, ]*count, "):
         get_algorithm("kmeans")
 
 

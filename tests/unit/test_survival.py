@@ -19,7 +19,7 @@ from lifelines.datasets import load_lung
 from lifelines.statistics import logrank_test, multivariate_logrank_test
 from lifelines.utils import median_survival_times
 
-from medfed.algorithms.base import LocalContext, NodeOutput
+from medfed.algorithms.base import NodeOutput
 from medfed.algorithms.registry import get_algorithm
 from medfed.algorithms.survival.km import KMParams
 from medfed.algorithms.survival.results import CoxResult, KMResult, LogrankResult
@@ -32,6 +32,8 @@ GBSG2_COVARIATES = ["age", "tsize", "pnodes", "progrec", "estrec", "horTh", "men
 GBSG2_CATEGORICAL = ["horTh", "menostat", "tgrade"]
 LUNG_COVARIATES = ["age", "sex", "ph.ecog", "ph.karno", "wt.loss"]
 TIGHT = {"precision": 1e-14, "r_precision": 1e-16}  # lifelines run to convergence
+G = {"duration": "time", "event": "cens"}  # GBSG2's survival columns
+COX = {**G, "covariates": GBSG2_COVARIATES, "categorical": GBSG2_CATEGORICAL}
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +62,14 @@ def stores(shares: list[pd.DataFrame]) -> list[TableStore]:
     return [TableStore(s, name=f"share{i}") for i, s in enumerate(shares)]
 
 
-def cox_design(frame: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFrame:
+def cox_design(frame: pd.DataFrame) -> pd.DataFrame:
     """Pooled design with medfed's dummy names (first sorted level as reference)."""
-    columns = ["time", "cens", *GBSG2_COVARIATES, *(extra or [])]
     design = pd.get_dummies(
-        frame[columns], columns=GBSG2_CATEGORICAL, prefix_sep="[T.", drop_first=True, dtype=float
+        frame[["time", "cens", *GBSG2_COVARIATES]],
+        columns=GBSG2_CATEGORICAL,
+        prefix_sep="[T.",
+        drop_first=True,
+        dtype=float,
     )
     return design.rename(columns=lambda c: f"{c}]" if "[T." in c else c)
 
@@ -74,8 +79,7 @@ def assert_km_equals_lifelines(
 ) -> None:
     kmf = KaplanMeierFitter(alpha=alpha).fit(durations, events)
     times = np.asarray(curve["times"])
-    expected_times = np.unique(durations[events == 1])
-    np.testing.assert_array_equal(times, expected_times)
+    np.testing.assert_array_equal(times, np.unique(durations[events == 1]))
     np.testing.assert_allclose(
         curve["survival"], kmf.survival_function_.iloc[:, 0].loc[times], rtol=1e-12, atol=1e-15
     )
@@ -85,20 +89,20 @@ def assert_km_equals_lifelines(
     table = kmf.event_table.loc[times]
     assert curve["at_risk"] == table["at_risk"].astype(int).tolist()
     assert curve["events"] == table["observed"].astype(int).tolist()
-
-    def finite(value: float) -> float | None:
-        return float(value) if np.isfinite(value) else None
-
     assert curve["median"] == finite(kmf.median_survival_time_)
     lower, upper = median_survival_times(kmf.confidence_interval_).iloc[0]
     assert (curve["median_ci_lower"], curve["median_ci_upper"]) == (finite(lower), finite(upper))
     assert not curve["coarsened"] and not any(curve["max_error"])
 
 
+def finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
 def test_km_by_group_equals_lifelines_on_gbsg2(
     gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
 ) -> None:
-    params = {"duration": "time", "event": "cens", "group": "tgrade"}
+    params = {**G, "group": "tgrade"}
     result = run_locally("km", params, stores(gbsg2_shares), min_cell_count=1)
     assert [c["group"] for c in result["curves"]] == ["I", "II", "III"]
     for curve in result["curves"]:
@@ -119,7 +123,7 @@ def test_km_where_filter_equals_lifelines_on_the_filtered_rows(
     gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
 ) -> None:
     where = {"column": "age", "op": ">=", "value": 50}
-    params = {"duration": "time", "event": "cens", "where": where}
+    params = {**G, "where": where}
     (curve,) = run_locally("km", params, stores(gbsg2_shares), min_cell_count=1)["curves"]
     rows = gbsg2[gbsg2.age >= 50]
     assert_km_equals_lifelines(curve, rows.time, rows.cens, 0.05)
@@ -129,7 +133,7 @@ def test_km_where_filter_equals_lifelines_on_the_filtered_rows(
 def test_logrank_equals_lifelines_on_gbsg2(
     gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame], group: str
 ) -> None:
-    params = {"duration": "time", "event": "cens", "group": group}
+    params = {**G, "group": group}
     result = run_locally("logrank", params, stores(gbsg2_shares), min_cell_count=1)
     ref = multivariate_logrank_test(gbsg2.time, gbsg2[group], gbsg2.cens)
     assert result["df"] == ref.degrees_of_freedom
@@ -162,13 +166,7 @@ def assert_cox_equals(result: dict, ref: CoxPHFitter, rtol: float = 1e-6) -> Non
 def test_cox_efron_equals_lifelines_on_gbsg2(
     gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
 ) -> None:
-    params = {
-        "duration": "time",
-        "event": "cens",
-        "covariates": GBSG2_COVARIATES,
-        "categorical": GBSG2_CATEGORICAL,
-    }
-    result = run_locally("cox", params, stores(gbsg2_shares), min_cell_count=1)
+    result = run_locally("cox", COX, stores(gbsg2_shares), min_cell_count=1)
     design = cox_design(gbsg2)
     assert_cox_equals(result, CoxPHFitter().fit(design, "time", "cens", fit_options=TIGHT))
     # lifelines' default stopping rule leaves its own estimate ~1e-5 from the maximum
@@ -197,8 +195,7 @@ def test_cox_stratified_equals_lifelines_strata(
 ) -> None:
     covariates = ["age", "tsize", "pnodes", "progrec", "horTh", "tgrade"]
     params = {
-        "duration": "time",
-        "event": "cens",
+        **G,
         "covariates": covariates,
         "categorical": ["horTh", "tgrade"],
         "strata": "menostat",
@@ -246,7 +243,7 @@ def coarsened(share: pd.DataFrame, k: int, by: str | None = None) -> pd.DataFram
 def test_coarsened_km_is_exact_for_coarsened_data_and_within_its_bound(
     gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame], k: int
 ) -> None:
-    params = {"duration": "time", "event": "cens", "group": "horTh"}
+    params = {**G, "group": "horTh"}
     result = KMResult.model_validate(
         run_locally("km", params, stores(gbsg2_shares), min_cell_count=k)
     )
@@ -276,7 +273,7 @@ def test_coarsened_logrank_and_cox_equal_the_coarsened_pooled_analysis(
     gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
 ) -> None:
     k = 5
-    params = {"duration": "time", "event": "cens", "group": "tgrade"}
+    params = {**G, "group": "tgrade"}
     result = run_locally("logrank", params, stores(gbsg2_shares), min_cell_count=k)
     assert result["coarsened"]
     moved = pd.concat([coarsened(s, k, by="tgrade") for s in gbsg2_shares])
@@ -285,13 +282,7 @@ def test_coarsened_logrank_and_cox_equal_the_coarsened_pooled_analysis(
     raw = multivariate_logrank_test(gbsg2.time, gbsg2.tgrade, gbsg2.cens).test_statistic
     assert abs(result["test_statistic"] - raw) < 0.05 * raw
 
-    cox = {
-        "duration": "time",
-        "event": "cens",
-        "covariates": GBSG2_COVARIATES,
-        "categorical": GBSG2_CATEGORICAL,
-    }
-    fed = run_locally("cox", cox, stores(gbsg2_shares), min_cell_count=k)
+    fed = run_locally("cox", COX, stores(gbsg2_shares), min_cell_count=k)
     assert fed["coarsened"]
     moved = pd.concat([coarsened(s, k) for s in gbsg2_shares])
     assert_cox_equals(fed, CoxPHFitter().fit(cox_design(moved), "time", "cens", fit_options=TIGHT))
@@ -310,7 +301,7 @@ def test_a_node_with_fewer_than_min_rows_refuses(gbsg2_shares: list[pd.DataFrame
         ("logrank", {"group": "horTh"}),
         ("cox", {"covariates": ["age"]}),
     ):
-        params = {"duration": "time", "event": "cens", **extra}
+        params = {**G, **extra}
         with pytest.raises(Refused, match="gate: min_rows"):
             run_locally(name, params, stores(small), min_cell_count=1, min_rows=10)
 
@@ -321,17 +312,12 @@ def test_a_rare_group_level_or_stratum_refuses(gbsg2_shares: list[pd.DataFrame])
     rare = pd.concat([share[share.tgrade != level], share[share.tgrade == level].iloc[:2]])
     shares = stores([gbsg2_shares[0], rare])
     with pytest.raises(Refused, match="gate: min_cell_count: a group level"):
-        run_locally("km", {"duration": "time", "event": "cens", "group": "tgrade"}, shares, 5)
+        run_locally("km", {**G, "group": "tgrade"}, shares, 5)
     with pytest.raises(Refused, match="gate: min_cell_count: a stratum level"):
-        params = {"duration": "time", "event": "cens", "covariates": ["age"], "strata": "tgrade"}
+        params = {**G, "covariates": ["age"], "strata": "tgrade"}
         run_locally("cox", params, shares, 5)
     with pytest.raises(Refused, match="gate: min_cell_count: a level of categorical"):
-        params = {
-            "duration": "time",
-            "event": "cens",
-            "covariates": ["age", "tgrade"],
-            "categorical": ["tgrade"],
-        }
+        params = {**G, "covariates": ["age", "tgrade"], "categorical": ["tgrade"]}
         run_locally("cox", params, shares, 5)
 
 
@@ -339,7 +325,7 @@ def test_cox_with_more_parameters_than_a_third_of_the_rows_refuses(
     gbsg2_shares: list[pd.DataFrame],
 ) -> None:
     small = [gbsg2_shares[0], gbsg2_shares[1].iloc[:20]]
-    params = {"duration": "time", "event": "cens", "covariates": GBSG2_COVARIATES[:5]}
+    params = {**G, "covariates": GBSG2_COVARIATES[:5]}
     run_locally("cox", params, stores(small), min_cell_count=1, max_param_fraction=1 / 3)
     params["covariates"] = GBSG2_COVARIATES
     params["categorical"] = GBSG2_CATEGORICAL
@@ -347,56 +333,34 @@ def test_cox_with_more_parameters_than_a_third_of_the_rows_refuses(
         run_locally("cox", params, stores(small), min_cell_count=1, max_param_fraction=1 / 3)
 
 
-@pytest.mark.parametrize("k", [1, 5, 10])
-def test_every_risk_set_count_that_leaves_a_node_is_zero_or_at_least_k(
-    gbsg2_shares: list[pd.DataFrame], k: int
-) -> None:
-    km = get_algorithm("km")
-    params = KMParams(duration="time", event="cens", group="tgrade")
-    store = TableStore(gbsg2_shares[1])
-    first = km.local(params, LocalContext(data=store, round=0, min_cell_count=k))
-    grid = sorted({t for ts in first["times"].values() for t in ts} | {1e9})
-    out = km.local(
-        params, LocalContext(data=store, round=1, state={"times": grid}, min_cell_count=k)
-    )
-    counts = [n for level in out["at_risk"].values() for n in level]
-    assert counts[-1] == 0 and all(n == 0 or n >= k for n in counts)
-    # and no event is named beyond the point where the risk set falls under k
-    for level, events in out["events"].items():
-        at_risk = out["at_risk"][level]
-        assert all(n >= k for n, d in zip(at_risk, events, strict=True) if d > 0)
-
-
 def test_bad_requests_name_the_problem(gbsg2_shares: list[pd.DataFrame]) -> None:
     s = stores(gbsg2_shares)
     with pytest.raises(BadRequest, match="unknown column 'days'"):
         run_locally("km", {"duration": "days", "event": "cens"}, s)
     with pytest.raises(BadRequest, match="'horTh' is string; list it in categorical"):
-        run_locally("cox", {"duration": "time", "event": "cens", "covariates": ["horTh"]}, s)
+        run_locally("cox", {**G, "covariates": ["horTh"]}, s)
     with pytest.raises(BadRequest, match="event 'pnodes' must be 0/1"):
         run_locally("km", {"duration": "time", "event": "pnodes"}, s, 1)
     with pytest.raises(BadRequest, match="ties"):
-        run_locally(
-            "cox", {"duration": "time", "event": "cens", "covariates": ["age"], "ties": "exact"}, s
-        )
+        run_locally("cox", {**G, "covariates": ["age"], "ties": "exact"}, s)
 
 
 def test_cox_singular_design_and_non_convergence_are_clear_errors(
     gbsg2_shares: list[pd.DataFrame],
 ) -> None:
     twice = [s.assign(age2=2 * s.age + 1) for s in gbsg2_shares]
-    params = {"duration": "time", "event": "cens", "covariates": ["age", "tsize", "age2"]}
+    params = {**G, "covariates": ["age", "tsize", "age2"]}
     with pytest.raises(BadRequest, match=r"singular design.*age, .*age2"):
         run_locally("cox", params, stores(twice), min_cell_count=1)
     constant = [s.assign(one=1.0) for s in gbsg2_shares]
     params["covariates"] = ["age", "one"]
     with pytest.raises(BadRequest, match="singular design: covariate 'one' is constant"):
         run_locally("cox", params, stores(constant), min_cell_count=1)
-    params = {"duration": "time", "event": "cens", "covariates": ["age"], "max_iter": 2}
+    params = {**G, "covariates": ["age"], "max_iter": 2}
     with pytest.raises(BadRequest, match="did not converge in 2 iterations"):
         run_locally("cox", params, stores(gbsg2_shares), min_cell_count=1)
     separated = [s.assign(sep=s.cens * 1.0) for s in gbsg2_shares]  # monotone likelihood
-    params = {"duration": "time", "event": "cens", "covariates": ["sep"]}
+    params = {**G, "covariates": ["sep"]}
     with pytest.raises(BadRequest, match="monotone likelihood"):
         run_locally("cox", params, stores(separated), min_cell_count=1)
 
@@ -413,18 +377,9 @@ def test_results_have_a_summary_and_a_plot(
     gbsg2_shares: list[pd.DataFrame], tmp_path: Path
 ) -> None:
     s = stores(gbsg2_shares)
-    km = KMResult.model_validate(
-        run_locally("km", {"duration": "time", "event": "cens", "group": "horTh"}, s, 1)
-    )
-    lr = LogrankResult.model_validate(
-        run_locally("logrank", {"duration": "time", "event": "cens", "group": "horTh"}, s, 1)
-    )
-    params = {
-        "duration": "time",
-        "event": "cens",
-        "covariates": ["age", "horTh"],
-        "categorical": ["horTh"],
-    }
+    km = KMResult.model_validate(run_locally("km", {**G, "group": "horTh"}, s, 1))
+    lr = LogrankResult.model_validate(run_locally("logrank", {**G, "group": "horTh"}, s, 1))
+    params = {**G, "covariates": ["age", "horTh"], "categorical": ["horTh"]}
     cox = CoxResult.model_validate(run_locally("cox", params, s, 1))
     assert "median" in km.summary() and "yes" in km.summary()
     assert "chi2" in lr.summary()

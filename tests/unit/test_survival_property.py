@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 
+from medfed.algorithms.base import LocalContext
+from medfed.algorithms.registry import get_algorithm
 from medfed.node.stores.tables import TableStore
 from medfed.testing.local import run_locally
 
@@ -140,3 +142,38 @@ def test_coarsened_km_is_the_coarsened_pooled_curve_and_within_its_bound(
         fed = 1.0 if i < 0 else curve["survival"][i]
         bound = 0.0 if i < 0 else curve["max_error"][i]
         assert abs(fed - s) <= bound + 1e-12, (t, fed, s, bound)
+
+
+@SETTINGS
+@given(survival_data(), st.integers(min_value=1, max_value=8), st.data())
+def test_every_count_that_leaves_a_node_is_over_at_least_k_people(
+    frame: pd.DataFrame, k: int, data: st.DataObject
+) -> None:
+    """The risk-set rule, for any data and k: each risk set sent is 0 or >= k, and no
+    event time is named where the node's risk set is under k."""
+    store = TableStore(frame.sample(frac=1.0, random_state=data.draw(st.integers(0, 99))))
+    for name, params in (
+        ("km", {"duration": "time", "event": "event"}),
+        ("cox", {"duration": "time", "event": "event", "covariates": ["x"]}),
+    ):
+        algorithm = get_algorithm(name)
+        parsed = algorithm.parse_params(params)
+        first = algorithm.local(parsed, LocalContext(data=store, round=0, min_cell_count=k))
+        grid = sorted({t for ts in first["times"].values() for t in ts} | {1e9})
+        state = (
+            {"times": grid}
+            if name == "km"
+            else {
+                "times": {"all": grid},
+                "ties": {"all": []},
+                "beta": [0.0],
+                "levels": {},
+                "center": [0.0],
+                "scale": [1.0],
+            }
+        )
+        ctx = LocalContext(data=store, round=1, state=state, min_cell_count=k)
+        out = algorithm.local(parsed, ctx)
+        at_risk, events = out["at_risk"]["all"], out["events"]["all"]
+        assert at_risk[-1] == 0 and all(n == 0 or n >= k for n in at_risk)
+        assert all(n >= k for n, d in zip(at_risk, events, strict=True) if d > 0)

@@ -47,7 +47,8 @@ __all__ = [
     "Term",
     "agreed_levels",
     "column_kind",
-    "level_labels",
+    "level_codes",
+    "level_counts",
     "validate_params",
 ]
 
@@ -143,9 +144,22 @@ def column_kind(series: pd.Series) -> str:
     return "string"
 
 
-def level_labels(series: pd.Series) -> list[str]:
-    """Each row's level as a string (``level_name``)."""
-    return [level_name(v) for v in series.tolist()]
+def level_counts(series: pd.Series) -> dict[str, int]:
+    """How many rows have each level (``level_name`` of the value)."""
+    codes, uniques = pd.factorize(series)
+    counts: dict[str, int] = {}
+    for value, count in zip(uniques, np.bincount(codes, minlength=len(uniques)), strict=True):
+        name = level_name(value)
+        counts[name] = counts.get(name, 0) + int(count)
+    return counts
+
+
+def level_codes(series: pd.Series, levels: Sequence[str]) -> NDArray[np.int64]:
+    """Each row's position in ``levels`` (-1 for a level the list lacks)."""
+    codes, uniques = pd.factorize(series)
+    index = {level: i for i, level in enumerate(levels)}
+    lookup = np.asarray([index.get(level_name(v), -1) for v in uniques], dtype=np.int64)
+    return lookup[codes] if len(codes) else np.zeros(0, dtype=np.int64)
 
 
 def agreed_levels(column: str, reported: Sequence[dict[str, Any]], kinds: set[str]) -> list[str]:
@@ -206,15 +220,14 @@ class Design:
 
     def matrix(self, frame: pd.DataFrame) -> Array:
         """The node's design matrix; a level outside the agreed list fails the run."""
-        labels: dict[str, NDArray[np.str_]] = {}
+        codes: dict[str, NDArray[np.int64]] = {}
         for column, levels in self.levels.items():
-            values = np.asarray(level_labels(frame[column]), dtype=str)
-            if values.size and not np.isin(values, levels).all():
+            codes[column] = level_codes(frame[column], levels)
+            if (codes[column] < 0).any():
                 raise BadRequest(
                     f"glm: categorical column '{column}' has a level at this node that the "
                     "levels agreed in round 0 do not list (did the data change?)"
                 )
-            labels[column] = values
         out = np.empty((len(frame), self.size), dtype=np.float64)
         for j, term in enumerate(self.terms()):
             if term.kind == "intercept":
@@ -222,5 +235,7 @@ class Design:
             elif term.kind == "numeric":
                 out[:, j] = frame[term.column].to_numpy(dtype=np.float64)
             else:
-                out[:, j] = labels[term.column] == term.level
+                assert term.level is not None
+                position = self.levels[term.column].index(term.level)
+                out[:, j] = codes[term.column] == position
         return out

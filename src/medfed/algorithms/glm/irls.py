@@ -18,7 +18,11 @@ Rounds:
   is fitted alongside when there is an offset; without one it is the weighted mean of the
   outcome, known after round 0.
 
-What leaves a node in each round is listed in :mod:`.local`. Gate rules: at the node,
+What leaves a node in each round is listed in :mod:`.local`. What the hub broadcasts (the
+state every node receives): ``levels``, ``ybar``, ``beta`` and ``beta_prev``, the null
+model's intercept, and the hub's bookkeeping under ``hub`` (pooled ``n`` and ``Σ log w``,
+the last scaled deviances, the null deviance, iteration counts, the ids of the datasets
+that answered round 0) — never a pooled ``X'WX``. Gate rules: at the node,
 ``gate: min_rows``, ``gate: max_param_fraction`` and (binomial) ``gate: binary outcome``
 refuse the run; the gate applies ``MinRows("rows")`` and ``Cells`` to ``levels``,
 ``outcome_counts`` and ``boundary``. At the hub: a rare level (count ``0 < c < k`` at any

@@ -47,7 +47,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from medfed.algorithms.base import LocalContext
-from medfed.algorithms.glm.design import Design, GLMParams, column_kind, level_labels
+from medfed.algorithms.glm.design import Design, GLMParams, column_kind, level_counts
 from medfed.algorithms.glm.families import FAMILIES, Family
 from medfed.common.errors import BadRequest, Refused
 
@@ -124,10 +124,10 @@ def round0(params: GLMParams, ctx: LocalContext) -> dict[str, Any]:
         kind = column_kind(rows.frame[column])
         if column not in params.categorical and kind == "number":
             continue
-        counts = pd.Series(level_labels(rows.frame[column]), dtype=object).value_counts()
+        counts = level_counts(rows.frame[column])
         kinds[column] = kind
-        levels[column] = {str(level): int(c) for level, c in counts.items() if c >= k}
-        rare[column] = int(sum(1 for c in counts.to_numpy() if 0 < c < k))
+        levels[column] = {level: c for level, c in counts.items() if c >= k}
+        rare[column] = sum(1 for c in counts.values() if 0 < c < k)
     local = Design(params.intercept, params.covariates, {c: sorted(v) for c, v in levels.items()})
     check_rows(params, ctx, rows.n, local.size)
     outcome_counts: list[int] = []

@@ -5,13 +5,17 @@ tables, :func:`number` formats one figure, :func:`require_min_rows` is the local
 behind the ``min_rows`` policy (a test on fewer rows than the node's ``min_rows`` is
 refused with :class:`~medfed.common.errors.Refused`), :func:`levels_of` turns a column's
 values into level names the way ``crosstab`` does, and :func:`pool_moments` pools
-per-node ``(n, sum, m2)`` triples exactly (Chan, Golub and LeVeque).
+per-node ``(n, sum, m2)`` triples exactly (Chan, Golub and LeVeque). :func:`float_key`,
+:func:`float_from_key` and :func:`simplest_between` serve the quantile search: floats as
+integers in the same order, and the shortest decimal in an interval.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Sequence
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import pandas as pd
@@ -20,7 +24,16 @@ from medfed.algorithms.base import LocalContext
 from medfed.algorithms.stats.crosstab import level_name
 from medfed.common.errors import Refused
 
-__all__ = ["levels_of", "number", "pool_moments", "require_min_rows", "text_table"]
+__all__ = [
+    "float_from_key",
+    "float_key",
+    "levels_of",
+    "number",
+    "pool_moments",
+    "require_min_rows",
+    "simplest_between",
+    "text_table",
+]
 
 
 def number(value: float | int | None, digits: int = 6) -> str:
@@ -76,3 +89,31 @@ def pool_moments(parts: Sequence[tuple[int, float, float]]) -> tuple[int, float,
     mean = math.fsum(s for _, s, _ in used) / total
     m2 = math.fsum(m2 + n * (s / n - mean) ** 2 for n, s, m2 in used)
     return total, mean, m2
+
+
+def float_key(x: float) -> int:
+    """Integers in the order of floats (``-0.0`` and ``0.0`` share 0)."""
+    bits: int = struct.unpack(">q", struct.pack(">d", x))[0]
+    return bits if bits >= 0 else -(bits & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def float_from_key(key: int) -> float:
+    """The float whose :func:`float_key` is ``key``."""
+    bits = key if key >= 0 else (-key) | (1 << 63)
+    value: float = struct.unpack(">d", struct.pack(">Q", bits))[0]
+    return value
+
+
+def simplest_between(a: float, b: float) -> float:
+    """The number in ``[a, b]`` with the fewest significant decimal digits."""
+    if a <= 0.0 <= b:
+        return 0.0
+    if b < 0.0:
+        return -simplest_between(-b, -a)
+    low, high = Decimal(a), Decimal(b)
+    for digits in range(1, 18):
+        step = Decimal(1).scaleb(high.adjusted() - digits + 1)
+        candidate = low.quantize(step, rounding=ROUND_CEILING)
+        if candidate <= high and a <= float(candidate) <= b:
+            return float(candidate)
+    return a

@@ -104,8 +104,9 @@ class GroupedSummaryResult(BaseModel):
         fig, axes = plt.subplots(1, len(self.columns), figsize=(3.5 * len(self.columns), 3.5))
         for ax, column in zip(np.atleast_1d(axes), self.columns, strict=True):
             levels = list(self.groups)
-            means = [self.groups[g][column].mean or np.nan for g in levels]
-            stds = [self.groups[g][column].std or 0.0 for g in levels]
+            cells = [self.groups[g][column] for g in levels]
+            means = [np.nan if c.mean is None else c.mean for c in cells]
+            stds = [0.0 if c.std is None else c.std for c in cells]
             ax.bar(range(len(levels)), means, yerr=stds, capsize=4, color="C0")
             ax.set_xticks(range(len(levels)), levels)
             ax.set_xlabel(self.by)

@@ -46,6 +46,8 @@ def set_up(
     scale: list[float] = []
     levels: dict[str, list[str]] = {}
     rows = sum(int(p["rows"]) for p in payloads)
+    if rows < 2:
+        raise BadRequest("cox: fewer than 2 rows over all nodes")
     for column in covariates:
         if column in categorical:
             counts: dict[str, int] = {}

@@ -64,6 +64,16 @@ class KMCurve(BaseModel):
         return value
 
 
+def _exact(curve: KMCurve) -> str:
+    """Where a coarsened curve stops being exact, and its bound at the median."""
+    inexact = [t for t, e in zip(curve.times, curve.max_error, strict=True) if e > 0]
+    text = f"exact before t = {inexact[0]:g}" if inexact else "exact"
+    if curve.median is not None:
+        at = curve.times.index(curve.median)
+        text += f", |error| <= {curve.max_error[at]:.3g} at the median"
+    return text
+
+
 class KMResult(BaseModel):
     """Kaplan-Meier curves, one per group level (one in all without a group)."""
 
@@ -102,9 +112,11 @@ class KMResult(BaseModel):
                 f"{_num(c.median, 11)}{ci:>22}{('yes' if c.coarsened else 'no'):>13}"
             )
         lines.append(_rule(width))
-        if any(c.coarsened for c in self.curves):
-            worst = max((max(c.max_error, default=0.0) for c in self.curves), default=0.0)
-            lines.append(f"tails coarsened by the risk-set rule: |error| <= {worst:.3g}")
+        for c in self.curves:
+            if c.coarsened:
+                lines.append(
+                    f"{c.group or 'all'}: tails coarsened by the risk-set rule; {_exact(c)}"
+                )
         return "\n".join(lines)
 
     def plot(self, path: str) -> None:
@@ -239,6 +251,15 @@ class CoxResult(BaseModel):
             ax.plot([hr], [y], "s", color="tab:blue")
         ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.set_xscale("log")
+        low, high = min([*self.hr_lower, 1.0]), max([*self.hr_upper, 1.0])
+        ticks = [
+            m * 10.0**e
+            for e in range(-3, 4)
+            for m in (1, 1.5, 2, 3, 5, 7)
+            if low <= m * 10.0**e <= high
+        ]
+        ax.set_xticks(ticks or [1.0], [f"{t:g}" for t in ticks] or ["1"])
+        ax.minorticks_off()
         ax.set_yticks(ys)
         ax.set_yticklabels(self.covariates)
         ax.set_xlabel(f"hazard ratio ({round((1 - self.alpha) * 100)}% CI)")

@@ -8,11 +8,15 @@ same lease posting again is a no-op, any other lease gets a :class:`Conflict`.
 
 When the last run of a round ends, :func:`finish_round` (same transaction) calls the
 algorithm's aggregate step: it finishes the task, starts the next round, or fails the
-task when fewer than ``min_nodes`` nodes gave an unsuppressed answer.
+task — when any node refused (the reasons name each node's rule: a pooled result that
+silently leaves out a hospital would mislead) or when fewer than ``min_nodes`` nodes gave
+an unsuppressed answer. Runs that failed (a node that stopped answering) are left out if
+enough others answered; the researcher sees each node's status.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
 from collections.abc import Sequence
@@ -298,6 +302,13 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     answered = [r for r in runs if r.status == RunStatus.done.value]
     contributing = {r.node_id for r in answered if r.output_status == "ok"}
     want_wake(session, f"task:{task.id}")
+    refused = [r for r in runs if r.status == RunStatus.refused.value]
+    if refused:
+        # a result that silently leaves out a hospital that said no would mislead
+        reasons = "; ".join(f"{_node_name(session, r)} refused: {r.error}" for r in refused)
+        _fail(task, reasons)
+        _record_fail(session, task)
+        return
     if len(contributing) < settings.min_nodes:
         reasons = "; ".join(
             f"run {r.id} {r.status}: {r.error}" for r in runs if r.status != RunStatus.done.value
@@ -321,7 +332,8 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     ]
     try:
         params = alg.parse_params(task.params)
-        step = alg.aggregate(params, task.round, task.state, outputs)
+        # a copy: an algorithm that edits the state in place must still have it saved
+        step = alg.aggregate(params, task.round, copy.deepcopy(task.state), outputs)
         if isinstance(step, Finished):
             result = alg.Result.model_validate(step.result).model_dump(mode="json")
     except MedfedError as exc:
@@ -360,6 +372,11 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     )
     found = [dataset_service.get_dataset(session, i) for i in task.dataset_ids]
     _create_runs(session, task, found)
+
+
+def _node_name(session: Session, run: Run) -> str:
+    node = session.get(Node, run.node_id)
+    return node.name if node is not None else f"node {run.node_id}"
 
 
 def _record_fail(session: Session, task: Task) -> None:
