@@ -117,3 +117,16 @@ def test_a_waiting_node_is_woken_by_a_new_run_not_by_its_poll_interval(
         elapsed = time.monotonic() - started
     assert result.result.nodes == 3
     assert elapsed < 5.0, f"noop took {elapsed:.2f} s; nodes were not woken"
+
+
+def test_task_run_prints_a_summary_and_saves_a_kaplan_meier_plot(
+    gbsg2_federation: Federation, tmp_path: Path
+) -> None:
+    token = gbsg2_federation.researcher.token or ""
+    env = {"MEDFED_URL": gbsg2_federation.hub.url, "MEDFED_TOKEN": token}
+    png = tmp_path / "km.png"
+    args = ["-p", "duration=time", "-p", "event=cens", "-p", "group=horTh"]
+    done = medfed("task", "run", "km", "-d", "gbsg2", *args, "--plot", str(png), env=env)
+    assert done.returncode == 0, done.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Kaplan-Meier" in done.stdout and f"plot saved to {png}" in done.stdout

@@ -164,6 +164,8 @@ class Algorithm(ABC, Generic[P]):
         """Run on a node over one dataset; return aggregates (JSON-able), never rows."""
 
     max_rounds: ClassVar[int] = 1
+    #: exact models (GLM, Cox, Kaplan-Meier): a dataset whose run failed fails the task
+    requires_every_dataset: ClassVar[bool] = False
 
     @abstractmethod
     def aggregate(

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from medfed.sdk.client import Client
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 CREDENTIALS = Path(os.environ.get("MEDFED_CONFIG_DIR", "~/.config/medfed")).expanduser() / (

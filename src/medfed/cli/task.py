@@ -50,6 +50,7 @@ def task_run(
     param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE (JSON values)"),
     project: int | None = typer.Option(None, "--project"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    plot: str | None = typer.Option(None, "--plot", help="save the result's plot as PNG"),
     url: str | None = UrlOption,
     token: str | None = TokenOption,
 ) -> None:
@@ -59,13 +60,17 @@ def task_run(
         params["columns"] = list(column)
     refs: list[int | str] = [int(d) if d.isdigit() else d for d in dataset]
     result = client(url, token, project).tasks.run(algorithm, datasets=refs, where=where, **params)
+    if plot is not None:
+        result.plot(plot)
     if as_json:
         console.print_json(result.result.model_dump_json())
         return
     console.print(
         f"task {result.task_id} ({result.algorithm}) completed in {result.rounds} round(s)"
     )
-    console.print_json(result.result.model_dump_json())
+    console.print(result.summary(), highlight=False, markup=False)
+    if plot is not None:
+        console.print(f"plot saved to {plot}")
     table("nodes", ["node", "status", "output"], [list(r.values()) for r in result.node_table()])
 
 

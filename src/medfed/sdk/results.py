@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from medfed.common.errors import MedfedError
+from medfed.common.errors import BadRequest, MedfedError
 from medfed.common.resources import NodeRunStatus, TaskPublic
 
 R = TypeVar("R", bound=BaseModel)
@@ -43,6 +43,20 @@ class TaskResult(Generic[R]):
     @property
     def suppressed_nodes(self) -> list[str]:
         return [n.node_name for n in self.nodes if n.output_status == "suppressed"]
+
+    def summary(self) -> str:
+        """The result's text table (statsmodels-like) or, without one, its JSON."""
+        summarize = getattr(self.result, "summary", None)
+        if callable(summarize):
+            return str(summarize())
+        return self.result.model_dump_json(indent=2)
+
+    def plot(self, path: str) -> None:
+        """Save the result's plot as PNG (Kaplan-Meier curves, forest plots, ...)."""
+        draw = getattr(self.result, "plot", None)
+        if not callable(draw):
+            raise BadRequest(f"{self.algorithm} results have no plot")
+        draw(path)
 
     def node_table(self) -> list[dict[str, Any]]:
         return [

@@ -169,6 +169,7 @@ class GLM(Algorithm[GLMParams]):
     Params = GLMParams
     Result = GLMResult
     max_rounds: ClassVar[int] = MAX_ITER + 3
+    requires_every_dataset = True
 
     def validate(self, params: GLMParams, schemas: Sequence[DatasetSchema]) -> None:
         validate_params(params, schemas)

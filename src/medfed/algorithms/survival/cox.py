@@ -81,6 +81,7 @@ class Cox(Algorithm[CoxParams]):
     Params = CoxParams
     Result: ClassVar[type[BaseModel]] = CoxResult
     max_rounds = 100
+    requires_every_dataset = True
 
     def validate(self, params: CoxParams, schemas: Sequence[DatasetSchema]) -> None:
         check_survival_columns(self.name, params, schemas)

@@ -91,6 +91,7 @@ class EventTableAlgorithm(Algorithm[P]):
     """Local step and round-0 aggregation shared by ``km`` and ``logrank``."""
 
     max_rounds = 2
+    requires_every_dataset = True
 
     def group_column(self, params: P) -> str | None:
         return None

@@ -309,6 +309,16 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         _fail(task, reasons)
         _record_fail(session, task)
         return
+    alg = get_algorithm(task.algorithm)
+    if alg.requires_every_dataset and len(answered) < len(runs):
+        reasons = "; ".join(
+            f"{_node_name(session, r)} {r.status}: {r.error}"
+            for r in runs
+            if r.status != RunStatus.done.value
+        )
+        _fail(task, f"{alg.name} needs every dataset for an exact result ({reasons})")
+        _record_fail(session, task)
+        return
     if len(contributing) < settings.min_nodes:
         reasons = "; ".join(
             f"run {r.id} {r.status}: {r.error}" for r in runs if r.status != RunStatus.done.value
@@ -320,7 +330,6 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         )
         _record_fail(session, task)
         return
-    alg = get_algorithm(task.algorithm)
     outputs = [
         NodeOutput(
             node_id=r.node_id,
