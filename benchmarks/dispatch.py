@@ -1,27 +1,30 @@
 """Dispatch latency (issue 2): how long a run takes hub → node → hub, and a 3-node mean.
 
-Run it as ``.venv/bin/python -m benchmarks.dispatch`` (or ``make bench``); ``--quick``
-does a short pass (30 runs on 1 node, 10 mean tasks; under 30 s). How it runs:
+Run it as ``.venv/bin/python -m benchmarks.dispatch`` (or ``make bench``). Options:
+``--runs 200`` noop tasks per node count, ``--nodes 1 10``, ``--mean-tasks 50``,
+``--quick`` (30 runs on 1 node and 10 mean tasks: about 30 s on 2 idle cores),
+``--hub-env MEDFED_X=VALUE`` to try a hub setting. How it runs:
 
-1. For each ``--nodes`` count N it starts a :class:`~medfed.testing.federation.Federation`
-   in a temporary folder: a hub process (SQLite) and N node processes on 127.0.0.1, each
-   holding a 50-row CSV of numbers made with a fixed seed. A few warm-up tasks run first
-   (one per node). Then, ``--runs`` times, it submits a ``noop`` task on ONE dataset
-   (rotating over the nodes, so every node is used while the others sit in their long
-   poll) and times ``client.tasks.submit`` + ``client.tasks.wait`` — submit until the
-   task is completed. There are no sleeps: the node's poll and the researcher's wait are
-   both long polls that the hub answers when the change is committed.
+1. For each node count N it starts a :class:`~medfed.testing.federation.Federation` in a
+   temporary folder: a hub process (SQLite) and N node processes on 127.0.0.1, each
+   holding a 50-row CSV of numbers made with a fixed seed. One warm-up task per node runs
+   first. Then, ``--runs`` times, one after another, it submits a ``noop`` task on ONE
+   dataset (rotating over the nodes, so every node is used while the others sit in their
+   long poll) and times ``client.tasks.submit`` + ``client.tasks.wait``: submit until the
+   task is completed. No sleeps anywhere: the node's poll and the researcher's wait are
+   long polls the hub answers when the change is committed.
 2. It starts three nodes holding the GBSG2 split of :mod:`medfed.testing.demo` and times
-   ``--mean-tasks`` ``mean`` tasks over age, tsize, pnodes and time, end to end.
-3. After each federation has stopped, it reads the hub's own timestamps (task created,
-   run claimed, run finished, task finished) from the hub database to split the
-   researcher's latency into its legs: submit → task stored, stored → run claimed by the
-   node, claimed → outcome stored (what the node sees: response, local step, post), and
-   the tail (outcome stored → researcher has the completed task).
+   ``--mean-tasks`` ``mean`` tasks over age, tsize, pnodes and time the same way (and
+   checks the last result against pandas).
+3. It reads the CPU time of the hub, node and researcher processes around the measured
+   tasks (``/proc``), and, once a federation has stopped, the hub's own timestamps (task
+   stored, run claimed, outcome stored, the node's local-step time) from the hub
+   database, to split each latency into the legs listed in :data:`LEGS`.
 
-It prints a table and writes ``benchmarks/results/dispatch.json``. Every process is
-stopped in a ``finally`` (the ``with Federation`` block), every wait has a timeout, and
-everything listens on 127.0.0.1 only.
+It prints two tables and writes ``benchmarks/results/dispatch.json`` (figures, settings,
+machine, load average, git commit). Every process is stopped on the way out (the
+``with Federation`` block), every wait has a timeout, and everything listens on
+127.0.0.1 only; a failed step keeps its temporary folder and prints the log tails.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from medfed.algorithms.stats.moments import MeanResult
 from medfed.common.resources import TaskStatus
 from medfed.common.timeutil import aware
 from medfed.hub.config import HubSettings
@@ -134,35 +138,39 @@ def timed_task(client: Client, algorithm: str, datasets: list[int | str], **para
     return Timed(task.id, submitted, latency_ms)
 
 
+LEGS = {
+    "submit_to_stored": "researcher submits → hub has stored the task and its runs",
+    "stored_to_claimed": "task stored → last node has claimed its run (long-poll wake-up)",
+    "claimed_to_outcome": "a node's claim → its outcome stored (slowest node; what it sees)",
+    "local_step": "the node's own local step + gate (slowest node)",
+    "outcome_to_researcher": "last outcome stored → researcher's wait has returned the result",
+}
+
+
 def hub_legs(root: Path, timed: Sequence[Timed]) -> dict[str, Stats]:
-    """Split each latency into legs using the hub's own timestamps (read after it stopped)."""
+    """Split each latency into :data:`LEGS` from the hub's own timestamps (hub stopped)."""
     settings = HubSettings(data_dir=root / "hub", dev_mode=True)
     engine = make_engine(settings.effective_database_url)
-    legs: dict[str, list[float]] = {
-        "submit_to_stored": [],
-        "stored_to_claimed": [],
-        "claimed_to_outcome": [],
-        "local_step": [],
-        "outcome_to_researcher": [],
-    }
+    legs: dict[str, list[float]] = {name: [] for name in LEGS}
     try:
         with make_sessionmaker(engine)() as session:
             for t in timed:
                 task = session.get(Task, t.task_id)
                 runs = list(session.scalars(select(Run).where(Run.task_id == t.task_id)))
-                if task is None or not runs or any(r.claimed_at is None for r in runs):
+                spans = [
+                    (aware(r.claimed_at).timestamp(), aware(r.finished_at).timestamp())
+                    for r in runs
+                    if r.claimed_at is not None and r.finished_at is not None
+                ]
+                if task is None or not spans or len(spans) != len(runs):
                     continue
                 created = aware(task.created_at).timestamp()
-                claimed = max(aware(r.claimed_at).timestamp() for r in runs if r.claimed_at)
-                answered = max(aware(r.finished_at).timestamp() for r in runs if r.finished_at)
-                first_claim = min(aware(r.claimed_at).timestamp() for r in runs if r.claimed_at)
+                done = t.submitted + t.latency_ms / 1000.0
                 legs["submit_to_stored"].append((created - t.submitted) * 1000.0)
-                legs["stored_to_claimed"].append((claimed - created) * 1000.0)
-                legs["claimed_to_outcome"].append((answered - first_claim) * 1000.0)
+                legs["stored_to_claimed"].append((max(c for c, _ in spans) - created) * 1000.0)
+                legs["claimed_to_outcome"].append(max(f - c for c, f in spans) * 1000.0)
                 legs["local_step"].append(max((r.duration_s or 0.0) for r in runs) * 1000.0)
-                legs["outcome_to_researcher"].append(
-                    (t.submitted + t.latency_ms / 1000.0 - answered) * 1000.0
-                )
+                legs["outcome_to_researcher"].append((done - max(f for _, f in spans)) * 1000.0)
     finally:
         engine.dispose()
     return {name: Stats.of(values) for name, values in legs.items()}
@@ -276,8 +284,10 @@ def mean_benchmark(tasks: int, heartbeat: float, hub_env: dict[str, str]) -> dic
                 timed_task(fed.researcher, "mean", ["gbsg2"], columns=MEAN_COLUMNS)
             timed, cpu = measure(fed, "mean", [["gbsg2"]] * tasks, columns=MEAN_COLUMNS)
             last = fed.researcher.tasks.get(timed[-1].task_id)
-            got = fed.researcher.tasks.result(last).result.columns["age"].mean
-            if abs(got - pooled["age"].mean()) > 1e-9 * abs(pooled["age"].mean()):
+            result = MeanResult.model_validate(fed.researcher.tasks.result(last).result)
+            got = result.columns["age"].mean
+            want = float(pooled["age"].mean())
+            if got is None or abs(got - want) > 1e-9 * abs(want):
                 raise RuntimeError(f"federated mean age {got} differs from the pooled one")
             laps.lap("measure")
         laps.lap("stop")
@@ -310,10 +320,20 @@ def git_commit() -> str | None:
     return None
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -403,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {
         "benchmark": "dispatch",
-        "command": " ".join(["python -m benchmarks.dispatch", *(argv or sys.argv[1:])]),
+        "command": " ".join([".venv/bin/python -m benchmarks.dispatch", *(argv or sys.argv[1:])]),
         "machine": machine(),
         "settings": {
             "runs": args.runs,
