@@ -129,6 +129,10 @@ class DatasetRegister(BaseModel):
     description: str = Field(default="", max_length=5000)
     columns: list[ColumnSchema] = Field(min_length=1, max_length=2000)
     row_count: int | None = Field(default=None, ge=0)
+    summary: dict[str, Any] | None = Field(
+        default=None,
+        description="catalogue aggregates computed at ingest (counts already gated by the node)",
+    )
 
     @field_validator("columns")
     @classmethod
@@ -149,6 +153,7 @@ class DatasetPublic(Public):
     description: str
     columns: list[ColumnSchema]
     row_count: int | None
+    summary: dict[str, Any] | None = None
     updated_at: datetime
 
 

@@ -21,9 +21,12 @@ All connections are outbound; a hub that is down is retried with backoff.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 from medfed.algorithms.base import LocalContext
 from medfed.algorithms.registry import get_algorithm
@@ -46,6 +49,19 @@ def rounded_count(n: int, threshold: int) -> int | None:
     if n < threshold:
         return None
     return int(round(n / threshold) * threshold)
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """The catalogue aggregates ingest wrote beside a dataset (already gated), if any."""
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"cannot read dataset summary {path}: {exc}") from None
+    if not isinstance(summary, dict):
+        raise BadRequest(f"dataset summary {path} must be a JSON object")
+    return summary
 
 
 class NodeAgent:
@@ -79,6 +95,7 @@ class NodeAgent:
                     description=dataset.description,
                     columns=store.columns,
                     row_count=rounded_count(store.row_count, threshold),
+                    summary=read_summary(dataset.summary_path()),
                 )
             )
         log.info("node %s registered %d dataset(s)", identity.name, len(self.config.datasets))

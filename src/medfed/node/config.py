@@ -49,6 +49,13 @@ class DatasetConfig(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     path: Path
     description: str = ""
+    summary: Path | None = Field(
+        default=None,
+        description="JSON of catalogue aggregates written by ingest (default: PATH.summary.json)",
+    )
+
+    def summary_path(self) -> Path:
+        return self.summary or self.path.with_name(self.path.name + ".summary.json")
 
 
 class NodeConfig(BaseModel):
@@ -104,4 +111,6 @@ def load_config(path: Path) -> NodeConfig:
     for dataset in config.datasets:
         if not dataset.path.is_absolute():
             dataset.path = base / dataset.path
+        if dataset.summary is not None and not dataset.summary.is_absolute():
+            dataset.summary = base / dataset.summary
     return config

@@ -136,6 +136,7 @@ class Dataset(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     columns: Mapped[list[Any]] = mapped_column(default=list)
     row_count: Mapped[int | None] = mapped_column(Integer)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -35,11 +35,13 @@ def register(session: Session, *, node: Node, data: DatasetRegister) -> Dataset:
         dataset.columns == columns
         and dataset.description == data.description
         and dataset.row_count == data.row_count
+        and dataset.summary == data.summary
     ):
         return dataset  # a node re-announcing an unchanged dataset changes nothing
     dataset.description = data.description
     dataset.columns = columns
     dataset.row_count = data.row_count
+    dataset.summary = data.summary
     dataset.updated_at = utcnow()
     session.flush()
     record(
@@ -50,6 +52,7 @@ def register(session: Session, *, node: Node, data: DatasetRegister) -> Dataset:
         hashes={
             "schema": content_hash(columns),
             "description": content_hash(data.description),
+            "summary": content_hash(data.summary),
         },
     )
     return dataset

@@ -42,6 +42,7 @@ def dataset_public(dataset: Dataset) -> DatasetPublic:
         description=dataset.description,
         columns=[ColumnSchema.model_validate(c) for c in dataset.columns],
         row_count=dataset.row_count,
+        summary=dataset.summary,
         updated_at=dataset.updated_at,
     )
 
