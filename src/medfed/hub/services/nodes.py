@@ -56,5 +56,11 @@ def is_online(node: Node) -> bool:
     return node.last_seen_at is not None and utcnow() - aware(node.last_seen_at) < ONLINE_WINDOW
 
 
+TOUCH_EVERY = timedelta(seconds=5)
+
+
 def touch(session: Session, *, node: Node) -> None:
-    node.last_seen_at = utcnow()
+    """Note that the node is alive; written at most every few seconds (long polls loop)."""
+    now = utcnow()
+    if node.last_seen_at is None or now - aware(node.last_seen_at) >= TOUCH_EVERY:
+        node.last_seen_at = now
