@@ -1,1 +1,0 @@
-"""medfed.hub.web."""
