@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
 
 import pandas as pd
 
 from medfed.algorithms.base import LocalContext
+from medfed.algorithms.stats._text import number, text_table
 from medfed.algorithms.stats.crosstab import level_name
 from medfed.common.errors import Refused
 
@@ -34,32 +34,6 @@ __all__ = [
     "simplest_between",
     "text_table",
 ]
-
-
-def number(value: float | int | None, digits: int = 6) -> str:
-    """A figure for a summary table: ``-`` for a missing one, ``digits`` significant digits."""
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}g}"
-
-
-def text_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A plain text table with a title line and ``=``/``-`` rules, like statsmodels'."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in cells
-    ]
-    rule = max(len(title), max(len(line) for line in lines))
-    return "\n".join([title, "=" * rule, lines[0], "-" * rule, *lines[1:], "=" * rule])
 
 
 def require_min_rows(algorithm: str, rows: int, ctx: LocalContext) -> None:

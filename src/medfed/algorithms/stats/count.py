@@ -36,6 +36,10 @@ class CountResult(BaseModel):
     n: int
     suppressed_nodes: int
 
+    def summary(self) -> str:
+        note = f" ({self.suppressed_nodes} node(s) suppressed)" if self.suppressed_nodes else ""
+        return f"count: {self.n}{note}"
+
 
 class Count(Algorithm[CountParams]):
     name = "count"

@@ -45,6 +45,7 @@ from medfed.algorithms.stats._common import (
     gated_payloads,
     require_column,
 )
+from medfed.algorithms.stats._text import text_table
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
 
@@ -102,6 +103,16 @@ class CrosstabResult(BaseModel):
     incomplete: list[list[bool]]
     hidden_cells: int
     suppressed_nodes: int
+
+    def summary(self) -> str:
+        rows = [
+            [level, *(f"{c}{'*' if gap else ''}" for c, gap in zip(cells, gaps, strict=False))]
+            for level, cells, gaps in zip(
+                self.row_levels, self.table, self.incomplete, strict=False
+            )
+        ]
+        title = "Crosstab (* suppressed at some node)"
+        return text_table(title, ["", *self.col_levels], rows)
 
 
 class Crosstab(Algorithm[CrosstabParams]):

@@ -39,6 +39,7 @@ from medfed.algorithms.stats._common import (
     gated_payloads,
     require_column,
 )
+from medfed.algorithms.stats._text import text_table
 from medfed.common.schemas import DatasetSchema
 
 __all__ = ["Histogram", "HistogramParams", "HistogramResult"]
@@ -71,6 +72,36 @@ class HistogramResult(BaseModel):
     below_incomplete: bool
     above_incomplete: bool
     suppressed_nodes: int
+
+    def summary(self) -> str:
+        rows = [
+            (f"[{lo:g}, {hi:g})", count, "yes" if gap else "")
+            for lo, hi, count, gap in zip(
+                self.edges, self.edges[1:], self.counts, self.incomplete, strict=False
+            )
+        ]
+        rows += [("below", self.below, "yes" if self.below_incomplete else "")]
+        rows += [("above", self.above, "yes" if self.above_incomplete else "")]
+        return text_table("Histogram", ["bin", "count", "suppressed somewhere"], rows)
+
+    def plot(self, path: str) -> None:
+        """Bars per bin; a bin where some node suppressed its count is hatched."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        widths = np.diff(self.edges)
+        bars = ax.bar(self.edges[:-1], self.counts, width=widths, align="edge", edgecolor="k")
+        for bar, gap in zip(bars, self.incomplete, strict=False):
+            if gap:
+                bar.set_hatch("//")
+        ax.set_ylabel("count")
+        ax.set_title("Federated histogram (hatched: suppressed at some node)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
 
 
 class Histogram(Algorithm[HistogramParams]):

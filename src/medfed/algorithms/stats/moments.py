@@ -54,6 +54,7 @@ from medfed.algorithms.stats._common import (
     gated_payloads,
     require_column,
 )
+from medfed.algorithms.stats._text import number, text_table
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
 
@@ -119,6 +120,18 @@ class MeanResult(BaseModel):
     columns: dict[str, MeanStats]
     rows: int
     suppressed_nodes: int
+
+    def summary(self) -> str:
+        fields = ("n", "mean", "variance", "std", "min_bound", "max_bound")
+        present = [f for f in fields if any(hasattr(c, f) for c in self.columns.values())]
+        rows = [
+            [name, *(number(getattr(stats, f, None), 10) for f in present)]
+            for name, stats in self.columns.items()
+        ]
+        title = f"Summary over {self.rows} rows"
+        if self.suppressed_nodes:
+            title += f" ({self.suppressed_nodes} node(s) suppressed)"
+        return text_table(title, ["column", *present], rows)
 
 
 class VarianceResult(MeanResult):

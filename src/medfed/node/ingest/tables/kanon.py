@@ -47,9 +47,8 @@ def group_sizes(frame: pd.DataFrame, quasi_identifiers: Sequence[str]) -> pd.Ser
 
 
 def _row_group_size(frame: pd.DataFrame, quasi_identifiers: Sequence[str]) -> pd.Series:
-    qis = list(quasi_identifiers)
-    sizes = frame[qis].groupby(qis, dropna=False, sort=False)[qis[0]].transform("size")
-    return sizes.astype("int64")
+    codes = frame.groupby(list(quasi_identifiers), dropna=False, sort=False).ngroup()
+    return codes.map(codes.value_counts()).astype("int64")
 
 
 def achieved_k(frame: pd.DataFrame, quasi_identifiers: Sequence[str]) -> int | None:

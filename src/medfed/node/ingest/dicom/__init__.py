@@ -1,0 +1,1 @@
+"""DICOM ingest: de-identification, independent verification, imaging index, NIfTI, summary."""
