@@ -26,13 +26,13 @@ from medfed.hub.db.migrate import alembic_config, upgrade
 from medfed.hub.db.models import Base, Organization, Run, Task
 from medfed.hub.db.session import make_engine
 from medfed.hub.dispatch import commit
-from medfed.hub.services import accounts, datasets, nodes, projects, tasks
+from medfed.hub.services import accounts, datasets, nodes, projects, runs
 
 
 def expire(app: FastAPI) -> int:
     """One pass of lease expiry, as the sweeper does it (its own session, committed)."""
     with app.state.sessionmaker() as session:
-        expired = tasks.expire_leases(session, settings=app.state.settings)
+        expired = runs.expire_leases(session, settings=app.state.settings)
         commit(session, app.state.notifier)
         return expired
 

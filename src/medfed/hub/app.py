@@ -29,7 +29,7 @@ from medfed.hub.db.migrate import upgrade
 from medfed.hub.db.session import make_engine, make_sessionmaker
 from medfed.hub.dispatch import Notifier, commit
 from medfed.hub.services import ledger
-from medfed.hub.services.tasks import expire_leases
+from medfed.hub.services.runs import expire_leases
 from medfed.ledger.checkpoint import derive_key
 
 log = logging.getLogger(__name__)

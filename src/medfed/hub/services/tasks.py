@@ -1,11 +1,6 @@
-"""Tasks and runs: creation, leasing, answers, lease expiry and round aggregation.
+"""Tasks: creation (everything validated before anything is stored) and round aggregation.
 
-Run states: pending → claimed → done | failed | refused. A node claims a pending run with
-a lease (``lease_id``, ``lease_expires_at``); heartbeats extend the leases it holds. A
-lease that expires sends the run back to pending (another claim bumps ``attempts``) until
-``max_attempts``, then the run fails with the reason. An answer is accepted once: the
-same lease posting again is a no-op, any other lease gets a :class:`Conflict`.
-
+Each round has one run per dataset (leased to nodes by ``medfed.hub.services.runs``).
 When the last run of a round ends, :func:`finish_round` (same transaction) calls the
 algorithm's aggregate step: it finishes the task, starts the next round, or fails the
 task — when any node refused (the reasons name each node's rule: a pooled result that
@@ -18,9 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import secrets
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -28,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from medfed.algorithms.base import Finished, NodeOutput
 from medfed.algorithms.registry import get_algorithm
-from medfed.common.errors import BadRequest, Conflict, Forbidden, MedfedError, NotFound
-from medfed.common.resources import RunAssignment, RunOutcome, RunStatus, TaskStatus
-from medfed.common.timeutil import aware, utcnow
+from medfed.common.errors import MedfedError, NotFound
+from medfed.common.resources import RunStatus, TaskStatus
+from medfed.common.timeutil import utcnow
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Run, Task, User
 from medfed.hub.db.session import is_sqlite
@@ -43,7 +36,6 @@ from medfed.ledger.entries import content_hash
 log = logging.getLogger(__name__)
 
 TERMINAL = {RunStatus.done.value, RunStatus.failed.value, RunStatus.refused.value}
-MAX_OUTPUT_BYTES = 50_000_000
 
 
 def create_task(
@@ -120,174 +112,6 @@ def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
         .order_by(Run.round, Run.id)
     )
     return [(run, name) for run, name in rows]
-
-
-def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAssignment | None:
-    """Lease the oldest pending run of ``node``, or return None."""
-    expire_leases(session, settings=settings, node_id=node.id)
-    query = (
-        select(Run, Task)
-        .join(Task, Task.id == Run.task_id)
-        .where(
-            Run.node_id == node.id,
-            Run.status == RunStatus.pending.value,
-            Task.status == TaskStatus.running.value,
-        )
-        .order_by(Run.id)
-        .limit(1)
-    )
-    if not is_sqlite(session):
-        query = query.with_for_update(skip_locked=True, of=Run)
-    row = session.execute(query).first()
-    if row is None:
-        return None
-    run, task = row
-    now = utcnow()
-    run.status = RunStatus.claimed.value
-    run.attempts += 1
-    run.lease_id = secrets.token_hex(16)
-    run.claimed_at = now
-    run.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
-    dataset = session.get(Dataset, run.dataset_id)
-    assert dataset is not None
-    record(
-        session,
-        action="run.claim",
-        actor=actor_of(node),
-        objects={"run": run.id, "task": task.id, "dataset": dataset.id, "attempt": run.attempts},
-    )
-    want_wake(session, f"task:{task.id}")
-    return RunAssignment(
-        run_id=run.id,
-        task_id=task.id,
-        project_id=task.project_id,
-        round=run.round,
-        algorithm=task.algorithm,
-        algorithm_version=task.algorithm_version,
-        params=task.params,
-        state=task.state,
-        dataset_id=dataset.id,
-        dataset_name=dataset.name,
-        lease_id=run.lease_id,
-        lease_expires_at=run.lease_expires_at,
-        attempt=run.attempts,
-    )
-
-
-def extend_leases(
-    session: Session, *, node: Node, run_ids: Sequence[int], settings: HubSettings
-) -> tuple[list[int], list[int]]:
-    """Heartbeat: extend the leases ``node`` still holds; report the ones it lost."""
-    extended: list[int] = []
-    lost: list[int] = []
-    now = utcnow()
-    for run_id in run_ids:
-        run = session.get(Run, run_id)
-        if run is None or run.node_id != node.id:
-            lost.append(run_id)
-            continue
-        if run.status == RunStatus.claimed.value:
-            run.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
-            extended.append(run_id)
-        else:
-            lost.append(run_id)
-    return extended, lost
-
-
-def expire_leases(session: Session, *, settings: HubSettings, node_id: int | None = None) -> int:
-    """Send runs whose lease ran out back to pending, or fail them after the last attempt."""
-    query = select(Run).where(
-        Run.status == RunStatus.claimed.value, Run.lease_expires_at < utcnow()
-    )
-    if node_id is not None:
-        query = query.where(Run.node_id == node_id)
-    expired = list(session.scalars(query))
-    for run in expired:
-        run.lease_id = None
-        run.lease_expires_at = None
-        if run.attempts >= settings.max_attempts:
-            run.status = RunStatus.failed.value
-            run.error = (
-                f"lease expired {run.attempts} times (node stopped answering); "
-                f"max attempts is {settings.max_attempts}"
-            )
-            run.finished_at = utcnow()
-            record(
-                session,
-                action="run.fail",
-                actor="hub",
-                objects={"run": run.id, "task": run.task_id, "attempt": run.attempts},
-                hashes={"error": content_hash(run.error)},
-            )
-            task = session.get(Task, run.task_id)
-            if task is not None:
-                finish_round(session, task=task, settings=settings)
-        else:
-            run.status = RunStatus.pending.value
-            record(
-                session,
-                action="run.expire",
-                actor="hub",
-                objects={"run": run.id, "task": run.task_id, "attempt": run.attempts},
-            )
-            want_wake(session, f"node:{run.node_id}")
-    return len(expired)
-
-
-def post_outcome(
-    session: Session,
-    *,
-    node: Node,
-    run_id: int,
-    outcome: RunOutcome,
-    settings: HubSettings,
-    body_sha256: str | None = None,
-) -> Run:
-    """Accept a node's answer once; ``body_sha256`` is the hash of the bytes it sent."""
-    query = select(Run).where(Run.id == run_id)
-    if not is_sqlite(session):
-        query = query.with_for_update()
-    run = session.scalar(query)
-    if run is None or run.node_id != node.id:
-        raise NotFound(f"run {run_id} not found")
-    if run.status in TERMINAL:
-        if run.lease_id == outcome.lease_id:
-            return run  # the same answer again: accepted once, this is a no-op
-        raise Conflict(f"run {run_id} is finished already; this lease is stale")
-    if run.status != RunStatus.claimed.value or run.lease_id != outcome.lease_id:
-        raise Conflict(f"run {run_id}: stale lease (the run was handed out again)")
-    if outcome.status == "done":
-        if outcome.output_status is None:
-            raise BadRequest("a done run needs output_status 'ok' or 'suppressed'")
-        if outcome.output_status == "ok" and outcome.output is None:
-            raise BadRequest("an ok output needs its output")
-        if outcome.output_status == "suppressed" and outcome.output is not None:
-            raise BadRequest("a suppressed output carries no values")
-    run.status = outcome.status
-    run.output_status = outcome.output_status if outcome.status == "done" else None
-    run.output = outcome.output if outcome.status == "done" else None
-    run.error = outcome.error
-    run.duration_s = outcome.duration_s
-    run.finished_at = utcnow()
-    session.flush()
-    record(
-        session,
-        action="run.finish",
-        actor=actor_of(node),
-        objects={
-            "run": run.id,
-            "task": run.task_id,
-            "dataset": run.dataset_id,
-            "status": run.status,
-            "output": run.output_status or "none",
-        },
-        hashes={"outcome": body_sha256 or content_hash(outcome.model_dump(mode="json"))},
-    )
-    task = session.get(Task, run.task_id)
-    assert task is not None
-    want_wake(session, f"task:{task.id}")
-    finish_round(session, task=task, settings=settings)
-    return run
 
 
 def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None:
@@ -402,12 +226,3 @@ def _fail(task: Task, error: str) -> None:
     task.status = TaskStatus.failed.value
     task.error = error
     task.finished_at = utcnow()
-
-
-def require_node_run_access(run: Run, node: Node) -> None:
-    if run.node_id != node.id:
-        raise Forbidden("a node may only see its own runs")
-
-
-def lease_alive(run: Run) -> bool:
-    return run.lease_expires_at is not None and aware(run.lease_expires_at) > utcnow()

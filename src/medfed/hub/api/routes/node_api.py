@@ -29,7 +29,7 @@ from medfed.hub.api.deps import CurrentNode, NotifierDep, SessionDep, SettingsDe
 from medfed.hub.api.routes.catalogue import dataset_public
 from medfed.hub.db.models import Node
 from medfed.hub.dispatch import commit
-from medfed.hub.services import datasets, nodes, tasks
+from medfed.hub.services import datasets, nodes, runs
 
 router = APIRouter(prefix="/api/node", tags=["node"])
 
@@ -59,9 +59,7 @@ def heartbeat(
     notifier: NotifierDep,
 ) -> HeartbeatAck:
     nodes.touch(session, node=node)
-    extended, lost = tasks.extend_leases(
-        session, node=node, run_ids=body.run_ids, settings=settings
-    )
+    extended, lost = runs.extend_leases(session, node=node, run_ids=body.run_ids, settings=settings)
     commit(session, notifier)
     return HeartbeatAck(node_id=node.id, extended=extended, lost=lost)
 
@@ -72,7 +70,7 @@ def _claim(request: Request, node_id: int) -> RunAssignment | None:
         node = session.get(Node, node_id)
         assert node is not None
         nodes.touch(session, node=node)
-        assignment = tasks.claim_next(session, node=node, settings=app.state.settings)
+        assignment = runs.claim_next(session, node=node, settings=app.state.settings)
         commit(session, app.state.notifier)
         return assignment
 
@@ -109,7 +107,7 @@ def _post(request: Request, node_id: int, run_id: int, outcome: RunOutcome, dige
     with app.state.sessionmaker() as session:
         node = session.get(Node, node_id)
         assert node is not None
-        run = tasks.post_outcome(
+        run = runs.post_outcome(
             session,
             node=node,
             run_id=run_id,
