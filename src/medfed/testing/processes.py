@@ -32,8 +32,35 @@ def _medfed(*args: str) -> list[str]:
     return [sys.executable, "-m", "medfed.cli.main", *args]
 
 
+class _Managed:
+    """Stop (SIGTERM, then SIGKILL after 10 s) or kill (SIGKILL, as a crash) a child."""
+
+    process: subprocess.Popen[bytes] | None
+    _log: IO[bytes] | None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self._close_log()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
 @dataclass
-class HubProcess:
+class HubProcess(_Managed):
     data_dir: Path
     database_url: str | None = None
     port: int = field(default_factory=free_port)
@@ -75,28 +102,9 @@ class HubProcess:
             time.sleep(0.05)
         raise RuntimeError(f"hub did not answer within {timeout} s")
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
 
 @dataclass
-class NodeProcess:
+class NodeProcess(_Managed):
     name: str
     folder: Path
     hub_url: str
@@ -141,22 +149,3 @@ class NodeProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None

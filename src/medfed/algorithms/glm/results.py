@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from medfed.algorithms.plotting import pyplot, save
+
 __all__ = ["Coefficient", "GLMResult"]
 
 
@@ -98,26 +100,19 @@ class GLMResult(BaseModel):
 
     def plot(self, path: str) -> None:
         """Save a forest plot (PNG) of the coefficients without the intercept."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         shown = [c for c in self.coefficients if c.name != "Intercept"] or self.coefficients
         labels = {"binomial": "log odds ratio", "poisson": "log rate ratio"}
         fig, ax = plt.subplots(figsize=(7.0, 1.0 + 0.4 * len(shown)))
-        try:
-            ys = list(range(len(shown)))[::-1]
-            estimates = [c.estimate for c in shown]
-            low = [c.estimate - c.ci_low for c in shown]
-            high = [c.ci_high - c.estimate for c in shown]
-            ax.errorbar(estimates, ys, xerr=[low, high], fmt="s", color="black", capsize=3)
-            ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
-            ax.set_yticks(ys)
-            ax.set_yticklabels([c.name for c in shown])
-            ax.set_xlabel(f"{labels.get(self.family, 'coefficient')} (95 % CI)")
-            ax.set_title(f"GLM ({self.family}, {self.link}) of {self.outcome}, n = {self.n}")
-            fig.tight_layout()
-            fig.savefig(path, format="png", dpi=100)
-        finally:
-            plt.close(fig)
+        ys = list(range(len(shown)))[::-1]
+        estimates = [c.estimate for c in shown]
+        low = [c.estimate - c.ci_low for c in shown]
+        high = [c.ci_high - c.estimate for c in shown]
+        ax.errorbar(estimates, ys, xerr=[low, high], fmt="s", color="black", capsize=3)
+        ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_yticks(ys)
+        ax.set_yticklabels([c.name for c in shown])
+        ax.set_xlabel(f"{labels.get(self.family, 'coefficient')} (95 % CI)")
+        ax.set_title(f"GLM ({self.family}, {self.link}) of {self.outcome}, n = {self.n}")
+        save(fig, path)

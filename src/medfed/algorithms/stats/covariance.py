@@ -45,6 +45,7 @@ from medfed.algorithms.base import (
     NodeOutput,
     Rule,
 )
+from medfed.algorithms.plotting import pyplot, save
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
@@ -89,10 +90,7 @@ class MatrixResult(BaseModel):
         return text_table(title, ["", *self.columns], rows)
 
     def plot(self, path: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         values = np.array([[np.nan if v is None else v for v in r] for r in self.matrix])
         size = 1.0 + 0.6 * len(self.columns)
@@ -103,9 +101,7 @@ class MatrixResult(BaseModel):
         ax.set_yticks(range(len(self.columns)), self.columns)
         fig.colorbar(image, ax=ax)
         ax.set_title(self.kind.capitalize())
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        save(fig, path)
 
 
 def _pairs(p: int) -> list[tuple[int, int]]:

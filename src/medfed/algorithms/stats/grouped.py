@@ -43,6 +43,7 @@ from medfed.algorithms.base import (
     NodeOutput,
     Rule,
 )
+from medfed.algorithms.plotting import pyplot, save
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
@@ -96,10 +97,7 @@ class GroupedSummaryResult(BaseModel):
         return text_table(title, headers, rows)
 
     def plot(self, path: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, axes = plt.subplots(1, len(self.columns), figsize=(3.5 * len(self.columns), 3.5))
         for ax, column in zip(np.atleast_1d(axes), self.columns, strict=True):
@@ -111,9 +109,7 @@ class GroupedSummaryResult(BaseModel):
             ax.set_xticks(range(len(levels)), levels)
             ax.set_xlabel(self.by)
             ax.set_title(f"{column}: mean ± std")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        save(fig, path)
 
 
 class GroupedSummary(Algorithm[GroupedSummaryParams]):

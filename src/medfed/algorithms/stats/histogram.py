@@ -33,6 +33,7 @@ from medfed.algorithms.base import (
     NodeOutput,
     Rule,
 )
+from medfed.algorithms.plotting import pyplot, save
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
@@ -86,10 +87,7 @@ class HistogramResult(BaseModel):
 
     def plot(self, path: str) -> None:
         """Bars per bin; a bin where some node suppressed its count is hatched."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(6, 4))
         widths = np.diff(self.edges)
@@ -99,9 +97,7 @@ class HistogramResult(BaseModel):
                 bar.set_hatch("//")
         ax.set_ylabel("count")
         ax.set_title("Federated histogram (hatched: suppressed at some node)")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        save(fig, path)
 
 
 class Histogram(Algorithm[HistogramParams]):

@@ -59,6 +59,7 @@ from medfed.algorithms.base import (
     NodeOutput,
     Rule,
 )
+from medfed.algorithms.plotting import pyplot, save
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
@@ -225,10 +226,7 @@ class QuantilesResult(BaseModel):
         return text_table(title, ["prob", "value", "exact", "lower", "upper"], rows)
 
     def plot(self, path: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for q in self.quantiles:
@@ -239,9 +237,7 @@ class QuantilesResult(BaseModel):
         ax.set_xlabel("probability")
         ax.set_ylabel(self.column)
         ax.set_title(f"Quantiles of {self.column} (n = {self.n})")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        save(fig, path)
 
 
 def _positions(n: int, p: float) -> tuple[int, int, float]:

@@ -12,6 +12,8 @@ import math
 
 from pydantic import BaseModel
 
+from medfed.algorithms.plotting import pyplot, save
+
 __all__ = ["CoxResult", "KMCurve", "KMResult", "LogrankResult"]
 
 
@@ -120,10 +122,7 @@ class KMResult(BaseModel):
         return "\n".join(lines)
 
     def plot(self, path: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for c in self.curves:
@@ -143,9 +142,7 @@ class KMResult(BaseModel):
         ax.set_title(f"Kaplan-Meier, {round((1 - self.alpha) * 100)}% CI")
         if self.group:
             ax.legend(title=self.group)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        save(fig, path)
 
 
 class LogrankResult(BaseModel):
@@ -238,10 +235,7 @@ class CoxResult(BaseModel):
         return "\n".join(lines)
 
     def plot(self, path: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         n = len(self.covariates)
         fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * n))
@@ -264,6 +258,4 @@ class CoxResult(BaseModel):
         ax.set_yticklabels(self.covariates)
         ax.set_xlabel(f"hazard ratio ({round((1 - self.alpha) * 100)}% CI)")
         ax.set_title("Cox proportional hazards")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        save(fig, path)
