@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medfed.common.errors import BadRequest, Refused
-from medfed.node.ingest.tables.kanon import achieved_k, enforce, group_sizes
+from medfed.node.ingest.tables.kanon import achieved_k, enforce, group_sizes, verify
 from medfed.node.ingest.tables.strategy import KAnonymity
 
 
@@ -46,6 +46,15 @@ def test_refuse_names_the_rule() -> None:
         enforce(frame(), check)
     out, report = enforce(frame().iloc[:8], check)  # already 3-anonymous: nothing to refuse
     assert len(out) == 8 and report.achieved_k == 3
+
+
+def test_verify_recomputes_from_the_frame() -> None:
+    check = KAnonymity(quasi_identifiers=["band", "sex"], k=3)
+    assert verify(frame().iloc[:8], check) == 3
+    with pytest.raises(Refused, match=r"a group over \(band, sex\) has 1 rows, fewer than k=3"):
+        verify(frame(), check)
+    with pytest.raises(Refused, match="no rows to release"):
+        verify(frame().iloc[:0], check)
 
 
 def test_k_is_at_least_two() -> None:

@@ -16,7 +16,7 @@ from medfed.cli.ingest_table import app
 from medfed.common.errors import BadRequest, Refused
 from medfed.node.ingest.keys import derive_key
 from medfed.node.ingest.tables.kanon import group_sizes
-from medfed.node.ingest.tables.rules import date_offset_days, pseudonym
+from medfed.node.ingest.tables.rules import apply_rules, date_offset_days, pseudonym
 from medfed.node.ingest.tables.runner import ingest_table, read_table
 from medfed.node.ingest.tables.strategy import load_strategy, parse_strategy
 
@@ -60,6 +60,7 @@ on_violation = "{on_violation}"
 [summary]
 sex = "sex"
 age = "age"
+patient = "patient_id"
 """
 
 
@@ -85,7 +86,7 @@ def test_diabetes_policy(source: Path, tmp_path: Path) -> None:
     assert hashlib.sha256(source.read_bytes()).hexdigest() == before  # source untouched
 
     raw = diabetes_with_ids()
-    bands = pd.cut(raw["age"], BINS + [np.inf], right=False, labels=[*"ABCDE", "F"])
+    bands = pd.cut(raw["age"], [*BINS, np.inf], right=False, labels=[*"ABCDE", "F"])
     sizes = raw.groupby([bands, raw["sex"]], observed=True).size()
     small = sizes[sizes <= 10]
     assert len(small) > 0  # the policy really suppresses something on this data
@@ -112,8 +113,12 @@ def test_diabetes_policy(source: Path, tmp_path: Path) -> None:
     assert saved["k_anonymity"]["suppressed_rows"] == int(small.sum())
     assert saved["columns"]["age"]["rule"] == "generalize"
     assert saved["columns"]["s6"] == {"rule": "delete", "kept": False, "nulls": 0, "counts": {}}
-    assert Path(report.summary or "").is_file()
-    assert out.with_name("diabetes.parquet.summary.json").is_file()
+    summary = json.loads(out.with_name("diabetes.parquet.summary.json").read_text())
+    assert Path(report.summary or "").name == "diabetes.parquet.summary.json"
+    assert summary["rows"] == len(result) and summary["kind"] == "table"
+    assert summary["patients"] == result["patient_id"].nunique()
+    assert set(summary["age_bands"]) == set(result["age"])
+    assert sum(summary["sex"].values()) == summary["patients"]
 
 
 def test_refuse_writes_nothing(source: Path, tmp_path: Path) -> None:
@@ -133,12 +138,22 @@ def test_unnamed_and_missing_columns_refused(source: Path, tmp_path: Path) -> No
     text = write_strategy(tmp_path / "s.toml").read_text()
     (tmp_path / "a.toml").write_text(text.replace('target = "keep"\n', ""))
     with pytest.raises(BadRequest, match="not named in the strategy: 'target'"):
-        ingest_table(source, tmp_path / "a.parquet", strategy=tmp_path / "a.toml", secret=SECRET,
-                     min_cell_count=5)
+        ingest_table(
+            source,
+            tmp_path / "a.parquet",
+            strategy=tmp_path / "a.toml",
+            secret=SECRET,
+            min_cell_count=5,
+        )
     (tmp_path / "b.toml").write_text(text.replace('s1 = "keep"', 's1 = "keep"\nzip = "delete"'))
     with pytest.raises(BadRequest, match="missing from the data: 'zip'"):
-        ingest_table(source, tmp_path / "b.parquet", strategy=tmp_path / "b.toml", secret=SECRET,
-                     min_cell_count=5)
+        ingest_table(
+            source,
+            tmp_path / "b.parquet",
+            strategy=tmp_path / "b.toml",
+            secret=SECRET,
+            min_cell_count=5,
+        )
     assert not (tmp_path / "a.parquet").exists() and not (tmp_path / "b.parquet").exists()
     with pytest.raises(BadRequest, match="overwrite the source"):
         ingest_table(source, source, strategy=tmp_path / "s.toml", secret=SECRET, min_cell_count=5)
@@ -175,20 +190,61 @@ def test_date_shift_per_patient(source: Path, tmp_path: Path) -> None:
     ingest_table(path, out, strategy=relaxed, secret=SECRET, min_cell_count=5)
     result = pd.read_parquet(out)
     shift = pd.to_datetime(result["visit"]) - pd.to_datetime(raw["visit"])
-    key = derive_key(SECRET, "date-shift")
+    key = derive_key(SECRET, "date-offset")
     expected = raw["patient_id"].map(lambda p: date_offset_days(key, p))
     assert (shift.dt.days == expected).all()
     per_patient = shift.groupby(raw["patient_id"]).nunique()
     assert (per_patient == 1).all() and per_patient.size == raw["patient_id"].nunique()
-    assert expected.between(-3650, -1).all() and expected.nunique() > 100
+    assert expected.between(-365, 365).all() and (expected != 0).all()
+    assert expected.nunique() > 100
+
+
+def test_patient_keys_agree_with_the_dicom_engine() -> None:
+    """Table dates and pseudonyms of a patient equal those the DICOM engine gives its files."""
+    pytest.importorskip("pydicom")
+    from medfed.node.ingest.dicom.deid import Deidentifier
+
+    engine = Deidentifier(SECRET)
+    strategy = parse_strategy(
+        {
+            "columns": {
+                "pid": {"rule": "pseudonymize", "patient": True},
+                "visit": {"rule": "date_shift", "patient": "pid"},
+            },
+            "k_anonymity": {"quasi_identifiers": ["pid"], "k": 2},
+        }
+    )
+    ids = ["000123", "PAT-7", " 42 ", "000123", "PAT-7", " 42 "]
+    frame = pd.DataFrame({"pid": ids, "visit": ["2020-03-01"] * 6})
+    out, _ = apply_rules(frame, strategy, secret=SECRET)
+    for pid, pseudo, date in zip(ids, out["pid"], out["visit"], strict=True):
+        assert pseudo == engine.pseudonym(pid)
+        assert (date - pd.Timestamp("2020-03-01")).days == engine.date_offset(pid)
+    with pytest.raises(BadRequest, match="patient = true uses the DICOM pseudonym"):
+        parse_strategy(
+            {
+                "columns": {"pid": {"rule": "pseudonymize", "patient": True, "prefix": "X"}},
+                "k_anonymity": {"quasi_identifiers": ["pid"], "k": 2},
+            }
+        )
 
 
 def test_year_generalize_top_bottom_round(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         {
             "age": [0, 5, 6, 10, 11, 89, 90, 104, None, 17],
-            "dob": ["1950-03-01", "1999-12-31", None, "2001-01-01", "1950-03-01",
-                    "1960-07-04", "1960-07-04", "1970-01-01", "1980-02-29", "1990-06-15"],
+            "dob": [
+                "1950-03-01",
+                "1999-12-31",
+                None,
+                "2001-01-01",
+                "1950-03-01",
+                "1960-07-04",
+                "1960-07-04",
+                "1970-01-01",
+                "1980-02-29",
+                "1990-06-15",
+            ],
             "height": [170.4, 165.2, 181.0, 150.5, 172.49, 172.51, 160, 155, 190, 168],
             "bmi": [17.9, 18.0, 24.99, 25.0, 40.0, 41.5, 30.0, 22.0, None, 29.9],
         }
@@ -201,8 +257,13 @@ def test_year_generalize_top_bottom_round(tmp_path: Path) -> None:
                 "age": {"rule": "generalize", "bins": [0, 6, 11, 16], "top": 90},
                 "dob": {"rule": "year"},
                 "height": {"rule": "round", "step": 5},
-                "bmi": {"rule": "generalize", "bins": [18.5, 25, 30], "bottom": 18.5,
-                        "top": 40, "labels": ["normal", "overweight", "obese"]},
+                "bmi": {
+                    "rule": "generalize",
+                    "bins": [18.5, 25, 30],
+                    "bottom": 18.5,
+                    "top": 40,
+                    "labels": ["normal", "overweight", "obese"],
+                },
             },
             "k_anonymity": {"quasi_identifiers": ["dob"], "k": 2, "on_violation": "suppress"},
         }
@@ -230,13 +291,25 @@ def test_rule_errors_name_the_column(tmp_path: Path) -> None:
         )
 
     with pytest.raises(BadRequest, match=r"column 'age' \(generalize\): 1 values lie at or above"):
-        ingest_table(path, tmp_path / "o.csv", strategy=strategy(  # type: ignore[arg-type]
-            {"rule": "generalize", "bins": [0, 100]}, {"rule": "delete"}
-        ), secret=SECRET, min_cell_count=5)
+        ingest_table(
+            path,
+            tmp_path / "o.csv",
+            strategy=strategy(  # type: ignore[arg-type]
+                {"rule": "generalize", "bins": [0, 100]}, {"rule": "delete"}
+            ),
+            secret=SECRET,
+            min_cell_count=5,
+        )
     with pytest.raises(BadRequest, match=r"column 'd' \(year\): 1 values are not dates.*row 2"):
-        ingest_table(path, tmp_path / "o.csv", strategy=strategy(  # type: ignore[arg-type]
-            {"rule": "keep"}, {"rule": "year"}
-        ), secret=SECRET, min_cell_count=5)
+        ingest_table(
+            path,
+            tmp_path / "o.csv",
+            strategy=strategy(  # type: ignore[arg-type]
+                {"rule": "keep"}, {"rule": "year"}
+            ),
+            secret=SECRET,
+            min_cell_count=5,
+        )
     with pytest.raises(BadRequest, match=r"column 'age' \(generalize\): top \(5\) is below"):
         strategy({"rule": "generalize", "bins": [0, 10], "top": 5}, {"rule": "keep"})
     with pytest.raises(BadRequest, match=r"column 'age': unknown rule"):
@@ -253,12 +326,20 @@ def test_cli_table(source: Path, tmp_path: Path) -> None:
         f'hub_url = "http://127.0.0.1:1"\nsecret = "{SECRET}"\ndata_dir = "var"\n'
         "[policy]\nmin_cell_count = 5\n"
     )
-    args = ["table", str(source), "--dataset", "diab", "--strategy",
-            str(write_strategy(tmp_path / "s.toml")), "--config", str(tmp_path / "node.toml")]
+    args = [
+        "table",
+        str(source),
+        "--dataset",
+        "diab",
+        "--strategy",
+        str(write_strategy(tmp_path / "s.toml")),
+        "--config",
+        str(tmp_path / "node.toml"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     out = tmp_path / "var" / "datasets" / "diab" / "diab.parquet"
     assert out.is_file() and out.with_name("diab.parquet.report.json").is_file()
     assert "rows in 442" in result.output and "achieved k=" in result.output
-    refused = CliRunner().invoke(app, [*args[:4], "bad name!", *args[5:]])
+    refused = CliRunner().invoke(app, [*args[:3], "bad name!", *args[4:]])
     assert isinstance(refused.exception, BadRequest)

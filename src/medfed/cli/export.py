@@ -115,8 +115,6 @@ def keygen(
     """Make a key pair: X25519 to receive packages (default) or Ed25519 to sign them."""
     kind: crypto.KeyKind = "ed25519" if sign else "x25519"
     key_path, pub_path = crypto.write_keypair(out, kind)
-    public = (
-        crypto.load_ed25519_public(pub_path) if sign else crypto.load_x25519_public(pub_path)
-    )
+    public = crypto.load_ed25519_public(pub_path) if sign else crypto.load_x25519_public(pub_path)
     console.print(f"private key {key_path} (mode 0600)\npublic key  {pub_path}", highlight=False)
     console.print(f"fingerprint {crypto.fingerprint(public)}", highlight=False)

@@ -1,4 +1,4 @@
-"""``medfed node start --config node.toml``."""
+"""``medfed node start | ingest dicom | ingest table | export build | export open``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from types import FrameType
 
 import typer
 
+from medfed.cli import export, ingest_dicom, ingest_table
 from medfed.node.agent import NodeAgent
 from medfed.node.config import load_config
 
@@ -34,3 +35,12 @@ def start(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     agent.run_forever()
+
+
+ingest = typer.Typer(
+    help="Ingest raw hospital exports into de-identified datasets.", no_args_is_help=True
+)
+ingest.command("dicom")(ingest_dicom.dicom)
+ingest.command("table")(ingest_table.table)
+app.add_typer(ingest, name="ingest")
+app.add_typer(export.app, name="export")

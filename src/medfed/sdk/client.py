@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from medfed.algorithms.registry import get_algorithm
 from medfed.common.errors import BadRequest
 from medfed.common.filter_text import parse_filter_text
 from medfed.common.filters import Filter, filter_to_json
@@ -206,6 +205,10 @@ class Tasks(_Resource):
             raise TaskFailed(task)
         if task.status != TaskStatus.completed or task.result is None:
             raise BadRequest(f"task {task.id} has not finished")
+        # imported here: the registry loads every algorithm (scipy, pandas); a client that
+        # only lists datasets or verifies the log should not pay for that at import
+        from medfed.algorithms.registry import get_algorithm
+
         model = get_algorithm(task.algorithm).Result.model_validate(task.result)
         last_round = max((r.round for r in task.runs), default=0)
         return TaskResult(

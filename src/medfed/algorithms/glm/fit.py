@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from medfed.algorithms.glm.families import Family
 from medfed.common.errors import BadRequest
@@ -153,6 +152,8 @@ def coefficients(
     names: Sequence[str], beta: Array, h_last: Array, scale: float, iteration: int
 ) -> list[dict[str, float | str]]:
     """Estimate, std error, z, p value and 95 % interval of each coefficient."""
+    from scipy import stats  # scipy.stats costs ~1 s to import: loaded where it is used
+
     cov = scale * inverse(h_last, iteration)
     se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     if not (se > 0).all():

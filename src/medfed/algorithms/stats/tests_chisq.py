@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
-from scipy.stats import chi2_contingency
 
 from medfed.algorithms.base import (
     Algorithm,
@@ -148,6 +147,8 @@ class ChiSquare(Algorithm[ChiSquareParams]):
             raise BadRequest("chisq: the pooled table is empty")
         if (observed.sum(axis=0) == 0).any() or (observed.sum(axis=1) == 0).any():
             raise BadRequest("chisq: a level has no rows in the pooled table; leave it out")
+        from scipy.stats import chi2_contingency  # ~1 s to import: loaded where used
+
         test = chi2_contingency(observed, correction=params.correction)
         result = ChiSquareResult(
             row=params.row,

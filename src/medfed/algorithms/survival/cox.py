@@ -32,7 +32,6 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
-from scipy import stats
 
 from medfed.algorithms.base import (
     Algorithm,
@@ -224,6 +223,8 @@ def _result(
     ll0: float,
     iteration: int,
 ) -> dict[str, Any]:
+    from scipy import stats  # scipy.stats costs ~1 s to import: loaded where it is used
+
     scale = np.asarray(state["scale"], dtype=np.float64)
     coef = beta / scale
     cov = np.linalg.inv(information)

@@ -38,7 +38,6 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
-from scipy import stats
 
 from medfed.algorithms.stats._common import check_where, require_column
 from medfed.algorithms.survival.event_table import EventTableAlgorithm, PooledTable
@@ -64,6 +63,8 @@ def _median(times: Floats, curve: Floats) -> float | None:
 
 def km_curve(table: PooledTable, alpha: float, group: str | None) -> dict[str, Any]:
     """The pooled Kaplan-Meier curve of one table, as lifelines computes it."""
+    from scipy import stats  # scipy.stats costs ~1 s to import: loaded where it is used
+
     keep = table.events > 0
     times = table.times[keep]
     n = table.at_risk[keep].astype(np.float64)

@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy import stats
 
 from medfed.algorithms.stats._common import check_where, require_column
 from medfed.algorithms.survival.event_table import EventTableAlgorithm, PooledTable
@@ -42,6 +41,8 @@ class LogrankParams(SurvivalParams):
 
 def logrank_test(tables: Sequence[PooledTable]) -> dict[str, Any]:
     """Observed, expected, statistic, df and p value over the group tables."""
+    from scipy import stats  # scipy.stats costs ~1 s to import: loaded where it is used
+
     n_g = np.stack([t.at_risk for t in tables], axis=1).astype(np.float64)
     d_g = np.stack([t.events for t in tables], axis=1).astype(np.float64)
     d = d_g.sum(axis=1)

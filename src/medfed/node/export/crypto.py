@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -163,8 +163,8 @@ def verify_signature(public: Ed25519PublicKey, signature: bytes, data: bytes) ->
 
 def write_keypair(prefix: Path, kind: KeyKind = "x25519") -> tuple[Path, Path]:
     """Write ``PREFIX.key`` (0600, created exclusively) and ``PREFIX.pub``; refuse to overwrite."""
-    private: PrivateKey = X25519PrivateKey.generate() if kind == "x25519" else (
-        Ed25519PrivateKey.generate()
+    private: PrivateKey = (
+        X25519PrivateKey.generate() if kind == "x25519" else (Ed25519PrivateKey.generate())
     )
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     for path in (key_path, pub_path):
@@ -195,45 +195,47 @@ def _read(path: Path, what: str) -> bytes:
         raise BadRequest(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
-_Priv = TypeVar("_Priv", X25519PrivateKey, Ed25519PrivateKey)
-_Pub = TypeVar("_Pub", X25519PublicKey, Ed25519PublicKey)
-
-
-def _load_private(path: Path, cls: type[_Priv], kind: str) -> _Priv:
+def _load_private(path: Path) -> object:
     try:
-        key = serialization.load_pem_private_key(_read(path, "key file"), password=None)
+        return serialization.load_pem_private_key(_read(path, "key file"), password=None)
     except (ValueError, TypeError) as exc:
         raise BadRequest(f"{path} is not an unencrypted PEM private key: {exc}") from None
-    if not isinstance(key, cls):
-        raise BadRequest(f"{path} is not an {kind} private key")
-    return key
 
 
-def _load_public(path: Path, cls: type[_Pub], kind: str) -> _Pub:
+def _load_public(path: Path) -> object:
     try:
-        key = serialization.load_pem_public_key(_read(path, "key file"))
+        return serialization.load_pem_public_key(_read(path, "key file"))
     except ValueError as exc:
         raise BadRequest(f"{path} is not a PEM public key: {exc}") from None
-    if not isinstance(key, cls):
-        raise BadRequest(f"{path} is not an {kind} public key")
-    return key
 
 
 def load_x25519_private(path: Path) -> X25519PrivateKey:
     """A recipient's private key (PEM), or BadRequest naming the file."""
-    return _load_private(path, X25519PrivateKey, "X25519")
+    key = _load_private(path)
+    if not isinstance(key, X25519PrivateKey):
+        raise BadRequest(f"{path} is not an X25519 private key")
+    return key
 
 
 def load_x25519_public(path: Path) -> X25519PublicKey:
     """A recipient's public key (PEM), or BadRequest naming the file."""
-    return _load_public(path, X25519PublicKey, "X25519")
+    key = _load_public(path)
+    if not isinstance(key, X25519PublicKey):
+        raise BadRequest(f"{path} is not an X25519 public key")
+    return key
 
 
 def load_ed25519_private(path: Path) -> Ed25519PrivateKey:
     """A sender's signing key (PEM), or BadRequest naming the file."""
-    return _load_private(path, Ed25519PrivateKey, "Ed25519")
+    key = _load_private(path)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BadRequest(f"{path} is not an Ed25519 private key")
+    return key
 
 
 def load_ed25519_public(path: Path) -> Ed25519PublicKey:
     """A sender's public key (PEM), or BadRequest naming the file."""
-    return _load_public(path, Ed25519PublicKey, "Ed25519")
+    key = _load_public(path)
+    if not isinstance(key, Ed25519PublicKey):
+        raise BadRequest(f"{path} is not an Ed25519 public key")
+    return key

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -46,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from medfed.common.errors import BadRequest, Refused
 from medfed.common.filter_text import parse_filter_text
 from medfed.node.export import crypto
-from medfed.node.ingest.tables.kanon import KAnonymityReport, achieved_k
+from medfed.node.ingest.tables.kanon import KAnonymityReport, verify
 from medfed.node.ingest.tables.runner import deidentify_frame, read_table, table_bytes
 from medfed.node.ingest.tables.strategy import Strategy
 from medfed.node.stores.tables import TableStore
@@ -120,7 +121,7 @@ class OpenedPackage(BaseModel):
     cohort: dict[str, Any]
 
 
-def _select(source: Path, where: str | None, strategy: Strategy) -> Any:
+def _select(source: Path, where: str | None, strategy: Strategy) -> pd.DataFrame:
     store = TableStore(read_table(source, text_columns=strategy.string_columns()), name=source.name)
     try:
         condition = parse_filter_text(where) if where else None
@@ -150,9 +151,7 @@ def build_package(
     if not len(cohort):
         raise BadRequest("export: the cohort filter selects no rows")
     frame, columns, kanon = deidentify_frame(cohort, strategy, secret=secret)
-    k_out = achieved_k(frame, strategy.k_anonymity.quasi_identifiers)
-    if k_out is None or k_out < strategy.k_anonymity.k:  # independent re-check of the output
-        raise Refused(f"export: verification failed: the output has k={k_out}")
+    verify(frame, strategy.k_anonymity)  # independent re-check of the rows released
     if list(frame.columns) != [c for c in cohort.columns if c in strategy.output_columns()]:
         raise Refused("export: verification failed: output columns differ from the strategy")
     cohort_info: dict[str, Any] = {
@@ -161,19 +160,19 @@ def build_package(
         "strategy_sha256": strategy.sha256(),
         "rows_selected": len(cohort),
         "rows": len(frame),
-        "quasi_identifiers": kanon.quasi_identifiers,
-        "k": kanon.k,
         "achieved_k": kanon.achieved_k,
     }
-    report = {"cohort": cohort_info, "columns": {n: c.model_dump() for n, c in columns.items()}}
-    report["k_anonymity"] = kanon.model_dump()
+    report = {"cohort": cohort_info, "k_anonymity": kanon.model_dump()}
+    report["columns"] = {n: c.model_dump() for n, c in columns.items()}
     plain = {
         f"data.{table_format}": table_bytes(frame, table_format),
         "deid-report.json": json.dumps(report, indent=2).encode(),
     }
     manifest_id = str(uuid.uuid4())
     content_key = crypto.new_content_key()
-    ephemeral, wrap_nonce, wrapped = crypto.wrap_key(content_key, recipient, manifest_id=manifest_id)
+    ephemeral, wrap_nonce, wrapped = crypto.wrap_key(
+        content_key, recipient, manifest_id=manifest_id
+    )
     nonces = {name: os.urandom(12) for name in plain}
     manifest = Manifest(
         format="medfed-export/1",
@@ -288,8 +287,9 @@ def _check_signature(
     try:
         crypto.verify_signature(public, signature, members[_MANIFEST])
     except crypto.CryptoFailure:
-        raise Refused("package refused: the manifest signature does not verify "
-                      "(manifest altered)") from None
+        raise Refused(
+            "package refused: the manifest signature does not verify (manifest altered)"
+        ) from None
     return signer
 
 
@@ -323,8 +323,10 @@ def _verify(
         )
         tag = bytes.fromhex(members[_TAG].decode())
     except (crypto.CryptoFailure, ValueError):
-        raise Refused("package refused: the content key does not unwrap with this key "
-                      "(key block altered or wrong key)") from None
+        raise Refused(
+            "package refused: the content key does not unwrap with this key "
+            "(key block altered or wrong key)"
+        ) from None
     if not crypto.hmac_equal(crypto.manifest_tag(content_key, raw), tag):
         raise Refused("package refused: manifest.json was altered (manifest tag does not match)")
     if hashlib.sha256(manifest.terms.text.encode()).hexdigest() != manifest.terms.sha256:
@@ -351,8 +353,10 @@ def _verify(
                 name=entry.name,
             )
         except (crypto.CryptoFailure, ValueError):
-            raise Refused(f"package refused: file '{entry.name}' ({entry.blob}) fails "
-                          "authentication (blob altered)") from None
+            raise Refused(
+                f"package refused: file '{entry.name}' ({entry.blob}) fails "
+                "authentication (blob altered)"
+            ) from None
         if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
             raise Refused(f"package refused: file '{entry.name}' does not match its SHA-256")
         files[entry.name] = data

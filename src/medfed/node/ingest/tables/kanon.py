@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from medfed.common.errors import BadRequest, Refused
 from medfed.node.ingest.tables.strategy import KAnonymity
 
-__all__ = ["KAnonymityReport", "achieved_k", "enforce", "group_sizes"]
+__all__ = ["KAnonymityReport", "achieved_k", "enforce", "group_sizes", "verify"]
 
 
 class KAnonymityReport(BaseModel):
@@ -83,6 +83,23 @@ def enforce(frame: pd.DataFrame, check: KAnonymity) -> tuple[pd.DataFrame, KAnon
         smallest_group_in=int(sizes.min()) if len(sizes) else None,
         achieved_k=achieved_k(out, qis),
     )
-    if report.achieved_k is not None and report.achieved_k < check.k:  # pragma: no cover
-        raise Refused(f"k-anonymity: achieved k={report.achieved_k} < {check.k} after suppression")
+    if len(out):
+        verify(out, check)
     return out, report
+
+
+def verify(frame: pd.DataFrame, check: KAnonymity) -> int:
+    """Recompute the group sizes of a frame about to be released: its k, or Refused.
+
+    Independent of :func:`enforce` (it reads only the frame), so a release step can call it
+    on exactly the rows it writes. An empty frame is refused: there is nothing to release.
+    """
+    k = achieved_k(frame, check.quasi_identifiers)
+    if k is None:
+        raise Refused("k-anonymity: verification failed: no rows to release")
+    if k < check.k:
+        raise Refused(
+            f"k-anonymity: verification failed: a group over "
+            f"({', '.join(check.quasi_identifiers)}) has {k} rows, fewer than k={check.k}"
+        )
+    return k

@@ -10,17 +10,25 @@ Keys (all from the node secret via :func:`medfed.node.ingest.keys.derive_key`):
 
 - pseudonym: ``prefix + hmac_hex(derive_key(secret, "pseudonym"), value)[:length]``;
   the same value gives the same pseudonym in every column, table and run on one node.
-- date shift: ``date_offset_days(derive_key(secret, "date-shift"), patient_id)``, i.e.
-  ``-(int(hmac_hex(key, patient_id)[:8], 16) % 3650 + 1)``: a whole number of days in
-  ``[-3650, -1]`` (dates move back by 1 day to 10 years), one offset per patient.
+  With ``patient = true`` the DICOM engine's Patient ID pseudonym instead:
+  ``"P" + hmac_hex(derive_key(secret, "patient-pseudonym"), "patient", id)[:16].upper()``,
+  so a table's patients link to the imaging index;
+- date shift: the DICOM engine's own offset, :func:`medfed.node.ingest.dicom.dates.
+  patient_offset` with ``derive_key(secret, "date-offset")``: ``n = int(hmac_hex(key,
+  "date-offset", id)[:12], 16) % 730``, offset ``n - 365`` if ``n < 365`` else ``n - 364``
+  days — from -365 to 365, never 0, one offset per patient, the same for the
+  patient's table rows and images.
 
 A value is turned into text before keying: strings as they are, whole floats without the
-``.0`` (``123.0`` → ``"123"``), everything else with ``str``. Nulls stay null.
+``.0`` (``123.0`` → ``"123"``), everything else with ``str``; patient ids (the two
+DICOM-compatible derivations) are also stripped of surrounding spaces, as DICOM does.
+Nulls stay null.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +37,7 @@ from pandas.api import types as ptypes
 from pydantic import BaseModel, Field
 
 from medfed.common.errors import BadRequest
+from medfed.node.ingest.dicom.dates import patient_offset
 from medfed.node.ingest.keys import derive_key, hmac_hex
 from medfed.node.ingest.tables.strategy import (
     DateShift,
@@ -43,17 +52,19 @@ from medfed.node.ingest.tables.strategy import (
 
 __all__ = [
     "DATE_SHIFT_PURPOSE",
+    "PATIENT_PURPOSE",
     "PSEUDONYM_PURPOSE",
     "ColumnReport",
     "apply_rules",
     "check_columns",
     "date_offset_days",
+    "patient_pseudonym",
     "pseudonym",
 ]
 
 PSEUDONYM_PURPOSE = "pseudonym"
-DATE_SHIFT_PURPOSE = "date-shift"
-MAX_SHIFT_DAYS = 3650
+PATIENT_PURPOSE = "patient-pseudonym"  # = the DICOM engine's (dicom/deid.py)
+DATE_SHIFT_PURPOSE = "date-offset"  # = the DICOM engine's (dicom/deid.py)
 
 
 class ColumnReport(BaseModel):
@@ -77,9 +88,14 @@ def pseudonym(key: bytes, value: Any, *, prefix: str = "", length: int = 16) -> 
     return prefix + hmac_hex(key, key_text(value))[:length]
 
 
+def patient_pseudonym(key: bytes, patient_id: Any) -> str:
+    """The DICOM engine's pseudonym of a Patient ID (key: purpose ``patient-pseudonym``)."""
+    return "P" + hmac_hex(key, "patient", key_text(patient_id).strip())[:16].upper()
+
+
 def date_offset_days(key: bytes, patient_id: Any) -> int:
-    """Per-patient date offset in days, in ``[-MAX_SHIFT_DAYS, -1]``."""
-    return -(int(hmac_hex(key, key_text(patient_id))[:8], 16) % MAX_SHIFT_DAYS + 1)
+    """The DICOM engine's per-patient offset in days (key: purpose ``date-offset``)."""
+    return patient_offset(key, key_text(patient_id).strip())
 
 
 def check_columns(columns: list[str], strategy: Strategy) -> None:
@@ -89,7 +105,7 @@ def check_columns(columns: list[str], strategy: Strategy) -> None:
     if unnamed:
         raise BadRequest(
             f"columns not named in the strategy: {', '.join(map(repr, unnamed))} "
-            "(give each a rule, e.g. \"delete\" or \"keep\")"
+            '(give each a rule, e.g. "delete" or "keep")'
         )
     missing = [c for c in strategy.columns if c not in present]
     if missing:
@@ -144,7 +160,9 @@ def _keyed(series: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
     return series.map(one)
 
 
-def _generalize(series: pd.Series, rule: Generalize, where: str) -> tuple[pd.Series, dict[str, int]]:
+def _generalize(
+    series: pd.Series, rule: Generalize, where: str
+) -> tuple[pd.Series, dict[str, int]]:
     values = _numbers(series, where)
     edges = rule.edges()
     below = values < (rule.bottom if rule.bottom is not None else edges[0])
@@ -160,7 +178,9 @@ def _generalize(series: pd.Series, rule: Generalize, where: str) -> tuple[pd.Ser
             f"{edges[-1]:g} (add an upper edge or top coding)"
         )
     labels = np.array(rule.band_labels() or [""], dtype=object)
-    index = np.clip(np.searchsorted(np.asarray(edges), values.to_numpy(), side="right") - 1, 0, None)
+    index = np.clip(
+        np.searchsorted(np.asarray(edges), values.to_numpy(), side="right") - 1, 0, None
+    )
     index = np.minimum(index, len(labels) - 1)
     out = pd.Series(labels[index], index=series.index, dtype=object)
     if rule.top is not None:
@@ -186,6 +206,7 @@ def apply_rules(
     """The de-identified frame (kept columns in the data's order) and a report per column."""
     check_columns([str(c) for c in frame.columns], strategy)
     pseudo_key = derive_key(secret, PSEUDONYM_PURPOSE)
+    patient_key = derive_key(secret, PATIENT_PURPOSE)
     shift_key = derive_key(secret, DATE_SHIFT_PURPOSE)
     out: dict[str, pd.Series] = {}
     reports: dict[str, ColumnReport] = {}
@@ -200,9 +221,12 @@ def apply_rules(
         if isinstance(rule, Keep):
             result = series.copy()
         elif isinstance(rule, Pseudonymize):
-            result = _keyed(
-                series, lambda v, r=rule: pseudonym(pseudo_key, v, prefix=r.prefix, length=r.length)
-            ).astype(object)
+            keyed = (
+                partial(patient_pseudonym, patient_key)
+                if rule.patient
+                else partial(pseudonym, pseudo_key, prefix=rule.prefix, length=rule.length)
+            )
+            result = _keyed(series, keyed).astype(object)
             counts["distinct"] = int(result.nunique())
         elif isinstance(rule, Generalize):
             result, counts = _generalize(series, rule, where)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -31,6 +30,8 @@ import pandas as pd
 from pydantic import BaseModel
 
 from medfed.common.errors import BadRequest, Refused
+from medfed.node.ingest.dicom.summary import summarize_table, write_summary
+from medfed.node.ingest.dicom.summary import summary_path as summary_file
 from medfed.node.ingest.tables.kanon import KAnonymityReport, enforce
 from medfed.node.ingest.tables.rules import ColumnReport, apply_rules
 from medfed.node.ingest.tables.strategy import Strategy, load_strategy
@@ -83,7 +84,7 @@ def read_table(path: Path, *, text_columns: Sequence[str] = ()) -> pd.DataFrame:
             return pd.read_parquet(path, engine="pyarrow")
         header = pd.read_csv(path, nrows=0).columns
         dtype = {c: str for c in text_columns if c in header}
-        return pd.read_csv(path, dtype=dtype)  # type: ignore[arg-type]
+        return pd.read_csv(path, dtype=dtype)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise BadRequest(f"cannot read {path.name}: {exc}") from None
 
@@ -126,15 +127,13 @@ def deidentify_frame(
 
 
 def _summary(frame: pd.DataFrame, strategy: Strategy, min_cell_count: int) -> dict[str, Any]:
-    from medfed.node.ingest.dicom.summary import summarize_table  # written with DICOM ingest
-
-    summary: dict[str, Any] = summarize_table(
+    return summarize_table(
         frame,
         min_cell_count=min_cell_count,
         sex_column=strategy.summary.sex,
         age_column=strategy.summary.age,
+        patient_column=strategy.summary.patient,
     )
-    return summary
 
 
 def ingest_table(
@@ -157,7 +156,7 @@ def ingest_table(
     frame = read_table(src, text_columns=strategy.string_columns())
     result, columns, kanon = deidentify_frame(frame, strategy, secret=secret)
     report_path = out.with_name(out.name + ".report.json")
-    summary_path = out.with_name(out.name + ".summary.json")
+    summary_path = summary_file(out)
     summary = _summary(result, strategy, min_cell_count)
     report = TableIngestReport(
         source=str(src),
@@ -173,6 +172,6 @@ def ingest_table(
         k_anonymity=kanon,
     )
     write_atomic(out, table_bytes(result, out_kind))
-    write_atomic(summary_path, json.dumps(summary, indent=2, default=str).encode())
+    write_summary(summary, out)  # re-checks the suppression rules; <out>.summary.json
     write_atomic(report_path, report.model_dump_json(indent=2).encode())
     return report

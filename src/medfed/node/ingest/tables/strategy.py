@@ -8,7 +8,7 @@ Nothing here touches data; :mod:`.rules` applies the rules and :mod:`.kanon` the
 Example::
 
     [columns]
-    patient_id = { rule = "pseudonymize", prefix = "P-" }
+    patient_id = { rule = "pseudonymize", patient = true }   # = DICOM Patient ID pseudonym
     name       = "delete"                      # shorthand for { rule = "delete" }
     sex        = "keep"
     age        = { rule = "generalize", bins = [0, 6, 11, 16], top = 90 }   # 0-5, ..., 90+
@@ -24,11 +24,13 @@ Example::
     [summary]                                  # optional: which columns the catalogue uses
     sex = "sex"
     age = "age"
+    patient = "patient_id"                     # count patients, not rows
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import tomllib
 from pathlib import Path
@@ -72,11 +74,19 @@ class Keep(_Rule):
 
 
 class Pseudonymize(_Rule):
-    """``prefix`` + the first ``length`` hex digits of a keyed HMAC of the value."""
+    """``prefix`` + the first ``length`` hex digits of a keyed HMAC of the value; with
+    ``patient = true`` the DICOM engine's Patient ID pseudonym (links to the imaging index)."""
 
     rule: Literal["pseudonymize"]
     prefix: str = Field(default="", max_length=32)
     length: int = Field(default=16, ge=8, le=64)
+    patient: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Pseudonymize:
+        if self.patient and (self.prefix or self.length != 16):
+            raise ValueError("patient = true uses the DICOM pseudonym; drop prefix and length")
+        return self
 
 
 class Generalize(_Rule):
@@ -99,7 +109,9 @@ class Generalize(_Rule):
         if any(b >= c for b, c in zip(self.bins, self.bins[1:], strict=False)):
             raise ValueError("bins must be strictly increasing")
         if self.top is not None and self.top < self.bins[-1]:
-            raise ValueError(f"top ({_fmt(self.top)}) is below the last bin ({_fmt(self.bins[-1])})")
+            raise ValueError(
+                f"top ({_fmt(self.top)}) is below the last bin ({_fmt(self.bins[-1])})"
+            )
         if self.bottom is not None and self.bottom > self.bins[0]:
             raise ValueError(
                 f"bottom ({_fmt(self.bottom)}) is above the first bin ({_fmt(self.bins[0])})"
@@ -129,7 +141,7 @@ class Generalize(_Rule):
         edges = self.edges()
         whole = all(float(e).is_integer() for e in edges)
         out: list[str] = []
-        for lo, hi in zip(edges, edges[1:], strict=False):
+        for lo, hi in itertools.pairwise(edges):
             if whole:
                 last = int(hi) - 1
                 out.append(_fmt(lo) if last == int(lo) else f"{_fmt(lo)}-{last}")
@@ -152,7 +164,7 @@ class Year(_Rule):
 
 
 class DateShift(_Rule):
-    """Date + a per-patient keyed offset in days (see :func:`.rules.date_offset_days`)."""
+    """Date + the patient's keyed offset in days, the DICOM engine's (see :mod:`.rules`)."""
 
     rule: Literal["date_shift"]
     patient: str = Field(min_length=1)
@@ -186,12 +198,13 @@ class KAnonymity(BaseModel):
 
 
 class SummaryColumns(BaseModel):
-    """The output columns the catalogue summary reads sex and age from (optional)."""
+    """The output columns the catalogue summary reads sex, age and patients from (optional)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sex: str | None = None
     age: str | None = None
+    patient: str | None = None  # count each patient once (their first row)
 
 
 class Strategy(BaseModel):
@@ -233,9 +246,14 @@ class Strategy(BaseModel):
                 raise ValueError(f"k_anonymity: quasi-identifier '{qi}' is not in [columns]")
             if qi not in kept:
                 raise ValueError(f"k_anonymity: quasi-identifier '{qi}' is deleted by its rule")
-        for role, name in (("sex", self.summary.sex), ("age", self.summary.age)):
-            if name is not None and name not in kept:
-                raise ValueError(f"summary: {role} column '{name}' is not a kept column")
+        summary = self.summary
+        for role, column in (
+            ("sex", summary.sex),
+            ("age", summary.age),
+            ("patient", summary.patient),
+        ):
+            if column is not None and column not in kept:
+                raise ValueError(f"summary: {role} column '{column}' is not a kept column")
         return self
 
     def output_columns(self) -> list[str]:
