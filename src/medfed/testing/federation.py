@@ -2,7 +2,8 @@
 
 ``Federation(root, shares)`` initializes a hub database, starts ``medfed hub serve``,
 creates one organization and one node per hospital, a researcher with a project, writes
-each hospital's tables as CSV under its own folder, starts ``medfed node start`` for each
+each hospital's tables as CSV under its own folder (or uses a given file, such as an
+ingest output with its catalogue summary beside it), starts ``medfed node start`` for each
 and waits until every dataset is registered. Leaving the ``with`` block stops them all.
 """
 
@@ -25,7 +26,7 @@ from medfed.testing.processes import HubProcess, NodeProcess
 @dataclass
 class Federation:
     root: Path
-    shares: dict[str, dict[str, pd.DataFrame]]
+    shares: dict[str, dict[str, pd.DataFrame | Path]]
     min_cell_count: int = 5
     database_url: str | None = None
     hub_env: dict[str, str] = field(default_factory=dict)
@@ -63,6 +64,9 @@ class Federation:
             (folder / "data").mkdir(parents=True, exist_ok=True)
             paths = {}
             for dataset, frame in tables.items():
+                if isinstance(frame, Path):  # an existing file (e.g. ingest output) as it is
+                    paths[dataset] = frame
+                    continue
                 path = folder / "data" / f"{dataset}.csv"
                 frame.to_csv(path, index=False)
                 paths[dataset] = path
