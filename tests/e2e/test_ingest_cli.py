@@ -77,14 +77,17 @@ def test_ingest_dicom_from_the_cli_is_clean_indexed_and_resumable(
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     out = tmp_path / "ct"
     args = ["node", "ingest", "dicom", str(src), "--dataset", "ct", "--config", str(node_toml)]
-    first = medfed(*args, "--out", str(out), "-j", "1", "-q")
+    bids = tmp_path / "bids"
+    first = medfed(*args, "--out", str(out), "-j", "1", "-q", "--nifti", str(bids))
     assert first.returncode == 0, first.stdout + first.stderr
+    volumes = sorted(bids.rglob("*.nii.gz"))
+    assert len(volumes) == 2 and all(v.name.startswith("sub-") for v in volumes)
     written = sorted(out.rglob("*.dcm"))
     assert len(written) == 2
     for path in written:
         ds = pydicom.dcmread(path)
         assert ds.PatientIdentityRemoved == "YES"
-        assert "Anonymized" not in str(ds.PatientName) or ds.PatientName != "CompressedSamples"
+        assert ds.PatientID != pydicom.dcmread(src / "CT_small.dcm").PatientID
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # sources untouched
     assert list(out.rglob("index.parquet"))
     again = medfed(*args, "--out", str(out), "-j", "1", "-q")

@@ -22,8 +22,10 @@ from medfed.cli.common import console, err_console
 from medfed.common.errors import BadRequest
 from medfed.node.config import load_config
 from medfed.node.ingest.dicom.burned import load_rectangles
+from medfed.node.ingest.dicom.nifti import convert_index
 from medfed.node.ingest.dicom.profile import Option
 from medfed.node.ingest.dicom.runner import IngestSummary, ingest_dicom
+from medfed.node.ingest.dicom.summary import summarize, write_summary
 
 app = typer.Typer(help="Ingest raw exports into de-identified datasets.", no_args_is_help=True)
 
@@ -51,6 +53,9 @@ def dicom(
     ),
     workers: int = typer.Option(os.cpu_count() or 1, "--workers", "-j", min=1),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    nifti: Path | None = typer.Option(
+        None, "--nifti", help="also convert CT/MR series to NIfTI in a BIDS-like layout here"
+    ),
 ) -> None:
     """De-identify DICOM by PS3.15 Annex E (Basic Profile + options), verify, index."""
     if profile.strip().lower() != "basic":
@@ -77,6 +82,13 @@ def dicom(
         )
     if summary.verification is not None:
         console.print(f"verification reports: {summary.out / 'verification'}", highlight=False)
+    if nifti is not None and summary.ok:
+        converted = convert_index(summary.index_rows, nifti, dicom_root=summary.out)
+        console.print(
+            f"NIfTI: {len(converted['written'])} series written to {nifti}, "
+            f"{len(converted['skipped'])} skipped",
+            highlight=False,
+        )
     if not summary.ok:
         err_console.print(
             f"[red]error:[/red] the verifier found identifying values in {len(summary.leaks)} "
@@ -87,10 +99,6 @@ def dicom(
 
 def _write_catalogue(summary: IngestSummary, min_cell_count: int) -> Path | None:
     """``<index>.summary.json``: the aggregates the node sends to the hub's catalogue."""
-    try:
-        from medfed.node.ingest.dicom.summary import summarize, write_summary
-    except ImportError:  # the catalogue summary module is optional
-        return None
     aggregates = summarize(summary.index_rows, min_cell_count=min_cell_count)
     return write_summary(aggregates, summary.index_files[0])
 
