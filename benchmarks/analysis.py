@@ -2,8 +2,9 @@
 
 Run it as ``.venv/bin/python -m benchmarks.analysis``. Options: ``--rows 100000`` rows per
 node for the GLM, ``--nodes 5``, ``--cox-rows 20000`` rows per node for Cox, ``--reps 3``
-timed fits of each kind, ``--quick`` (5 000 / 2 000 rows, 2 repetitions: about a minute on
-2 idle cores). How it runs:
+timed fits of each kind, ``--quick`` (5 000 / 500 rows, 1 repetition), ``--hub-env
+NAME=VALUE`` for the hub process. A full run takes about 20 minutes on 2 cores, nearly all of
+it in the federated Cox fits (see ``docs/benchmarks.md``). How it runs:
 
 1. Data. It fits simple distributions to GBSG2 (``lifelines.datasets.load_gbsg2``, 686
    patients): the joint frequencies of horTh, menostat and tgrade; per menopausal status a
@@ -455,7 +456,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cox-rows", type=int, default=20_000, help="Cox rows per node")
     parser.add_argument("--reps", type=int, default=3, help="timed fits of each kind")
     parser.add_argument(
-        "--quick", action="store_true", help="5 000 / 2 000 rows per node, 2 repetitions"
+        "--quick", action="store_true", help="5 000 / 500 rows per node, 1 repetition"
     )
     parser.add_argument(
         "--hub-env",
@@ -467,7 +468,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.cox_rows, args.reps = min(args.rows, 5000), min(args.cox_rows, 2000), 2
+        args.rows, args.cox_rows, args.reps = min(args.rows, 5000), min(args.cox_rows, 500), 1
     if any("=" not in item for item in args.hub_env):
         parser.error("--hub-env takes NAME=VALUE")
     if not 1 <= args.nodes <= 20 or args.reps < 1:
