@@ -268,7 +268,8 @@ def summarise(
     fed, pooled = statistics.median(fed_s), statistics.median(pooled_s)
     target = TARGET_FACTOR * pooled + TARGET_SLACK_S
     rounds = statistics.median(r["rounds"] for r in runs) if runs else None
-    legs = {k: statistics.median(r["legs_s"][k] for r in runs) for k in runs[0]["legs_s"]}
+    names = runs[0]["legs_s"] if runs else {}
+    legs = {k: statistics.median(r["legs_s"][k] for r in runs) for k in names}
     return {
         "federated_s": {"median": round(fed, 3), "all": [round(s, 3) for s in fed_s]},
         "pooled_s": {"median": round(pooled, 3), "all": [round(s, 3) for s in pooled_s]},

@@ -71,7 +71,7 @@ class Rows:
 
 
 def _numbers(frame: pd.DataFrame, column: str, role: str) -> Array:
-    values = frame[column].to_numpy(dtype=np.float64)
+    values: Array = frame[column].to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
         raise BadRequest(f"glm: {role} '{column}' has an infinite value at this node")
     return values

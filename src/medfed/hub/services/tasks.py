@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from medfed.algorithms.base import Finished, NodeOutput
 from medfed.algorithms.registry import get_algorithm
@@ -107,6 +107,7 @@ def list_tasks(session: Session, *, user: User, project_id: int) -> list[Task]:
 def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
     rows = session.execute(
         select(Run, Node.name)
+        .options(defer(Run.output))  # statuses only: outputs can be megabytes
         .join(Node, Node.id == Run.node_id)
         .where(Run.task_id == task.id)
         .order_by(Run.round, Run.id)
@@ -120,7 +121,13 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         session.refresh(task, with_for_update=True)
     if task.status != TaskStatus.running.value:
         return
-    runs = list(session.scalars(select(Run).where(Run.task_id == task.id, Run.round == task.round)))
+    runs = list(
+        session.scalars(
+            select(Run)
+            .options(defer(Run.output))  # each output is loaded once the round is whole
+            .where(Run.task_id == task.id, Run.round == task.round)
+        )
+    )
     if not runs or any(r.status not in TERMINAL for r in runs):
         return
     answered = [r for r in runs if r.status == RunStatus.done.value]
