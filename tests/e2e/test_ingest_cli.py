@@ -84,10 +84,15 @@ def test_ingest_dicom_from_the_cli_is_clean_indexed_and_resumable(
     assert len(volumes) == 2 and all(v.name.startswith("sub-") for v in volumes)
     written = sorted(out.rglob("*.dcm"))
     assert len(written) == 2
+    sources = [pydicom.dcmread(p) for p in sorted(src.iterdir())]
+    source_ids = {str(d.PatientID) for d in sources} | {str(d.PatientName) for d in sources}
+    source_uids = {str(d.SOPInstanceUID) for d in sources}
     for path in written:
         ds = pydicom.dcmread(path)
         assert ds.PatientIdentityRemoved == "YES"
-        assert ds.PatientID != pydicom.dcmread(src / "CT_small.dcm").PatientID
+        assert str(ds.PatientID) not in source_ids and str(ds.PatientName) not in source_ids
+        assert str(ds.SOPInstanceUID) not in source_uids
+        assert str(ds.SOPInstanceUID).startswith("2.25.")
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # sources untouched
     assert list(out.rglob("index.parquet"))
     again = medfed(*args, "--out", str(out), "-j", "1", "-q")

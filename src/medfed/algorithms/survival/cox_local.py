@@ -94,8 +94,9 @@ def check_parameters(p: int, rows: int, fraction: float) -> None:
     """Refuse a model with more parameters than ``fraction`` of the node's rows."""
     if p > fraction * rows:
         raise Refused(
+            # the node's exact row count would leave the node without passing the gate
             f"gate: max_param_fraction: cox has {p} parameters, more than "
-            f"{fraction:.3g} of this node's {rows} rows"
+            f"{fraction:.3g} of this node's rows"
         )
 
 
