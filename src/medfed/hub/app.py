@@ -114,6 +114,13 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
 
-    for module in (accounts, catalogue, tasks, node_api, ledger_routes):
+    routers = (
+        accounts,
+        catalogue,
+        tasks,
+        node_api,
+        ledger_routes,
+    )
+    for module in routers:
         app.include_router(module.router)
     return app

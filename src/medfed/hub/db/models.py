@@ -231,3 +231,8 @@ class LedgerCosignature(Base):
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
     signature: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Tables of the other parts live in their own modules; importing them here registers them
+# on ``Base.metadata`` (Alembic and the schema checks read that).
+from medfed.hub.db import models_access, models_catalogue, models_fl  # noqa: E402

@@ -1,0 +1,10 @@
+"""Access-governance tables of the hub (applications, DAC decisions, entitlements, query budgets).
+
+Imported at the end of ``medfed.hub.db.models`` so that ``Base.metadata`` holds every table.
+"""
+
+from __future__ import annotations
+
+from medfed.hub.db.models import Base
+
+__all__ = ["Base"]

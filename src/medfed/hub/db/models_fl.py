@@ -1,0 +1,10 @@
+"""Federated-learning tables of the hub (training plans, trainings, model registry).
+
+Imported at the end of ``medfed.hub.db.models`` so that ``Base.metadata`` holds every table.
+"""
+
+from __future__ import annotations
+
+from medfed.hub.db.models import Base
+
+__all__ = ["Base"]
