@@ -235,4 +235,4 @@ class LedgerCosignature(Base):
 
 # Tables of the other parts live in their own modules; importing them here registers them
 # on ``Base.metadata`` (Alembic and the schema checks read that).
-from medfed.hub.db import models_access, models_catalogue, models_fl  # noqa: E402
+from medfed.hub.db import models_access, models_catalogue, models_fl  # noqa: E402, F401
