@@ -588,7 +588,7 @@ def main() -> None:
         rows += [(k, v.get("version", "-"), v) for k, v in peers.items()]
         rows += [(f"medfed, {w} worker(s)", m.get("version", "-"), m) for w, m in medfed.items()]
         _print(rows, floor["files_per_second"], best_rate)
-        if targets["speedup"]:
+        if targets["speedup"] and targets["speedup_if_cores_free"]:
             least, most = targets["speedup_workers"]
             print(
                 f"\nmedfed speed-up {least} → {most} workers: {targets['speedup']:.2f}x measured; "

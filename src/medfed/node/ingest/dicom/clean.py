@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 __all__ = ["clean_text", "identifying_values", "quick_terms", "scrub_known"]
 
@@ -62,7 +63,16 @@ _COMMON = frozenset(
 
 
 def identifying_values(values: Iterable[str]) -> re.Pattern[str] | None:
-    """One regular expression matching every identifying value or name part given."""
+    """One regular expression matching every identifying value or name part given.
+
+    Cached per set of values (the files of one series share theirs): the expression is
+    compiled once per series, not once per file.
+    """
+    return _pattern(tuple(sorted(set(values))))
+
+
+@lru_cache(maxsize=512)
+def _pattern(values: tuple[str, ...]) -> re.Pattern[str] | None:
     words: set[str] = set()
     literals: set[str] = set()
     for value in values:
@@ -101,8 +111,13 @@ def scrub_known(text: str, known: re.Pattern[str]) -> str:
     return " ".join(known.sub(" ", text).split())
 
 
-def quick_terms(values: Iterable[str]) -> list[str]:
+def quick_terms(values: Iterable[str]) -> tuple[str, ...]:
     """Lower-case values and name parts, for a cheap test before any regular expression."""
+    return _terms(tuple(sorted(set(values))))
+
+
+@lru_cache(maxsize=512)
+def _terms(values: tuple[str, ...]) -> tuple[str, ...]:
     terms: set[str] = set()
     for value in values:
         value = value.strip()
@@ -112,4 +127,4 @@ def quick_terms(values: Iterable[str]) -> list[str]:
         terms.update(
             p.lower() for p in _SPLIT.split(value) if len(p) >= 3 and p.lower() not in _COMMON
         )
-    return sorted(terms)
+    return tuple(sorted(terms))

@@ -169,8 +169,12 @@ class Deidentifier:
             + (["clean-pixel-data"] if pixels_cleaned else [])
         )
         items = []
+        implicit, little = out.original_encoding
+        charset = out._character_set
         for value, meaning in used:
-            item = Dataset()
+            item = Dataset(parent_encoding=charset)
+            if implicit is not None and little is not None:  # written like the rest of out
+                item.set_original_encoding(implicit, little, charset)
             item.CodeValue = value
             item.CodingSchemeDesignator = "DCM"
             item.CodeMeaning = meaning

@@ -4,7 +4,9 @@ How it runs: the ingest worker calls :func:`index_row` on each OUTPUT dataset ri
 writing it; the row is a plain JSON-able dict (it travels through the runner's resume
 state). At the end :func:`write_index` turns all rows into one table with a fixed column
 set and fixed types (:data:`INDEX_COLUMNS`) — Parquet by default, CSV on request — sorted
-by patient, study, series and instance, with file paths relative to the index file. The
+by patient, study, series and instance, with file paths relative to the index file
+(pandas and pyarrow are imported there, not with this module, so a worker that only makes
+rows does not load them). The
 node's :class:`~medfed.node.stores.tables.TableStore` opens it like any clinical table;
 ``patient_pseudonym`` (the output's PatientID, the keyed pseudonym) is the key that joins
 it with clinical tables pseudonymised with the same node secret.
@@ -21,15 +23,15 @@ import contextlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["INDEX_COLUMNS", "index_frame", "index_row", "write_index"]
 
@@ -64,8 +66,7 @@ INDEX_COLUMNS: dict[str, str] = {
     "path": "string",
     "file_size": "integer",
 }
-_ARROW = {"string": pa.string(), "integer": pa.int64(), "float": pa.float64()}
-_ARROW["date"] = pa.timestamp("us")
+_ARROW = {"string": "string", "integer": "int64", "float": "float64", "date": "timestamp[us]"}
 _PANDAS: dict[str, Any] = {
     "string": "object",
     "integer": "Int64",
@@ -245,6 +246,8 @@ def index_frame(rows: Iterable[Mapping[str, Any]], *, root: Path | None = None) 
 
     ``root``: absolute file paths under it are made relative to it.
     """
+    import pandas as pd  # here, not at import: the ingest workers only make rows
+
     records = [{name: row.get(name) for name in INDEX_COLUMNS} for row in rows]
     for record in records:
         path = record["path"]
@@ -288,7 +291,11 @@ def write_index(
         if target.suffix.lower() == ".csv":
             frame.to_csv(tmp, index=False, date_format="%Y-%m-%d")
         else:
-            schema = pa.schema([(n, _ARROW[k]) for n, k in INDEX_COLUMNS.items()])
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            types = {k: pa.type_for_alias(alias) for k, alias in _ARROW.items()}
+            schema = pa.schema([(n, types[k]) for n, k in INDEX_COLUMNS.items()])
             table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
             pq.write_table(table, tmp)
         os.replace(tmp, target)

@@ -36,6 +36,7 @@ _CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_I
 _CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
 _SINGLE_VRS = frozenset({"ST", "LT", "UT", "UR"})
 _DICT_VRS: dict[int, str] = {tag: entry[0] for tag, entry in DicomDictionary.items()}
+_TAG_TEXT: dict[int, str] = {}  # tag -> "(gggg,eeee)", made once per tag
 
 
 @dataclass(slots=True)
@@ -102,7 +103,10 @@ def _walk(ds: Dataset, prefix: str, out: list[Segment], per_value: bool, codec: 
             continue  # numbers, binary bulk data: skipped before any conversion
         if tag & 0x10000 and (tag & 0xFFFF) < 0x100:
             continue  # private creator: a vendor's block name
-        path = f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        name = _TAG_TEXT.get(tag)
+        if name is None:
+            name = _TAG_TEXT[tag] = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        path = prefix + name
         if isinstance(elem, RawDataElement):
             vr = vr or (None if tag & 0x10000 else _DICT_VRS.get(tag))
             if vr in wanted and (codec is not None or vr not in _CHARSET_VRS):

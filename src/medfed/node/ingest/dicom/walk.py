@@ -1,11 +1,16 @@
 """One file's pass of the de-identification engine: element by element, sequences included.
 
 How it runs: :class:`Walk` is made by :meth:`.deid.Deidentifier.deidentify` for one source
-dataset and builds the output dataset in one pass in tag order. Elements are taken with
-``Dataset.get_item`` so that an element kept as it is stays a raw (undecoded) element and
-is written back byte for byte; only elements whose value matters (sequences, UIDs, dates,
-text to clean) are decoded. Every output dataset, sequence items included, carries its
-source's encoding and character set, so pydicom writes raw elements as they are.
+dataset and builds the output dataset in one pass in tag order. Elements are taken from
+the dataset's element dict as read, so an element kept as it is stays a raw (undecoded)
+element and is written back byte for byte (an empty raw value is converted first, as
+``Dataset.get_item`` does). UIDs to replace and dates to shift are read from their raw
+bytes (ASCII VRs) and written as new raw elements, padded as pydicom pads them; only
+sequences, text to clean and non-raw values go through pydicom's conversion. Elements go
+into the output's dict directly, except private ones and sequences, which take
+``Dataset.__setitem__`` (it links private blocks and sequence items). Every output dataset,
+sequence items included, carries its source's encoding and character set, so the writer
+(:mod:`.encode`) copies raw elements as they are.
 
 Cleaning needs to know the file's identifying values, which come later in tag order than
 many descriptors (Study Description (0008,1030) before Patient's Name (0010,0010)). So the
@@ -14,7 +19,8 @@ records the text to clean (``C``), the kept text to scrub (unlisted LO, SH, ST, 
 UC, PN) and the private numbers kept under Retain Safe Private; :meth:`Walk.finish` then
 cleans and scrubs the text with the collected values and drops a private number equal to
 one of them (an ID written as a number). A kept text is decoded only if a cheap substring
-test finds one of those values in it.
+test finds one of those values in it; the cleaning expression is built only when a text
+needs it, and cached per set of values (:func:`.clean.identifying_values`).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ _TYPE_UID_KEYWORDS = frozenset(
 )
 
 Element = DataElement | RawDataElement
+_TYPE_UID_TAGS: dict[int, bool] = {}
 
 
 class Mode(Enum):
@@ -107,11 +114,17 @@ class Walk:
         implicit, little = src.original_encoding
         if implicit is not None and little is not None:
             out.set_original_encoding(implicit, little, src.original_character_set)
-        for tag in src.keys():  # noqa: SIM118 (iterating a Dataset decodes every element)
-            elem = src.get_item(tag)
+        into = out._dict
+        for tag, elem in list(src._dict.items()):  # as read: raw elements stay raw
+            if elem.value is None and isinstance(elem, RawDataElement):
+                elem = src[tag]  # an empty value: pydicom's get_item converts it too
             new = self.element(int(tag), elem, src, out, mode, nested)
-            if new is not None:
-                out[tag] = new
+            if new is None:
+                continue
+            if tag & 0x10000 or new.VR == "SQ":
+                out[tag] = new  # pydicom links private blocks and sequence items
+            else:
+                into[tag] = new
         return out
 
     def element(
@@ -137,12 +150,12 @@ class Walk:
         if action == "K" or (action == "U" and vr == "SQ"):
             return self.sequence(src[tag], mode) if vr == "SQ" else elem
         if action == "U":
-            return self.uid(src[tag]) if vr == "UI" else elem
+            return self.uid(tag, elem, src) if vr == "UI" else elem
         if action == "D":
             if vr == "SQ":
                 return self.sequence(src[tag], Mode.DUMMY)
             if vr == "UI":
-                return self.uid(src[tag], force=True)
+                return self.uid(tag, elem, src, force=True)
             return DataElement(tag, vr, dummy_value(vr))
         return self.clean(tag, vr, elem, src, out)
 
@@ -150,9 +163,9 @@ class Walk:
         if vr == "SQ":
             return self.sequence(src[tag], Mode.CLEAN)
         if vr in ("DA", "DT"):
-            return self.date(src[tag], Mode.CLEAN)
+            return self.date(tag, vr, elem, src, Mode.CLEAN)
         if vr == "UI":
-            return self.uid(src[tag])
+            return self.uid(tag, elem, src)
         if vr in BINARY_VRS:  # cannot be read for identifiers: blanked, length kept
             value = src[tag].value
             blank = bytes(len(value)) if isinstance(value, bytes) and value else None
@@ -167,12 +180,12 @@ class Walk:
         if vr == "SQ":
             return self.sequence(src[tag], mode)
         if vr == "UI":
-            return elem if is_type_uid(keyword_for_tag(tag)) else self.uid(src[tag])
+            return elem if _is_type_uid_tag(tag) else self.uid(tag, elem, src)
         if vr in ("DA", "DT"):
             if mode is Mode.NORMAL and not self.engine.modified and not self.engine.full:
                 self.collect(tag, elem, src)
                 return DataElement(tag, vr, None)  # a date newer than the 2020 table
-            return self.date(src[tag], mode)
+            return self.date(tag, vr, elem, src, mode)
         if vr == "UN":
             return None  # unknown to the dictionary: cannot tell what it holds
         if mode is Mode.DUMMY and (vr in TEXT_VRS or vr == "TM"):
@@ -188,18 +201,18 @@ class Walk:
         items = [self.dataset(item, mode, nested=True) for item in elem.value or []]
         return DataElement(elem.tag, "SQ", Sequence(items))
 
-    def date(self, elem: DataElement, mode: Mode) -> DataElement:
+    def date(self, tag: int, vr: str, elem: Element, src: Dataset, mode: Mode) -> Element:
         if self.engine.modified:
-            shift = shift_da if elem.VR == "DA" else shift_dt
-            return _map_strings(elem, lambda s: shift(s, self.offset))
+            shift = shift_da if vr == "DA" else shift_dt
+            return _map_ascii(tag, vr, elem, src, lambda s: shift(s, self.offset))
         if self.engine.full or mode is Mode.NORMAL:
             return elem
-        return DataElement(elem.tag, elem.VR, dummy_value(elem.VR))
+        return DataElement(tag, vr, dummy_value(vr))
 
-    def uid(self, elem: DataElement, *, force: bool = False) -> DataElement:
+    def uid(self, tag: int, elem: Element, src: Dataset, *, force: bool = False) -> Element:
         if self.engine.retain_uids and not force:
             return elem
-        return _map_strings(elem, self.engine.uids.map)
+        return _map_ascii(tag, "UI", elem, src, self.engine.uids.map)
 
     def private(self, tag: int, elem: Element, src: Dataset, out: Dataset) -> Element | None:
         if self.engine.profile.private == "X":
@@ -226,14 +239,13 @@ class Walk:
         """Clean the ``C`` text and scrub the kept text with the collected values."""
         if not self.deferred:
             return
-        pattern: re.Pattern[str] | None = None
-        terms = quick_terms(self.identifying)
-        if terms or any(what == "clean" for *_, what in self.deferred):
-            pattern = identifying_values(self.identifying)
-        values = {v.strip().lower() for v in self.identifying}
+        known = tuple(sorted(set(self.identifying)))
+        terms = quick_terms(known)  # both cached per value set: a series shares its values
+        values = {v.strip().lower() for v in known}
         for out, src, tag, what in self.deferred:
             if what == "clean":
-                cleaned = _map_strings(src[tag], lambda s: clean_text(s, pattern))
+                pattern = identifying_values(known)
+                cleaned = _map_strings(src[tag], pattern_cleaner(pattern))
                 out[tag] = cleaned
                 continue
             if what == "private":
@@ -242,13 +254,19 @@ class Walk:
                 if any(str(v).strip().lower() in values for v in items):
                     del out[tag]
                 continue
-            if pattern is None:
+            if not terms:
                 continue
             raw = out.get_item(tag).value
             text = raw.decode(_codec(src), "replace") if isinstance(raw, bytes) else str(raw)
             lowered = text.lower()
             if any(term in lowered for term in terms):
-                out[tag] = _map_strings(src[tag], pattern_scrubber(pattern))
+                pattern = identifying_values(known)
+                if pattern is not None:
+                    out[tag] = _map_strings(src[tag], pattern_scrubber(pattern))
+
+
+def pattern_cleaner(pattern: re.Pattern[str] | None) -> Callable[[str], str]:
+    return lambda text: clean_text(text, pattern)
 
 
 def pattern_scrubber(pattern: re.Pattern[str]) -> Callable[[str], str]:
@@ -259,6 +277,34 @@ def _codec(ds: Dataset) -> str:
     charset = ds._character_set
     names = [charset] if isinstance(charset, str) else list(charset)
     return "utf-8" if any("192" in n or "utf" in n.lower() for n in names) else "latin-1"
+
+
+def _is_type_uid_tag(tag: int) -> bool:
+    known = _TYPE_UID_TAGS.get(tag)
+    if known is None:
+        known = _TYPE_UID_TAGS[tag] = is_type_uid(keyword_for_tag(tag))
+    return known
+
+
+def _map_ascii(tag: int, vr: str, elem: Element, src: Dataset, fn: Callable[[str], str]) -> Element:
+    """``fn`` applied to each value of a UI, DA or DT element; kept raw when it was raw.
+
+    A raw value is decoded here (these VRs are ASCII) and the result encoded the way
+    pydicom writes it (values joined by backslashes, padded to even length), so the
+    element never goes through pydicom's conversion.
+    """
+    if not isinstance(elem, RawDataElement) or elem.value is None:
+        return _map_strings(src[tag], fn)
+    text = elem.value.decode("latin-1").strip(" \x00")
+    if not text:
+        return elem
+    new = "\\".join(fn(v.strip(" \x00")) for v in text.split("\\"))
+    if len(new) % 2:
+        new += "\x00" if vr == "UI" else " "
+    data = new.encode("latin-1")
+    return RawDataElement(
+        elem.tag, vr, len(data), data, 0, elem.is_implicit_VR, elem.is_little_endian
+    )
 
 
 def _map_strings(elem: DataElement, fn: Callable[[str], str]) -> DataElement:

@@ -13,7 +13,8 @@ raises for a bad file. Per file:
    its length says, a sequence without its end, an image without pixel data) quarantines
    the file with the reason;
 2. de-identify into a new dataset; a burned-in-text risk quarantines it;
-3. write the output to a temporary file beside its place
+3. encode the output (:func:`.encode.encode_file`, pydicom's bytes, faster) and write it
+   to a temporary file beside its place
    ``OUT/<pseudonym>/<study uid>/<series uid>/<sop uid>.dcm``; the runner renames it into
    place, or drops it when another source already gave the same instance;
 4. ``scan_pair(source, output, output_bytes=...)``: any finding (or an error of the
@@ -48,6 +49,7 @@ from pydicom.uid import UID
 
 from medfed.node.ingest.dicom.burned import Rectangles
 from medfed.node.ingest.dicom.deid import Deidentifier, Quarantined
+from medfed.node.ingest.dicom.encode import encode_file
 from medfed.node.ingest.dicom.profile import Option
 
 __all__ = ["Outcome", "Settings", "init_worker", "quarantine", "run_chunk"]
@@ -93,6 +95,7 @@ class _Worker:
         self.engine = Deidentifier(
             settings.secret, settings.options, rectangles=settings.rectangles
         )
+        self.folders: set[Path] = set()  # output folders made by this worker
         self.ignore_kinds = {kind for o, kind in _IGNORE_KINDS.items() if o in self.engine.options}
         self.scan_pair: Callable[..., list[Any]] | None = _hook("verify", "scan_pair")
         self.index_row: Callable[[Dataset, Path], dict[str, Any]] | None = _hook(
@@ -110,8 +113,7 @@ class _Worker:
             return self.quarantine(source, rel, f"not DICOM or corrupt: {_say(exc)}")
         try:
             result = self.engine.deidentify(ds)
-            buffer = io.BytesIO()
-            result.dataset.save_as(buffer, enforce_file_format=True)
+            written = encode_file(result.dataset)
         except Quarantined as exc:
             return self.quarantine(source, rel, exc.reason)
         except Exception as exc:
@@ -123,8 +125,7 @@ class _Worker:
             _safe(str(output.get("SeriesInstanceUID", ""))),
             _safe(str(output.get("SOPInstanceUID", ""))) + ".dcm",
         )
-        written = buffer.getvalue()
-        tmp = _write_temp(target, written)
+        tmp = _write_temp(target, written, self.folders)
         series = str(output.get("SeriesInstanceUID", ""))
         scan = None
         if self.scan_pair is not None:
@@ -230,9 +231,14 @@ def _safe(part: str) -> str:
     return _UNSAFE.sub("_", part.strip())[:80] or "unknown"
 
 
-def _write_temp(target: Path, data: bytes) -> Path:
-    """Write beside ``target``; the runner renames it into place (or drops a duplicate)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _write_temp(target: Path, data: bytes, made: set[Path]) -> Path:
+    """Write beside ``target``; the runner renames it into place (or drops a duplicate).
+
+    ``made``: folders this worker already made (a series' files share one).
+    """
+    if target.parent not in made:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        made.add(target.parent)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     return tmp
