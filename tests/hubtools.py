@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -47,6 +48,7 @@ __all__ = [
     "bearer",
     "build_world",
     "done",
+    "grant_access",
     "make_person",
     "mean_output",
 ]
@@ -178,6 +180,12 @@ def build_world(app: FastAPI, api: TestClient, admin_token: str) -> World:
     project = _ok(api.post("/api/projects", json={"name": "Project P"}, headers=researcher.headers))
     outsider = make_person(api, admin, "otto", org_b, ["researcher"])
     org_admin = make_person(api, admin, "bert", org_b, ["admin"])
+    node_a = _node(api, admin, "node-a", org_a)
+    node_b = _node(api, admin, "node-b", org_b)
+    for node in (node_a, node_b):  # nodes register drafts; the hub admin releases them
+        _ok(api.post(f"/api/datasets/{node.dataset_id}/release", headers=admin), 200)
+    for node in (node_a, node_b):  # one application per holding organization
+        grant_access(api, admin, researcher, project["id"], [node.dataset_id])
     return World(
         app=app,
         api=api,
@@ -188,6 +196,30 @@ def build_world(app: FastAPI, api: TestClient, admin_token: str) -> World:
         outsider=outsider,
         org_admin=org_admin,
         project_id=project["id"],
-        node_a=_node(api, admin, "node-a", org_a),
-        node_b=_node(api, admin, "node-b", org_b),
+        node_a=node_a,
+        node_b=node_b,
     )
+
+
+def grant_access(
+    api: TestClient,
+    dac: dict[str, str],
+    applicant: Person,
+    project_id: int,
+    dataset_ids: list[int],
+    days: int = 365,
+) -> dict[str, Any]:
+    """Apply for ``dataset_ids`` as ``applicant``, submit, and approve as ``dac``."""
+    body = {
+        "project_id": project_id,
+        "datasets": dataset_ids,
+        "purpose": "test analyses",
+        "ethics_reference": "EC-TEST-1",
+        "intended_use": {"codes": ["HMB"]},
+        "duration_days": days,
+    }
+    application = _ok(api.post("/api/access/applications", json=body, headers=applicant.headers))
+    path = f"/api/access/applications/{application['id']}"
+    _ok(api.post(f"{path}/submit", headers=applicant.headers), 200)
+    ends = (datetime.now(UTC) + timedelta(days=days - 1)).isoformat()
+    return _ok(api.post(f"{path}/approve", json={"ends_at": ends}, headers=dac), 200)

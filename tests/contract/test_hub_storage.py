@@ -147,25 +147,29 @@ def test_the_database_itself_refuses_a_duplicate_organization_name(hub_app: Fast
         assert session.scalar(sa.select(sa.func.count()).select_from(Organization)) == 1
 
 
-def test_dataset_reregistration_updates_not_duplicates(world: World) -> None:
+def test_dataset_reregistration_of_a_released_dataset_adds_a_version(world: World) -> None:
     api, node = world.api, world.node_a
     before = world.api.get(f"/api/datasets/{node.dataset_id}", headers=world.admin.headers).json()
     columns = [*COLUMNS, {"name": "alive", "type": "boolean"}]
     body = {"name": "cohort", "description": "re-described", "columns": columns, "row_count": 120}
     response = api.post("/api/node/datasets", json=body, headers=node.headers)
     assert response.status_code == 200, response.text
-    updated = response.json()
-    assert updated["id"] == node.dataset_id
-    assert world.count("datasets") == 2
+    added = response.json()
+    assert added["id"] != node.dataset_id
+    assert (added["version"], added["state"], added["previous_id"]) == (2, "draft", node.dataset_id)
+    assert world.count("datasets") == 3
+    # the same content again is a no-op
+    again = api.post("/api/node/datasets", json=body, headers=node.headers)
+    assert again.json()["id"] == added["id"] and world.count("datasets") == 3
     listed = api.get("/api/datasets", params={"node_id": node.id}, headers=world.admin.headers)
-    (stored,) = listed.json()
-    assert stored["id"] == node.dataset_id
-    assert stored["description"] == "re-described"
-    assert stored["columns"] == columns
-    assert stored["row_count"] == 120
-    assert datetime.fromisoformat(stored["updated_at"]) >= datetime.fromisoformat(
-        before["updated_at"]
-    )
+    old, new = listed.json()
+    assert old["id"] == node.dataset_id and old["next_id"] == added["id"]
+    assert old["description"] == before["description"]  # the released version is frozen
+    assert old["columns"] == COLUMNS and old["row_count"] == 100
+    assert new["description"] == "re-described"
+    assert new["columns"] == columns
+    assert new["row_count"] == 120
+    assert datetime.fromisoformat(new["updated_at"]) >= datetime.fromisoformat(before["updated_at"])
     # The same name on the other node is that node's own dataset, untouched.
     other = api.get(f"/api/datasets/{world.node_b.dataset_id}", headers=world.admin.headers)
     assert other.json()["description"] == "at node-b"

@@ -70,6 +70,35 @@ class LocalContext:
     min_cell_count: int = 5
     min_rows: int = 10
     max_param_fraction: float = 1 / 3
+    #: node-side services for algorithms that need more than the table (learning: the
+    #: approved-plan check, blob transport, the plan process); None for the others
+    services: object | None = None
+
+
+class HubBlobs(Protocol):
+    """The hub's binary store as an aggregate step sees it (learning weights)."""
+
+    def read(self, sha256: str) -> bytes: ...
+
+    def write(self, data: bytes, *, kind: str) -> str:
+        """Store ``data``; returns its SHA-256 (hex)."""
+        ...
+
+
+@dataclass(frozen=True)
+class HubContext:
+    """What :meth:`Algorithm.aggregate_in` gets beyond the outputs (``uses_hub_context``).
+
+    ``privacy_left`` is the project's remaining ε (None: no budget set) and
+    ``privacy_delta`` its δ, both not counting this task.
+    """
+
+    task_id: int
+    project_id: int
+    dataset_ids: tuple[int, ...]
+    blobs: HubBlobs
+    privacy_left: float | None = None
+    privacy_delta: float | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +195,37 @@ class Algorithm(ABC, Generic[P]):
     max_rounds: ClassVar[int] = 1
     #: exact models (GLM, Cox, Kaplan-Meier): a dataset whose run failed fails the task
     requires_every_dataset: ClassVar[bool] = False
+    #: aggregate through :meth:`aggregate_in` with a :class:`HubContext` (learning)
+    uses_hub_context: ClassVar[bool] = False
+
+    def quorum(self, params: P, n: int) -> int | None:
+        """Runs of a round of ``n`` that must be done; None: wait for every run to end.
+
+        When a number, the round proceeds as soon as that many runs are done (the others
+        are closed as failed), and a round that ends with fewer fails the task.
+        """
+        return None
+
+    def round_timeout(self, params: P) -> float | None:
+        """Seconds after which the hub closes a round's unfinished runs; None: never."""
+        return None
+
+    def participants(
+        self, params: P, round: int, state: dict[str, Any], dataset_ids: Sequence[int]
+    ) -> list[int]:
+        """The datasets that get a run in ``round`` (client sampling); default: all."""
+        return list(dataset_ids)
+
+    def aggregate_in(
+        self,
+        params: P,
+        round: int,
+        state: dict[str, Any],
+        outputs: Sequence[NodeOutput],
+        hub: HubContext,
+    ) -> Finished | NextRound:
+        """:meth:`aggregate` with the hub's context; only called if ``uses_hub_context``."""
+        return self.aggregate(params, round, state, outputs)
 
     @abstractmethod
     def aggregate(

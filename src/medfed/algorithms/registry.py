@@ -81,3 +81,13 @@ def _glm() -> list[Algorithm[Any]]:
 
 
 _ALGORITHMS.update({algorithm.name: algorithm for algorithm in _glm()})
+
+
+def _learning() -> list[Algorithm[Any]]:
+    """Federated training of approved plans."""
+    from medfed.algorithms.learning.fedtrain import FedTrain
+
+    return [FedTrain()]
+
+
+_ALGORITHMS.update({algorithm.name: algorithm for algorithm in _learning()})

@@ -12,7 +12,7 @@ import click
 import typer
 from pydantic import ValidationError
 
-from medfed.cli import admin, audit, hub, node, task
+from medfed.cli import access, admin, audit, catalogue, hub, node, task
 from medfed.cli.common import err_console
 from medfed.common.errors import MedfedError
 
@@ -27,9 +27,12 @@ app.add_typer(admin.organizations, name="organizations")
 app.add_typer(admin.users, name="users")
 app.add_typer(admin.projects, name="projects")
 app.add_typer(admin.nodes, name="nodes")
+# one group for datasets: listing (task.py) and lifecycle/catalogue commands (catalogue.py)
+task.datasets.registered_commands.extend(catalogue.app.registered_commands)
 app.add_typer(task.datasets, name="datasets")
 app.add_typer(task.tasks, name="task")
 app.add_typer(audit.app, name="audit")
+app.add_typer(access.app, name="access")
 app.command("login")(task.login)
 
 

@@ -9,7 +9,7 @@ from types import FrameType
 
 import typer
 
-from medfed.cli import export, ingest_dicom, ingest_table
+from medfed.cli import export, ingest_dicom, ingest_table, plans
 from medfed.node.agent import NodeAgent
 from medfed.node.config import load_config
 
@@ -44,3 +44,4 @@ ingest.command("dicom")(ingest_dicom.dicom)
 ingest.command("table")(ingest_table.table)
 app.add_typer(ingest, name="ingest")
 app.add_typer(export.app, name="export")
+app.add_typer(plans.app, name="plans")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medfed.common.access_resources import SignedEntitlement
 from medfed.common.schemas import ColumnSchema
 
 Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")
@@ -133,6 +134,11 @@ class DatasetRegister(BaseModel):
         default=None,
         description="catalogue aggregates computed at ingest (counts already gated by the node)",
     )
+    manifest_root: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="RFC 9162 hash-tree root over the dataset's rows (medfed.node.manifest)",
+    )
 
     @field_validator("columns")
     @classmethod
@@ -155,6 +161,12 @@ class DatasetPublic(Public):
     row_count: int | None
     summary: dict[str, Any] | None = None
     updated_at: datetime
+    version: int = 1
+    state: str = "draft"
+    pid: str | None = None
+    previous_id: int | None = None
+    next_id: int | None = None
+    manifest_root: str | None = None
 
 
 class TaskCreate(BaseModel):
@@ -227,6 +239,10 @@ class RunAssignment(BaseModel):
     lease_id: str
     lease_expires_at: datetime
     attempt: int
+    entitlement: SignedEntitlement | None = Field(
+        default=None, description="the hub's signed statement of the project's entitlement"
+    )
+    discovery: bool = Field(default=False, description="a count-discovery run (no entitlement)")
 
 
 class RunOutcome(BaseModel):

@@ -22,14 +22,19 @@ from sqlalchemy.exc import IntegrityError
 
 from medfed._version import __version__
 from medfed.common.errors import MedfedError
-from medfed.hub.api.routes import accounts, catalogue, node_api, tasks
+from medfed.hub.api.routes import access as access_routes
+from medfed.hub.api.routes import accounts, catalogue, learning, learning_node, node_api, tasks
+from medfed.hub.api.routes import discovery as discovery_routes
 from medfed.hub.api.routes import ledger as ledger_routes
+from medfed.hub.api.routes import pid as pid_routes
 from medfed.hub.config import HubSettings
 from medfed.hub.db.migrate import upgrade
 from medfed.hub.db.session import make_engine, make_sessionmaker
 from medfed.hub.dispatch import Notifier, commit
 from medfed.hub.services import ledger
 from medfed.hub.services.runs import expire_leases
+from medfed.hub.services.tasks import close_overdue_rounds
+from medfed.hub.web import pages
 from medfed.ledger.checkpoint import derive_key
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,8 @@ log = logging.getLogger(__name__)
 
 def _sweep_once(app: FastAPI) -> None:
     with app.state.sessionmaker() as session:
-        if expire_leases(session, settings=app.state.settings):
+        expired = expire_leases(session, settings=app.state.settings)
+        if close_overdue_rounds(session, settings=app.state.settings) or expired:
             commit(session, app.state.notifier)
 
 
@@ -120,7 +126,14 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         tasks,
         node_api,
         ledger_routes,
+        learning,
+        learning_node,
+        access_routes,
+        discovery_routes,
+        pid_routes,
+        pages,
     )
     for module in routers:
         app.include_router(module.router)
+    pages.mount_static(app)
     return app

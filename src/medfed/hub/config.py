@@ -34,6 +34,13 @@ class HubSettings(BaseSettings):
     sweep_seconds: float = Field(default=1.0, gt=0)
     checkpoint_seconds: float = Field(default=2.0, gt=0, description="ledger checkpoint period")
     token_days: int = Field(default=30, ge=1)
+    max_blob_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="largest weights/update upload (bytes)"
+    )
+    discovery_budget: int = Field(
+        default=50, ge=0, description="count-discovery queries per user per discovery window"
+    )
+    discovery_window_hours: float = Field(default=24.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> HubSettings:

@@ -11,7 +11,8 @@ How it runs:
 * A heartbeat thread reports every ``heartbeat_seconds`` and extends the lease of the run
   being executed, so long local steps keep their lease.
 * Each run is checked against the node's own policy (algorithm allowed, project allowed,
-  dataset held here, algorithm version known) — a failed check is answered ``refused``
+  dataset held here, the hub's signed entitlement valid now — ``medfed.node.entitlements``
+  — algorithm version known) — a failed check is answered ``refused``
   with the rule — then the local step runs, the disclosure gate filters its output, and
   the outcome is posted. An unexpected error is answered ``failed`` with its type only
   (an exception message could carry a data value). Every run lands in the node's log.
@@ -25,6 +26,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +35,12 @@ from medfed.algorithms.registry import get_algorithm
 from medfed.common.errors import BadRequest, Conflict, MedfedError, NotFound
 from medfed.common.resources import DatasetRegister, RunAssignment, RunOutcome
 from medfed.ledger.checkpoint import Checkpoint
+from medfed.node import entitlements
 from medfed.node.config import NodeConfig
+from medfed.node.executors.services import NodeLearning
 from medfed.node.gate import GatePolicy, apply_gate
 from medfed.node.hubclient import NodeHubClient
+from medfed.node.manifest import manifest_root
 from medfed.node.runlog import RunLog, canonical_json, file_hash, sha256_hex
 from medfed.node.stores.tables import TableStore
 from medfed.node.witness import BadCheckpoint, ForkDetected, Witness
@@ -76,6 +81,12 @@ class NodeAgent:
         self._lock = threading.Lock()
         self.node_id: int | None = None
         self.witness = Witness(config.data_dir / "witness", hub_key=config.hub_key)
+        self.learning = NodeLearning(
+            hub_url=config.hub_url,
+            secret=config.node_secret(),
+            data_dir=config.data_dir,
+            runlog=self.runlog,
+        )
         self.fork: str | None = None
 
     def open_datasets(self) -> None:
@@ -96,6 +107,7 @@ class NodeAgent:
                     columns=store.columns,
                     row_count=rounded_count(store.row_count, threshold),
                     summary=read_summary(dataset.summary_path()),
+                    manifest_root=manifest_root(store),
                 )
             )
         log.info("node %s registered %d dataset(s)", identity.name, len(self.config.datasets))
@@ -106,6 +118,7 @@ class NodeAgent:
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         self.hub.register_witness_key(self.witness.public_key)
+        entitlements.hub_key(self)  # pin the key entitlement statements are checked with
         watch = threading.Thread(target=self._witness_loop, name="witness", daemon=True)
         watch.start()
         while not self.stop_event.is_set():
@@ -119,6 +132,7 @@ class NodeAgent:
                 continue
             if assignment is not None:
                 self.execute(assignment)
+        self.learning.close()
         self.hub.close()
 
     def stop(self) -> None:
@@ -172,6 +186,9 @@ class NodeAgent:
             return f"policy: algorithm '{run.algorithm}' is not allowed at this node"
         if run.dataset_name not in self.stores:
             return f"policy: dataset '{run.dataset_name}' is not held at this node"
+        refusal = entitlements.check_run(self, run)
+        if refusal is not None:
+            return refusal
         try:
             alg = get_algorithm(run.algorithm)
         except BadRequest:
@@ -200,11 +217,14 @@ class NodeAgent:
                 min_cell_count=policy.min_cell_count,
                 min_rows=policy.min_rows,
                 max_param_fraction=policy.max_param_fraction,
+                services=self.learning.for_run(run),
             )
             output = alg.local(params, ctx)
             gated = apply_gate(
                 output, alg.disclosure(params), GatePolicy(min_cell_count=policy.min_cell_count)
             )
+            if run.discovery:
+                gated = replace(gated, payload=entitlements.round_discovery(gated.payload, policy))
         except MedfedError as exc:
             status = "refused" if exc.status_code == 403 else "failed"
             return RunOutcome(lease_id=run.lease_id, status=status, error=exc.message)

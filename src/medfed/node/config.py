@@ -12,6 +12,8 @@ Example::
     max_param_fraction = 0.3333        # model parameters at most this fraction of rows
     allowed_algorithms = ["*"]         # or a list of names
     allowed_projects = ["*"]           # or a list of project ids
+    allow_discovery = true             # answer count-discovery runs (counts only)
+    count_rounding = 10                # discovery counts rounded to the nearest 10
 
     [[datasets]]
     name = "gbsg2"
@@ -36,6 +38,11 @@ class Policy(BaseModel):
     max_param_fraction: float = Field(default=1 / 3, gt=0, le=1)
     allowed_algorithms: list[str] = Field(default_factory=lambda: ["*"])
     allowed_projects: list[int | str] = Field(default_factory=lambda: list[int | str](["*"]))
+    allow_discovery: bool = Field(default=True, description="answer count-discovery runs")
+    count_rounding: int = Field(default=1, ge=1, description="round discovery counts to this")
+    entitlement_max_age_seconds: float = Field(
+        default=600.0, gt=0, description="refuse a signed entitlement older than this"
+    )
 
     def allows_algorithm(self, name: str) -> bool:
         return "*" in self.allowed_algorithms or name in self.allowed_algorithms

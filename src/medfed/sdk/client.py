@@ -33,8 +33,11 @@ from medfed.common.resources import (
     TokenPublic,
     UserPublic,
 )
+from medfed.sdk.access import Access
 from medfed.sdk.audit import Ledger
+from medfed.sdk.catalogue import Catalogue
 from medfed.sdk.http import HubHTTP, HubUnreachable
+from medfed.sdk.learning import Learning
 from medfed.sdk.results import TaskFailed, TaskResult, TaskTimeout
 
 
@@ -293,6 +296,9 @@ class Client:
         self.datasets = Datasets(self._http)
         self.tasks = Tasks(self._http, self)
         self.ledger = Ledger(self._http)
+        self.catalogue = Catalogue(self._http)
+        self.access = Access(self._http)
+        self.learning = Learning(self._http, self)
 
     @classmethod
     def login(

@@ -4,7 +4,9 @@
 creates one organization and one node per hospital, a researcher with a project, writes
 each hospital's tables as CSV under its own folder (or uses a given file, such as an
 ingest output with its catalogue summary beside it), starts ``medfed node start`` for each
-and waits until every dataset is registered. Leaving the ``with`` block stops them all.
+and waits until every dataset is registered; the datasets are released and, with
+``grant_access`` (the default), the researcher applies for every dataset and the hub
+admin approves, so the project is entitled. Leaving the ``with`` block stops them all.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +34,7 @@ class Federation:
     database_url: str | None = None
     hub_env: dict[str, str] = field(default_factory=dict)
     heartbeat_seconds: float = 1.0
+    grant_access: bool = True
     hub: HubProcess = field(init=False)
     nodes: dict[str, NodeProcess] = field(init=False, default_factory=dict)
     admin: Client = field(init=False)
@@ -82,13 +86,38 @@ class Federation:
             node.start()
             self.nodes[name] = node
         self.wait_registered()
+        for registered in self.admin.datasets.list():  # nodes register drafts; release them
+            if registered.state == "draft":
+                self.admin.catalogue.release(registered.id)
+        if self.grant_access:
+            self.grant_all_access()
         return self
+
+    def grant_all_access(self, days: int = 365) -> None:
+        """The researcher applies for every dataset (one application per holding
+        organization); the hub admin, acting as DAC, approves with an end date."""
+        org_of = {n.id: n.organization_id for n in self.admin.nodes.list()}
+        by_org: dict[int, list[int]] = {}
+        for dataset in self.admin.datasets.list():
+            by_org.setdefault(org_of[dataset.node_id], []).append(dataset.id)
+        ends = datetime.now(UTC) + timedelta(days=days - 1)
+        for dataset_ids in by_org.values():
+            application = self.researcher.access.apply(
+                self.project_id,
+                dataset_ids,
+                purpose="federated analysis",
+                ethics_reference="EC-DEMO-1",
+                codes=["HMB"],
+                duration_days=days,
+            )
+            self.researcher.access.submit(application.id)
+            self.admin.access.approve(application.id, ends)
 
     def wait_registered(self, timeout: float = 60.0) -> None:
         expected = sum(len(t) for t in self.shares.values())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(self.researcher.datasets.list()) >= expected:
+            if len(self.admin.datasets.list()) >= expected:  # drafts: authors see them
                 return
             for node in self.nodes.values():
                 if node.process is not None and node.process.poll() is not None:

@@ -127,18 +127,44 @@ class Node(Base):
 
 
 class Dataset(Base):
+    """One immutable version of a dataset; tasks, runs and entitlements name version ids.
+
+    A node's re-registration with a different content manifest adds a new row linked by
+    ``previous_id``/``next_id``; ``state`` follows the lifecycle of
+    ``medfed.hub.services.catalogue.lifecycle``. The DCAT fields are the catalogue metadata.
+    """
+
     __tablename__ = "datasets"
-    __table_args__ = (UniqueConstraint("node_id", "name"),)
+    __table_args__ = (UniqueConstraint("node_id", "name", "version"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    previous_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    next_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    state: Mapped[str] = mapped_column(String(20), default="draft", index=True)
+    manifest_root: Mapped[str | None] = mapped_column(String(64))
+    pid: Mapped[str | None] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     columns: Mapped[list[Any]] = mapped_column(default=list)
     row_count: Mapped[int | None] = mapped_column(Integer)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    title: Mapped[str | None] = mapped_column(String(300))
+    keywords: Mapped[list[Any]] = mapped_column(default=list)
+    themes: Mapped[list[Any]] = mapped_column(default=list)
+    access_rights: Mapped[str] = mapped_column(String(20), default="NON_PUBLIC")
+    access_conditions: Mapped[list[Any]] = mapped_column(default=list)
+    duo_codes: Mapped[list[Any]] = mapped_column(default=list)
+    unique_individuals: Mapped[int | None] = mapped_column(Integer)
+    records: Mapped[int | None] = mapped_column(Integer)
+    invalidation_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[datetime | None]
+    published_at: Mapped[datetime | None]
+    invalidated_at: Mapped[datetime | None]
+    reactivated_at: Mapped[datetime | None]
 
     node: Mapped[Node] = relationship()
 

@@ -24,6 +24,7 @@ from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Run, Task
 from medfed.hub.db.session import is_sqlite
 from medfed.hub.dispatch import want_wake
+from medfed.hub.services.access import entitlements
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.tasks import TERMINAL, finish_round
 from medfed.ledger.entries import content_hash
@@ -49,6 +50,10 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
     if row is None:
         return None
     run, task = row
+    grant = entitlements.grant_for_run(session, run=run, task=task, node=node, settings=settings)
+    if isinstance(grant, str):  # entitlement ended or revoked since the task was created
+        _refuse(session, run=run, task=task, reason=grant, settings=settings)
+        return claim_next(session, node=node, settings=settings)
     now = utcnow()
     run.status = RunStatus.claimed.value
     run.attempts += 1
@@ -78,7 +83,26 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
         lease_id=run.lease_id,
         lease_expires_at=run.lease_expires_at,
         attempt=run.attempts,
+        entitlement=grant.entitlement,
+        discovery=grant.discovery,
     )
+
+
+def _refuse(session: Session, *, run: Run, task: Task, reason: str, settings: HubSettings) -> None:
+    """Answer a pending run ``refused`` at the hub (its entitlement no longer holds)."""
+    run.status = RunStatus.refused.value
+    run.error = reason
+    run.finished_at = utcnow()
+    session.flush()
+    record(
+        session,
+        action="run.refuse",
+        actor="hub",
+        objects={"run": run.id, "task": task.id, "dataset": run.dataset_id},
+        hashes={"error": content_hash(reason)},
+    )
+    want_wake(session, f"task:{task.id}")
+    finish_round(session, task=task, settings=settings)
 
 
 def extend_leases(

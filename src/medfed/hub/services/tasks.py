@@ -7,6 +7,12 @@ task — when any node refused (the reasons name each node's rule: a pooled resu
 silently leaves out a hospital would mislead) or when fewer than ``min_nodes`` nodes gave
 an unsuppressed answer. Runs that failed (a node that stopped answering) are left out if
 enough others answered; the researcher sees each node's status.
+
+Algorithms may declare a quorum (``Algorithm.quorum``: the round proceeds as soon as that
+many runs are done, the rest closed as failed, and fewer fail the task), a round timeout
+(``Algorithm.round_timeout``: :func:`close_overdue_rounds`, called by the hub's sweeper,
+closes what is unfinished), client sampling (``Algorithm.participants``) and a hub context
+for their aggregate step (``uses_hub_context``: blobs and privacy budget, learning).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from medfed.algorithms.base import Finished, NodeOutput
+from medfed.algorithms.base import Algorithm, Finished, NodeOutput
 from medfed.algorithms.registry import get_algorithm
 from medfed.common.errors import MedfedError, NotFound
 from medfed.common.resources import RunStatus, TaskStatus
@@ -29,6 +35,8 @@ from medfed.hub.db.models import Dataset, Node, Run, Task, User
 from medfed.hub.db.session import is_sqlite
 from medfed.hub.dispatch import want_wake
 from medfed.hub.services import datasets as dataset_service
+from medfed.hub.services.access import entitlements
+from medfed.hub.services.catalogue import lifecycle
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.projects import get_project
 from medfed.ledger.entries import content_hash
@@ -51,6 +59,8 @@ def create_task(
     get_project(session, project_id=project_id, user=actor)
     alg = get_algorithm(algorithm)
     found = dataset_service.resolve(session, dataset_refs)
+    lifecycle.require_usable(session, found)
+    entitlements.require_entitled(session, project_id=project_id, datasets=found)
     params = alg.parse_params(raw_params)
     alg.validate(params, [dataset_service.schema_of(d) for d in found])
     task = Task(
@@ -76,8 +86,16 @@ def create_task(
         },
         hashes={"params": content_hash(task.params)},
     )
-    _create_runs(session, task, found)
+    _create_runs(session, task, _participating(alg, params, task, found))
     return task
+
+
+def _participating(
+    alg: Algorithm[Any], params: Any, task: Task, found: Sequence[Dataset]
+) -> list[Dataset]:
+    """The datasets the algorithm samples for the task's round (all unless it samples)."""
+    chosen = set(alg.participants(params, task.round, task.state or {}, [d.id for d in found]))
+    return [d for d in found if d.id in chosen]
 
 
 def _create_runs(session: Session, task: Task, found: Sequence[Dataset]) -> None:
@@ -128,8 +146,15 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
             .where(Run.task_id == task.id, Run.round == task.round)
         )
     )
-    if not runs or any(r.status not in TERMINAL for r in runs):
+    if not runs:
         return
+    alg = get_algorithm(task.algorithm)
+    if any(r.status not in TERMINAL for r in runs):
+        need = alg.quorum(alg.parse_params(task.params), len(runs))
+        done = sum(1 for r in runs if r.status == RunStatus.done.value)
+        if need is None or done < need:
+            return
+        close_round(session, task=task, runs=runs, reason="round closed: quorum reached")
     answered = [r for r in runs if r.status == RunStatus.done.value]
     contributing = {r.node_id for r in answered if r.output_status == "ok"}
     want_wake(session, f"task:{task.id}")
@@ -140,7 +165,6 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         _fail(task, reasons)
         _record_fail(session, task)
         return
-    alg = get_algorithm(task.algorithm)
     if alg.requires_every_dataset and len(answered) < len(runs):
         reasons = "; ".join(
             f"{_node_name(session, r)} {r.status}: {r.error}"
@@ -161,6 +185,20 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         )
         _record_fail(session, task)
         return
+    need = alg.quorum(alg.parse_params(task.params), len(runs))
+    if need is not None and len(answered) < need:
+        reasons = "; ".join(
+            f"{_node_name(session, r)} {r.status}: {r.error}"
+            for r in runs
+            if r.status != RunStatus.done.value
+        )
+        _fail(
+            task,
+            f"only {len(answered)} of {len(runs)} runs of round {task.round} answered; "
+            f"the quorum is {need} ({reasons})",
+        )
+        _record_fail(session, task)
+        return
     outputs = [
         NodeOutput(
             node_id=r.node_id,
@@ -173,7 +211,18 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     try:
         params = alg.parse_params(task.params)
         # a copy: an algorithm that edits the state in place must still have it saved
-        step = alg.aggregate(params, task.round, copy.deepcopy(task.state), outputs)
+        if alg.uses_hub_context:
+            from medfed.hub.services.learning.context import hub_context
+
+            step = alg.aggregate_in(
+                params,
+                task.round,
+                copy.deepcopy(task.state),
+                outputs,
+                hub_context(session, task=task, settings=settings),
+            )
+        else:
+            step = alg.aggregate(params, task.round, copy.deepcopy(task.state), outputs)
         if isinstance(step, Finished):
             result = alg.Result.model_validate(step.result).model_dump(mode="json")
     except MedfedError as exc:
@@ -185,6 +234,10 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         _fail(task, f"aggregation failed: {type(exc).__name__}: {exc}")
         _record_fail(session, task)
         return
+    if alg.uses_hub_context:
+        from medfed.hub.services.learning.context import after_step
+
+        after_step(session, task=task, step=step)
     if isinstance(step, Finished):
         task.result = result
         task.status = TaskStatus.completed.value
@@ -211,7 +264,59 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         hashes={"state": content_hash(task.state)},
     )
     found = [dataset_service.get_dataset(session, i) for i in task.dataset_ids]
-    _create_runs(session, task, found)
+    _create_runs(session, task, _participating(alg, params, task, found))
+
+
+def close_round(session: Session, *, task: Task, runs: Sequence[Run], reason: str) -> None:
+    """End the round's unfinished runs as failed with ``reason`` (quorum or timeout)."""
+    for run in runs:
+        if run.status in TERMINAL:
+            continue
+        run.status = RunStatus.failed.value
+        run.error = reason
+        run.lease_id = None
+        run.lease_expires_at = None
+        run.finished_at = utcnow()
+        record(
+            session,
+            action="run.fail",
+            actor="hub",
+            objects={"run": run.id, "task": task.id, "attempt": run.attempts},
+            hashes={"error": content_hash(reason)},
+        )
+    session.flush()
+
+
+def close_overdue_rounds(session: Session, *, settings: HubSettings) -> int:
+    """Close the current round of each running task whose algorithm's timeout passed."""
+    closed = 0
+    running = list(session.scalars(select(Task).where(Task.status == TaskStatus.running.value)))
+    for task in running:
+        alg = get_algorithm(task.algorithm)
+        timeout = alg.round_timeout(alg.parse_params(task.params))
+        if timeout is None:
+            continue
+        if not is_sqlite(session):  # one hub worker closes a round, the others wait
+            session.refresh(task, with_for_update=True)
+            if task.status != TaskStatus.running.value:
+                continue
+        runs = list(
+            session.scalars(
+                select(Run)
+                .options(defer(Run.output))
+                .where(Run.task_id == task.id, Run.round == task.round)
+            )
+        )
+        if not runs or all(r.status in TERMINAL for r in runs):
+            continue
+        started = min(r.created_at for r in runs)
+        if (utcnow() - started).total_seconds() < timeout:
+            continue
+        close_round(session, task=task, runs=runs, reason=f"round closed: timeout {timeout:g} s")
+        want_wake(session, f"task:{task.id}")
+        finish_round(session, task=task, settings=settings)
+        closed += 1
+    return closed
 
 
 def _node_name(session: Session, run: Run) -> str:

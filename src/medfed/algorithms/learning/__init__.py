@@ -1,0 +1,1 @@
+"""Federated learning: training plans, strategies, rounds, secure aggregation and DP."""

@@ -1,0 +1,223 @@
+"""The node side of ``fl.train``: one function per phase, run by the node agent.
+
+The agent passes :class:`LearningServices` in ``LocalContext.services``; through it a step
+gets the plan's source *only after* the hash of the received text matched an approval
+(``approved_source``), fetches and uploads blobs, and runs the plan in the plan process.
+Everything here runs in the agent (trusted node code): the plan's update is clipped and
+noised (DP) and masked (secure aggregation) here, after the plan process exited its job,
+so plan code never touches what is sent.
+
+What each phase sends (all pass the gate's ``MinRows("n")``: a node with fewer training
+samples than its ``min_cell_count`` sends nothing at all):
+
+* prepare: ``{"ready": 1, "n"}`` (``n`` = rows rounded to the node's threshold);
+* train: ``{"update": blob hash, "n", "n_eval", "global_metrics", "local_metrics",
+  "seconds", "device"}`` — metrics only when ``n_eval`` ≥ the threshold;
+* advertise/share/unmask: the secure-aggregation message and ``n``;
+* masked: ``{"masked": blob hash, …}`` as train, the blob being the masked vector;
+* evaluate: ``{"n", "n_eval", "global_metrics"}``.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+from safetensors.numpy import save
+
+from medfed.algorithms.base import LocalContext
+from medfed.algorithms.learning import tensors
+from medfed.algorithms.learning.privacy import DPConfig, privatize_update
+from medfed.algorithms.learning.secagg import SecAggClient, SecAggConfig
+from medfed.common.errors import BadRequest, Conflict, Refused
+
+if TYPE_CHECKING:
+    from medfed.algorithms.learning.fedtrain import TrainParams
+
+__all__ = ["LearningServices", "run_phase"]
+
+
+@runtime_checkable
+class LearningServices(Protocol):
+    """What the node agent offers a training step (``medfed.node.executors.services``)."""
+
+    task_id: int
+    dataset_id: int
+    memory: dict[str, Any]
+
+    def approved_source(self, plan_hash: str) -> str:
+        """The plan's source once its hash matched an approval; :class:`Refused` otherwise."""
+        ...
+
+    def fetch_blob(self, sha256: str, dest: Path) -> None: ...
+
+    def upload(self, data: bytes) -> str: ...
+
+    def run_plan(self, job_dir: Path, timeout: float | None = None) -> None:
+        """Run the job; a plan still running after ``timeout`` seconds is killed."""
+        ...
+
+    def warm_up(self) -> None:
+        """Start the plan process ahead of the first job (no plan code runs)."""
+        ...
+
+    def job_dir(self) -> AbstractContextManager[Path]: ...
+
+
+def _services(ctx: LocalContext) -> LearningServices:
+    if not isinstance(ctx.services, LearningServices):
+        raise Refused("fl.train: this node runs no training plans (no plan executor)")
+    return ctx.services
+
+
+def _rounded(n: int, threshold: int) -> int:
+    """Counts leave rounded to the threshold; under it the raw count makes the gate suppress."""
+    return n if n < threshold else int(round(n / threshold) * threshold)
+
+
+def run_phase(params: TrainParams, ctx: LocalContext) -> dict[str, Any]:
+    services = _services(ctx)
+    state = ctx.state
+    phase = str(state.get("phase", "prepare"))
+    if phase == "prepare":
+        services.approved_source(params.plan)
+        rows = ctx.data.count()
+        if rows < ctx.min_rows:
+            raise Refused(f"fl.train: {rows} rows here; this node's policy needs {ctx.min_rows}")
+        services.warm_up()
+        return {"ready": 1, "n": _rounded(rows, ctx.min_cell_count)}
+    if phase in ("train", "masked"):
+        return _train_phase(params, ctx, services, phase)
+    if phase == "evaluate":
+        result, _ = _run_plan(params, ctx, services, epochs=0)
+        return {"n": _rounded(result["n_train"], ctx.min_cell_count), **_metrics(result, ctx)}
+    return _secagg_phase(ctx, services, phase)
+
+
+def _metrics(result: dict[str, Any], ctx: LocalContext, local: bool = False) -> dict[str, Any]:
+    n_eval = int(result["n_eval"])
+    if n_eval < ctx.min_cell_count:  # too few held-out rows: no metrics leave
+        return {
+            "n_eval": None,
+            "global_metrics": None,
+            **({"local_metrics": None} if local else {}),
+        }
+    out: dict[str, Any] = {
+        "n_eval": _rounded(n_eval, ctx.min_cell_count),
+        "global_metrics": _floats(result["global_metrics"]),
+    }
+    if local:
+        out["local_metrics"] = _floats(result["local_metrics"])
+    return out
+
+
+def _floats(metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        raise BadRequest("the plan's metrics are not a mapping")
+    return {str(k): float(v) for k, v in metrics.items()}
+
+
+def _run_plan(
+    params: TrainParams, ctx: LocalContext, services: LearningServices, *, epochs: int
+) -> tuple[dict[str, Any], tensors.Arrays | None]:
+    source = services.approved_source(params.plan)  # checked before it is written anywhere
+    weights = str(ctx.state.get("weights") or params.initial_weights)
+    with services.job_dir() as job:
+        frame = ctx.data.select(params.columns)
+        frame.to_parquet(job / "data.parquet", index=False)
+        services.fetch_blob(weights, job / "weights.safetensors")
+        (job / "job.json").write_text(
+            json.dumps(
+                {
+                    "epochs": epochs,
+                    "batch_size": params.batch_size,
+                    "lr": params.lr,
+                    "mu": params.mu if params.strategy == "fedprox" else 0.0,
+                    "seed": params.seed,
+                    "round": int(ctx.state.get("train_round", 0)),
+                    "device": params.device,
+                    "args": params.plan_args,
+                    "dp_sgd": params.dp_sgd.model_dump() if params.dp_sgd else None,
+                }
+            )
+        )
+        (job / "plan.py").write_text(source)
+        services.run_plan(job, timeout=params.round_timeout_s)
+        result = json.loads((job / "result.json").read_text())
+        update = tensors.decode((job / "update.safetensors").read_bytes()) if epochs else None
+    if not isinstance(result, dict) or not isinstance(result.get("n_train"), int):
+        raise BadRequest("the plan process wrote no valid result")
+    return result, update
+
+
+def _private(params: TrainParams, update: tensors.Arrays, n_nodes: int) -> npt.NDArray[np.float64]:
+    flat = tensors.flatten(update)
+    if params.dp is None:
+        return flat
+    config = DPConfig(params.dp.noise_multiplier, params.dp.clip, params.dp.mode)
+    return privatize_update(flat, config, n_nodes=n_nodes)
+
+
+def _train_phase(
+    params: TrainParams, ctx: LocalContext, services: LearningServices, phase: str
+) -> dict[str, Any]:
+    result, update = _run_plan(params, ctx, services, epochs=params.local_epochs)
+    assert update is not None
+    n_train = int(result["n_train"])
+    n = _rounded(n_train, ctx.min_cell_count)
+    if n_train < ctx.min_cell_count:
+        return {"n": n_train}  # the gate suppresses the whole output
+    participants = ctx.state.get("participants") or [services.dataset_id]
+    flat = _private(params, update, len(participants))
+    common = {
+        "n": n,
+        **_metrics(result, ctx, local=True),
+        "seconds": float(result.get("seconds", 0.0)),
+        "device": str(result.get("device", "")),
+        "dp_sgd_epsilon": result.get("dp_sgd_epsilon"),
+    }
+    if phase == "train":
+        sent = tensors.encode(tensors.unflatten(flat, update))
+        return {"update": services.upload(sent), **common}
+    client = _client(ctx, services)
+    weight = 1.0 if params.dp is not None else float(n)
+    vector = np.concatenate([flat * weight, [weight]])
+    inbox = ctx.state["secagg"]["inboxes"].get(str(services.dataset_id))
+    if inbox is None:
+        raise Conflict("secure aggregation: no shares were addressed to this node")
+    masked = client.mask(vector, inbox)
+    return {"masked": services.upload(save({"masked": masked})), **common}
+
+
+def _round_id(ctx: LocalContext) -> str:
+    return str(ctx.state["secagg"]["config"]["round"])
+
+
+def _client(ctx: LocalContext, services: LearningServices) -> SecAggClient:
+    client = services.memory.get(_round_id(ctx))
+    if not isinstance(client, SecAggClient):
+        raise Conflict("secure aggregation: this node lost its keys for the round (restarted)")
+    return client
+
+
+def _secagg_phase(ctx: LocalContext, services: LearningServices, phase: str) -> dict[str, Any]:
+    secagg = ctx.state.get("secagg")
+    if not isinstance(secagg, dict):
+        raise BadRequest(f"fl.train: phase {phase!r} without secure aggregation state")
+    n = _rounded(ctx.data.count(), ctx.min_cell_count)
+    if phase == "advertise":
+        config = SecAggConfig.from_dict(secagg["config"])
+        client = SecAggClient(config, client=services.dataset_id)
+        for key in [k for k in services.memory if k.split(":")[0] == str(services.task_id)]:
+            del services.memory[key]  # keys of an older round of this training
+        services.memory[config.round_id] = client
+        return {"advert": client.advertise(), "n": n}
+    if phase == "share":
+        return {"shares": _client(ctx, services).share_keys(secagg["directory"]), "n": n}
+    if phase == "unmask":
+        return {"reveal": _client(ctx, services).unmask(secagg["request"]), "n": n}
+    raise BadRequest(f"fl.train: unknown phase {phase!r}")

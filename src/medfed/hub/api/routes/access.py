@@ -1,0 +1,167 @@
+"""Routes for access governance: applications (REMS), DAC decisions, entitlements, due view.
+
+Thin: each route calls one service of ``medfed.hub.services.access`` and commits once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, UploadFile, status
+
+from medfed.common.access_resources import (
+    ApplicationCreate,
+    ApplicationPublic,
+    ApplicationState,
+    ApplicationUpdate,
+    ApproveRequest,
+    DecisionRequest,
+    DueView,
+    EntitlementPublic,
+)
+from medfed.common.errors import NotFound
+from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
+from medfed.hub.dispatch import commit
+from medfed.hub.services.access import applications, entitlements
+
+router = APIRouter(prefix="/api/access", tags=["access"])
+
+
+@router.post("/applications", status_code=status.HTTP_201_CREATED)
+def create_application(
+    body: ApplicationCreate, user: CurrentUser, session: SessionDep, notifier: NotifierDep
+) -> ApplicationPublic:
+    application = applications.create_application(session, actor=user, data=body)
+    commit(session, notifier)
+    return applications.application_public(session, application)
+
+
+@router.get("/applications")
+def list_applications(
+    user: CurrentUser,
+    session: SessionDep,
+    state: ApplicationState | None = None,
+    project_id: int | None = None,
+) -> list[ApplicationPublic]:
+    rows = applications.list_applications(
+        session, user=user, state=state.value if state else None, project_id=project_id
+    )
+    return [applications.application_public(session, a) for a in rows]
+
+
+@router.get("/applications/{application_id}")
+def get_application(
+    application_id: int, user: CurrentUser, session: SessionDep
+) -> ApplicationPublic:
+    application = applications.get_application(session, application_id=application_id, user=user)
+    return applications.application_public(session, application)
+
+
+@router.patch("/applications/{application_id}")
+def update_application(
+    application_id: int,
+    body: ApplicationUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    notifier: NotifierDep,
+) -> ApplicationPublic:
+    application = applications.update_application(
+        session, actor=user, application_id=application_id, data=body
+    )
+    commit(session, notifier)
+    return applications.application_public(session, application)
+
+
+@router.post("/applications/{application_id}/ethics-file")
+async def upload_ethics_file(
+    application_id: int,
+    file: Annotated[UploadFile, File(description="the ethics approval document")],
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    notifier: NotifierDep,
+) -> ApplicationPublic:
+    content = await file.read(applications.MAX_ETHICS_FILE + 1)
+    application = applications.attach_ethics_file(
+        session,
+        actor=user,
+        application_id=application_id,
+        filename=file.filename or "ethics",
+        content=content,
+        folder=settings.data_dir / "access" / "ethics",
+    )
+    commit(session, notifier)
+    return applications.application_public(session, application)
+
+
+@router.post("/applications/{application_id}/submit")
+def submit(
+    application_id: int, user: CurrentUser, session: SessionDep, notifier: NotifierDep
+) -> ApplicationPublic:
+    application = applications.submit(session, actor=user, application_id=application_id)
+    commit(session, notifier)
+    return applications.application_public(session, application)
+
+
+@router.post("/applications/{application_id}/approve")
+def approve(
+    application_id: int,
+    body: ApproveRequest,
+    user: CurrentUser,
+    session: SessionDep,
+    notifier: NotifierDep,
+) -> ApplicationPublic:
+    application = applications.approve(
+        session,
+        actor=user,
+        application_id=application_id,
+        ends_at=body.ends_at,
+        comment=body.comment,
+    )
+    commit(session, notifier)
+    return applications.application_public(session, application)
+
+
+_DECISIONS = {
+    "reject": applications.reject,
+    "return": applications.return_for_changes,
+    "close": applications.close,
+    "revoke": applications.revoke,
+}
+
+
+@router.post("/applications/{application_id}/{decision}")
+def decide(
+    application_id: int,
+    decision: str,
+    user: CurrentUser,
+    session: SessionDep,
+    notifier: NotifierDep,
+    body: DecisionRequest | None = None,
+) -> ApplicationPublic:
+    """``reject`` / ``return`` (DAC), ``close`` (applicant), ``revoke`` (DAC)."""
+    action = _DECISIONS.get(decision)
+    if action is None:
+        raise NotFound(f"no action '{decision}' (known: approve, submit, {', '.join(_DECISIONS)})")
+    application = action(
+        session,
+        actor=user,
+        application_id=application_id,
+        comment=(body or DecisionRequest()).comment,
+    )
+    commit(session, notifier)
+    return applications.application_public(session, application)
+
+
+@router.get("/entitlements")
+def list_entitlements(
+    user: CurrentUser, session: SessionDep, project_id: int | None = None
+) -> list[EntitlementPublic]:
+    rows = entitlements.list_entitlements(session, user=user, project_id=project_id)
+    return [entitlements.entitlement_public(e) for e in rows]
+
+
+@router.get("/due")
+def due(user: CurrentUser, session: SessionDep) -> DueView:
+    """For DAC members: submitted applications with their age; entitlements ending in 30 days."""
+    return applications.due_view(session, user=user)

@@ -1,0 +1,1 @@
+"""Access governance: REMS applications, entitlements, the DAC's due view, count discovery."""

@@ -1,0 +1,1 @@
+"""The catalogue: dataset lifecycle, versions, persistent ids, metadata, search, Zenodo."""

@@ -1,0 +1,1 @@
+"""Hub services of federated learning: blobs, training plans, model registry, round context."""

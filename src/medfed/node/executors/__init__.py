@@ -1,0 +1,1 @@
+"""Executors of work that runs apart from the node agent (training plans)."""
