@@ -63,17 +63,9 @@ def create_task(
     entitlements.require_entitled(session, project_id=project_id, datasets=found)
     params = alg.parse_params(raw_params)
     alg.validate(params, [dataset_service.schema_of(d) for d in found])
-    task = Task(
-        project_id=project_id,
-        created_by=actor.id,
-        algorithm=alg.name,
-        algorithm_version=alg.version,
-        params=params.model_dump(mode="json", by_alias=True),
-        dataset_ids=[d.id for d in found],
-        status=TaskStatus.running.value,
+    task = store_task(
+        session, project_id=project_id, actor=actor, alg=alg, params=params, found=found
     )
-    session.add(task)
-    session.flush()
     record(
         session,
         action="task.create",
@@ -88,6 +80,35 @@ def create_task(
     )
     _create_runs(session, task, _participating(alg, params, task, found))
     return task
+
+
+def store_task(
+    session: Session,
+    *,
+    project_id: int,
+    actor: User,
+    alg: Algorithm[Any],
+    params: Any,
+    found: Sequence[Dataset],
+) -> Task:
+    """Add a running task (already validated) and flush it; the caller records and runs it."""
+    task = Task(
+        project_id=project_id,
+        created_by=actor.id,
+        algorithm=alg.name,
+        algorithm_version=alg.version,
+        params=params.model_dump(mode="json", by_alias=True),
+        dataset_ids=[d.id for d in found],
+        status=TaskStatus.running.value,
+    )
+    session.add(task)
+    session.flush()
+    return task
+
+
+def start_runs(session: Session, task: Task, found: Sequence[Dataset]) -> None:
+    """Create the first round's runs of a stored task (and wake the nodes at commit)."""
+    _create_runs(session, task, found)
 
 
 def _participating(

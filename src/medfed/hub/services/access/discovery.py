@@ -26,14 +26,14 @@ from medfed.algorithms.registry import get_algorithm
 from medfed.common.access_resources import DiscoveryDataset, DiscoveryRequest, DiscoveryResult
 from medfed.common.errors import BadRequest, NotFound, Refused
 from medfed.common.filters import And, Filter, check_filter, filter_to_json, parse_filter
-from medfed.common.resources import RunStatus, TaskStatus
+from medfed.common.resources import RunStatus
 from medfed.common.schemas import ColumnSchema
 from medfed.common.timeutil import aware, utcnow
 from medfed.hub.config import HubSettings
-from medfed.hub.db.models import Dataset, Node, Project, Run, Task, User
+from medfed.hub.db.models import Dataset, Node, Project, Run, User
 from medfed.hub.db.models_access import DiscoveryQuery
 from medfed.hub.services.ledger import actor_of, record
-from medfed.hub.services.tasks import TERMINAL, _create_runs
+from medfed.hub.services.tasks import TERMINAL, start_runs, store_task
 from medfed.ledger.entries import content_hash
 
 # not a name the API accepts (it must start with a letter or digit), so no one can create
@@ -126,17 +126,9 @@ def count_query(
     alg = get_algorithm("count")
     params = alg.parse_params({"where": filter_to_json(where)} if where is not None else {})
     project = _project(session, user)
-    task = Task(
-        project_id=project.id,
-        created_by=user.id,
-        algorithm=alg.name,
-        algorithm_version=alg.version,
-        params=params.model_dump(mode="json", by_alias=True),
-        dataset_ids=[d.id for d in found],
-        status=TaskStatus.running.value,
+    task = store_task(
+        session, project_id=project.id, actor=user, alg=alg, params=params, found=found
     )
-    session.add(task)
-    session.flush()
     query = DiscoveryQuery(
         user_id=user.id,
         task_id=task.id,
@@ -153,7 +145,7 @@ def count_query(
         objects={"query": query.id, "task": task.id, "datasets": query.dataset_ids},
         hashes={"params": content_hash(task.params)},
     )
-    _create_runs(session, task, found)
+    start_runs(session, task, found)
     return query
 
 
