@@ -232,13 +232,21 @@ def index_row(
     return row
 
 
-def _relative(path: Any, root: Path | None) -> Any:
-    if root is None or not isinstance(path, str) or not os.path.isabs(path):
+def _relative(path: Any, roots: tuple[str, ...]) -> Any:
+    """``path`` relative to the first of ``roots`` (as given, then resolved) it lies under.
+
+    Paths ingest wrote are already absolute and normal: a string prefix test answers
+    them; only a path under none of the roots as written (a symbolic link) is resolved.
+    """
+    if not roots or not isinstance(path, str) or not os.path.isabs(path):
         return path
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path  # outside the root: kept as it is
+    for candidate in (os.path.normpath(path), None):
+        if candidate is None:
+            candidate = str(Path(path).resolve())
+        for root in roots:
+            if candidate.startswith(root + os.sep):
+                return Path(os.path.relpath(candidate, root)).as_posix()
+    return path  # outside the root: kept as it is
 
 
 def index_frame(rows: Iterable[Mapping[str, Any]], *, root: Path | None = None) -> pd.DataFrame:
@@ -249,12 +257,13 @@ def index_frame(rows: Iterable[Mapping[str, Any]], *, root: Path | None = None) 
     import pandas as pd  # here, not at import: the ingest workers only make rows
 
     records = [{name: row.get(name) for name in INDEX_COLUMNS} for row in rows]
+    roots = () if root is None else (os.path.normpath(os.path.abspath(root)), str(root.resolve()))
     for record in records:
         path = record["path"]
         if record["file_size"] is None and isinstance(path, str) and os.path.isabs(path):
             with contextlib.suppress(OSError):  # written after its row was made
                 record["file_size"] = os.stat(path).st_size
-        record["path"] = _relative(record["path"], root)
+        record["path"] = _relative(record["path"], roots)
     frame = pd.DataFrame.from_records(records, columns=list(INDEX_COLUMNS))
     for name, kind in INDEX_COLUMNS.items():
         if kind == "date":
