@@ -29,7 +29,7 @@ from medfed.hub.api.routes import ledger as ledger_routes
 from medfed.hub.api.routes import pid as pid_routes
 from medfed.hub.config import HubSettings
 from medfed.hub.db.migrate import upgrade
-from medfed.hub.db.session import make_engine, make_sessionmaker
+from medfed.hub.db.session import make_engine, make_read_sessionmaker, make_sessionmaker
 from medfed.hub.dispatch import Notifier, commit
 from medfed.hub.services import ledger
 from medfed.hub.services.runs import expire_leases
@@ -101,6 +101,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.read_sessionmaker = make_read_sessionmaker(engine)
     app.state.notifier = Notifier()
     app.state.ledger_key = derive_key(settings.secret_key)
 

@@ -2,8 +2,11 @@
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk before it is
 acknowledged) and every transaction starts with ``BEGIN IMMEDIATE``, so two writers never
-interleave: claiming a run and aggregating a round are serialized. On PostgreSQL the
-services lock rows (``FOR UPDATE``, ``SKIP LOCKED`` when claiming).
+interleave: claiming a run and aggregating a round are serialized. Sessions from
+:func:`make_read_sessionmaker` (read-only paths such as a researcher's long poll on a task)
+start with a deferred ``BEGIN`` instead: in WAL mode they read a snapshot beside the
+writer and never queue for its lock. On PostgreSQL the services lock rows (``FOR UPDATE``,
+``SKIP LOCKED`` when claiming).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+READ_ONLY = "medfed_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -32,7 +37,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -40,6 +46,11 @@ def make_engine(url: str) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for paths that only read (on SQLite: a deferred ``BEGIN``, no write lock)."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 def is_sqlite(session: Session) -> bool:

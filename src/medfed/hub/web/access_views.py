@@ -24,7 +24,7 @@ from medfed.common.timeutil import aware, utcnow
 from medfed.hub.db.models import Dataset, Project, User
 from medfed.hub.db.models_access import AccessApplication, AccessEvent
 from medfed.hub.services import accounts, datasets, projects
-from medfed.hub.services.access import applications
+from medfed.hub.services.access import applications, decisions
 from medfed.hub.services.catalogue import lifecycle, search
 
 PURPOSES = ("GRU", "HMB", "POA")
@@ -205,7 +205,7 @@ def _dataset_name(session: Session, dataset_id: int) -> str:
 def dac_due(session: Session, *, user: User) -> DueRows:
     """The access service's due view (it refuses users without the dac role)."""
     now = utcnow()
-    due = applications.due_view(session, user=user, now=now)
+    due = decisions.due_view(session, user=user, now=now)
     pending = [
         PendingRow(
             id=item.application.id,
@@ -244,19 +244,19 @@ def decide(
         if end_date is None:
             raise BadRequest("an approval needs the end date of the entitlement")
         ends_at = datetime.combine(end_date, time(0), tzinfo=UTC)
-        return applications.approve(
+        return decisions.approve(
             session, actor=actor, application_id=application_id, ends_at=ends_at, comment=comment
         )
     if decision == "reject":
-        return applications.reject(
+        return decisions.reject(
             session, actor=actor, application_id=application_id, comment=comment
         )
     if decision == "return":
-        return applications.return_for_changes(
+        return decisions.return_for_changes(
             session, actor=actor, application_id=application_id, comment=comment
         )
     if decision == "revoke":
-        return applications.revoke(
+        return decisions.revoke(
             session, actor=actor, application_id=application_id, comment=comment
         )
     raise BadRequest(f"decision must be approve, reject, return or revoke (got {decision!r})")
@@ -269,5 +269,5 @@ def applicant_step(
     if step == "submit":
         return applications.submit(session, actor=actor, application_id=application_id)
     if step == "close":
-        return applications.close(session, actor=actor, application_id=application_id)
+        return decisions.close(session, actor=actor, application_id=application_id)
     raise BadRequest(f"step must be submit or close (got {step!r})")

@@ -22,7 +22,7 @@ from medfed.common.access_resources import (
 from medfed.common.errors import NotFound
 from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.dispatch import commit
-from medfed.hub.services.access import applications, entitlements
+from medfed.hub.services.access import applications, decisions, entitlements
 
 router = APIRouter(prefix="/api/access", tags=["access"])
 
@@ -111,7 +111,7 @@ def approve(
     session: SessionDep,
     notifier: NotifierDep,
 ) -> ApplicationPublic:
-    application = applications.approve(
+    application = decisions.approve(
         session,
         actor=user,
         application_id=application_id,
@@ -123,10 +123,10 @@ def approve(
 
 
 _DECISIONS = {
-    "reject": applications.reject,
-    "return": applications.return_for_changes,
-    "close": applications.close,
-    "revoke": applications.revoke,
+    "reject": decisions.reject,
+    "return": decisions.return_for_changes,
+    "close": decisions.close,
+    "revoke": decisions.revoke,
 }
 
 
@@ -164,4 +164,4 @@ def list_entitlements(
 @router.get("/due")
 def due(user: CurrentUser, session: SessionDep) -> DueView:
     """For DAC members: submitted applications with their age; entitlements ending in 30 days."""
-    return applications.due_view(session, user=user)
+    return decisions.due_view(session, user=user)

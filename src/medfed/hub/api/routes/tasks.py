@@ -72,7 +72,8 @@ def get_task(task_id: int, user: CurrentUser, session: SessionDep) -> TaskPublic
 
 
 def _read(request: Request, task_id: int, user: User) -> TaskPublic:
-    with request.app.state.sessionmaker() as session:
+    # read-only: on SQLite a snapshot beside the writers, not a turn in their queue
+    with request.app.state.read_sessionmaker() as session:
         return task_public(session, tasks.get_task(session, task_id=task_id, user=user))
 
 

@@ -14,13 +14,13 @@ mismatches between each dataset's codes and the intended use are computed at sub
 and shown to the DAC (they inform, they do not decide). Approval needs an end date (at
 most the duration asked for) and creates the entitlements; revoking or closing an
 approved application revokes them. Each transition is an :class:`AccessEvent` and a
-ledger entry, in the caller's transaction.
+ledger entry, in the caller's transaction. The DAC's decisions (and the applicant's close)
+are in :mod:`medfed.hub.services.access.decisions`, through :func:`transition`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -33,17 +33,14 @@ from medfed.common.access_resources import (
     ApplicationPublic,
     ApplicationState,
     ApplicationUpdate,
-    DueApplication,
-    DueView,
     IntendedUseIn,
 )
 from medfed.common.errors import BadRequest, Conflict, Forbidden, NotFound
 from medfed.common.resources import Role
-from medfed.common.timeutil import aware, utcnow
+from medfed.common.timeutil import utcnow
 from medfed.hub.db.models import Dataset, Node, User
 from medfed.hub.db.models_access import AccessApplication, AccessEvent
 from medfed.hub.services import datasets as dataset_service
-from medfed.hub.services.access import entitlements
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.projects import get_project, is_member
 from medfed.ledger.entries import content_hash
@@ -70,19 +67,15 @@ EDITABLE = (S.draft, S.returned)
 
 __all__ = [
     "TRANSITIONS",
+    "add_event",
     "application_public",
-    "approve",
     "attach_ethics_file",
-    "close",
     "create_application",
-    "due_view",
     "get_application",
     "is_dac_for",
     "list_applications",
-    "reject",
-    "return_for_changes",
-    "revoke",
     "submit",
+    "transition",
     "update_application",
 ]
 
@@ -173,7 +166,7 @@ def _intended(body: IntendedUseIn) -> dict[str, object]:
     return {**body.model_dump(mode="json"), "codes": codes}
 
 
-def _event(
+def add_event(
     session: Session,
     application: AccessApplication,
     *,
@@ -228,7 +221,7 @@ def create_application(
     )
     session.add(application)
     session.flush()
-    _event(session, application, actor=actor, event="create", from_state=None)
+    add_event(session, application, actor=actor, event="create", from_state=None)
     return application
 
 
@@ -256,7 +249,7 @@ def update_application(
     if data.ethics_reference is not None:
         application.ethics_reference = data.ethics_reference.strip()
     application.updated_at = utcnow()
-    _event(session, application, actor=actor, event="edit", from_state=application.state)
+    add_event(session, application, actor=actor, event="edit", from_state=application.state)
     return application
 
 
@@ -289,11 +282,11 @@ def attach_ethics_file(
     application.ethics_file_name = Path(filename).name[:300] or "ethics"
     application.ethics_file_sha256 = digest
     application.updated_at = utcnow()
-    _event(session, application, actor=actor, event="attach", from_state=application.state)
+    add_event(session, application, actor=actor, event="attach", from_state=application.state)
     return application
 
 
-def _transition(
+def transition(
     session: Session, *, actor: User, application_id: int, event: str, comment: str = ""
 ) -> tuple[AccessApplication, str]:
     application = get_application(session, application_id=application_id, user=actor)
@@ -321,7 +314,7 @@ def submit(session: Session, *, actor: User, application_id: int) -> AccessAppli
     application = get_application(session, application_id=application_id, user=actor)
     if application.state in EDITABLE and not application.ethics_reference:
         raise BadRequest("an ethics approval reference is required to submit")
-    application, old = _transition(
+    application, old = transition(
         session, actor=actor, application_id=application_id, event="submit"
     )
     intended = IntendedUseIn.model_validate(application.intended_use).to_duo(
@@ -335,130 +328,5 @@ def submit(session: Session, *, actor: User, application_id: int) -> AccessAppli
             mismatches.append(f"dataset {dataset.id} ({dataset.name}): {problem}")
     application.mismatches = mismatches
     application.submitted_at = utcnow()
-    _event(session, application, actor=actor, event="submit", from_state=old)
+    add_event(session, application, actor=actor, event="submit", from_state=old)
     return application
-
-
-def approve(
-    session: Session, *, actor: User, application_id: int, ends_at: datetime, comment: str = ""
-) -> AccessApplication:
-    """Approve with a required end (at most the duration asked for); creates entitlements."""
-    now = utcnow()
-    end = aware(ends_at)
-    application = get_application(session, application_id=application_id, user=actor)
-    if end <= now:
-        raise BadRequest(f"the end date {end.isoformat()} is not in the future")
-    limit = now + timedelta(days=application.duration_days, hours=12)
-    if end > limit:
-        raise BadRequest(
-            f"the end date {end.date()} is after the {application.duration_days} days asked "
-            f"for (at most {limit.date()})"
-        )
-    application, old = _transition(
-        session, actor=actor, application_id=application_id, event="approve", comment=comment
-    )
-    application.ends_at = end
-    application.decided_at = now
-    application.decided_by = actor.id
-    rows = entitlements.create_for_application(
-        session, application=application, ends_at=end, now=now
-    )
-    _event(session, application, actor=actor, event="approve", from_state=old, comment=comment)
-    record(
-        session,
-        action="entitlement.grant",
-        actor=actor_of(actor),
-        objects={
-            "application": application.id,
-            "project": application.project_id,
-            "entitlements": [e.id for e in rows],
-            "datasets": list(application.dataset_ids),
-            "ends_at": end.isoformat(),
-        },
-    )
-    return application
-
-
-def _decide(
-    session: Session, *, actor: User, application_id: int, event: str, comment: str
-) -> AccessApplication:
-    application, old = _transition(
-        session, actor=actor, application_id=application_id, event=event, comment=comment
-    )
-    if event in ("reject", "return"):
-        application.decided_at = utcnow()
-        application.decided_by = actor.id
-    if old == S.approved:
-        ended = entitlements.end_for_application(
-            session, application=application, actor=actor, now=utcnow()
-        )
-        record(
-            session,
-            action="entitlement.revoke",
-            actor=actor_of(actor),
-            objects={"application": application.id, "entitlements": ended},
-        )
-    _event(session, application, actor=actor, event=event, from_state=old, comment=comment)
-    return application
-
-
-def reject(
-    session: Session, *, actor: User, application_id: int, comment: str = ""
-) -> AccessApplication:
-    return _decide(
-        session, actor=actor, application_id=application_id, event="reject", comment=comment
-    )
-
-
-def return_for_changes(
-    session: Session, *, actor: User, application_id: int, comment: str = ""
-) -> AccessApplication:
-    if not comment.strip():
-        raise BadRequest("returning an application needs a comment saying what to change")
-    return _decide(
-        session, actor=actor, application_id=application_id, event="return", comment=comment
-    )
-
-
-def close(
-    session: Session, *, actor: User, application_id: int, comment: str = ""
-) -> AccessApplication:
-    return _decide(
-        session, actor=actor, application_id=application_id, event="close", comment=comment
-    )
-
-
-def revoke(
-    session: Session, *, actor: User, application_id: int, comment: str = ""
-) -> AccessApplication:
-    """Revoke an approved application: its entitlements end now (queued runs are refused)."""
-    return _decide(
-        session, actor=actor, application_id=application_id, event="revoke", comment=comment
-    )
-
-
-def due_view(session: Session, *, user: User, now: datetime | None = None) -> DueView:
-    """Submitted applications the DAC must answer (with age), entitlements ending soon."""
-    moment = now or utcnow()
-    ending = entitlements.ending_soon(session, user=user, now=moment)
-    pending = [
-        a
-        for a in session.scalars(
-            select(AccessApplication)
-            .where(AccessApplication.state == S.submitted.value)
-            .order_by(AccessApplication.submitted_at)
-        )
-        if is_dac_for(user, a)
-    ]
-    return DueView(
-        pending=[
-            DueApplication(
-                application=application_public(session, a),
-                age_days=round(
-                    (moment - aware(a.submitted_at or a.created_at)).total_seconds() / 86400, 2
-                ),
-            )
-            for a in pending
-        ],
-        ending=[entitlements.entitlement_public(e, moment) for e in ending],
-    )
