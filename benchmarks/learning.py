@@ -3,7 +3,7 @@
 Run it as ``.venv/bin/python -m benchmarks.learning`` (5 to 11 minutes on 2 cores, most of
 it Flower's rounds). Options: ``--rounds 10``, ``--epochs 5``, ``--batch-size 16``, ``--lr
 0.2`` (the e2e test's settings), ``--hidden 0`` (0 = logistic regression), ``--big-hidden
-31250`` (the ~1M-parameter MLP of the secure-aggregation comparison), ``--big-rounds 3``,
+31250`` (the ~1M-parameter MLP of the secure-aggregation comparison), ``--big-rounds 5``,
 ``--skip flower|secagg|big|medfed`` (repeatable), ``--quick`` (3 rounds, no 1M variant).
 How it runs, one step after another, nothing in parallel with anything else:
 
@@ -25,8 +25,8 @@ How it runs, one step after another, nothing in parallel with anything else:
    round wall time - the slowest node's training (as its plan process timed it). Final
    accuracy: the global model the SDK downloads, on the common test set, in this process.
 4. **1M parameters** — the same federation runs the MLP padded to ~1M parameters
-   (``--big-hidden``) for ``--big-rounds`` rounds without and with secure aggregation:
-   the secure-aggregation overhead ratio of the target.
+   (``--big-hidden``) for ``--big-rounds`` rounds without and with secure aggregation
+   (64-bit default and 32-bit): the secure-aggregation overhead ratio of the target.
 5. **Flower** — ``flwr`` (pinned, :data:`FLWR`) in its own venv under
    ``benchmarks/.peers/flwr`` (made once, reused; torch 2.13.0 CPU installed first). The
    benchmark writes a Flower app (FAB project: ``pyproject.toml`` with ``[tool.flwr.app]``,
@@ -667,7 +667,7 @@ def run_training(
     lr: float,
     seed: int,
     device: str,
-    secagg: bool = False,
+    secagg: dict[str, Any] | None = None,
     name: str = "bench",
     timeout: float = 900.0,
 ) -> dict[str, Any]:
@@ -699,7 +699,7 @@ def run_training(
         seed=seed,
         device=device,
         name=name,
-        **({"secagg": {}} if secagg else {}),
+        **({"secagg": secagg} if secagg is not None else {}),
     )
     final = fed.researcher.tasks.wait(task.id, timeout=timeout, progress=False)
     seconds = time.perf_counter() - started
@@ -730,14 +730,22 @@ def run_medfed(
     from medfed.testing.federation import Federation
 
     source = plan_source()
-    variants: list[tuple[str, dict[str, Any], int, bool]] = [("plain", args, opts.rounds, False)]
+    # secure aggregation: the default (64-bit fixed point, clip 1e6) and a 32-bit variant
+    # (clip 1e4 on n_k x update; decoding error ~6e-8 per coordinate here), the layout
+    # Flower's SecAgg+ uses by default (32-bit modulus)
+    variants: list[tuple[str, dict[str, Any], int, dict[str, Any] | None]] = [
+        ("plain", args, opts.rounds, None)
+    ]
     if "secagg" not in opts.skip:
-        variants.append(("secagg", args, opts.rounds, True))
+        variants.append(("secagg", args, opts.rounds, {}))
     if "big" not in opts.skip:
         big = {**args, "hidden": opts.big_hidden}
-        variants += [("big_plain", big, opts.big_rounds, False)]
+        variants += [("big_plain", big, opts.big_rounds, None)]
         if "secagg" not in opts.skip:
-            variants += [("big_secagg", big, opts.big_rounds, True)]
+            variants += [
+                ("big_secagg", big, opts.big_rounds, {}),
+                ("big_secagg32", big, opts.big_rounds, {"bits": 32, "clip": 1e4}),
+            ]
     out: dict[str, Any] = {}
     node_shares = {f"site-{k}": {"breast_cancer": share} for k, share in enumerate(shares)}
     columns = list(shares[0].columns)
@@ -766,7 +774,8 @@ def run_medfed(
                 per_round = training_rounds(outcome["progress"])
                 out[name] = {
                     "parameters": parameter_count(plan_args),
-                    "secure_aggregation": secagg,
+                    "secure_aggregation": secagg is not None,
+                    "secagg_options": secagg,
                     "task_id": outcome["task_id"],
                     "training_s": round(outcome["seconds"], 3),
                     "final_test_accuracy": round(
@@ -824,7 +833,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.2)
     parser.add_argument("--hidden", type=int, default=0, help="0: logistic regression")
     parser.add_argument("--big-hidden", type=int, default=31_250, help="~1M parameters")
-    parser.add_argument("--big-rounds", type=int, default=3)
+    parser.add_argument("--big-rounds", type=int, default=5)
     parser.add_argument(
         "--skip", action="append", default=[], choices=["flower", "secagg", "big", "medfed"]
     )
@@ -894,6 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "flower_overhead_s_median": (flower.get("overhead_s") or {}).get("median"),
         "secagg_ratio_small": ratio(med.get("secagg"), plain),
         "secagg_ratio_1M": ratio(med.get("big_secagg"), med.get("big_plain")),
+        "secagg_ratio_1M_32bit": ratio(med.get("big_secagg32"), med.get("big_plain")),
     }
     comparison["overhead_target_met"] = (
         comparison["medfed_overhead_s_median"] is not None

@@ -358,6 +358,31 @@ def test_secure_aggregation_equals_the_plain_sum_and_survives_a_dropout_after_ma
     assert not any("update" in o for o in outputs)
 
 
+def test_secure_rounds_share_next_keys_early_and_equal_plain_training(
+    fed: Federation, plan_args: dict[str, Any], tmp_path: Path
+) -> None:
+    learning = fed.researcher.learning
+    common = {"columns": COLUMNS, "plan_args": plan_args, "rounds": 3, **TRAIN}
+    plain = _finished(fed, learning.start(TABULAR_LOGREG, datasets=["cancer"], **common))
+    secure = _finished(
+        fed,
+        learning.start(TABULAR_LOGREG, datasets=["cancer"], secagg={"threshold": 0.6}, **common),
+    )
+    assert plain.status.value == "completed", plain.error
+    assert secure.status.value == "completed", secure.error
+    phases = [t.phase for t in learning.progress(secure.id).timings]
+    # keys for rounds 2 and 3 travelled with the previous round's masked and unmask answers
+    assert phases == [
+        "prepare",
+        *["advertise", "share", "masked", "unmask"],
+        *["masked", "unmask"] * 2,
+        "evaluate",
+    ]
+    ours = np.concatenate([v.numpy().ravel() for v in _model(fed, secure.id, tmp_path).values()])
+    theirs = np.concatenate([v.numpy().ravel() for v in _model(fed, plain.id, tmp_path).values()])
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
 def _model(fed: Federation, task_id: int, folder: Path) -> dict[str, torch.Tensor]:
     model = next(m for m in fed.researcher.learning.models() if m.task_id == task_id)
     return load_file(str(fed.researcher.learning.download(model.id, folder / f"{task_id}.st")))

@@ -165,18 +165,67 @@ def _start_round(params: TrainParams, state: dict[str, Any], hub: HubContext) ->
         return NextRound(state)
     if len(chosen) < 2:
         raise BadRequest("secure aggregation needs at least 2 sampled nodes per round")
-    template = _global(params, state, hub)
-    config = SecAggConfig(
+    config = _secagg_config(params, state, hub, k, chosen)
+    state["secagg"] = {"config": config.to_dict()}
+    prepared = _prepared(state, config)
+    if prepared is None:
+        state["phase"] = "advertise"
+        return NextRound(state)
+    # keys advertised and shared during the previous round's masked and unmask phases
+    state["secagg"].update(prepared)
+    server = _server(state, hub)
+    sharers = sorted(int(m["client"]) for m in prepared["shares"])
+    state["secagg"]["inboxes"] = {str(c): server.inbox(c) for c in sharers}
+    state["participants"] = sharers
+    state["phase"] = "masked"
+    _plan_next(params, state, hub, sharers)
+    return NextRound(state)
+
+
+def _secagg_config(
+    params: TrainParams, state: dict[str, Any], hub: HubContext, k: int, chosen: list[int]
+) -> SecAggConfig:
+    assert params.secagg is not None
+    return SecAggConfig(
         round_id=f"{hub.task_id}:{k}",
         participants=tuple(chosen),
-        threshold=n_min,
-        size=tensors.size_of(template) + 1,
+        threshold=_secagg_threshold(params, len(chosen)),
+        size=tensors.size_of(_global(params, state, hub)) + 1,
         clip=params.secagg.clip,
         bits=params.secagg.bits,
     )
-    state["phase"] = "advertise"
-    state["secagg"] = {"config": config.to_dict()}
-    return NextRound(state)
+
+
+def _prepared(state: dict[str, Any], config: SecAggConfig) -> dict[str, Any] | None:
+    """The next round's adverts, directory and shares, if every participant sent them.
+
+    Pipelining: while round k masks and unmasks, the nodes sampled for round k+1 advertise
+    their fresh keys (with their masked input) and share them (with their unmask answer),
+    so round k+1 starts at its masked phase: two task rounds fewer per training round. A
+    missing piece (a node dropped, a different sample) falls back to the advertise phase.
+    """
+    ahead = state.pop("secagg_next", None)
+    if not isinstance(ahead, dict) or ahead.get("config") != config.to_dict():
+        return None
+    shares = ahead.get("shares")
+    if not shares or {int(m["client"]) for m in shares} != set(config.participants):
+        return None
+    return {k: ahead[k] for k in ("adverts", "directory", "shares")}
+
+
+def _plan_next(
+    params: TrainParams, state: dict[str, Any], hub: HubContext, sharers: list[int]
+) -> None:
+    """At round k's share phase: ask round k+1's nodes (all sharing now) to send keys early."""
+    k = int(state["train_round"]) + 1
+    state.pop("secagg_next", None)
+    if k >= params.rounds:
+        return
+    from medfed.algorithms.learning.fedtrain import sample
+
+    chosen = sample(params, k, hub.dataset_ids)
+    if len(chosen) >= 2 and set(chosen) <= set(sharers):
+        state["secagg_next"] = {"config": _secagg_config(params, state, hub, k, chosen).to_dict()}
 
 
 def _secagg_threshold(params: TrainParams, n: int) -> int:
@@ -246,6 +295,12 @@ def _apply(
     return _start_round(params, state, hub)
 
 
+def _complete(ahead: dict[str, Any], messages: list[Any]) -> bool:
+    """Whether every participant of the planned next round sent its early message."""
+    wanted = set(SecAggConfig.from_dict(ahead["config"]).participants)
+    return {int(m["client"]) for m in messages if isinstance(m, dict)} == wanted
+
+
 def _server(state: dict[str, Any], hub: HubContext) -> SecAggServer:
     """Rebuild the round's secure-aggregation server from the messages kept in the state."""
     kept = state["secagg"]
@@ -291,19 +346,35 @@ def _secagg(
         kept["inboxes"] = {str(c): server.inbox(c) for c in sharers}
         state["participants"] = sharers
         state["phase"] = "masked"
+        _plan_next(params, state, hub, sharers)
         return NextRound(state)
+    ahead = state.get("secagg_next")
     if phase == "masked":
         kept["masked"] = [[o.dataset_id, _p(o)["masked"]] for o in ok]
         for client, sha in kept["masked"]:
             server.receive_masked(int(client), load(hub.blobs.read(str(sha)))["masked"])
         kept["request"] = server.unmask_request()
         kept["outputs"] = [
-            {k: v for k, v in (o.payload or {}).items() if k != "masked"} for o in ok
+            {k: v for k, v in (o.payload or {}).items() if k not in ("masked", "next_advert")}
+            for o in ok
         ]
+        adverts = [_p(o)["next_advert"] for o in ok if _p(o).get("next_advert")]
+        if isinstance(ahead, dict) and _complete(ahead, adverts):
+            early = SecAggServer(SecAggConfig.from_dict(ahead["config"]))
+            for message in adverts:
+                early.receive_advert(message)
+            ahead.update(adverts=adverts, directory=early.directory())
+        else:
+            state.pop("secagg_next", None)
         state["phase"] = "unmask"
         return NextRound(state)
     for o in ok:
         server.receive_reveal(_p(o)["reveal"])
+    shares = [_p(o)["next_shares"] for o in ok if _p(o).get("next_shares")]
+    if isinstance(ahead, dict) and "directory" in ahead and _complete(ahead, shares):
+        ahead["shares"] = shares
+    else:
+        state.pop("secagg_next", None)
     total = server.aggregate()
     weight = float(total[-1])
     if weight <= 0:

@@ -190,7 +190,23 @@ def _train_phase(
     if inbox is None:
         raise Conflict("secure aggregation: no shares were addressed to this node")
     masked = client.mask(vector, inbox)
-    return {"masked": services.upload(save({"masked": masked})), **common}
+    out = {"masked": services.upload(save({"masked": masked})), **common}
+    ahead = ctx.state.get("secagg_next")
+    if isinstance(ahead, dict):  # sampled for the next round: advertise its keys now
+        config = SecAggConfig.from_dict(ahead["config"])
+        if services.dataset_id in config.participants:
+            _forget_older(services, keep={_round_id(ctx), config.round_id})
+            early = SecAggClient(config, client=services.dataset_id)
+            services.memory[config.round_id] = early
+            out["next_advert"] = early.advertise()
+    return out
+
+
+def _forget_older(services: LearningServices, keep: set[str]) -> None:
+    """Drop the keys of this training's earlier rounds (a node keeps at most two rounds)."""
+    for key in [k for k in services.memory if k.split(":")[0] == str(services.task_id)]:
+        if key not in keep:
+            del services.memory[key]
 
 
 def _round_id(ctx: LocalContext) -> str:
@@ -219,5 +235,11 @@ def _secagg_phase(ctx: LocalContext, services: LearningServices, phase: str) -> 
     if phase == "share":
         return {"shares": _client(ctx, services).share_keys(secagg["directory"]), "n": n}
     if phase == "unmask":
-        return {"reveal": _client(ctx, services).unmask(secagg["request"]), "n": n}
+        out: dict[str, Any] = {"reveal": _client(ctx, services).unmask(secagg["request"]), "n": n}
+        ahead = ctx.state.get("secagg_next")
+        if isinstance(ahead, dict) and "directory" in ahead:  # share next round's keys now
+            early = services.memory.get(SecAggConfig.from_dict(ahead["config"]).round_id)
+            if isinstance(early, SecAggClient):
+                out["next_shares"] = early.share_keys(ahead["directory"])
+        return out
     raise BadRequest(f"fl.train: unknown phase {phase!r}")
