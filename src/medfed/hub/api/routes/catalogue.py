@@ -31,9 +31,8 @@ from medfed.common.resources import (
     ProjectCreate,
     ProjectPublic,
 )
-from medfed.common.schemas import ColumnSchema
 from medfed.hub.api.deps import Credentials, CurrentUser, SessionDep
-from medfed.hub.db.models import Dataset, Node, Project, User
+from medfed.hub.db.models import Node, Project, User
 from medfed.hub.services import auth, nodes, projects
 from medfed.hub.services.catalogue import lifecycle, metadata, search, zenodo
 
@@ -50,26 +49,6 @@ def node_public(node: Node) -> NodePublic:
     public = NodePublic.model_validate(node)
     public.online = nodes.is_online(node)
     return public
-
-
-def dataset_public(dataset: Dataset) -> DatasetPublic:
-    return DatasetPublic(
-        id=dataset.id,
-        node_id=dataset.node_id,
-        node_name=dataset.node.name,
-        name=dataset.name,
-        description=dataset.description,
-        columns=[ColumnSchema.model_validate(c) for c in dataset.columns],
-        row_count=dataset.row_count,
-        summary=dataset.summary,
-        updated_at=dataset.updated_at,
-        version=dataset.version,
-        state=dataset.state,
-        pid=dataset.pid,
-        previous_id=dataset.previous_id,
-        next_id=dataset.next_id,
-        manifest_root=dataset.manifest_root,
-    )
 
 
 def get_optional_user(session: SessionDep, credentials: Credentials) -> User | None:
@@ -137,12 +116,14 @@ def list_datasets(
     user: CurrentUser, session: SessionDep, node_id: int | None = None
 ) -> list[DatasetPublic]:
     """Every dataset version you may see (drafts only for their authors)."""
-    return [dataset_public(d) for d in search.visible_datasets(session, user=user, node_id=node_id)]
+    return [
+        metadata.public_of(d) for d in search.visible_datasets(session, user=user, node_id=node_id)
+    ]
 
 
 @router.get("/datasets/{dataset_id}", tags=["datasets"])
 def get_dataset(dataset_id: int, user: CurrentUser, session: SessionDep) -> DatasetPublic:
-    return dataset_public(lifecycle.visible_dataset(session, dataset_id, user))
+    return metadata.public_of(lifecycle.visible_dataset(session, dataset_id, user))
 
 
 @router.patch("/datasets/{dataset_id}/metadata", tags=["catalogue"])

@@ -26,10 +26,10 @@ from medfed.common.resources import (
     RunOutcome,
 )
 from medfed.hub.api.deps import CurrentNode, NotifierDep, SessionDep, SettingsDep
-from medfed.hub.api.routes.catalogue import dataset_public
 from medfed.hub.db.models import Node
 from medfed.hub.dispatch import commit
 from medfed.hub.services import datasets, nodes, runs
+from medfed.hub.services.catalogue.metadata import public_of
 
 router = APIRouter(prefix="/api/node", tags=["node"])
 
@@ -47,7 +47,7 @@ def register_dataset(
 ) -> DatasetPublic:
     dataset = datasets.register(session, node=node, data=body)
     commit(session, notifier)
-    return dataset_public(dataset)
+    return public_of(dataset)
 
 
 @router.post("/heartbeat")

@@ -22,6 +22,7 @@ from medfed.common.catalogue_resources import (
     DatasetRecord,
 )
 from medfed.common.errors import Conflict
+from medfed.common.resources import DatasetPublic
 from medfed.common.schemas import ColumnSchema
 from medfed.common.timeutil import utcnow
 from medfed.hub.db.models import Dataset, Node, Organization, User
@@ -89,14 +90,12 @@ def aggregates_of(dataset: Dataset) -> Aggregates:
     )
 
 
-def record_of(session: Session, dataset: Dataset) -> DatasetRecord:
-    node = session.get(Node, dataset.node_id)
-    assert node is not None
-    return DatasetRecord(
+def public_of(dataset: Dataset) -> DatasetPublic:
+    """A dataset version as the dataset list and the node API show it."""
+    return DatasetPublic(
         id=dataset.id,
         node_id=dataset.node_id,
-        node_name=node.name,
-        organization_id=node.organization_id,
+        node_name=dataset.node.name,
         name=dataset.name,
         description=dataset.description,
         columns=[ColumnSchema.model_validate(c) for c in dataset.columns],
@@ -109,6 +108,16 @@ def record_of(session: Session, dataset: Dataset) -> DatasetRecord:
         previous_id=dataset.previous_id,
         next_id=dataset.next_id,
         manifest_root=dataset.manifest_root,
+    )
+
+
+def record_of(session: Session, dataset: Dataset) -> DatasetRecord:
+    """The catalogue record: :func:`public_of` plus the DCAT metadata and lifecycle times."""
+    node = session.get(Node, dataset.node_id)
+    assert node is not None
+    return DatasetRecord(
+        **public_of(dataset).model_dump(),
+        organization_id=node.organization_id,
         label=label_of(dataset),
         title=dataset.title,
         keywords=dataset.keywords,
