@@ -299,44 +299,72 @@ def test_the_hub_killed_mid_training_resumes_from_its_last_checkpoint(
     assert phases == ["prepare", *["train"] * 8, "evaluate"]  # no round started over
 
 
-def _stop_first_masked_node(fed: Federation, task_id: int) -> str:
-    """SIGSTOP the first node whose masked input arrived, while the others still train."""
-    masked_round: int | None = None
-    deadline = time.monotonic() + 90
+HOLD_OTHERS = (
+    TABULAR_LOGREG
+    + """
+
+_datasets = datasets
+
+
+def datasets(frame, args):  # while the hold file exists, only the free node trains
+    import os
+    import time
+
+    while len(frame) != args["free_rows"] and os.path.exists(args["hold"]):
+        time.sleep(0.05)
+    return _datasets(frame, args)
+"""
+)
+
+
+def _stop_after_masking(fed: Federation, task_id: int, name: str, hold: Path) -> None:
+    """SIGSTOP ``name`` once its masked input arrived, then let the held nodes train.
+
+    The others wait inside their training while ``hold`` exists, so the stopped node's
+    answer is never the round's last one, however loaded the machine is.
+    """
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         progress = fed.researcher.learning.progress(task_id)
         if progress.phase == "masked":
             masked_round = progress.timings[-1].round
-            task = fed.researcher.tasks.get(task_id)
-            runs = [r for r in task.runs if r.round == masked_round]
-            done = [r for r in runs if r.status.value == "done"]
-            # not the last answer of the round: the unmask phase must start without it
-            if done and len(runs) - len(done) >= 2:
-                name = done[0].node_name
+            runs = fed.researcher.tasks.get(task_id).runs
+            if any(
+                r.round == masked_round and r.node_name == name and r.status.value == "done"
+                for r in runs
+            ):
                 process = fed.nodes[name].process
                 assert process is not None
                 os.kill(process.pid, signal.SIGSTOP)
-                return name
-        time.sleep(0.01)
+                hold.unlink()
+                return
+        time.sleep(0.05)
     raise AssertionError("no masked input seen")
 
 
 def test_secure_aggregation_equals_the_plain_sum_and_survives_a_dropout_after_masking(
-    fed: Federation, plan_args: dict[str, Any], tmp_path: Path
+    fed: Federation,
+    plan_args: dict[str, Any],
+    data: tuple[list[pd.DataFrame], pd.DataFrame],
+    tmp_path: Path,
 ) -> None:
     learning = fed.researcher.learning
     common = {"columns": COLUMNS, "plan_args": plan_args, "rounds": 1, **TRAIN}
-    common["local_epochs"] = 20  # a longer masked phase: time to stop a node inside it
     plain = _finished(fed, learning.start(TABULAR_LOGREG, datasets=["cancer"], **common))
     assert plain.status.value == "completed", plain.error
+    _approve(fed, HOLD_OTHERS)
+    hold = tmp_path / "hold"
+    hold.touch()
+    stopped = "site-0"
+    held_args = {**plan_args, "hold": str(hold), "free_rows": len(data[0][0])}
     task = learning.start(
-        TABULAR_LOGREG,
+        HOLD_OTHERS,
         datasets=["cancer"],
         secagg={"threshold": 0.6},
-        round_timeout_s=8,
-        **common,
+        round_timeout_s=20,
+        **{**common, "plan_args": held_args},
     )
-    stopped = _stop_first_masked_node(fed, task.id)
+    _stop_after_masking(fed, task.id, stopped, hold)
     try:
         final = _finished(fed, task)
     finally:

@@ -7,6 +7,7 @@ needed: the hub key is pinned in the node's config, as ``node.toml`` allows).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,15 @@ from medfed.node.entitlements import round_discovery
 
 HUB = derive_key("hub secret for the test")
 NODE_ID = 7
-NOW = datetime.now(UTC)
+
+
+def _now() -> datetime:
+    """The time a test runs (never collection time: a slow suite must not age statements)."""
+    return datetime.now(UTC)
 
 
 def _sign(key: Any = HUB, **overrides: Any) -> SignedEntitlement:
+    now = _now()
     values: dict[str, Any] = {
         "entitlement_id": 1,
         "project_id": 3,
@@ -34,10 +40,10 @@ def _sign(key: Any = HUB, **overrides: Any) -> SignedEntitlement:
         "dataset_name": "cohort",
         "node_id": NODE_ID,
         "manifest_root": None,
-        "not_before": (NOW - timedelta(days=1)).isoformat(),
-        "not_after": (NOW + timedelta(days=30)).isoformat(),
+        "not_before": (now - timedelta(days=1)).isoformat(),
+        "not_after": (now + timedelta(days=30)).isoformat(),
         "revoked": False,
-        "issued_at": NOW.isoformat(),
+        "issued_at": now.isoformat(),
     }
     values.update(overrides)
     statement = EntitlementStatement(**values)
@@ -76,7 +82,7 @@ def _run(entitlement: SignedEntitlement | None, **overrides: Any) -> RunAssignme
         "dataset_id": 11,
         "dataset_name": "cohort",
         "lease_id": "x",
-        "lease_expires_at": NOW + timedelta(seconds=30),
+        "lease_expires_at": _now() + timedelta(seconds=30),
         "attempt": 1,
         "entitlement": entitlement,
     }
@@ -95,32 +101,34 @@ def test_a_valid_statement_passes(agent: NodeAgent) -> None:
     assert _refusal(agent, _run(_sign())) == ""
 
 
-@pytest.mark.parametrize(
-    ("entitlement", "needle"),
-    [
-        (None, "carries no signed entitlement"),
-        (_sign(not_after=(NOW - timedelta(seconds=1)).isoformat()), "expired at"),
-        (_sign(not_before=(NOW + timedelta(days=1)).isoformat()), "not valid before"),
-        (_sign(revoked=True), "revoked"),
-        (_sign(key=derive_key("another hub")), "signature does not verify"),
-        (_sign(issued_at=(NOW - timedelta(hours=2)).isoformat()), "older than 600 s"),
-        (_sign(issued_at=(NOW + timedelta(hours=2)).isoformat()), "issued in the future"),
-        (_sign(node_id=8), "issued for node 8"),
-        (_sign(project_id=4), "issued for project 4"),
-        (_sign(dataset_id=12), "issued for dataset 12"),
-        (_sign(manifest_root="0" * 64), "differs from the entitled version"),
-    ],
-)
+# each case builds its statement when the test runs, so the clock is read then
+_BAD: list[tuple[Callable[[datetime], SignedEntitlement | None], str]] = [
+    (lambda now: None, "carries no signed entitlement"),
+    (lambda now: _sign(not_after=(now - timedelta(seconds=1)).isoformat()), "expired at"),
+    (lambda now: _sign(not_before=(now + timedelta(days=1)).isoformat()), "not valid before"),
+    (lambda now: _sign(revoked=True), "revoked"),
+    (lambda now: _sign(key=derive_key("another hub")), "signature does not verify"),
+    (lambda now: _sign(issued_at=(now - timedelta(hours=2)).isoformat()), "older than 600 s"),
+    (lambda now: _sign(issued_at=(now + timedelta(hours=2)).isoformat()), "issued in the future"),
+    (lambda now: _sign(node_id=8), "issued for node 8"),
+    (lambda now: _sign(project_id=4), "issued for project 4"),
+    (lambda now: _sign(dataset_id=12), "issued for dataset 12"),
+    (lambda now: _sign(manifest_root="0" * 64), "differs from the entitled version"),
+]
+
+
+@pytest.mark.parametrize(("make", "needle"), _BAD, ids=[needle for _, needle in _BAD])
 def test_bad_statements_are_refused(
-    agent: NodeAgent, entitlement: SignedEntitlement | None, needle: str
+    agent: NodeAgent, make: Callable[[datetime], SignedEntitlement | None], needle: str
 ) -> None:
-    assert needle in _refusal(agent, _run(entitlement))
+    assert needle in _refusal(agent, _run(make(_now())))
 
 
 def test_a_tampered_statement_is_refused(agent: NodeAgent) -> None:
-    signed = _sign(not_after=(NOW - timedelta(days=1)).isoformat())  # signed as expired
+    now = _now()
+    signed = _sign(not_after=(now - timedelta(days=1)).isoformat())  # signed as expired
     forged = signed.statement.model_copy(
-        update={"not_after": (NOW + timedelta(days=365)).isoformat()}
+        update={"not_after": (now + timedelta(days=365)).isoformat()}
     )
     tampered = SignedEntitlement(statement=forged, signature=signed.signature)
     assert "signature does not verify" in _refusal(agent, _run(tampered))
