@@ -339,6 +339,7 @@ def _stop_after_masking(fed: Federation, task_id: int, name: str, hold: Path) ->
                 hold.unlink()
                 return
         time.sleep(0.05)
+    hold.unlink()  # release the held nodes, so later tests do not wait behind them
     raise AssertionError("no masked input seen")
 
 
