@@ -123,8 +123,9 @@ def test_task_submit_wait_and_result_are_typed(world: World) -> None:
     assert isinstance(age, MeanStats)
     assert age.n == 30 and age.mean == pytest.approx(40.0, abs=1e-12)
     assert {n.node_name for n in result.nodes} == {"node-a", "node-b"}
-    assert all(isinstance(n, NodeRunStatus) and n.output_status == "ok" for n in result.nodes)
-    assert result.rounds == 1 and result.suppressed_nodes == []
+    assert all(isinstance(n, NodeRunStatus) and n.output_status is None for n in result.nodes)
+    assert result.rounds == 1 and result.withheld_nodes == 0
+    assert result.contributing_nodes == len(result.nodes)
 
 
 @pytest.fixture

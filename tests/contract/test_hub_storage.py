@@ -235,9 +235,11 @@ def test_task_lifecycle_claim_lease_answer_pooled_result(world: World) -> None:
     assert age["mean"] == pytest.approx(1400.0 / 40, abs=1e-12)
     assert final["result"]["rows"] == 40
     assert final["result"]["suppressed_nodes"] == 0
+    assert (final["contributing_nodes"], final["withheld_nodes"]) == (2, 0)
     for run in final["runs"]:
-        assert (run["status"], run["output_status"], run["attempts"]) == ("done", "ok", 1)
-        assert "output" not in run  # researchers see each node's status, never its values
+        # researchers see each node's run status; never its values or whether it withheld
+        assert (run["status"], run["output_status"], run["attempts"]) == ("done", None, 1)
+        assert "output" not in run
     stored = run_row(world.app, a["run_id"])
     assert stored.output == mean_output(10, 500.0)
     assert stored.lease_id == a["lease_id"]
@@ -418,7 +420,7 @@ def test_enough_answering_nodes_complete_with_min_nodes(world: World) -> None:
     assert world.post_outcome(world.node_b, b["run_id"], body).status_code == 200
     final = world.task(task["id"])
     assert final["status"] == "completed"
-    assert final["result"]["columns"]["age"] == {"n": 10, "mean": 5.0, "incomplete": True}
+    assert final["result"]["columns"]["age"] == {"n": 10, "mean": 5.0}
     assert final["result"]["suppressed_nodes"] == 1
 
 

@@ -32,3 +32,15 @@ def gbsg2_federation(
     shares = {name: {"gbsg2": share} for name, share in split_gbsg2(gbsg2).items()}
     with Federation(root, shares) as federation:
         yield federation
+
+
+@pytest.fixture
+def fresh_gbsg2_federation(tmp_path: Path, gbsg2: pd.DataFrame) -> Iterator[Federation]:
+    """The same three hospitals, new for one test: nothing released yet from their rows.
+
+    For tests whose grids or subsets would cross those of earlier tests: the nodes' row-set
+    memory (``medfed.node.gate.rowsets``) would rightly withhold them.
+    """
+    shares = {name: {"gbsg2": share} for name, share in split_gbsg2(gbsg2).items()}
+    with Federation(tmp_path / "federation", shares) as federation:
+        yield federation

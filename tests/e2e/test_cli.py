@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medfed.cli.main import app
+from medfed.sdk.client import Client
 from medfed.testing.demo import split_gbsg2
 from medfed.testing.federation import Federation
 
@@ -130,3 +132,59 @@ def test_task_run_prints_a_summary_and_saves_a_kaplan_meier_plot(
     assert done.returncode == 0, done.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Kaplan-Meier" in done.stdout and f"plot saved to {png}" in done.stdout
+
+
+def test_list_options_take_repeats_or_comma_lists(gbsg2_federation: Federation) -> None:
+    env = {
+        "MEDFED_URL": gbsg2_federation.hub.url,
+        "MEDFED_TOKEN": gbsg2_federation.researcher.token or "",
+    }
+    repeated = medfed(
+        "task", "run", "mean", "-d", "gbsg2", "-c", "age", "-c", "tsize", "--json", env=env
+    )
+    commas = medfed("task", "run", "mean", "-d", "gbsg2", "-c", "age,tsize", "--json", env=env)
+    assert repeated.returncode == 0 and commas.returncode == 0, repeated.stderr + commas.stderr
+    assert json.loads(repeated.stdout) == json.loads(commas.stdout)
+    glm = ["task", "run", "glm", "-d", "gbsg2", "-p", "outcome=time", "--json"]
+    by_option = medfed(*glm, "--covariates", "age,tsize", env=env)
+    by_param = medfed(*glm, "-p", "covariates=age,tsize", env=env)
+    assert by_option.returncode == 0 and by_param.returncode == 0, (
+        by_option.stderr + by_param.stderr
+    )
+    assert json.loads(by_option.stdout) == json.loads(by_param.stdout)
+
+
+def test_datasets_list_access_list_and_a_readable_audit_trail(
+    gbsg2_federation: Federation,
+) -> None:
+    fed = gbsg2_federation
+    env = {"MEDFED_URL": fed.hub.url, "MEDFED_TOKEN": fed.researcher.token or ""}
+    listed = medfed("datasets", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "state" in listed.stdout and listed.stdout.count("released") >= 3
+    applications = medfed("access", "list", env=env)
+    assert applications.returncode == 0, applications.stderr
+    assert "application(s)" in applications.stdout and "approved" in applications.stdout
+    none_submitted = medfed("access", "list", "--state", "submitted", env=env)
+    assert none_submitted.returncode == 0 and "0 application(s)" in none_submitted.stdout
+    dataset = fed.researcher.datasets.list()[0]
+    trail = medfed("audit", "trail", "--dataset", str(dataset.id), env=env)
+    assert trail.returncode == 0, trail.stderr
+    assert "dataset.register" in trail.stdout and "{" not in trail.stdout
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", trail.stdout), trail.stdout
+
+
+def test_a_user_without_a_project_is_told_to_use_the_project_option(
+    gbsg2_federation: Federation,
+) -> None:
+    fed = gbsg2_federation
+    organization = fed.admin.organizations.list()[0].id
+    password = "a long enough password"
+    fed.admin.users.create("no-project", password, organization_id=organization)
+    lonely = Client.login(fed.hub.url, "no-project", password)
+    env = {"MEDFED_URL": fed.hub.url, "MEDFED_TOKEN": lonely.token or ""}
+    done = medfed("task", "run", "count", "-d", "gbsg2", env=env)
+    assert done.returncode == 1, done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert "you belong to no project" in line and "--project ID" in line, line
+    assert "project=ID" not in line

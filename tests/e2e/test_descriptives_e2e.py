@@ -3,6 +3,11 @@
 Each hospital holds a random third of GBSG2 and of NCCTG lung (rows with missing values
 dropped); the gate's threshold is the default 5. Every figure is compared with numpy,
 pandas or scipy on the pooled rows.
+
+The tests share one federation, and its nodes remember every row set they released: a
+grid that crosses earlier ones (GBSG2 by tgrade, then by menostat, then tgrade x horTh)
+would cut cells of 1..4 patients and be withheld. So the GBSG2 grids here nest: tgrade,
+horTh, tgrade x horTh.
 """
 
 from __future__ import annotations
@@ -78,24 +83,23 @@ def test_grouped_summary_equals_pandas_groupby(federation: Federation) -> None:
         "grouped_summary", datasets=["gbsg2"], columns=columns, by="tgrade", progress=False
     )
     expected = GBSG2.groupby("tgrade")[columns].agg(["count", "mean", "var"])
-    assert list(run.result.groups) == list(expected.index)
+    assert list(run.result.groups) == list(expected.index) and run.withheld_nodes == 0
     for level, row in expected.iterrows():
         for column in columns:
             got = run.result.groups[str(level)][column]
-            assert got.n == row[(column, "count")] and not got.incomplete
+            assert got.n == row[(column, "count")]
             np.testing.assert_allclose(got.mean, row[(column, "mean")], rtol=1e-12)
             np.testing.assert_allclose(got.variance, row[(column, "var")], rtol=1e-12)
 
 
 def test_welch_ttest_equals_scipy(federation: Federation) -> None:
     client = federation.researcher
-    run = client.tasks.run(
-        "ttest", datasets=["gbsg2"], column="age", group="menostat", progress=False
-    )
-    post, pre = (GBSG2.age[GBSG2.menostat == level] for level in ("Post", "Pre"))
-    want = stats.ttest_ind(post, pre, equal_var=False)
+    run = client.tasks.run("ttest", datasets=["gbsg2"], column="age", group="horTh", progress=False)
+    no, yes = (GBSG2.age[GBSG2.horTh == level] for level in ("no", "yes"))
+    want = stats.ttest_ind(no, yes, equal_var=False)
     result = run.result
-    assert result.groups == ["Post", "Pre"] and result.n == [len(post), len(pre)]
+    assert result.groups == ["no", "yes"] and result.n == [len(no), len(yes)]
+    assert result.suppressed_nodes == 0
     np.testing.assert_allclose(result.statistic, want.statistic, rtol=1e-10)
     np.testing.assert_allclose(result.pvalue, want.pvalue, rtol=1e-9)
     np.testing.assert_allclose(result.df, want.df, rtol=1e-10)
@@ -109,7 +113,9 @@ def test_welch_ttest_equals_scipy(federation: Federation) -> None:
     )
 
 
-def test_chisq_equals_scipy_and_refuses_a_withheld_cell(federation: Federation) -> None:
+def test_chisq_equals_scipy_and_withholds_tables_with_a_small_cell(
+    federation: Federation,
+) -> None:
     client = federation.researcher
     run = client.tasks.run("chisq", datasets=["gbsg2"], row="tgrade", col="horTh", progress=False)
     table = pd.crosstab(GBSG2.tgrade, GBSG2.horTh)
@@ -119,10 +125,19 @@ def test_chisq_equals_scipy_and_refuses_a_withheld_cell(federation: Federation) 
     np.testing.assert_allclose(run.result.pvalue, want.pvalue, rtol=1e-12)
     np.testing.assert_allclose(run.result.expected, want.expected_freq, rtol=1e-12)
     assert run.result.dof == want.dof
-    two = client.tasks.run("chisq", datasets=["gbsg2"], row="menostat", col="horTh", progress=False)
-    yates = stats.chi2_contingency(pd.crosstab(GBSG2.menostat, GBSG2.horTh))
-    assert two.result.dof == 1
+    two = client.tasks.run(
+        "chisq",
+        datasets=["gbsg2"],
+        row="tgrade",
+        col="horTh",
+        row_levels=["II", "III"],
+        progress=False,
+    )
+    inside = GBSG2[GBSG2.tgrade.isin(["II", "III"])]
+    yates = stats.chi2_contingency(pd.crosstab(inside.tgrade, inside.horTh))
+    assert two.result.dof == 1 and two.result.suppressed_nodes == 0
     np.testing.assert_allclose(two.result.statistic, yates.statistic, rtol=1e-12)
     np.testing.assert_allclose(two.result.pvalue, yates.pvalue, rtol=1e-12)
-    with pytest.raises(TaskFailed, match="chisq: gate: min_cell_count"):
+    # every hospital has a pnodes level with 1..4 patients: each withholds its whole table
+    with pytest.raises(TaskFailed, match=r"only 0 node\(s\) gave an unsuppressed answer"):
         client.tasks.run("chisq", datasets=["gbsg2"], row="pnodes", col="horTh", progress=False)

@@ -36,22 +36,37 @@ def test_federated_mean_and_variance_equal_pooled_to_1e9(
         assert stats.n == len(gbsg2)
         assert stats.mean == pytest.approx(gbsg2[column].mean(), rel=1e-9, abs=0)
         assert stats.variance == pytest.approx(gbsg2[column].var(ddof=1), rel=1e-9, abs=0)
-    # the researcher sees each node's status, never a node's own values
-    assert all(n.output_status == "ok" for n in result.nodes)
+    # the researcher sees how many nodes contributed, never which withheld or their values
+    assert (result.contributing_nodes, result.withheld_nodes) == (3, 0)
+    assert all(n.output_status is None for n in result.nodes)
     assert not hasattr(result.nodes[0], "output")
 
 
-def test_federated_histogram_and_crosstab_equal_pooled(
-    gbsg2_federation: Federation, gbsg2: pd.DataFrame
+def test_federated_histogram_and_crosstab_equal_pooled_until_they_cross(
+    fresh_gbsg2_federation: Federation, gbsg2: pd.DataFrame
 ) -> None:
-    client = gbsg2_federation.researcher
+    client = fresh_gbsg2_federation.researcher
     bins = [20.0, 40.0, 50.0, 90.0]
     hist = client.tasks.run(
         "histogram", datasets=["gbsg2"], column="age", bins=bins, progress=False
     )
     expected, _ = np.histogram(gbsg2["age"], bins=bins)
     assert hist.result.counts == expected.tolist()
-    assert not any(hist.result.incomplete)
+    assert hist.result.suppressed_nodes == 0
+    # a second grid over the same rows: a bin of age crossed with a cell of this table
+    # holds 1..4 patients at some node, which the two answers together could isolate
+    # (here every hospital withholds it, so the task fails: fewer than min_nodes answered)
+    crossing = client.tasks.wait(
+        client.tasks.submit("crosstab", datasets=["gbsg2"], row="tgrade", col="horTh").id,
+        progress=False,
+    )
+    assert crossing.withheld_nodes >= 1
+
+
+def test_federated_crosstab_equals_pooled(
+    fresh_gbsg2_federation: Federation, gbsg2: pd.DataFrame
+) -> None:
+    client = fresh_gbsg2_federation.researcher
     tab = client.tasks.run(
         "crosstab", datasets=["gbsg2"], row="tgrade", col="horTh", progress=False
     )
@@ -80,8 +95,10 @@ def test_a_count_of_three_is_suppressed_and_never_reaches_the_hub_database(
         client.tasks.submit("count", datasets=["gbsg2"], where=f"age < {cutoff}").id,
         progress=False,
     )
-    by_node = {r.node_name: r for r in task.runs}
-    assert by_node["hospital-a"].output_status == "suppressed"
+    # the researcher learns how many nodes withheld (hospital-a and any node where the
+    # split is small), not which ones
+    assert task.withheld_nodes >= 1 and task.contributing_nodes + task.withheld_nodes == 3
+    assert all(r.output_status is None and r.error is None for r in task.runs)
     # the hub's database holds no number for that node's run: its output is NULL
     db = sqlite3.connect(gbsg2_federation.hub.data_dir / "hub.db")
     try:
@@ -93,6 +110,5 @@ def test_a_count_of_three_is_suppressed_and_never_reaches_the_hub_database(
     finally:
         db.close()
     assert rows == [(None, "suppressed")]
-    if task.status.value == "completed":
-        assert task.result is not None
-        assert task.result["suppressed_nodes"] >= 1
+    assert task.status.value == "completed" and task.result is not None
+    assert task.result["suppressed_nodes"] == 1

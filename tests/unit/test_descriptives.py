@@ -20,7 +20,8 @@ from sklearn.datasets import load_diabetes
 
 from medfed.algorithms.base import LocalContext, NextRound, NodeOutput
 from medfed.algorithms.registry import get_algorithm
-from medfed.common.errors import BadRequest, Refused
+from medfed.common.errors import BadRequest
+from medfed.node.gate import GatePolicy, GateResult, apply_gate
 from medfed.node.stores.tables import TableStore
 from medfed.testing.local import run_locally
 
@@ -46,6 +47,35 @@ def split(frame: pd.DataFrame, n: int = 3, seed: int = 7) -> list[TableStore]:
 
 
 STORES = {name: split(frame) for name, frame in DATA.items()}
+K = 5
+
+
+def gated(name: str, raw: dict[str, Any], store: TableStore, **policy: Any) -> GateResult:
+    """One node's local step through the real gate's output rules, as the node runs it."""
+    algorithm = get_algorithm(name)
+    params = algorithm.parse_params(raw)
+    output = algorithm.local(params, LocalContext(data=store, **policy))
+    k = policy.get("min_cell_count", K)
+    return apply_gate(output, algorithm.disclosure(params), GatePolicy(min_cell_count=k))
+
+
+class Cells:
+    """A stand-in for the node's row-set memory that keeps the cells a step declares."""
+
+    def __init__(self) -> None:
+        self.labels: list[pd.Series] = []
+
+    def cells(self, labels: pd.Series) -> None:
+        self.labels.append(labels)
+
+
+def declared(name: str, raw: dict[str, Any], store: TableStore) -> pd.Series:
+    """The one grid a local step declares, by row id."""
+    algorithm, recorder = get_algorithm(name), Cells()
+    ctx = LocalContext(data=store, recorder=recorder, min_rows=1)
+    algorithm.local(algorithm.parse_params(raw), ctx)
+    (labels,) = recorder.labels
+    return labels
 
 
 @pytest.mark.parametrize("name", list(DATA))
@@ -102,7 +132,7 @@ def test_matrices_equal_pandas_on_complete_cases(name: str, kind: str) -> None:
     expected = pooled.cov() if kind == "covariance" else pooled.corr()
     np.testing.assert_allclose(np.array(result["matrix"]), expected.to_numpy(), rtol=1e-10)
     assert result["n"] == [[len(pooled)] * len(columns)] * len(columns)
-    assert not any(map(any, result["incomplete"]))
+    assert result["suppressed_nodes"] == 0 and "incomplete" not in result
 
 
 @pytest.mark.parametrize("kind", ["covariance", "correlation"])
@@ -123,17 +153,31 @@ def test_matrices_pairwise_and_complete_case_on_data_with_gaps(kind: str, tmp_pa
     assert (tmp_path / "m.png").stat().st_size > 0
 
 
-def test_matrix_pairs_with_few_rows_at_a_node_are_withheld() -> None:
+def test_a_small_pair_withholds_the_node_and_the_others_pool_exactly() -> None:
     frame = GBSG2[["age", "tsize"]].copy()
-    frame["rare"] = GBSG2.tsize.where(GBSG2.age >= 75)
+    frame["rare"] = GBSG2.tsize.where(GBSG2.age >= 72)
     stores = split(frame)
     counts = [int(s.select(["rare"])["rare"].count()) for s in stores]
-    assert any(0 < n < 5 for n in counts), counts
-    result = run_locally("covariance", {"columns": ["age", "rare"], "pairwise": True}, stores)
-    assert result["incomplete"] == [[False, True], [True, True]]
-    assert result["n"][1][1] == sum(n for n in counts if n >= 5)
-    complete = run_locally("covariance", {"columns": ["age", "rare"]}, stores)
-    assert complete["suppressed_nodes"] == sum(1 for n in counts if 0 < n < 5)
+    small = [0 < n < K for n in counts]
+    assert sum(small) == 1, counts
+    params = {"columns": ["age", "rare"], "pairwise": True}
+    for store, withheld in zip(stores, small, strict=True):
+        answer = gated("covariance", params, store)
+        assert answer.status == ("suppressed" if withheld else "ok")
+        assert (answer.payload is None) is withheld
+    result = run_locally("covariance", params, stores)
+    kept = pd.concat(
+        [s.select(["age", "rare"]) for s, w in zip(stores, small, strict=True) if not w]
+    )
+    np.testing.assert_allclose(np.array(result["matrix"]), kept.cov().to_numpy(), rtol=1e-10)
+    assert result["n"][1][1] == kept["rare"].count() and result["n"][0][0] == len(kept)
+    assert result["suppressed_nodes"] == 1 and "incomplete" not in result
+    assert (
+        "(1 node(s) withheld theirs)"
+        in get_algorithm("covariance").Result.model_validate(result).summary()
+    )
+    complete = run_locally("correlation", {"columns": ["age", "rare"]}, stores)
+    assert complete["suppressed_nodes"] == sum(1 for n in counts if n < K)  # 0 rows too
 
 
 GROUPED = [("gbsg2", "tgrade", ["age", "tsize"]), ("diabetes", "sex", ["bmi", "bp", "target"])]
@@ -143,33 +187,62 @@ GROUPED = [("gbsg2", "tgrade", ["age", "tsize"]), ("diabetes", "sex", ["bmi", "b
 def test_grouped_summary_equals_pandas_groupby(name: str, by: str, columns: list[str]) -> None:
     result = run_locally("grouped_summary", {"columns": columns, "by": by}, STORES[name])
     expected = DATA[name].groupby(by)[columns].agg(["count", "mean", "var", "std"])
-    assert result["hidden_groups"] == 0
+    assert set(result) == {"by", "columns", "groups", "suppressed_nodes"}
+    assert result["suppressed_nodes"] == 0
     assert len(result["groups"]) == len(expected)
     for level, row in expected.iterrows():
         key = str(level) if not isinstance(level, float) else str(int(level))
         for column in columns:
             got = result["groups"][key][column]
-            assert got["n"] == row[(column, "count")] and got["incomplete"] is False
+            assert set(got) == {"n", "mean", "variance", "std"}
+            assert got["n"] == row[(column, "count")]
             for stat, name_ in (("mean", "mean"), ("variance", "var"), ("std", "std")):
                 np.testing.assert_allclose(got[stat], row[(column, name_)], rtol=1e-12)
 
 
-def test_grouped_summary_hides_rare_groups(tmp_path: Path) -> None:
-    result = run_locally("grouped_summary", {"columns": ["age"], "by": "ph.ecog"}, STORES["lung"])
+def test_grouped_summary_withholds_a_node_with_a_small_group(tmp_path: Path) -> None:
+    # one patient has ECOG 3: the node that holds them withholds its whole answer
+    params = {"columns": ["age"], "by": "ph.ecog"}
     sizes = [s.select(["ph.ecog"])["ph.ecog"].value_counts() for s in STORES["lung"]]
-    assert "3" not in result["groups"]  # one patient has ECOG 3
-    assert result["hidden_groups"] == sum(int(((v > 0) & (v < 5)).sum()) for v in sizes)
-    pooled = LUNG.groupby("ph.ecog")["age"].agg(["count", "mean"])
-    for level, stats_ in result["groups"].items():
-        want = pooled.loc[float(level)]
-        if not stats_["age"]["incomplete"]:
-            assert stats_["age"]["n"] == want["count"]
-            np.testing.assert_allclose(stats_["age"]["mean"], want["mean"], rtol=1e-12)
-        else:
-            assert stats_["age"]["n"] < want["count"]
+    small = [bool(((v > 0) & (v < K)).any()) for v in sizes]
+    assert sum(small) == 1, sizes
+    for store, withheld in zip(STORES["lung"], small, strict=True):
+        answer = gated("grouped_summary", params, store)
+        assert (answer.status, answer.payload is None) == (
+            ("suppressed", True) if withheld else ("ok", False)
+        )
+    result = run_locally("grouped_summary", params, STORES["lung"])
+    kept = pd.concat(
+        [s.select(["ph.ecog", "age"]) for s, w in zip(STORES["lung"], small, strict=True) if not w]
+    )
+    expected = kept.groupby("ph.ecog")["age"].agg(["count", "mean", "var"])
+    assert list(result["groups"]) == [str(int(level)) for level in expected.index]
+    assert "3" not in result["groups"] and result["suppressed_nodes"] == 1
+    for level, row in expected.iterrows():
+        got = result["groups"][str(int(level))]["age"]
+        assert got["n"] == row["count"]
+        np.testing.assert_allclose(got["mean"], row["mean"], rtol=1e-12)
+        np.testing.assert_allclose(got["variance"], row["var"], rtol=1e-12)
     model = get_algorithm("grouped_summary").Result.model_validate(result)
-    assert "rare group" in model.summary()
+    assert "(1 node(s) withheld theirs)" in model.summary()
     model.plot(str(tmp_path / "g.png"))
+
+
+def test_grid_algorithms_declare_each_used_row_s_cell() -> None:
+    frame = pd.DataFrame(
+        {
+            "x": [1.0, 2.0, None, 4.0, 5.0, 6.0, 7.0],
+            "g": ["a", "b", "a", None, "c", "b", "a"],
+            "h": ["u", "v", "u", "v", None, "u", "v"],
+        }
+    )
+    store = TableStore(frame, name="t")
+    labels = declared("grouped_summary", {"columns": ["x"], "by": "g"}, store)
+    assert labels.to_dict() == {0: "a", 1: "b", 2: "a", 4: "c", 5: "b", 6: "a"}
+    labels = declared("ttest", {"column": "x", "group": "g", "groups": ["a", "b"]}, store)
+    assert labels.to_dict() == {0: "a", 1: "b", 5: "b", 6: "a"}
+    labels = declared("chisq", {"row": "g", "col": "h", "row_levels": ["a"]}, store)
+    assert labels.to_dict() == {0: ("a", "u"), 1: None, 2: ("a", "u"), 5: None, 6: ("a", "v")}
 
 
 TTESTS: list[tuple[str, str, str, list[Any] | None]] = [
@@ -204,6 +277,7 @@ def test_ttest_equals_scipy_welch(
     a, b = (frame.loc[frame[group] == level, column] for level in levels)
     _check_ttest(result, a, b)
     assert result["groups"] == [str(level) for level in levels]
+    assert result["suppressed_nodes"] == 0
     model = get_algorithm("ttest").Result.model_validate(result)
     assert "Welch" in model.summary()
 
@@ -238,37 +312,85 @@ def test_chisq_equals_scipy(name: str, row: str, col: str, extra: dict[str, Any]
     assert result["dof"] == want.dof
     np.testing.assert_allclose(result["expected"], want.expected_freq, rtol=1e-12)
     assert result["observed"] == table.to_numpy().tolist()
+    assert result["suppressed_nodes"] == 0
     assert "chi-square" in get_algorithm("chisq").Result.model_validate(result).summary()
 
 
-def test_chisq_refuses_a_table_with_a_suppressed_or_hidden_cell() -> None:
-    with pytest.raises(BadRequest, match=r"chisq: gate: min_cell_count: .* withheld"):
+def test_chisq_pools_the_nodes_whose_table_has_no_small_cell() -> None:
+    # a fourth node whose table has one cell of 2 withholds it whole; the others pool
+    rows = [("II", "yes")] * 6 + [("II", "no")] * 7 + [("III", "no")] * 2
+    small = TableStore(pd.DataFrame(rows, columns=["tgrade", "horTh"]), name="small")
+    params = {"row": "tgrade", "col": "horTh"}
+    answer = gated("chisq", params, small, min_rows=1)
+    assert answer.status == "suppressed" and answer.payload is None
+    result = run_locally("chisq", params, [*STORES["gbsg2"], small], min_rows=1)
+    table = pd.crosstab(GBSG2.tgrade, GBSG2.horTh)
+    want = stats.chi2_contingency(table)
+    assert result["observed"] == table.to_numpy().tolist() and result["n"] == len(GBSG2)
+    np.testing.assert_allclose(result["statistic"], want.statistic, rtol=1e-12)
+    np.testing.assert_allclose(result["pvalue"], want.pvalue, rtol=1e-12)
+    assert result["suppressed_nodes"] == 1
+    model = get_algorithm("chisq").Result.model_validate(result)
+    assert "(1 node(s) withheld theirs)" in model.summary()
+    # every node has a rare pnodes level (one patient has 38 nodes): no table to test
+    with pytest.raises(BadRequest, match=r"chisq: gate: min_cell_count: all 3 node\(s\) withheld"):
         run_locally("chisq", {"row": "pnodes", "col": "horTh"}, STORES["gbsg2"])
-    levels = {"row": "ph.ecog", "col": "sex", "row_levels": [0, 1, 2, 3]}
-    with pytest.raises(BadRequest, match="chisq: gate: min_cell_count"):
-        run_locally("chisq", levels, STORES["lung"])
+
+
+def test_chisq_names_only_levels_with_rows_in_the_table() -> None:
+    # with row levels given, a column level that occurs only outside them is not named
+    params = {"row": "tgrade", "col": "pnodes", "row_levels": ["I"]}
+    store = STORES["gbsg2"][0]
+    answer = gated("chisq", params, store, min_cell_count=1)
+    assert answer.payload is not None
+    frame = store.select(["tgrade", "pnodes"])
+    inside = frame[frame.tgrade == "I"]
+    assert answer.payload["col_levels"] == [str(v) for v in sorted(inside.pnodes.unique())]
+    assert answer.payload["rows"] == len(inside)
+    assert set(frame.pnodes) - set(inside.pnodes)  # levels that only occur outside
 
 
 def test_tests_refuse_nodes_with_fewer_than_min_rows() -> None:
     where = {"column": "age", "op": "<", "value": 50}
     counts = [s.count(None) for s in STORES["lung"]]
-    assert min(counts) >= 10
-    with pytest.raises(Refused, match="gate: min_rows: ttest needs at least 60 rows"):
-        run_locally("ttest", {"column": "age", "group": "sex"}, STORES["lung"], min_rows=60)
-    with pytest.raises(Refused, match="gate: min_rows: chisq"):
+    assert max(counts) < 60 and min(counts) >= 10
+    refusals: list[str] = []
+    with pytest.raises(BadRequest, match=r"ttest: gate: min_cell_count: all 3 node\(s\)"):
+        params = {"column": "age", "group": "sex"}
+        run_locally("ttest", params, STORES["lung"], min_rows=60, withheld=refusals)
+    message = "gate: min_rows: ttest needs at least 60 rows at a node; this node has fewer"
+    assert refusals == [message] * 3
+    refusals.clear()
+    with pytest.raises(BadRequest, match="chisq: gate: min_cell_count"):
         params = {"row": "sex", "col": "status", "where": where}
-        run_locally("chisq", params, STORES["lung"], min_cell_count=1)
+        run_locally("chisq", params, STORES["lung"], min_cell_count=1, withheld=refusals)
+    assert len(refusals) == 3 and all("gate: min_rows: chisq" in r for r in refusals)
 
 
-def test_ttest_refuses_withheld_or_unclear_groups() -> None:
-    with pytest.raises(BadRequest, match="'tgrade' has 3 levels at the nodes \\(I, II, III\\)"):
+def test_ttest_pools_the_nodes_without_a_small_group() -> None:
+    # a fourth node with three premenopausal patients withholds its whole answer
+    tiny = GBSG2[GBSG2.menostat == "Pre"].head(3)
+    tiny = pd.concat([tiny, GBSG2[GBSG2.menostat == "Post"].head(20)]).reset_index(drop=True)
+    small = TableStore(tiny, name="small")
+    params = {"column": "age", "group": "menostat"}
+    answer = gated("ttest", params, small)
+    assert answer.status == "suppressed" and answer.payload is None
+    result = run_locally("ttest", params, [*STORES["gbsg2"], small])
+    post, pre = (GBSG2.age[GBSG2.menostat == level] for level in ("Post", "Pre"))
+    _check_ttest(result, post, pre)
+    assert result["suppressed_nodes"] == 1 and "hidden_groups" not in result
+    summary = get_algorithm("ttest").Result.model_validate(result).summary()
+    assert "(1 node(s) withheld theirs)" in summary
+
+
+def test_ttest_refuses_unclear_or_empty_groups() -> None:
+    with pytest.raises(BadRequest, match=r"'tgrade' has 3 levels at the contributing nodes \("):
         run_locally("ttest", {"column": "age", "group": "tgrade"}, STORES["gbsg2"])
     where = {"column": "age", "op": ">=", "value": 40}
-    with pytest.raises(BadRequest, match="ttest: gate: min_cell_count: group '3'"):
+    # the one patient with ECOG 3 is at a node that withholds: the group is empty
+    with pytest.raises(BadRequest, match=r"ttest: group '3' has 0 row\(s\); it needs at least 2"):
         params = {"column": "age", "group": "ph.ecog", "groups": [2, 3], "where": where}
         run_locally("ttest", params, STORES["lung"], min_rows=1)
-    with pytest.raises(BadRequest, match="ttest: gate: min_cell_count: a node holds a level"):
-        run_locally("ttest", {"column": "age", "group": "ph.ecog"}, STORES["lung"])
 
 
 @pytest.mark.parametrize(

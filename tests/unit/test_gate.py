@@ -1,4 +1,4 @@
-"""The disclosure gate: MinRows, Cells, plain-data checks."""
+"""The disclosure gate's output rules: MinRows, Grid, Cells, plain-data checks."""
 
 from __future__ import annotations
 
@@ -8,24 +8,44 @@ from typing import Any
 import numpy as np
 import pytest
 
-from medfed.algorithms.base import Cells, MinRows, Rule
+from medfed.algorithms.base import Cells, Grid, MinRows, Rule
 from medfed.node.gate import GatePolicy, apply_gate
 
 K5 = GatePolicy(min_cell_count=5)
 
 
-def test_min_rows_suppresses_whole_output() -> None:
-    result = apply_gate({"n": 3, "sum": 12.5}, [MinRows("n")], K5)
+@pytest.mark.parametrize("n", [0, 1, 3, 4])
+def test_min_rows_withholds_few_rows_and_no_rows_alike(n: int) -> None:
+    result = apply_gate({"n": n, "sum": 12.5}, [MinRows("n")], K5)
     assert result.status == "suppressed"
     assert result.payload is None
+    assert result.reason is not None and "12.5" not in result.reason
 
 
-@pytest.mark.parametrize("n", [0, 5, 6, 1000])
-def test_min_rows_passes_zero_and_enough(n: int) -> None:
+@pytest.mark.parametrize("n", [5, 6, 1000])
+def test_min_rows_passes_enough(n: int) -> None:
     result = apply_gate({"n": n, "sum": 1.0}, [MinRows("n")], K5)
     assert result.status == "ok"
     assert result.payload == {"n": n, "sum": 1.0}
     assert result.suppressed_cells == 0
+
+
+@pytest.mark.parametrize(
+    "table",
+    [[[0, 1, 40], [10, 50, 7]], [[5, 5], [5, 4]], {"a": {"b": 2, "c": 9}}],
+)
+def test_grid_withholds_the_whole_grid_when_any_cell_is_small(table: Any) -> None:
+    result = apply_gate({"table": table, "rows": 120}, [Grid("table")], K5)
+    assert result.status == "suppressed"
+    assert result.payload is None
+    assert result.suppressed_cells == 0
+
+
+def test_grid_passes_zero_and_large_cells_unchanged() -> None:
+    output = {"table": [[0, 5, 40], [10, 0, 7]], "levels": ["a", "b"]}
+    result = apply_gate(output, [Grid("table")], K5)
+    assert result.status == "ok"
+    assert result.payload == output
 
 
 def test_cells_nested_lists_and_dicts() -> None:

@@ -21,9 +21,10 @@ import statsmodels.formula.api as smf
 from lifelines.datasets import load_gbsg2, load_lung
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
+from medfed.algorithms.base import NodeOutput
 from medfed.algorithms.glm.results import GLMResult
 from medfed.algorithms.registry import get_algorithm
-from medfed.common.errors import BadRequest, Refused
+from medfed.common.errors import BadRequest
 from medfed.node.stores.tables import TableStore
 from medfed.testing.demo import split_gbsg2
 from medfed.testing.local import run_locally
@@ -173,11 +174,20 @@ def test_lung_poisson_with_weights_equals_statsmodels() -> None:
     assert_matches(result, reference(formula, frame, "poisson", var_weights=frame["pat.karno"]))
 
 
-def test_a_rare_level_in_real_data_is_refused_naming_the_column() -> None:
-    # one patient has ph.ecog == 3: a level with a count of 1 at one node
+def test_a_rare_level_in_real_data_withholds_that_node_and_the_fit_uses_the_others() -> None:
+    # one patient has ph.ecog == 3: a level with a count of 1 at the third node. Its Grid
+    # rule withholds the node's whole answer (no reason leaves it, none is raised), and the
+    # fit is the exact pooled fit over the two other nodes
+    assert (LUNG["ph.ecog"] == 3).sum() == 1 and LUNG["ph.ecog"][LUNG.index % 3 == 2].max() == 3
     params = {"outcome": "status", "family": "binomial", "covariates": ["age", "ph.ecog"]}
-    with pytest.raises(Refused, match=r"gate: rare level: categorical column 'ph.ecog'"):
-        run_locally("glm", params | {"categorical": ["ph.ecog"]}, lung_stores())
+    withheld: list[str] = []
+    result = run_locally(
+        "glm", params | {"categorical": ["ph.ecog"]}, lung_stores(), withheld=withheld
+    )
+    assert withheld == [] and result["datasets"] == 2
+    others = LUNG[LUNG.index % 3 != 2]
+    assert_matches(result, reference("status ~ age + C(Q('ph.ecog'))", others, "binomial"))
+    assert "ph.ecog[T.3]" not in [c["name"] for c in result["coefficients"]]
 
 
 def test_no_intercept_codes_the_first_categorical_with_every_level() -> None:
@@ -198,7 +208,8 @@ def test_boolean_outcome_and_boolean_covariate_equal_statsmodels() -> None:
 
 
 def test_where_that_leaves_a_node_without_rows_still_equals_the_pool() -> None:
-    # hospital-a holds grade III only: it answers zero sums
+    # hospital-a holds grade III only: it has no usable rows, so it withholds and the fit
+    # is the pooled fit over the two others
     params = {
         **BINOMIAL,
         "covariates": ["age", "pnodes", "tgrade"],
@@ -207,7 +218,7 @@ def test_where_that_leaves_a_node_without_rows_still_equals_the_pool() -> None:
     result = run_locally("glm", params, gbsg2_stores())
     subset = GBSG2[GBSG2.tgrade != "III"]
     assert_matches(result, reference("cens ~ age + pnodes + C(tgrade)", subset, "binomial"))
-    assert result["datasets"] == 3
+    assert result["datasets"] == 2
 
 
 def test_summary_and_forest_plot(tmp_path: Path) -> None:
@@ -228,56 +239,145 @@ def test_summary_and_forest_plot(tmp_path: Path) -> None:
 # ---- gate rules at the node ---------------------------------------------------------
 
 
-def _with_small_share(rows: int) -> list[TableStore]:
+def _small_shares(rows: int) -> list[pd.DataFrame]:
     shares = list(split_gbsg2(GBSG2).values())
-    return _stores([*shares[:2], shares[2].iloc[:rows]])
+    return [*shares[:2], shares[2].iloc[:rows]]
 
 
-def test_min_rows_refuses_a_node_with_too_few_rows() -> None:
+def _with_small_share(rows: int) -> list[TableStore]:
+    return _stores(_small_shares(rows))
+
+
+def test_min_rows_withholds_a_node_with_too_few_rows() -> None:
     params = {**BINOMIAL, "covariates": ["age"]}
-    with pytest.raises(Refused, match=r"gate: min_rows: fewer than 10 rows"):
-        run_locally("glm", params, _with_small_share(9), min_cell_count=1)
-    # ten rows pass the rule
-    run_locally("glm", params, _with_small_share(10), min_cell_count=1)
+    # nine rows: the node withholds (the reason stays in its log, without its row count)
+    # and gets no later round; the fit is the exact pooled fit over the two others
+    withheld: list[str] = []
+    result = run_locally("glm", params, _with_small_share(9), min_cell_count=1, withheld=withheld)
+    assert len(withheld) == 1 and withheld[0].startswith("gate: min_rows: fewer than 10 rows")
+    assert "9" not in withheld[0]
+    assert result["datasets"] == 2
+    assert_matches(result, reference("cens ~ age", pd.concat(_small_shares(9)[:2]), "binomial"))
+    # ten rows pass the rule and count
+    withheld.clear()
+    result = run_locally("glm", params, _with_small_share(10), min_cell_count=1, withheld=withheld)
+    assert withheld == [] and result["datasets"] == 3
+    assert_matches(result, reference("cens ~ age", pd.concat(_small_shares(10)), "binomial"))
+    # when every node has too few rows, no node contributes
+    tiny = _stores([share.iloc[:9] for share in split_gbsg2(GBSG2).values()])
+    withheld.clear()
+    with pytest.raises(BadRequest, match="no node contributed"):
+        run_locally("glm", params, tiny, min_cell_count=1, withheld=withheld)
+    assert len(withheld) == 3 and all(w.startswith("gate: min_rows") for w in withheld)
 
 
-def test_max_param_fraction_refuses_too_many_parameters_for_a_node() -> None:
+def test_max_param_fraction_withholds_a_node_with_too_many_parameters() -> None:
     params = {**BINOMIAL, "covariates": ["age", "tsize", "pnodes", "progrec", "estrec"]}
+    formula = "cens ~ age + tsize + pnodes + progrec + estrec"
     # six parameters: 20 rows allow 6.67 at one third, 17 rows allow only 5.67
-    run_locally("glm", params, _with_small_share(20), min_cell_count=1)
-    with pytest.raises(Refused, match=r"gate: max_param_fraction: the model has 6 parameters"):
-        run_locally("glm", params, _with_small_share(17), min_cell_count=1)
-    with pytest.raises(Refused, match="gate: max_param_fraction"):
-        run_locally("glm", params, gbsg2_stores(), max_param_fraction=0.02)
+    withheld: list[str] = []
+    result = run_locally("glm", params, _with_small_share(20), min_cell_count=1, withheld=withheld)
+    assert withheld == [] and result["datasets"] == 3
+    assert_matches(result, reference(formula, pd.concat(_small_shares(20)), "binomial"))
+    result = run_locally("glm", params, _with_small_share(17), min_cell_count=1, withheld=withheld)
+    assert len(withheld) == 1
+    assert withheld[0].startswith("gate: max_param_fraction: the model has 6 parameters")
+    assert "17" not in withheld[0]  # the node's row count does not leave it
+    assert result["datasets"] == 2
+    assert_matches(result, reference(formula, pd.concat(_small_shares(17)[:2]), "binomial"))
+    # at 0.02 only the largest node (309 rows allow 6.18 parameters) may answer
+    shares = list(split_gbsg2(GBSG2).values())
+    assert [len(s) for s in shares] == [161, 216, 309]
+    withheld.clear()
+    result = run_locally("glm", params, gbsg2_stores(), max_param_fraction=0.02, withheld=withheld)
+    assert len(withheld) == 2 and all("gate: max_param_fraction" in w for w in withheld)
+    assert result["datasets"] == 1
+    assert_matches(result, reference(formula, shares[2], "binomial"))
+    # at 0.01 none may: the task fails as any other with no contributing node
+    with pytest.raises(BadRequest, match="no node contributed"):
+        run_locally("glm", params, gbsg2_stores(), max_param_fraction=0.01)
 
 
-def test_a_rare_outcome_class_at_a_node_is_refused() -> None:
+def test_a_rare_outcome_class_at_a_node_withholds_that_node() -> None:
     shares = list(split_gbsg2(GBSG2).values())
     few_events = pd.concat([shares[2][shares[2].cens == 0], shares[2][shares[2].cens == 1][:3]])
     stores = _stores([*shares[:2], few_events])
-    with pytest.raises(Refused, match=r"gate: binary outcome: a class of 'cens' has fewer than 5"):
-        run_locally("glm", {**BINOMIAL, "covariates": ["age"]}, stores)
-    # the same rows pass when the rule's threshold is 3
-    run_locally("glm", {**BINOMIAL, "covariates": ["age"]}, stores, min_cell_count=3)
+    params = {**BINOMIAL, "covariates": ["age"]}
+    # three events at k = 5: the Grid rule withholds the node's whole answer (no reason
+    # is raised); the fit is exact over the two other nodes
+    withheld: list[str] = []
+    result = run_locally("glm", params, stores, withheld=withheld)
+    assert withheld == [] and result["datasets"] == 2
+    assert_matches(result, reference("cens ~ age", pd.concat(shares[:2]), "binomial"))
+    # the same rows pass when the rule's threshold is 3, and count
+    result = run_locally("glm", params, stores, min_cell_count=3)
+    assert result["datasets"] == 3
+    pooled = pd.concat([*shares[:2], few_events])
+    assert_matches(result, reference("cens ~ age", pooled, "binomial"))
 
 
-def test_a_rare_level_is_refused_by_the_hub() -> None:
+def test_a_rare_level_at_a_node_withholds_it_and_the_others_fit_exactly() -> None:
     shares = list(split_gbsg2(GBSG2).values())
     grade1 = shares[1][shares[1].tgrade == "I"]
     few = pd.concat([shares[1][shares[1].tgrade != "I"], grade1[:4]])
     params = {**BINOMIAL, "covariates": ["age", "tgrade"]}
-    with pytest.raises(Refused, match=r"gate: rare level: categorical column 'tgrade'"):
-        run_locally("glm", params, _stores([shares[0], few, shares[2]]))
-    # five rows of that level are not rare at k = 5
+    formula = "cens ~ age + C(tgrade)"
+    # four rows of grade I at k = 5: no hub-side refusal naming the column any more; the
+    # node's Grid rule withholds it, and the fit is the pooled fit over the two others
+    withheld: list[str] = []
+    result = run_locally("glm", params, _stores([shares[0], few, shares[2]]), withheld=withheld)
+    assert withheld == [] and result["datasets"] == 2
+    assert_matches(result, reference(formula, pd.concat([shares[0], shares[2]]), "binomial"))
+    # five rows of that level are not rare at k = 5: all three count
     five = pd.concat([shares[1][shares[1].tgrade != "I"], grade1[:5]])
-    run_locally("glm", params, _stores([shares[0], five, shares[2]]))
+    result = run_locally("glm", params, _stores([shares[0], five, shares[2]]))
+    assert result["datasets"] == 3
+    assert_matches(result, reference(formula, pd.concat([shares[0], five, shares[2]]), "binomial"))
 
 
-def test_a_suppressed_answer_fails_the_fit() -> None:
-    # a node whose policy lets 3 rows through min_rows: the gate suppresses its answer
+def test_a_node_the_gate_suppresses_in_round_zero_does_not_contribute() -> None:
+    # a node whose policy lets 3 rows through min_rows: the gate's MinRows rule (k = 5)
+    # suppresses its answer; the fit is the exact pooled fit over the two others
     params = {"outcome": "time", "covariates": ["age"]}
-    with pytest.raises(Refused, match="suppressed by its gate"):
-        run_locally("glm", params, _with_small_share(3), min_rows=2, max_param_fraction=1.0)
+    withheld: list[str] = []
+    result = run_locally(
+        "glm",
+        params,
+        _with_small_share(3),
+        min_rows=2,
+        max_param_fraction=1.0,
+        withheld=withheld,
+    )
+    assert withheld == [] and result["datasets"] == 2
+    assert_matches(result, reference("time ~ age", pd.concat(_small_shares(3)[:2]), "gaussian"))
+
+
+def test_a_node_withholding_after_round_zero_fails_the_fit() -> None:
+    # a grade-III-only node of 10 rows: in round 0 its local design (intercept, age) has 2
+    # parameters, within a third of 10 rows; from round 1 the agreed design has 4 (tgrade
+    # II and III), so it withholds then — a fit without it would not be exact
+    shares = list(split_gbsg2(GBSG2).values())
+    grade3 = shares[0]
+    small = pd.concat([grade3[grade3.cens == 0][:5], grade3[grade3.cens == 1][:5]])
+    params = {**BINOMIAL, "covariates": ["age", "tgrade"]}
+    withheld: list[str] = []
+    with pytest.raises(BadRequest, match="contributed to round 0 withheld a later round") as err:
+        run_locally("glm", params, _stores([small, *shares[1:]]), withheld=withheld)
+    assert len(withheld) == 1  # from round 1 (it answered round 0)
+    assert withheld[0].startswith("gate: max_param_fraction: the model has 4 parameters")
+    # which node withheld, and why, stays at the node
+    assert "max_param_fraction" not in err.value.message and "dataset" not in err.value.message
+    # the hub's rule on its own: an answer missing after round 0 fails the fit
+    glm = get_algorithm("glm")
+    parsed = glm.parse_params({**BINOMIAL, "covariates": ["age"]})
+    outputs = [
+        NodeOutput(node_id=1, dataset_id=17, status="ok", payload={"rows": 20}),
+        NodeOutput(node_id=2, dataset_id=42, status="suppressed"),
+    ]
+    state = {"hub": {"datasets": [17, 42]}}
+    with pytest.raises(BadRequest, match="withheld a later round") as err:
+        glm.aggregate(parsed, 1, state, outputs)
+    assert "42" not in err.value.message
 
 
 # ---- errors: convergence, separation, singular design, bad input -------------------------
@@ -306,7 +406,9 @@ def _separated(quasi: bool) -> pd.DataFrame:
 def test_complete_separation_is_an_error_where_statsmodels_only_warns() -> None:
     frame = _separated(quasi=False)
     stores = _stores([frame[frame.index % 3 == i] for i in range(3)])
-    with pytest.raises(BadRequest, match=r"perfect separation: the coefficient of 'x'"):
+    # the boundary count of a node passes through 1..k-1 on the way, and the Grid rule then
+    # withholds that node's round (uniformly, no reason given): the fit fails either way
+    with pytest.raises(BadRequest, match=r"perfect separation: the coefficient of 'x'|withheld"):
         run_locally("glm", {"outcome": "y", "covariates": ["x", "z"], "family": "binomial"}, stores)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -364,8 +466,27 @@ def test_degenerate_outcomes_are_errors() -> None:
         run_locally("glm", {"outcome": "one", "covariates": ["age"], "family": "binomial"}, stores)
     with pytest.raises(BadRequest, match="poisson outcome 'none' is 0 in every row"):
         run_locally("glm", {"outcome": "none", "covariates": ["age"], "family": "poisson"}, stores)
-    with pytest.raises(BadRequest, match="binomial outcome 'pnodes' must be 0/1"):
-        run_locally("glm", {"outcome": "pnodes", "family": "binomial"}, stores)
+
+
+def test_bad_outcome_values_withhold_the_node_without_the_value() -> None:
+    # a value check at the node is a data-dependent refusal: the node withholds, and the
+    # researcher sees the same "no node contributed" as for any other withheld answer
+    withheld: list[str] = []
+    with pytest.raises(BadRequest, match="glm: no node contributed to the fit"):
+        run_locally(
+            "glm", {"outcome": "pnodes", "family": "binomial"}, gbsg2_stores(), withheld=withheld
+        )
+    assert withheld == ["glm: binomial outcome 'pnodes' must be 0/1 or boolean"] * 3
+    # one bad value at one node: that node withholds, the fit is exact over the others
+    shares = list(split_gbsg2(GBSG2).values())
+    bad = shares[2].reset_index(drop=True)
+    bad.loc[5, "cens"] = 7
+    withheld.clear()
+    params = {**BINOMIAL, "covariates": ["age"]}
+    result = run_locally("glm", params, _stores([*shares[:2], bad]), withheld=withheld)
+    assert withheld == ["glm: binomial outcome 'cens' must be 0/1 or boolean"]
+    assert result["datasets"] == 2
+    assert_matches(result, reference("cens ~ age", pd.concat(shares[:2]), "binomial"))
 
 
 @pytest.mark.parametrize(

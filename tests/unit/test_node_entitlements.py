@@ -85,6 +85,7 @@ def _run(entitlement: SignedEntitlement | None, **overrides: Any) -> RunAssignme
         "lease_expires_at": _now() + timedelta(seconds=30),
         "attempt": 1,
         "entitlement": entitlement,
+        "task_nodes": 3,
     }
     values.update(overrides)
     return RunAssignment(**values)
@@ -154,4 +155,11 @@ def test_discovery_counts_are_rounded_never_below_the_threshold() -> None:
     assert round_discovery({"n": 5}, policy) == {"n": 10}
     assert round_discovery({"n": 0}, policy) == {"n": 0}
     assert round_discovery(None, policy) is None
-    assert round_discovery({"n": 7}, Policy(min_cell_count=5)) == {"n": 7}
+    # the default policy rounds to 10 (as the config example says)
+    assert Policy().count_rounding == 10
+    assert round_discovery({"n": 7}, Policy(min_cell_count=5)) == {"n": 10}
+    assert round_discovery({"n": 14}, Policy(min_cell_count=5)) == {"n": 10}
+    # a steward may turn rounding off; the threshold rule alone then applies
+    assert round_discovery({"n": 7}, Policy(min_cell_count=5, count_rounding=1)) == {"n": 7}
+    # the floor is the threshold rounded up to a step: never a count under the threshold
+    assert round_discovery({"n": 1}, Policy(min_cell_count=15, count_rounding=10)) == {"n": 20}

@@ -23,7 +23,7 @@ from medfed.algorithms.base import NodeOutput
 from medfed.algorithms.registry import get_algorithm
 from medfed.algorithms.survival.km import KMParams
 from medfed.algorithms.survival.results import CoxResult, KMResult, LogrankResult
-from medfed.common.errors import BadRequest, Refused
+from medfed.common.errors import BadRequest
 from medfed.node.stores.tables import TableStore
 from medfed.testing.demo import load_gbsg2, split_gbsg2
 from medfed.testing.local import run_locally
@@ -32,6 +32,7 @@ GBSG2_COVARIATES = ["age", "tsize", "pnodes", "progrec", "estrec", "horTh", "men
 GBSG2_CATEGORICAL = ["horTh", "menostat", "tgrade"]
 LUNG_COVARIATES = ["age", "sex", "ph.ecog", "ph.karno", "wt.loss"]
 TIGHT = {"precision": 1e-14, "r_precision": 1e-16}  # lifelines run to convergence
+FIT = {"fit_options": TIGHT}
 G = {"duration": "time", "event": "cens"}  # GBSG2's survival columns
 COX = {**G, "covariates": GBSG2_COVARIATES, "categorical": GBSG2_CATEGORICAL}
 
@@ -294,45 +295,127 @@ def test_coarsened_logrank_and_cox_equal_the_coarsened_pooled_analysis(
 # --- gate refusals and errors ------------------------------------------------------------
 
 
-def test_a_node_with_fewer_than_min_rows_refuses(gbsg2_shares: list[pd.DataFrame]) -> None:
+def test_a_node_with_fewer_than_min_rows_withholds(gbsg2_shares: list[pd.DataFrame]) -> None:
+    # the third node has 9 rows: it withholds (the reason stays in its log, without its
+    # row count), and km, logrank and cox are exact over the two others
     small = [*gbsg2_shares[:2], gbsg2_shares[2].iloc[:9]]
+    others = pd.concat(gbsg2_shares[:2])
     for name, extra in (
         ("km", {}),
         ("logrank", {"group": "horTh"}),
         ("cox", {"covariates": ["age"]}),
     ):
         params = {**G, **extra}
-        with pytest.raises(Refused, match="gate: min_rows"):
-            run_locally(name, params, stores(small), min_cell_count=1, min_rows=10)
+        withheld: list[str] = []
+        result = run_locally(
+            name, params, stores(small), min_cell_count=1, min_rows=10, withheld=withheld
+        )
+        assert withheld and all(w.startswith(f"gate: min_rows: {name} needs") for w in withheld)
+        assert not any("9" in w for w in withheld)
+        assert result["suppressed_nodes"] == 1
+        if name == "km":
+            (curve,) = result["curves"]
+            assert result["rows"] == len(others)
+            assert_km_equals_lifelines(curve, others.time, others.cens, 0.05)
+        elif name == "logrank":
+            ref = multivariate_logrank_test(others.time, others.horTh, others.cens)
+            np.testing.assert_allclose(result["test_statistic"], ref.test_statistic, rtol=1e-9)
+            np.testing.assert_allclose(result["p_value"], ref.p_value, rtol=1e-8)
+        else:
+            ref = CoxPHFitter().fit(others[["time", "cens", "age"]], "time", "cens", **FIT)
+            assert_cox_equals(result, ref)
+            assert result["rows"] == len(others)
+    # when every node has too few rows, no node contributes
+    tiny = [share.iloc[:9] for share in gbsg2_shares]
+    withheld = []
+    with pytest.raises(BadRequest, match="km: no node gave an unsuppressed answer"):
+        run_locally("km", G, stores(tiny), min_cell_count=1, min_rows=10, withheld=withheld)
+    assert len(withheld) == 3
 
 
-def test_a_rare_group_level_or_stratum_refuses(gbsg2_shares: list[pd.DataFrame]) -> None:
+def test_a_rare_group_level_or_stratum_withholds_the_node(
+    gbsg2_shares: list[pd.DataFrame],
+) -> None:
+    # the second node keeps 2 rows of its rarest grade: at k = 5 it withholds km by
+    # tgrade, cox stratified by tgrade and cox with tgrade as a covariate. The results
+    # equal the pooled analysis of the two other nodes (each unit coarsened by the
+    # risk-set rule, which is exact for the coarsened data)
+    k = 5
     share = gbsg2_shares[1]
     level = share.tgrade.value_counts().idxmin()
     rare = pd.concat([share[share.tgrade != level], share[share.tgrade == level].iloc[:2]])
-    shares = stores([gbsg2_shares[0], rare])
-    with pytest.raises(Refused, match="gate: min_cell_count: a group level"):
-        run_locally("km", {**G, "group": "tgrade"}, shares, 5)
-    with pytest.raises(Refused, match="gate: min_cell_count: a stratum level"):
-        params = {**G, "covariates": ["age"], "strata": "tgrade"}
-        run_locally("cox", params, shares, 5)
-    with pytest.raises(Refused, match="gate: min_cell_count: a level of categorical"):
-        params = {**G, "covariates": ["age", "tgrade"], "categorical": ["tgrade"]}
-        run_locally("cox", params, shares, 5)
+    shares = stores([gbsg2_shares[0], rare, gbsg2_shares[2]])
+    others = [gbsg2_shares[0], gbsg2_shares[2]]
+
+    withheld: list[str] = []
+    km = run_locally("km", {**G, "group": "tgrade"}, shares, k, withheld=withheld)
+    assert len(withheld) == 2  # both rounds
+    assert all(w.startswith("gate: min_cell_count: a group level of 'tgrade'") for w in withheld)
+    assert km["suppressed_nodes"] == 1
+    moved = pd.concat([coarsened(s, k, by="tgrade") for s in others])
+    assert [c["group"] for c in km["curves"]] == ["I", "II", "III"]
+    for curve in km["curves"]:
+        rows = moved[moved.tgrade == curve["group"]]
+        assert curve["rows"] == len(rows)
+        kmf = KaplanMeierFitter().fit(rows.time, rows.cens)
+        np.testing.assert_allclose(
+            curve["survival"], kmf.survival_function_.iloc[:, 0].loc[curve["times"]], rtol=1e-12
+        )
+
+    withheld.clear()
+    params = {**G, "covariates": ["age"], "strata": "tgrade"}
+    cox = run_locally("cox", params, shares, k, withheld=withheld)
+    assert withheld and all(
+        w.startswith("gate: min_cell_count: a stratum level of 'tgrade'") for w in withheld
+    )
+    assert cox["suppressed_nodes"] == 1 and cox["strata"] == ["I", "II", "III"]
+    data = moved[["time", "cens", "age", "tgrade"]]
+    assert_cox_equals(cox, CoxPHFitter().fit(data, "time", "cens", strata=["tgrade"], **FIT))
+
+    withheld.clear()
+    params = {**G, "covariates": ["age", "tgrade"], "categorical": ["tgrade"]}
+    cox = run_locally("cox", params, shares, k, withheld=withheld)
+    assert withheld and all(
+        w.startswith("gate: min_cell_count: a level of categorical covariate 'tgrade'")
+        for w in withheld
+    )
+    assert cox["suppressed_nodes"] == 1
+    moved = pd.concat([coarsened(s, k) for s in others])
+    design = pd.get_dummies(
+        moved[["time", "cens", "age", "tgrade"]],
+        columns=["tgrade"],
+        prefix_sep="[T.",
+        drop_first=True,
+        dtype=float,
+    ).rename(columns=lambda c: f"{c}]" if "[T." in c else c)
+    assert_cox_equals(cox, CoxPHFitter().fit(design, "time", "cens", **FIT))
+    # the texts name the rule and the column, never the level or its count
+    assert not any(f"'{level}'" in w or "2 rows" in w for w in withheld)
 
 
-def test_cox_with_more_parameters_than_a_third_of_the_rows_refuses(
-    gbsg2_shares: list[pd.DataFrame],
+def test_cox_with_more_parameters_than_a_third_of_the_rows_withholds_the_node(
+    gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
 ) -> None:
-    small = [gbsg2_shares[0], gbsg2_shares[1].iloc[:20]]
+    a, b, c = gbsg2_shares
+    small = [a, b.iloc[:20], c]
     params = {**G, "covariates": GBSG2_COVARIATES[:5]}
-    run_locally("cox", params, stores(small), min_cell_count=1, max_param_fraction=1 / 3)
-    params["covariates"] = GBSG2_COVARIATES
-    params["categorical"] = GBSG2_CATEGORICAL
-    with pytest.raises(Refused, match="gate: max_param_fraction") as refused:
-        run_locally("cox", params, stores(small), min_cell_count=1, max_param_fraction=1 / 3)
-    # the message leaves the node without the gate, so it must not carry its row count
-    assert "20" not in refused.value.message
+    withheld: list[str] = []
+    result = run_locally(
+        "cox", params, stores(small), min_cell_count=1, max_param_fraction=1 / 3, withheld=withheld
+    )
+    assert withheld == [] and result["suppressed_nodes"] == 0
+    pooled = pd.concat(small)
+    ref = CoxPHFitter().fit(pooled[["time", "cens", *GBSG2_COVARIATES[:5]]], "time", "cens", **FIT)
+    assert_cox_equals(result, ref)
+    # the full model has more parameters than a third of the 20 rows: that node withholds
+    result = run_locally(
+        "cox", COX, stores(small), min_cell_count=1, max_param_fraction=1 / 3, withheld=withheld
+    )
+    assert withheld and all(w.startswith("gate: max_param_fraction") for w in withheld)
+    assert not any("20" in w for w in withheld)  # the node's row count stays at the node
+    assert result["suppressed_nodes"] == 1 and result["rows"] == len(a) + len(c)
+    ref = CoxPHFitter().fit(cox_design(pd.concat([a, c])), "time", "cens", **FIT)
+    assert_cox_equals(result, ref)
 
 
 def test_bad_requests_name_the_problem(gbsg2_shares: list[pd.DataFrame]) -> None:
@@ -341,10 +424,34 @@ def test_bad_requests_name_the_problem(gbsg2_shares: list[pd.DataFrame]) -> None
         run_locally("km", {"duration": "days", "event": "cens"}, s)
     with pytest.raises(BadRequest, match="'horTh' is string; list it in categorical"):
         run_locally("cox", {**G, "covariates": ["horTh"]}, s)
-    with pytest.raises(BadRequest, match="event 'pnodes' must be 0/1"):
-        run_locally("km", {"duration": "time", "event": "pnodes"}, s, 1)
     with pytest.raises(BadRequest, match="ties"):
         run_locally("cox", {**G, "covariates": ["age"], "ties": "exact"}, s)
+
+
+def test_bad_values_withhold_the_node_without_naming_them(
+    gbsg2_shares: list[pd.DataFrame],
+) -> None:
+    # a value check at the node is a data-dependent refusal: the node withholds, the text
+    # stays in its log, and the researcher sees only that no node (or fewer) contributed
+    s = stores(gbsg2_shares)
+    withheld: list[str] = []
+    with pytest.raises(BadRequest, match="km: no node gave an unsuppressed answer"):
+        run_locally("km", {"duration": "time", "event": "pnodes"}, s, 1, withheld=withheld)
+    assert withheld == ["km: event 'pnodes' must be 0/1 (1 = event observed)"] * 3
+    # one negative duration at one node: that node withholds, the others are exact
+    bad = gbsg2_shares[2].reset_index(drop=True)
+    bad.loc[3, "time"] = -17
+    withheld.clear()
+    result = run_locally(
+        "km", G, stores([*gbsg2_shares[:2], bad]), min_cell_count=1, withheld=withheld
+    )
+    assert withheld and all(
+        w == "km: duration 'time' has negative or infinite values" for w in withheld
+    )
+    assert result["suppressed_nodes"] == 1
+    others = pd.concat(gbsg2_shares[:2])
+    (curve,) = result["curves"]
+    assert_km_equals_lifelines(curve, others.time, others.cens, 0.05)
 
 
 def test_cox_singular_design_and_non_convergence_are_clear_errors(
@@ -371,7 +478,7 @@ def test_a_node_that_drops_out_after_round_zero_fails_the_task() -> None:
     km = get_algorithm("km")
     params = KMParams(duration="time", event="cens")
     outputs = [NodeOutput(node_id=1, dataset_id=1, status="ok", payload={"rows": 10})]
-    with pytest.raises(BadRequest, match="datasets that answered changed"):
+    with pytest.raises(BadRequest, match="contributed to round 0 withheld a later round"):
         km.aggregate(params, 1, {"times": [1.0], "datasets": [1, 2]}, outputs)
 
 

@@ -81,7 +81,7 @@ def test_schema_inference_of_every_type(tmp_path: Path) -> None:
 )
 def test_select_and_count_match_pandas(store: TableStore, text: str, mask: pd.Series) -> None:
     where = parse_filter_text(text)
-    expected = GBSG2.loc[mask, ["age", "tsize", "horTh"]].reset_index(drop=True)
+    expected = GBSG2.loc[mask, ["age", "tsize", "horTh"]]  # indexed by row id (file position)
     got = store.select(["age", "tsize", "horTh"], where)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert store.count(where) == int(mask.sum())

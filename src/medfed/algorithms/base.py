@@ -73,6 +73,13 @@ class LocalContext:
     #: node-side services for algorithms that need more than the table (learning: the
     #: approved-plan check, blob transport, the plan process); None for the others
     services: object | None = None
+    #: the node's row-set memory for this run; None outside a node (in-process checks)
+    recorder: CellRecorder | None = None
+
+    def cells(self, labels: pd.Series) -> None:
+        """Declare the grid cells of the rows used (see :class:`CellRecorder`)."""
+        if self.recorder is not None:
+            self.recorder.cells(labels)
 
 
 class HubBlobs(Protocol):
@@ -105,8 +112,20 @@ class HubContext:
 class MinRows:
     """Gate rule: ``output[key]`` counts the rows behind the whole output.
 
-    When ``0 < count < min_cell_count`` the node's whole output is suppressed (it answers
-    ``suppressed`` and sends no value at all).
+    When ``count < min_cell_count`` (zero included) the node's whole output is withheld (it
+    answers ``suppressed`` and sends no value at all): no rows and a few rows look alike.
+    """
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Gate rule: ``output[key]`` holds the counts of a grid (nested lists/dicts of them).
+
+    When any cell is between 1 and ``min_cell_count - 1`` the whole output is withheld, so
+    which cell was small is never visible. Zero cells pass (DataSHIELD's ``nfilter.tab``).
+    For every grid whose cells the researcher chooses: levels, bins, groups.
     """
 
     key: str
@@ -114,16 +133,29 @@ class MinRows:
 
 @dataclass(frozen=True)
 class Cells:
-    """Gate rule: ``output[key]`` holds counts (a number, or nested lists/dicts of them).
+    """Gate rule for monotone tails: ``output[key]`` holds counts (nested lists/dicts).
 
-    Each count with ``0 < count < min_cell_count`` is replaced by ``None`` (suppressed).
-    Zero cells pass, as in DataSHIELD's ``nfilter.tab`` rule.
+    Each count with ``0 < count < min_cell_count`` is replaced by ``None``. Only for series
+    whose small cells' positions follow from the released ones (risk sets that shrink over
+    time, ranks below a candidate value); any other grid uses :class:`Grid`.
     """
 
     key: str
 
 
-Rule = MinRows | Cells
+Rule = MinRows | Grid | Cells
+
+
+class CellRecorder(Protocol):
+    """The node's row-set memory as a local step sees it (``medfed.node.gate.rowsets``).
+
+    A local step that releases counts or statistics per cell of a grid (levels, bins,
+    groups) calls :meth:`cells` with the rows it used, indexed as ``LocalData.select``
+    returned them, labelled by their cell; the node then refuses the run when those cells
+    would split an earlier released row set into a part of 1..k-1 rows.
+    """
+
+    def cells(self, labels: pd.Series) -> None: ...
 
 
 class NodeOutput(BaseModel):

@@ -1,8 +1,9 @@
-"""``medfed access apply|submit|approve|reject|return|revoke|close|due|entitlements|count``.
+"""``medfed access apply|list|submit|approve|reject|return|revoke|close|due|entitlements|count``.
 
 Each command calls the hub through ``medfed.Client.access`` and prints the application's
-state (with the DUO mismatches flagged to the DAC), the entitlements, the DAC's due view,
-or a discovery count.
+state (with the DUO mismatches flagged to the DAC), the applications the caller may see
+(``list``: an applicant's own, a DAC's submitted ones), the entitlements, the DAC's due
+view, or a discovery count.
 """
 
 from __future__ import annotations
@@ -11,8 +12,17 @@ from datetime import UTC, datetime, timedelta
 
 import typer
 
-from medfed.cli.common import TokenOption, UrlOption, client, console, table
-from medfed.common.access_resources import ApplicationPublic
+from medfed.cli.common import (
+    TokenOption,
+    UrlOption,
+    client,
+    comma_help,
+    console,
+    ids,
+    split_commas,
+    table,
+)
+from medfed.common.access_resources import ApplicationPublic, ApplicationState
 from medfed.common.errors import BadRequest
 
 app = typer.Typer(help="Access applications, DAC decisions, entitlements.", no_args_is_help=True)
@@ -31,11 +41,15 @@ def _print(application: ApplicationPublic) -> None:
 
 @app.command("apply")
 def apply(
-    project: int = typer.Option(..., "--project", "-p"),
-    dataset: list[int] = typer.Option(..., "--dataset", "-d", help="dataset version id"),
+    project: int = typer.Option(..., "--project", "-p", help="the applying project's id"),
+    dataset: list[str] = typer.Option(
+        ..., "--dataset", "-d", help=comma_help("dataset version id")
+    ),
     purpose: str = typer.Option(..., "--purpose"),
     ethics: str = typer.Option("", "--ethics", help="ethics approval reference"),
-    code: list[str] = typer.Option([], "--code", "-c", help="intended-use DUO code (HMB, …)"),
+    code: list[str] = typer.Option(
+        [], "--code", "-c", callback=split_commas, help=comma_help("intended-use DUO code (HMB, …)")
+    ),
     days: int = typer.Option(365, "--days", help="duration asked for"),
     commercial: bool = typer.Option(False, "--commercial"),
     collaboration: str = typer.Option("", "--collaboration", help="collaboration statement"),
@@ -44,10 +58,11 @@ def apply(
     token: str | None = TokenOption,
 ) -> None:
     """Create a draft application (and submit it with --submit)."""
+    dataset_ids = ids(dataset, "--dataset")
     access = client(url, token).access
     application = access.apply(
         project,
-        dataset,
+        dataset_ids,
         purpose=purpose,
         duration_days=days,
         ethics_reference=ethics,
@@ -56,6 +71,33 @@ def apply(
         collaboration_statement=collaboration,
     )
     _print(access.submit(application.id) if submit else application)
+
+
+@app.command("list")
+def list_(
+    state: ApplicationState | None = typer.Option(None, "--state", help="only this state"),
+    project: int | None = typer.Option(None, "--project", "-p", help="only this project"),
+    url: str | None = UrlOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Applications you may see: your projects' (any state), or as DAC the submitted ones."""
+    found = client(url, token).access.list(state=state.value if state else None, project_id=project)
+    table(
+        f"{len(found)} application(s)",
+        ["id", "project", "datasets", "state", "submitted", "ends", "DUO mismatches"],
+        [
+            [
+                a.id,
+                a.project_id,
+                ", ".join(str(d) for d in a.dataset_ids),
+                a.state.value,
+                f"{a.submitted_at:%Y-%m-%d}" if a.submitted_at else "-",
+                f"{a.ends_at:%Y-%m-%d}" if a.ends_at else "-",
+                len(a.mismatches),
+            ]
+            for a in found
+        ],
+    )
 
 
 @app.command("submit")

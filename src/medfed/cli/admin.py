@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from medfed.cli.common import TokenOption, UrlOption, client, console, table
+from medfed.cli.common import (
+    TokenOption,
+    UrlOption,
+    client,
+    comma_help,
+    console,
+    split_commas,
+    table,
+)
 
 organizations = typer.Typer(help="Organizations (hospitals, institutes).", no_args_is_help=True)
 users = typer.Typer(help="Users and their roles.", no_args_is_help=True)
@@ -31,7 +39,10 @@ def user_create(
     username: str,
     organization: int = typer.Option(..., "--org", help="organization id"),
     role: list[str] = typer.Option(
-        ["researcher"], "--role", help="admin, steward, researcher, dac, auditor"
+        ["researcher"],
+        "--role",
+        callback=split_commas,
+        help=comma_help("admin, steward, researcher, dac, auditor"),
     ),
     password: str = typer.Option(..., prompt=True, hide_input=True, envvar="MEDFED_NEW_PASSWORD"),
     email: str | None = typer.Option(None),

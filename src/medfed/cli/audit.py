@@ -1,12 +1,21 @@
-"""``medfed audit verify | trail | compare``: check the hub's log from the outside."""
+"""``medfed audit verify | trail | compare``: check the hub's log from the outside.
+
+``trail`` prints one row per log entry that names the dataset: its index, the time (UTC,
+to the second), the action, who did it (``user:3``, ``node:2``, ``hub``), the other ids
+it names (``run 12; task 7``), and whether its inclusion proof checked against the
+latest signed checkpoint.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.table import Table
 
-from medfed.cli.common import TokenOption, UrlOption, client, console, err_console, table
+from medfed.cli.common import TokenOption, UrlOption, client, console, err_console
 from medfed.sdk import audit as audit_sdk
 
 app = typer.Typer(help="Verify the hub's audit log.", no_args_is_help=True)
@@ -36,12 +45,39 @@ def trail(
 ) -> None:
     """Every use of a dataset, each with its inclusion proof checked."""
     items = audit_sdk.trail(client(url, token).ledger, dataset)
-    rows = [
-        [i.index, i.time, i.action, i.actor, i.objects, "yes" if i.proven else "NO"] for i in items
-    ]
-    table(f"dataset {dataset}", ["index", "time", "action", "actor", "objects", "proven"], rows)
+    out = Table(title=f"audit trail of dataset {dataset}: {len(items)} entries")
+    out.add_column("#", justify="right", no_wrap=True)
+    out.add_column("time (UTC)", no_wrap=True)
+    out.add_column("action", no_wrap=True)
+    out.add_column("by", no_wrap=True)
+    out.add_column("also names")
+    out.add_column("proven", no_wrap=True)
+    for i in items:
+        proven = "yes" if i.proven else "[red]NO[/red]"
+        out.add_row(
+            str(i.index), _when(i.time), i.action, i.actor, _objects(i.objects, dataset), proven
+        )
+    console.print(out)
     if not all(i.proven for i in items):
         raise typer.Exit(1)
+
+
+def _when(text: str) -> str:
+    try:
+        return f"{datetime.fromisoformat(text):%Y-%m-%d %H:%M:%S}"
+    except ValueError:
+        return text
+
+
+def _objects(objects: dict[str, Any], dataset: int) -> str:
+    """``datasets 3,4; run 12; task 7``: the ids an entry names, less the dataset itself."""
+    parts = []
+    for kind, value in sorted(objects.items()):
+        if kind == "dataset" and value == dataset:
+            continue
+        shown = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        parts.append(f"{kind} {shown}")
+    return "; ".join(parts) or "-"
 
 
 @app.command()

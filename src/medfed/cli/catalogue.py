@@ -10,7 +10,15 @@ from typing import Any
 
 import typer
 
-from medfed.cli.common import TokenOption, UrlOption, client, console, table
+from medfed.cli.common import (
+    TokenOption,
+    UrlOption,
+    client,
+    comma_help,
+    console,
+    split_commas,
+    table,
+)
 from medfed.common.catalogue_resources import DatasetRecord
 
 app = typer.Typer(help="Dataset lifecycle and catalogue search.", no_args_is_help=True)
@@ -86,11 +94,20 @@ def show(
 @app.command("search")
 def search(
     q: str = typer.Argument("", help="words that must all appear"),
-    theme: list[str] = typer.Option([], "--theme"),
-    keyword: list[str] = typer.Option([], "--keyword"),
-    modality: list[str] = typer.Option([], "--modality"),
-    access_rights: list[str] = typer.Option([], "--access-rights"),
-    duo: list[str] = typer.Option([], "--duo"),
+    theme: list[str] = typer.Option([], "--theme", callback=split_commas, help=comma_help("theme")),
+    keyword: list[str] = typer.Option(
+        [], "--keyword", callback=split_commas, help=comma_help("keyword")
+    ),
+    modality: list[str] = typer.Option(
+        [], "--modality", callback=split_commas, help=comma_help("imaging modality (CT, MR, …)")
+    ),
+    access_rights: list[str] = typer.Option(
+        [],
+        "--access-rights",
+        callback=split_commas,
+        help=comma_help("PUBLIC, RESTRICTED or NON_PUBLIC"),
+    ),
+    duo: list[str] = typer.Option([], "--duo", callback=split_commas, help=comma_help("DUO code")),
     url: str | None = UrlOption,
     token: str | None = TokenOption,
 ) -> None:

@@ -7,6 +7,9 @@
   or a dataset name from ``node.toml``; selects, pseudonymizes, verifies, encrypts.
 - ``open pkg.tar --key r.key --out DIR [--sender-key s.pub]``: verifies everything,
   decrypts into DIR and prints the terms of use; a tampered package writes nothing.
+
+``build`` and ``open`` need the node's table code (``medfed[node]``), imported when they
+run; ``keygen`` needs only medfed itself.
 """
 
 from __future__ import annotations
@@ -18,10 +21,9 @@ import typer
 
 from medfed.cli.common import console
 from medfed.common.errors import BadRequest
+from medfed.common.extras import needed, require
 from medfed.node.config import load_config
 from medfed.node.export import crypto
-from medfed.node.export.package import build_package, open_package
-from medfed.node.ingest.tables.strategy import load_strategy
 
 app = typer.Typer(help="Encrypted export packages for approved transfers.", no_args_is_help=True)
 
@@ -51,6 +53,10 @@ def build(
     """Select a cohort, pseudonymize, verify k-anonymity, encrypt, attach terms, write."""
     if table_format not in ("parquet", "csv"):
         raise BadRequest(f"--format must be parquet or csv, not '{table_format}'")
+    require("node", "duckdb", "pyarrow")
+    with needed("node"):
+        from medfed.node.export.package import build_package
+        from medfed.node.ingest.tables.strategy import load_strategy
     try:
         terms_text = terms.read_text()
     except OSError as exc:
@@ -90,6 +96,10 @@ def open_(
     ),
 ) -> None:
     """Verify and decrypt a package; print its terms of use. Tampered packages are refused."""
+    require("node", "duckdb", "pyarrow")
+    with needed("node"):
+        from medfed.node.export.package import open_package
+
     sender = crypto.load_ed25519_public(sender_key) if sender_key else None
     opened = open_package(
         package,

@@ -1,4 +1,9 @@
-"""``medfed hub init`` and ``medfed hub serve``."""
+"""``medfed hub init`` and ``medfed hub serve``.
+
+``serve`` checks the settings and the database driver (a PostgreSQL URL needs
+``medfed[postgres]``) in this process, then hands over to uvicorn, which imports the app
+in each worker.
+"""
 
 from __future__ import annotations
 
@@ -59,7 +64,10 @@ def serve(
     import uvicorn
 
     _env(data_dir, database_url, dev)
-    HubSettings()  # refuse bad settings with a clear message before uvicorn starts
+    from medfed.hub.db.session import make_engine
+
+    # refuse bad settings and a missing database driver with one line before uvicorn starts
+    make_engine(HubSettings().effective_database_url).dispose()
     uvicorn.run(
         "medfed.hub.asgi:create",
         factory=True,

@@ -8,24 +8,28 @@ summary ``index.parquet.summary.json`` beside the index, and prints the summary:
 done, skipped (already done by an earlier run with the same settings), quarantined with
 their reasons, and leaks. Exit code 0 when no leak was found, 1 when the
 verifier found one (the leaking outputs are in the quarantine folder), 1 with one red line
-for bad input (unknown option, unreadable rectangles file, missing source).
+for bad input (unknown option, unreadable rectangles file, missing source). pydicom (and
+nibabel for ``--nifti``) are imported when the command runs: without them it says
+``this needs medfed[node]``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from medfed.cli.common import console, err_console
+from medfed.cli.common import comma_help, console, err_console, split_commas
 from medfed.common.errors import BadRequest
+from medfed.common.extras import needed, require
 from medfed.node.config import load_config
-from medfed.node.ingest.dicom.burned import load_rectangles
-from medfed.node.ingest.dicom.nifti import convert_index
 from medfed.node.ingest.dicom.profile import Option
-from medfed.node.ingest.dicom.runner import IngestSummary, ingest_dicom
 from medfed.node.ingest.dicom.summary import summarize, write_summary
+
+if TYPE_CHECKING:
+    from medfed.node.ingest.dicom.runner import IngestSummary
 
 app = typer.Typer(help="Ingest raw exports into de-identified datasets.", no_args_is_help=True)
 
@@ -35,7 +39,7 @@ def _group() -> None:
     """Ingest raw exports into de-identified datasets (``dicom``; ``table`` elsewhere)."""
 
 
-_OPTIONS_HELP = "profile option, repeatable: " + ", ".join(o.value for o in Option)
+_OPTIONS_HELP = comma_help("profile option: " + ", ".join(o.value for o in Option))
 
 
 @app.command("dicom")
@@ -44,7 +48,9 @@ def dicom(
     dataset: str = typer.Option(..., "--dataset", help="dataset name"),
     config: Path = typer.Option(..., "--config", "-c", help="path to node.toml"),
     profile: str = typer.Option("basic", "--profile", help="confidentiality profile"),
-    option: list[str] = typer.Option([], "--option", "-o", help=_OPTIONS_HELP),
+    option: list[str] = typer.Option(
+        [], "--option", "-o", callback=split_commas, help=_OPTIONS_HELP
+    ),
     rectangles: Path | None = typer.Option(
         None, "--rectangles", help="TOML/JSON: pixel-cleaning rectangles per device"
     ),
@@ -60,6 +66,11 @@ def dicom(
     """De-identify DICOM by PS3.15 Annex E (Basic Profile + options), verify, index."""
     if profile.strip().lower() != "basic":
         raise BadRequest(f"unknown profile {profile!r}: only 'basic' (with --option) exists")
+    require("node", "pydicom", "pyarrow", *(["nibabel"] if nifti is not None else []))
+    with needed("node"):
+        from medfed.node.ingest.dicom.burned import load_rectangles
+        from medfed.node.ingest.dicom.runner import ingest_dicom
+
     node = load_config(config)
     target = out or node.data_dir / "datasets" / dataset
     rects = load_rectangles(rectangles) if rectangles is not None else None
@@ -83,6 +94,8 @@ def dicom(
     if summary.verification is not None:
         console.print(f"verification reports: {summary.out / 'verification'}", highlight=False)
     if nifti is not None and summary.ok:
+        with needed("node"):
+            from medfed.node.ingest.dicom.nifti import convert_index
         converted = convert_index(summary.index_rows, nifti, dicom_root=summary.out)
         console.print(
             f"NIfTI: {len(converted['written'])} series written to {nifti}, "

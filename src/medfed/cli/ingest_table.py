@@ -16,8 +16,8 @@ import typer
 
 from medfed.cli.common import console
 from medfed.common.errors import BadRequest
+from medfed.common.extras import needed, require
 from medfed.node.config import load_config
-from medfed.node.ingest.tables.runner import ingest_table
 
 app = typer.Typer(help="Ingest and de-identify raw hospital exports.", no_args_is_help=True)
 
@@ -45,6 +45,10 @@ def table(
         raise BadRequest(f"dataset name '{dataset}' must be letters, digits, '.', '_' or '-'")
     if table_format not in ("parquet", "csv"):
         raise BadRequest(f"--format must be parquet or csv, not '{table_format}'")
+    require("node", "pyarrow")
+    with needed("node"):
+        from medfed.node.ingest.tables.runner import ingest_table
+
     node = load_config(config)
     folder = out if out is not None else node.data_dir / "datasets" / dataset
     report = ingest_table(
@@ -67,4 +71,5 @@ def table(
     console.print(
         f'\nadd to node.toml:\n[[datasets]]\nname = "{dataset}"\npath = "{report.output}"',
         highlight=False,
+        markup=False,  # "[[datasets]]" is TOML, not rich markup
     )

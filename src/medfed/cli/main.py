@@ -1,20 +1,33 @@
 """The ``medfed`` command: Typer app with one sub-command group per module.
 
-``main()`` turns every medfed error (and a few common ones) into one red line on stderr
-and exit code 1, never a traceback.
+``main()`` builds the command tree, tidies its help (:func:`medfed.cli.usage.tidy_help`)
+and runs it without Typer's own error printing. Every error becomes one red line on
+stderr, never a traceback: a usage error (unknown option or command, missing argument,
+bad value; Typer's vendored click and plain click alike) exits 2 with a pointer to the
+command's ``--help``; a medfed error, bad settings or a missing extra (``this needs
+medfed[node]: …``) exits 1; Ctrl-C exits 130. Without a terminal nothing prompts: an
+option that would is then required like any other. A group named without a command
+(``medfed task``) prints its help and exits 0.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
-import click
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
+from typer import _click
 
 from medfed.cli import access, admin, audit, catalogue, hub, node, task
 from medfed.cli.common import err_console
+from medfed.cli.usage import CLICK_ERRORS, command_path, no_prompts, tidy_help, usage_line
 from medfed.common.errors import MedfedError
+from medfed.common.extras import missing_extra, require
+
+PROG = "medfed"
 
 app = typer.Typer(
     help="medfed: federated analysis of medical data where it lives.",
@@ -38,32 +51,56 @@ app.command("login")(task.login)
 
 @app.command("demo")
 def demo() -> None:
-    """Run the demo federation: a hub and three hospitals sharing GBSG2."""
+    """Run the demo federation: a hub and three hospitals sharing GBSG2 (demo extra)."""
+    require("demo")
     from medfed.testing.demo import run_demo
 
     raise SystemExit(run_demo())
 
 
-def main() -> None:
+def command() -> _click.Command:
+    """The whole command tree, help tidied (what ``main`` runs; tests render its help)."""
+    root = typer.main.get_command(app)
+    tidy_help(root)
+    return root
+
+
+def _fail(line: str, code: int) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    root = command()
+    if sys.stdin is None or not sys.stdin.isatty():
+        no_prompts(root)  # a missing password is then "Missing option '--password'"
     try:
-        app(standalone_mode=False)
+        code = root.main(args=args, prog_name=PROG, standalone_mode=False)
     except MedfedError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
+        _fail(exc.message, 1)
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C, or Ctrl-D at a prompt
         err_console.print("aborted")
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except ValidationError as exc:  # settings from the environment
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
-        err_console.print(f"[red]error:[/red] {where + ': ' if where else ''}{message}")
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(f"{where + ': ' if where else ''}{message}", 1)
+    except _click.exceptions.NoArgsIsHelpError as exc:  # `medfed task`: the help is the answer
+        if exc.format_message():  # Typer's rich help printed itself; plain help comes back
+            print(exc.format_message())
+        sys.exit(0)
+    except CLICK_ERRORS as exc:
+        _fail(usage_line(exc, command_path(root, args, PROG)), int(getattr(exc, "exit_code", 2)))
+    except ModuleNotFoundError as exc:  # an optional part imported where no check was made
+        translated = missing_extra(exc)
+        if translated is None:
+            raise
+        _fail(translated.message, 1)
+    # without standalone mode, typer.Exit(n) and --help come back as a return value
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""``medfed node start | ingest dicom | ingest table | export build | export open``."""
+"""``medfed node start | ingest dicom | ingest table | export … | plans …``.
+
+``start`` runs the node agent in the foreground until SIGTERM or Ctrl-C. The node's
+code (DuckDB, Parquet, pydicom) is imported only when a command runs, so ``--help``
+works everywhere and a plain ``pip install medfed`` answers a node command with
+``this needs medfed[node]: …`` (see :mod:`medfed.common.extras`).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,7 @@ from types import FrameType
 import typer
 
 from medfed.cli import export, ingest_dicom, ingest_table, plans
-from medfed.node.agent import NodeAgent
-from medfed.node.config import load_config
+from medfed.common.extras import needed, require
 
 app = typer.Typer(help="Run a node.", no_args_is_help=True)
 
@@ -22,6 +27,11 @@ def start(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Connect to the hub (outbound only), register datasets and run approved work."""
+    require("node", "duckdb", "pyarrow")
+    with needed("node"):
+        from medfed.node.agent import NodeAgent
+        from medfed.node.config import load_config
+
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

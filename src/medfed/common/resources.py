@@ -194,7 +194,12 @@ class RunStatus(StrEnum):
 
 
 class NodeRunStatus(Public):
-    """One node's share of a task as the researcher sees it: its status, never its values."""
+    """One node's share of a task as the researcher sees it: its status, never its values.
+
+    ``output_status`` is not shown to researchers (always None in the API): whether a
+    node contributed or withheld would tell which hospital held few matching rows. The
+    task's ``contributing_nodes`` and ``withheld_nodes`` give the counts instead.
+    """
 
     run_id: int
     node_id: int
@@ -221,6 +226,12 @@ class TaskPublic(Public):
     created_at: datetime
     finished_at: datetime | None
     runs: list[NodeRunStatus] = Field(default_factory=list)
+    contributing_nodes: int = Field(
+        default=0, description="nodes whose answer went into the latest round (never which)"
+    )
+    withheld_nodes: int = Field(
+        default=0, description="nodes that answered but withheld their output (never which)"
+    )
 
 
 class RunAssignment(BaseModel):
@@ -243,6 +254,9 @@ class RunAssignment(BaseModel):
         default=None, description="the hub's signed statement of the project's entitlement"
     )
     discovery: bool = Field(default=False, description="a count-discovery run (no entitlement)")
+    task_nodes: int = Field(
+        default=0, ge=0, description="how many distinct nodes hold the task's datasets"
+    )
 
 
 class RunOutcome(BaseModel):

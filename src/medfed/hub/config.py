@@ -24,7 +24,12 @@ class HubSettings(BaseSettings):
     database_url: str | None = None
     secret_key: str = DEFAULT_SECRET
     dev_mode: bool = False
-    min_nodes: int = Field(default=1, ge=1, description="minimum nodes that must answer a task")
+    min_nodes: int = Field(
+        default=2,
+        ge=1,
+        description="minimum nodes that must contribute to a result (default 2: no single-node "
+        "releases; nodes refuse single-node tasks too unless their policy has sole_release)",
+    )
     lease_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     long_poll_seconds: float = Field(default=25.0, gt=0, le=120)

@@ -13,15 +13,25 @@ How it runs:
 * Each run is checked against the node's own policy (algorithm allowed, project allowed,
   dataset held here, the hub's signed entitlement valid now — ``medfed.node.entitlements``
   — algorithm version known) — a failed check is answered ``refused``
-  with the rule — then the local step runs, the disclosure gate filters its output, and
-  the outcome is posted. An unexpected error is answered ``failed`` with its type only
-  (an exception message could carry a data value). Every run lands in the node's log.
+  with the rule (none of these depends on the data). Then the local step runs over a
+  :class:`~medfed.node.gate.RecordingData` view of the table, the gate's output rules
+  (threshold, grid, tail cells) and then its row-set rules (subset, differencing: the
+  dataset's :class:`~medfed.node.gate.RowSetMemory`) decide, and the outcome is posted.
+* Whatever the data made the node hold back — a local step's refusal, a rule of the gate,
+  no usable rows — is answered the same way: ``done`` with output ``suppressed`` and no
+  text, so 0 rows, a few rows and a refused split look alike from outside. The exact
+  reason goes to the node's own log only. An unexpected error is answered ``failed`` with
+  a fixed text (an exception message could carry a data value).
+* Every run lands in the node's log with a keyed hash of its filter, keyed fingerprints
+  of the row sets it used and, when withheld, the rule (``medfed node queries``).
 
 All connections are outbound; a hub that is down is retried with backoff.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -38,7 +48,7 @@ from medfed.ledger.checkpoint import Checkpoint
 from medfed.node import entitlements
 from medfed.node.config import NodeConfig
 from medfed.node.executors.services import NodeLearning
-from medfed.node.gate import GatePolicy, apply_gate
+from medfed.node.gate import GatePolicy, RecordingData, RowSetMemory, apply_gate
 from medfed.node.hubclient import NodeHubClient
 from medfed.node.manifest import manifest_root
 from medfed.node.runlog import RunLog, canonical_json, file_hash, sha256_hex
@@ -76,6 +86,7 @@ class NodeAgent:
         self.hub = NodeHubClient(config.hub_url, config.node_secret(), stop=self.stop_event)
         self.stores: dict[str, TableStore] = {}
         self.hashes: dict[str, str] = {}
+        self.rowsets: dict[str, RowSetMemory] = {}
         self.runlog = RunLog(config.data_dir / "runs.jsonl")
         self._current: set[int] = set()
         self._lock = threading.Lock()
@@ -91,8 +102,17 @@ class NodeAgent:
 
     def open_datasets(self) -> None:
         for dataset in self.config.datasets:
-            self.stores[dataset.name] = TableStore.open(dataset.path)
+            store = TableStore.open(dataset.path)
+            self.stores[dataset.name] = store
             self.hashes[dataset.name] = file_hash(dataset.path)
+            self.rowsets[dataset.name] = RowSetMemory(
+                self.config.data_dir / "rowsets", self.hashes[dataset.name], store.row_count
+            )
+
+    def _audit_key(self) -> bytes:
+        """The key of the run log's filter hashes and row-set fingerprints (node-only)."""
+        secret = self.config.node_secret().encode()
+        return hmac.new(secret, b"medfed row-set audit", hashlib.sha256).digest()
 
     def register(self) -> None:
         identity = self.hub.me()
@@ -186,6 +206,8 @@ class NodeAgent:
             return f"policy: algorithm '{run.algorithm}' is not allowed at this node"
         if run.dataset_name not in self.stores:
             return f"policy: dataset '{run.dataset_name}' is not held at this node"
+        if run.task_nodes < 2 and not run.discovery and not policy.sole_release:
+            return "policy: this node does not release results of single-node tasks"
         refusal = entitlements.check_run(self, run)
         if refusal is not None:
             return refusal
@@ -202,52 +224,91 @@ class NodeAgent:
 
     def compute(self, run: RunAssignment) -> RunOutcome:
         """Policy check, local step and gate; never raises."""
+        return self._compute(run)[0]
+
+    def _compute(self, run: RunAssignment) -> tuple[RunOutcome, dict[str, Any]]:
+        """The outcome, and what the node's log records about the decision."""
         started = time.perf_counter()
+        key = self._audit_key()
+        where = run.params.get("where") if isinstance(run.params, dict) else None
+        audit: dict[str, Any] = {
+            "filter_hmac": hmac.new(key, canonical_json(where), hashlib.sha256).hexdigest()[:32]
+        }
         refusal = self.check_policy(run)
         if refusal is not None:
-            return RunOutcome(lease_id=run.lease_id, status="refused", error=refusal)
+            audit["rule"] = "policy"
+            return RunOutcome(lease_id=run.lease_id, status="refused", error=refusal), audit
         alg = get_algorithm(run.algorithm)
         policy = self.config.policy
+
+        def withheld(rule: str, reason: str) -> tuple[RunOutcome, dict[str, Any]]:
+            audit.update(rule=rule, withheld=reason)
+            outcome = RunOutcome(
+                lease_id=run.lease_id,
+                status="done",
+                output_status="suppressed",
+                duration_s=time.perf_counter() - started,
+            )
+            return outcome, audit
+
         try:
             params = alg.parse_params(run.params)
+        except MedfedError as exc:  # the parameters alone: no data behind this message
+            audit["rule"] = "parameters"
+            return RunOutcome(lease_id=run.lease_id, status="failed", error=exc.message), audit
+        data = RecordingData(self.stores[run.dataset_name], key=key)
+        try:
             ctx = LocalContext(
-                data=self.stores[run.dataset_name],
+                data=data,
                 round=run.round,
                 state=run.state,
                 min_cell_count=policy.min_cell_count,
                 min_rows=policy.min_rows,
                 max_param_fraction=policy.max_param_fraction,
                 services=self.learning.for_run(run),
+                recorder=data,
             )
             output = alg.local(params, ctx)
             gated = apply_gate(
                 output, alg.disclosure(params), GatePolicy(min_cell_count=policy.min_cell_count)
             )
-            if run.discovery:
-                gated = replace(gated, payload=entitlements.round_discovery(gated.payload, policy))
-        except MedfedError as exc:
-            status = "refused" if exc.status_code == 403 else "failed"
-            return RunOutcome(lease_id=run.lease_id, status=status, error=exc.message)
-        except Exception as exc:  # the message could hold a data value: send its type only
+        except MedfedError as exc:  # a check of the data said no: withheld like any rule
+            return withheld("local", exc.message)
+        except Exception as exc:  # the message could hold a data value: its type only
             log.exception("run %s failed", run.run_id)
+            audit["rule"] = "error"
+            audit["withheld"] = type(exc).__name__
             return RunOutcome(
                 lease_id=run.lease_id,
                 status="failed",
-                error=f"local step failed at the node ({type(exc).__name__}); see the node log",
+                error="local step failed at the node; its steward can see why in the node log",
+            ), audit
+        audit["rowsets"] = data.fingerprints
+        if gated.status != "ok":
+            return withheld("threshold", gated.reason or "output rule")
+        decision = self.rowsets[run.dataset_name].release(data.labelings, policy.min_cell_count)
+        audit["cells"] = decision.cells_after
+        if not decision.released:
+            return withheld(
+                decision.rule or "differencing",
+                "the rows used would split a released row set into a part under min_cell_count",
             )
-        return RunOutcome(
+        if run.discovery:
+            gated = replace(gated, payload=entitlements.round_discovery(gated.payload, policy))
+        outcome = RunOutcome(
             lease_id=run.lease_id,
             status="done",
             output_status=gated.status,
             output=gated.payload,
             duration_s=time.perf_counter() - started,
         )
+        return outcome, audit
 
     def execute(self, run: RunAssignment) -> None:
         with self._lock:
             self._current.add(run.run_id)
         try:
-            outcome = self.compute(run)
+            outcome, audit = self._compute(run)
             sent = canonical_json(outcome.model_dump(mode="json"))
             try:
                 self.hub.post_outcome(run.run_id, sent)
@@ -269,6 +330,7 @@ class NodeAgent:
                     "output_status": outcome.output_status,
                     "sent_sha256": sha256_hex(sent),
                     "accepted": accepted,
+                    **audit,
                 }
             )
         finally:

@@ -39,7 +39,11 @@ class Policy(BaseModel):
     allowed_algorithms: list[str] = Field(default_factory=lambda: ["*"])
     allowed_projects: list[int | str] = Field(default_factory=lambda: list[int | str](["*"]))
     allow_discovery: bool = Field(default=True, description="answer count-discovery runs")
-    count_rounding: int = Field(default=1, ge=1, description="round discovery counts to this")
+    count_rounding: int = Field(default=10, ge=1, description="round discovery counts to this")
+    sole_release: bool = Field(
+        default=False,
+        description="answer tasks whose datasets are all at this node (a single-node result)",
+    )
     entitlement_max_age_seconds: float = Field(
         default=600.0, gt=0, description="refuse a signed entitlement older than this"
     )

@@ -220,6 +220,8 @@ class Tasks(_Resource):
             result=model,
             nodes=[r for r in task.runs if r.round == last_round],
             rounds=task.round + 1,
+            contributing_nodes=task.contributing_nodes,
+            withheld_nodes=task.withheld_nodes,
         )
 
     def run(

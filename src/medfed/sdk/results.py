@@ -1,8 +1,9 @@
 """Typed task results returned by the SDK: the pooled result plus each node's status.
 
 ``TaskResult.result`` is the algorithm's own ``Result`` model (for example
-``MeanResult``); ``TaskResult.nodes`` says, per node, whether it answered, was
-suppressed by its gate, refused or failed — never its values.
+``MeanResult``); ``TaskResult.nodes`` says, per node, whether it answered, refused or
+failed — never its values; ``contributing_nodes`` and ``withheld_nodes`` count the nodes
+whose answer went into the result and those whose gate withheld it (never which).
 """
 
 from __future__ import annotations
@@ -40,9 +41,8 @@ class TaskResult(Generic[R]):
     nodes: list[NodeRunStatus]
     rounds: int
 
-    @property
-    def suppressed_nodes(self) -> list[str]:
-        return [n.node_name for n in self.nodes if n.output_status == "suppressed"]
+    contributing_nodes: int = 0
+    withheld_nodes: int = 0
 
     def summary(self) -> str:
         """The result's text table (statsmodels-like) or, without one, its JSON."""
@@ -59,7 +59,4 @@ class TaskResult(Generic[R]):
         draw(path)
 
     def node_table(self) -> list[dict[str, Any]]:
-        return [
-            {"node": n.node_name, "status": n.status.value, "output": n.output_status}
-            for n in self.nodes
-        ]
+        return [{"node": n.node_name, "status": n.status.value} for n in self.nodes]

@@ -113,11 +113,11 @@ def run_demo(root: Path | None = None) -> int:
             rare = client.tasks.run(
                 "count", datasets=["gbsg2"], where="age >= 60 and menostat == 'Pre'", progress=False
             )
-            hidden = ", ".join(rare.suppressed_nodes) or "none"
             console.print(
                 f"disclosure gate: count where age >= 60 and menostat == 'Pre' → {rare.result.n} "
                 f"(pooled {int(((pooled.age >= 60) & (pooled.menostat == 'Pre')).sum())}); "
-                f"suppressed (fewer than 5 patients) at: {hidden}"
+                f"{rare.withheld_nodes} node(s) withheld their count (under 5 patients, or a "
+                "split of an earlier answer), never saying which"
             )
             statuses = ", ".join(f"{n['node']}: {n['status']}" for n in tab.node_table())
             console.print(f"node statuses (last task): {statuses}")

@@ -2,10 +2,15 @@
 
 How it runs: :func:`run_locally` does what hub and nodes do together — parse and validate
 the parameters against every table's schema, then round after round call the local step
-on each table, pass each output through the real disclosure gate
-(:func:`medfed.node.gate.apply_gate`), send it through JSON as the wire would, and call
-the aggregate step until it returns :class:`~medfed.algorithms.base.Finished`. Tests and
-algorithm authors use it to check that a federated result equals the pooled one.
+on each table the algorithm's :meth:`~medfed.algorithms.base.Algorithm.participants`
+names (all, unless it says otherwise), pass each output through the real disclosure
+gate's output rules (:func:`medfed.node.gate.apply_gate`), send it through JSON as the
+wire would, and call the aggregate step until it returns
+:class:`~medfed.algorithms.base.Finished`. As at a node, a local step that refuses (a
+:class:`~medfed.common.errors.MedfedError`) withholds that table's answer; ``withheld``
+(a list) collects the refusals' texts for tests. The row-set rules need a node's durable
+memory and are not applied here. Tests and algorithm authors use it to check that a
+federated result equals the pooled one.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from medfed.algorithms.base import Finished, LocalContext, NodeOutput
 from medfed.algorithms.registry import get_algorithm
-from medfed.common.errors import BadRequest
+from medfed.common.errors import BadRequest, MedfedError
 from medfed.common.schemas import DatasetSchema
 from medfed.node.gate import GatePolicy, apply_gate
 from medfed.node.stores.tables import TableStore
@@ -34,6 +39,7 @@ def run_locally(
     min_rows: int = 10,
     max_param_fraction: float = 1 / 3,
     max_rounds: int | None = None,
+    withheld: list[str] | None = None,
 ) -> dict[str, Any]:
     """The algorithm's result (validated by its ``Result`` model) over ``stores``."""
     if not stores:
@@ -51,7 +57,11 @@ def run_locally(
     max_rounds = max_rounds or max(algorithm.max_rounds, 1)
     for round in range(max_rounds):
         outputs: list[NodeOutput] = []
+        # as the hub: only the datasets the algorithm asks for get a run this round
+        chosen = set(algorithm.participants(params, round, state, list(range(len(stores)))))
         for i, store in enumerate(stores):
+            if i not in chosen:
+                continue
             ctx = LocalContext(
                 data=store,
                 round=round,
@@ -60,7 +70,13 @@ def run_locally(
                 min_rows=min_rows,
                 max_param_fraction=max_param_fraction,
             )
-            gated = apply_gate(algorithm.local(params, ctx), rules, policy)
+            try:
+                gated = apply_gate(algorithm.local(params, ctx), rules, policy)
+            except MedfedError as exc:  # the node withholds; the reason stays in its log
+                if withheld is not None:
+                    withheld.append(exc.message)
+                outputs.append(NodeOutput(node_id=i, dataset_id=i, status="suppressed"))
+                continue
             payload = None if gated.payload is None else json.loads(json.dumps(gated.payload))
             outputs.append(
                 NodeOutput(node_id=i, dataset_id=i, status=gated.status, payload=payload)

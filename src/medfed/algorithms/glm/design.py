@@ -19,6 +19,11 @@ Coding, as statsmodels' formula interface (patsy) has it:
 - Columns come in this order: ``Intercept``, then the covariates in the order given.
 - Rows where the outcome, a covariate, the weight or the offset is null are left out
   (complete cases, as the formula interface's ``missing='drop'``).
+- ``freq_weights`` names a column of frequency weights (statsmodels' ``freq_weights``):
+  each row stands for that many identical observations. The values must be whole numbers
+  of at least 0 with no null (the node refuses the run otherwise, see :mod:`.local`); rows
+  of weight 0 are left out. The number of observations and the residual degrees of freedom
+  come from the sum of the weights; every row-count rule of the gate still counts rows.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class GLMParams(WhereParams):
     covariates: list[str] = Field(default_factory=list, max_length=MAX_COVARIATES)
     family: FamilyName = "gaussian"
     weights: str | None = Field(default=None, min_length=1)
+    freq_weights: str | None = Field(default=None, min_length=1)
     offset: str | None = Field(default=None, min_length=1)
     categorical: list[str] = Field(default_factory=list, max_length=MAX_COVARIATES)
     intercept: bool = True
@@ -75,7 +81,7 @@ class GLMParams(WhereParams):
     @property
     def columns(self) -> list[str]:
         """Every column the fit reads, outcome first."""
-        extra = [c for c in (self.weights, self.offset) if c is not None]
+        extra = [c for c in (self.weights, self.freq_weights, self.offset) if c is not None]
         return [self.outcome, *self.covariates, *extra]
 
 
@@ -86,13 +92,18 @@ def _check_roles(params: GLMParams) -> None:
         raise BadRequest("glm: 'Intercept' is reserved; rename that column or use intercept")
     if not params.covariates and not params.intercept:
         raise BadRequest("glm: the model has no parameters (no covariates and no intercept)")
-    roles = {"outcome": params.outcome, "weights": params.weights, "offset": params.offset}
+    roles = {
+        "outcome": params.outcome,
+        "weights": params.weights,
+        "freq_weights": params.freq_weights,
+        "offset": params.offset,
+    }
     for role, column in roles.items():
         if column is not None and column in params.covariates:
             raise BadRequest(f"glm: column '{column}' is both the {role} and a covariate")
     named = [c for c in roles.values() if c is not None]
     if len(set(named)) != len(named):
-        raise BadRequest("glm: outcome, weights and offset must be different columns")
+        raise BadRequest("glm: outcome, weights, freq_weights and offset must be different columns")
     for column in params.categorical:
         if column not in params.covariates:
             raise BadRequest(f"glm: categorical column '{column}' is not among the covariates")
@@ -112,7 +123,7 @@ def validate_params(params: GLMParams, schemas: Sequence[DatasetSchema]) -> None
                 f"{' or boolean' if params.family == 'binomial' else ''} "
                 f"(dataset '{schema.name}')"
             )
-    for column in (params.weights, params.offset):
+    for column in (params.weights, params.freq_weights, params.offset):
         if column is not None:
             require_column("glm", schemas, column, numeric=True)
     for column in params.covariates:

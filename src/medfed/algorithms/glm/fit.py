@@ -24,7 +24,9 @@ Final statistics equal statsmodels' ``GLMResults``: ``cov = scale * (X'WX)^-1`` 
 weights of the last IRLS step, z = estimate / std error, two-sided normal p values and
 95 % normal intervals, ``scale = Pearson chi² / df_resid`` for gaussian (1 otherwise),
 ``aic = -2 llf + 2 p``; the gaussian log-likelihood is statsmodels' concentrated one,
-``-n/2 (1 + log(2 pi dev / n)) + 1/2 Σ log w``.
+``-n/2 (1 + log(2 pi dev / n)) + 1/2 Σ f log v``. With frequency weights ``f`` (prior
+weights ``v``), ``n`` is ``Σ f`` (statsmodels' ``wnobs``) here and in ``df_resid = n - p``;
+without them ``n`` is the row count.
 """
 
 from __future__ import annotations

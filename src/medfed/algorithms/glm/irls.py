@@ -3,10 +3,12 @@
 Rounds:
 
 - **Round 0 — levels.** Each node sends its row count, the level counts of categorical
-  covariates, binomial outcome counts and four sums (:func:`.local.round0`). The hub
-  refuses when any node has a rare level (``gate: rare level``), agrees the sorted levels
-  (first = reference), checks the outcome, and broadcasts the levels, the pooled mean of
-  the outcome (statsmodels' starting means) and the null model's intercept.
+  covariates, binomial outcome counts and five sums (:func:`.local.round0`); a node with
+  a rare level or outcome class withholds (the gate's ``Grid`` rule). The hub agrees the
+  sorted levels over the contributing nodes (first = reference), checks the outcome, and
+  broadcasts the levels, the pooled mean of the outcome (statsmodels' starting means) and
+  the null model's intercept. Only the nodes that contributed to round 0 get the later
+  rounds (:meth:`GLM.participants`).
 - **Rounds 1, 2, … — IRLS.** Each node sends ``X'WX``, the score, deviance, Pearson chi²,
   log-likelihood and boundary counts at the broadcast coefficients (round 1: statsmodels'
   starting means), and the same for the intercept-only null model (:func:`.local.irls_sums`).
@@ -23,15 +25,26 @@ state every node receives): ``levels``, ``ybar``, ``beta`` and ``beta_prev``, th
 model's intercept, and the hub's bookkeeping under ``hub`` (pooled ``n`` and ``Σ log w``,
 the last scaled deviances, the null deviance, iteration counts, the ids of the datasets
 that answered round 0) — never a pooled ``X'WX``. Gate rules: at the node,
-``gate: min_rows``, ``gate: max_param_fraction`` and (binomial) ``gate: binary outcome``
-refuse the run; the gate applies ``MinRows("rows")`` and ``Cells`` to ``levels``,
-``outcome_counts`` and ``boundary``. At the hub: a rare level (count ``0 < c < k`` at any
-node) refuses the fit, naming the column; a suppressed answer, or a dataset that answered
-round 0 but not a later round, fails it — a fit without every dataset would not be exact.
+``gate: min_rows`` and ``gate: max_param_fraction`` refuse the run; the gate applies
+``MinRows("rows")`` and ``Grid`` to ``levels``, ``outcome_counts`` (a binomial class of
+1..k-1 rows) and ``boundary``, and the row-set memory checks the complete cases and level
+cells. A node that withholds in round 0 does not contribute: the fit is exact over the
+others. One that contributed to round 0 and withholds later fails the fit (without saying
+which) — it would not be exact.
+
+Frequency weights (``freq_weights``, statsmodels' ``freq_weights``): each row counts as
+that many observations. ``n`` (statsmodels' ``model.wnobs``; its ``results.nobs`` counts
+rows), the residual degrees of freedom ``n - p``, the gaussian scale (Pearson chi² over
+``n - p``), the log-likelihood and AIC come from the sum of the weights; the IRLS sums are
+weighted by frequency times prior weight, so the fit equals statsmodels' and the fit on
+the expanded rows. The row-count rules do not: the node's refusals and the gate count
+actual rows (rows of weight 0 are left out first), and so do the hub's "no more rows than
+parameters" check and the gate's rare-level (``Grid``) rule.
 
 Errors (:class:`~medfed.common.errors.BadRequest`, the task fails with the message): no
 convergence within ``max_iter`` iterations, perfect separation, a singular design (naming
-the columns), an outcome with one class or all zeros, no more rows than parameters.
+the columns), an outcome with one class or all zeros, no more rows than parameters; at
+the node, a frequency weight that is null, negative, fractional or infinite.
 """
 
 from __future__ import annotations
@@ -43,8 +56,8 @@ import numpy as np
 
 from medfed.algorithms.base import (
     Algorithm,
-    Cells,
     Finished,
+    Grid,
     LocalContext,
     MinRows,
     NextRound,
@@ -62,43 +75,39 @@ from medfed.algorithms.glm.design import (
 from medfed.algorithms.glm.families import FAMILIES, Family
 from medfed.algorithms.glm.local import irls_sums, round0
 from medfed.algorithms.glm.results import GLMResult
-from medfed.common.errors import BadRequest, Refused
+from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
 
 __all__ = ["GLM"]
 
 
 def _answers(outputs: Sequence[NodeOutput], expected: list[int] | None) -> list[dict[str, Any]]:
-    """Every answer's payload; a suppressed or missing dataset fails the fit."""
-    if any(o.status != "ok" or o.payload is None for o in outputs):
-        raise Refused(
-            "gate: min_cell_count: a node's answer was suppressed by its gate; a GLM "
-            "without that dataset would not be exact"
-        )
-    got = sorted(o.dataset_id for o in outputs)
+    """The contributing answers' payloads.
+
+    In round 0 a node that withheld its answer simply does not contribute (the fit is the
+    exact pooled fit over the others). In later rounds every node of round 0 must answer:
+    one that withholds part-way fails the fit, without saying which.
+    """
+    answered = [o for o in outputs if o.status == "ok" and o.payload is not None]
+    if not answered:
+        raise BadRequest("glm: no node contributed to the fit")
+    got = sorted(o.dataset_id for o in answered)
     if expected is not None and got != expected:
-        missing = ", ".join(str(d) for d in sorted(set(expected) - set(got))) or "none"
         raise BadRequest(
-            f"glm: dataset(s) {missing} answered round 0 but not this round (refused or "
-            "failed); a GLM without them would not be exact"
+            "glm: a node that contributed to round 0 withheld a later round (for example "
+            "when fitted means reach 0 or 1 there: separation); a GLM without it would not "
+            "be exact"
         )
-    return [o.payload for o in outputs if o.payload is not None]
+    return [o.payload for o in answered if o.payload is not None]
 
 
 def _levels(params: GLMParams, payloads: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
-    """The agreed levels of each categorical covariate; rare levels refuse the fit."""
+    """The agreed levels of each categorical covariate (nodes with a rare one withheld)."""
     out: dict[str, list[str]] = {}
     for column in params.covariates:
         if not any(column in p["kinds"] for p in payloads):
             continue
         reported = [p["levels"].get(column, {}) for p in payloads]
-        rare = any(p["rare_levels"].get(column, 0) for p in payloads)
-        if rare or any(c is None for counts in reported for c in counts.values()):
-            raise Refused(
-                f"gate: rare level: categorical column '{column}' has a level with fewer "
-                "rows than the minimum cell count at a node; rare levels are refused, not "
-                "merged: leave those rows out with where, or recode the column"
-            )
         kinds = {p["kinds"][column] for p in payloads if column in p["kinds"]}
         levels = agreed_levels(column, reported, kinds)
         if len(levels) < 2:
@@ -113,23 +122,23 @@ def _start(
     params: GLMParams, family: Family, payloads: Sequence[dict[str, Any]], datasets: list[int]
 ) -> NextRound:
     """Round 0's aggregate: agree levels, check the outcome, broadcast the start."""
-    n = sum(int(p["rows"]) for p in payloads)
-    if n == 0:
+    rows = sum(int(p["rows"]) for p in payloads)
+    if rows == 0:
         raise BadRequest("glm: no rows match (after leaving out rows with nulls)")
     levels = _levels(params, payloads)
     design = Design(params.intercept, params.covariates, levels)
-    if n <= design.size:
-        raise BadRequest(f"glm: {n} rows for {design.size} parameters; need more rows")
+    if rows <= design.size:
+        raise BadRequest(f"glm: {rows} rows for {design.size} parameters; need more rows")
     sums = {key: sum(float(p["sums"][key]) for p in payloads) for key in ("y", "w", "wy", "log_w")}
+    # observations: the sum of the frequency weights (the row count without them)
+    n = round(sum(float(p["sums"].get("nobs", p["rows"])) for p in payloads))
     if params.family == "binomial":
         classes = [p["outcome_counts"] for p in payloads]
-        if any(c is None for pair in classes for c in pair):
-            raise Refused(f"gate: binary outcome: a class of '{params.outcome}' is rare at a node")
         if any(sum(int(pair[i]) for pair in classes) == 0 for i in (0, 1)):
             raise BadRequest(f"glm: binomial outcome '{params.outcome}' has a single class")
     if params.family == "poisson" and sums["y"] <= 0:
         raise BadRequest(f"glm: poisson outcome '{params.outcome}' is 0 in every row")
-    ybar = sums["y"] / n
+    ybar = sums["y"] / rows  # statsmodels starts from the plain mean over the rows
     mean = ybar if params.offset is not None else sums["wy"] / sums["w"]
     null_beta = float(family.link_fn(np.asarray([mean]))[0])
     hub = {
@@ -175,7 +184,21 @@ class GLM(Algorithm[GLMParams]):
         validate_params(params, schemas)
 
     def disclosure(self, params: GLMParams) -> list[Rule]:
-        return [MinRows("rows"), Cells("levels"), Cells("outcome_counts"), Cells("boundary")]
+        return [MinRows("rows"), Grid("levels"), Grid("outcome_counts"), Grid("boundary")]
+
+    def participants(
+        self, params: GLMParams, round: int, state: dict[str, Any], dataset_ids: Sequence[int]
+    ) -> list[int]:
+        """Round 0: every dataset; later rounds: only those that contributed to round 0.
+
+        A node that withheld round 0 (a rare level or outcome class, too few rows) gets no
+        later round: its IRLS sums (``X'WX`` over its rare level's rows) would otherwise
+        leave it although it withheld, and its answer would fail the fit.
+        """
+        if round == 0 or "hub" not in state:
+            return list(dataset_ids)
+        contributed = set(state["hub"]["datasets"])
+        return [d for d in dataset_ids if d in contributed]
 
     def local(self, params: GLMParams, ctx: LocalContext) -> dict[str, Any]:
         return round0(params, ctx) if ctx.round == 0 else irls_sums(params, ctx)
@@ -186,7 +209,8 @@ class GLM(Algorithm[GLMParams]):
         family = FAMILIES[params.family]
         if round == 0:
             payloads = _answers(outputs, None)
-            return _start(params, family, payloads, sorted(o.dataset_id for o in outputs))
+            contributing = sorted(o.dataset_id for o in outputs if o.status == "ok" and o.payload)
+            return _start(params, family, payloads, contributing)
         payloads = _answers(outputs, state["hub"]["datasets"])
         return self._iterate(params, family, round, state, payloads)
 

@@ -1,26 +1,35 @@
 """The node's step of ``glm``: level counts in round 0, IRLS sums in every later round.
 
-Runs on the node over the rows of its dataset that match ``where`` and have no null in the
-outcome, a covariate, the weight or the offset (``n`` rows). Before anything is computed,
-the node refuses (:class:`~medfed.common.errors.Refused`, the message names the rule):
+Runs on the node over the rows of its dataset that match ``where``, have no null in the
+outcome, a covariate, the weight or the offset, and (with ``freq_weights``) a frequency
+weight above 0 (``n`` rows). Frequency weights are checked first, over every row ``where``
+selects: a null, negative, fractional or infinite weight fails the run with a
+:class:`~medfed.common.errors.BadRequest` that names the column and the problem, never a
+value. Before anything is computed, the node refuses
+(:class:`~medfed.common.errors.Refused`; the node withholds its answer and logs the rule):
 
 - ``gate: min_rows`` — ``0 < n < min_rows`` (a node with no matching row sends zeros);
 - ``gate: max_param_fraction`` — the model has more parameters than
   ``max_param_fraction * n`` (DataSHIELD's ``nfilter.glm``); in round 0 with the levels this
   node sees (a lower bound), from round 1 with the agreed design;
-- ``gate: binary outcome`` — binomial only: a class of the outcome (0 or 1) has
-  ``0 < count < min_cell_count`` rows here.
+
+Every count rule — these refusals, ``rows``, level counts, outcome counts and boundary
+counts for the gate — counts the node's actual rows, never the sum of the frequency
+weights: an aggregated row of weight 40 is one row for disclosure control. With weights
+of at least 1 that is the stricter reading (rows never exceed the weighted count), and the
+weights cannot be used to inflate a small group past a threshold.
 
 What leaves the node, round 0::
 
     {"rows": n, "kinds": {column: "number" | "string" | "boolean"},
-     "levels": {column: {level: count}},       # levels with count >= min_cell_count
-     "rare_levels": {column: how many levels have 0 < count < min_cell_count},
+     "levels": {column: {level: count}},       # every level present here
      "outcome_counts": [count of 0, count of 1],   # binomial; [] otherwise
-     "sums": {"y": Σy, "w": Σw, "wy": Σwy, "log_w": Σ log w}, "boundary": 0}
+     "sums": {"y": Σy, "w": Σw, "wy": Σwy, "log_w": Σ f log v, "nobs": Σf},
+     "boundary": 0}
 
-Rare levels are not named; the hub refuses the fit when any node has one (see
-:mod:`.irls`). Rounds 1.., at the broadcast coefficients ``beta`` (or statsmodels'
+A node where a level or an outcome class has 1..k-1 rows withholds its whole answer
+(``Grid``), so it does not contribute; which level was rare is never visible.
+Rounds 1.., at the broadcast coefficients ``beta`` (or statsmodels'
 starting means in round 1) and the null model's intercept::
 
     {"rows": n, "levels": {}, "outcome_counts": [],
@@ -29,10 +38,15 @@ starting means in round 1) and the null model's intercept::
      "boundary": rows with a fitted mean numerically at 0 or 1 (0 for a poisson mean),
      "null": {"xtwx": Σ W, "score": Σ W r, "deviance": .., "pearson": ..}}
 
-``W`` are the IRLS weights and ``r`` the working residuals (:mod:`.families`); in round 1
-``score`` is ``X'W z`` with the working response ``z``. The gate (``medfed.node.gate``)
-then applies ``MinRows("rows")`` and ``Cells`` to ``levels``, ``outcome_counts`` and
-``boundary``. ``X'WX`` over few rows can reveal them (with ``p`` close to ``n`` it nearly
+``f`` are the frequency weights (1 without ``freq_weights``), ``v`` the prior weights
+(``weights``, 1 without) and ``w = f v`` (statsmodels' ``iweights``); ``Σy`` is a plain sum
+over rows, as statsmodels' starting means use the plain mean. ``W = w V(mu)`` are the IRLS
+weights and ``r`` the working residuals (:mod:`.families`); in round 1 ``score`` is
+``X'W z`` with the working response ``z``; ``x2`` is ``Σ f x_j²``; deviance, Pearson chi²
+and log-likelihood are sums weighted by ``w``. The gate (``medfed.node.gate``)
+then applies ``MinRows("rows")`` and ``Grid`` to ``levels``, ``outcome_counts`` and
+``boundary``, and its row-set memory checks the complete cases and level cells.
+``X'WX`` over few rows can reveal them (with ``p`` close to ``n`` it nearly
 determines the rows); the parameter-fraction rule is the guard, as in DataSHIELD. A node
 answers one such matrix per round at coefficients the hub chose, never the researcher.
 """
@@ -45,29 +59,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from pandas.api import types as ptypes
 
 from medfed.algorithms.base import LocalContext
 from medfed.algorithms.glm.design import Design, GLMParams, column_kind, level_counts
 from medfed.algorithms.glm.families import FAMILIES, Family
 from medfed.common.errors import BadRequest, Refused
 
-__all__ = ["Rows", "irls_sums", "read_rows", "round0"]
+__all__ = ["Rows", "check_freq_weights", "irls_sums", "read_rows", "round0"]
 
 Array = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class Rows:
-    """A node's complete cases: covariate frame, outcome, prior weights and offset."""
+    """A node's complete cases: covariate frame, outcome, weights and offset.
+
+    ``f`` are the frequency weights, ``v`` the prior weights, ``w = f v`` the weights every
+    sum uses (statsmodels' ``iweights``); ``n`` counts rows, ``nobs`` observations (Σf).
+    """
 
     frame: pd.DataFrame
     y: Array
+    f: Array
+    v: Array
     w: Array
     offset: Array
 
     @property
     def n(self) -> int:
         return len(self.y)
+
+    @property
+    def nobs(self) -> float:
+        return float(np.sum(self.f))
 
 
 def _numbers(frame: pd.DataFrame, column: str, role: str) -> Array:
@@ -77,26 +102,66 @@ def _numbers(frame: pd.DataFrame, column: str, role: str) -> Array:
     return values
 
 
+def check_freq_weights(series: pd.Series, column: str) -> Array:
+    """The frequency weights of the selected rows; a clear error for a bad value.
+
+    The messages name the column and the problem, never a value or a row.
+    """
+    role = f"glm: freq_weights '{column}'"
+    if ptypes.is_bool_dtype(series.dtype) or not ptypes.is_numeric_dtype(series.dtype):
+        raise BadRequest(f"{role} must be a numeric column of whole numbers at this node")
+    if series.isna().any():
+        raise BadRequest(f"{role} has a null value at this node; every selected row needs a weight")
+    values: Array = series.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise BadRequest(f"{role} has an infinite value at this node")
+    if (values < 0).any():
+        raise BadRequest(f"{role} has a negative value at this node; weights count rows")
+    if (values != np.floor(values)).any():
+        raise BadRequest(
+            f"{role} has a value that is not a whole number at this node; frequency weights "
+            "count rows (use weights for non-integer prior weights)"
+        )
+    return values
+
+
 def read_rows(params: GLMParams, ctx: LocalContext) -> Rows:
-    """Select the model's columns and keep complete cases; check the values' ranges."""
-    frame = ctx.data.select(params.columns, params.filter).dropna().reset_index(drop=True)
+    """Select the model's columns and keep complete cases; check the values' ranges.
+
+    Frequency weights are checked over every selected row before incomplete rows are left
+    out, and rows of weight 0 are then dropped (they count for nothing, rules included).
+    """
+    frame = ctx.data.select(params.columns, params.filter)
+    if params.freq_weights is not None:
+        frame = frame[check_freq_weights(frame[params.freq_weights], params.freq_weights) > 0]
+    frame = frame.dropna()
+    # the row sets this fit releases aggregates of: its complete cases, and per categorical
+    # covariate the cells of its levels (the node's row-set memory checks them)
+    ctx.cells(pd.Series(0, index=frame.index))
+    for column in params.covariates:
+        if column in params.categorical or column_kind(frame[column]) != "number":
+            ctx.cells(frame[column])
+    frame = frame.reset_index(drop=True)
     y = _numbers(frame, params.outcome, "outcome")
     if params.family == "binomial" and not np.isin(y, (0.0, 1.0)).all():
         raise BadRequest(f"glm: binomial outcome '{params.outcome}' must be 0/1 or boolean")
     if params.family == "poisson" and (y < 0).any():
         raise BadRequest(f"glm: poisson outcome '{params.outcome}' must not be negative")
-    w = np.ones(len(frame))
+    v = np.ones(len(frame))
     if params.weights is not None:
-        w = _numbers(frame, params.weights, "weights")
-        if (w <= 0).any():
+        v = _numbers(frame, params.weights, "weights")
+        if (v <= 0).any():
             raise BadRequest(f"glm: weights '{params.weights}' must be positive")
+    f = np.ones(len(frame))
+    if params.freq_weights is not None:
+        f = frame[params.freq_weights].to_numpy(dtype=np.float64)
     offset = np.zeros(len(frame))
     if params.offset is not None:
         offset = _numbers(frame, params.offset, "offset")
     for column in params.covariates:
         if column not in params.categorical and column_kind(frame[column]) == "number":
             _numbers(frame, column, "covariate")
-    return Rows(frame=frame, y=y, w=w, offset=offset)
+    return Rows(frame=frame, y=y, f=f, v=v, w=f * v, offset=offset)
 
 
 def check_rows(params: GLMParams, ctx: LocalContext, n: int, p: int) -> None:
@@ -116,40 +181,32 @@ def check_rows(params: GLMParams, ctx: LocalContext, n: int, p: int) -> None:
 def round0(params: GLMParams, ctx: LocalContext) -> dict[str, Any]:
     """Row count, level counts of categorical covariates, outcome counts, a few sums."""
     rows = read_rows(params, ctx)
-    k = ctx.min_cell_count
     kinds: dict[str, str] = {}
     levels: dict[str, dict[str, int]] = {}
-    rare: dict[str, int] = {}
     for column in params.covariates:
         kind = column_kind(rows.frame[column])
         if column not in params.categorical and kind == "number":
             continue
         counts = level_counts(rows.frame[column])
         kinds[column] = kind
-        levels[column] = {level: c for level, c in counts.items() if c >= k}
-        rare[column] = sum(1 for c in counts.values() if 0 < c < k)
+        levels[column] = {level: c for level, c in counts.items() if c > 0}
     local = Design(params.intercept, params.covariates, {c: sorted(v) for c, v in levels.items()})
     check_rows(params, ctx, rows.n, local.size)
     outcome_counts: list[int] = []
     if params.family == "binomial":
         ones = int(np.count_nonzero(rows.y == 1.0))
-        outcome_counts = [rows.n - ones, ones]
-        if any(0 < c < k for c in outcome_counts):
-            raise Refused(
-                f"gate: binary outcome: a class of '{params.outcome}' has fewer than {k} "
-                "rows at this node"
-            )
+        outcome_counts = [rows.n - ones, ones]  # a class of 1..k-1 rows: Grid withholds
     sums = {
         "y": float(np.sum(rows.y)),
         "w": float(np.sum(rows.w)),
         "wy": float(np.sum(rows.w * rows.y)),
-        "log_w": float(np.sum(np.log(rows.w))),
+        "log_w": float(np.sum(rows.f * np.log(rows.v))),
+        "nobs": rows.nobs,
     }
     return {
         "rows": rows.n,
         "kinds": kinds,
         "levels": levels,
-        "rare_levels": rare,
         "outcome_counts": outcome_counts,
         "sums": sums,
         "boundary": 0,
@@ -188,7 +245,7 @@ def irls_sums(params: GLMParams, ctx: LocalContext) -> dict[str, Any]:
         "outcome_counts": [],
         "xtwx": (x.T @ (x * weight[:, None])).tolist(),
         "score": (x.T @ (weight * work)).tolist(),
-        "x2": np.sum(x * x, axis=0).tolist(),
+        "x2": np.sum(rows.f[:, None] * x * x, axis=0).tolist(),
         "deviance": family.deviance(rows.y, mu, rows.w),
         "pearson": family.pearson(rows.y, mu, rows.w),
         "loglik": family.loglik(rows.y, mu, rows.w),

@@ -29,7 +29,11 @@ class Coefficient(BaseModel):
 
 
 class GLMResult(BaseModel):
-    """A GLM fitted by federated IRLS; the figures equal statsmodels' on the pooled rows."""
+    """A GLM fitted by federated IRLS; the figures equal statsmodels' on the pooled rows.
+
+    ``n`` is the number of observations: the row count, or with ``freq_weights`` the sum
+    of the frequency weights (statsmodels' ``model.wnobs``), as ``df_resid = n - p``.
+    """
 
     outcome: str
     family: str

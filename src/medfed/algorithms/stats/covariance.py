@@ -13,12 +13,15 @@ that pair's rows::
      "n": [n_ab, ...],                 # rows behind each pair
      "pairs": [{"sum_a": Σa, "sum_b": Σb,
                 "m2_a": Σ(a - ā)², "m2_b": Σ(b - b̄)²,
-                "cross": Σ(a - ā)(b - b̄)} | None, ...]}   # about the node's own means
+                "cross": Σ(a - ā)(b - b̄)} | None, ...]}   # about the node's own means;
+                                                         # None: the pair has n = 0
 
-Gate: ``MinRows("rows")`` suppresses the node's whole output when ``0 < R < k``, and
-``Cells("n")`` turns each pair count ``0 < n < k`` into ``None``; the local step itself
-sends ``None`` for that pair's sums (a sum over fewer than ``k`` people is their data).
-The aggregate leaves such a node out of that pair and marks the pair ``incomplete``.
+Gate: ``MinRows("rows")`` withholds the node's whole answer when ``R < k`` (zero
+included), and ``Grid("n")`` withholds it when any pair count is between 1 and ``k - 1``
+(a sum over fewer than ``k`` people is their data), so which pair was small is never
+visible. The node's row-set memory records the rows ``where`` selects and each column's
+non-null rows (a pair's rows are an intersection of those). The aggregate pools the nodes
+that contributed; ``suppressed_nodes`` counts the nodes that withheld theirs.
 
 Pooling is exact (Chan, Golub and LeVeque): with pooled means ``ā``, ``b̄``, the pooled
 ``cross = Σ (cross_i + n_i (ā_i - ā)(b̄_i - b̄))``; covariance is ``cross / (n - 1)``
@@ -37,8 +40,8 @@ from pydantic import BaseModel, Field
 
 from medfed.algorithms.base import (
     Algorithm,
-    Cells,
     Finished,
+    Grid,
     LocalContext,
     MinRows,
     NextRound,
@@ -71,7 +74,6 @@ class MatrixResult(BaseModel):
     columns: list[str]
     matrix: list[list[float | None]]
     n: list[list[int]]
-    incomplete: list[list[bool]]
     pairwise: bool
     suppressed_nodes: int
 
@@ -85,8 +87,8 @@ class MatrixResult(BaseModel):
         used = str(rows_used[0]) if len(rows_used) == 1 else f"{rows_used[0]}-{rows_used[-1]}"
         mode = "pairwise" if self.pairwise else "complete cases"
         title = f"{self.kind.capitalize()} matrix ({mode}, n = {used})"
-        if any(map(any, self.incomplete)):
-            title += " — incomplete: some node values withheld"
+        if self.suppressed_nodes:
+            title += f" ({self.suppressed_nodes} node(s) withheld theirs)"
         return text_table(title, ["", *self.columns], rows)
 
     def plot(self, path: str) -> None:
@@ -152,7 +154,7 @@ class Covariance(Algorithm[CovarianceParams]):
         check_where(self.name, params, schemas)
 
     def disclosure(self, params: CovarianceParams) -> list[Rule]:
-        return [MinRows("rows"), Cells("n")]
+        return [MinRows("rows"), Grid("n")]
 
     def local(self, params: CovarianceParams, ctx: LocalContext) -> dict[str, Any]:
         frame = ctx.data.select(params.columns, params.filter)
@@ -165,8 +167,7 @@ class Covariance(Algorithm[CovarianceParams]):
             both = ~np.isnan(values[:, a]) & ~np.isnan(values[:, b])
             n = int(both.sum())
             counts.append(n)
-            small = n == 0 or n < ctx.min_cell_count
-            pairs.append(None if small else _local_pair(values[both, a], values[both, b]))
+            pairs.append(_local_pair(values[both, a], values[both, b]) if n > 0 else None)
         return {"rows": len(frame), "n": counts, "pairs": pairs}
 
     def aggregate(
@@ -180,26 +181,21 @@ class Covariance(Algorithm[CovarianceParams]):
         p = len(params.columns)
         matrix: list[list[float | None]] = [[None] * p for _ in range(p)]
         counts = [[0] * p for _ in range(p)]
-        incomplete = [[suppressed > 0] * p for _ in range(p)]
         for i, (a, b) in enumerate(_pairs(p)):
-            parts: list[tuple[int, dict[str, float]]] = []
-            withheld = suppressed > 0
-            for payload in payloads:
-                n, part = payload["n"][i], payload["pairs"][i]
-                if n is None or (n > 0 and part is None):
-                    withheld = True
-                elif n > 0:
-                    parts.append((int(n), part))
+            parts = [
+                (int(payload["n"][i]), payload["pairs"][i])
+                for payload in payloads
+                if int(payload["n"][i]) > 0
+            ]
             total, cross, m2_a, m2_b = _pool_pair(parts)
             value = self._value(total, cross, m2_a, m2_b, diagonal=a == b)
             for r, c in {(a, b), (b, a)}:
-                matrix[r][c], counts[r][c], incomplete[r][c] = value, total, withheld
+                matrix[r][c], counts[r][c] = value, total
         result = MatrixResult(
             kind=self.kind,
             columns=params.columns,
             matrix=matrix,
             n=counts,
-            incomplete=incomplete,
             pairwise=params.pairwise,
             suppressed_nodes=suppressed,
         )

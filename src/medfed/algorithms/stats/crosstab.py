@@ -5,18 +5,17 @@ rows where either column is null are left out.
 
 What leaves a node per round (one round)::
 
-    {"row_levels": [...], "col_levels": [...], "table": [[count, ...], ...],
-     "hidden_cells": h}
+    {"row_levels": [...], "col_levels": [...], "table": [[count, ...], ...]}
 
 - With ``row_levels`` and ``col_levels`` given, the node reports the full grid of those
   levels, zeros included; rows whose levels are not listed are left out.
-- A dimension whose levels are not given is reported only with the levels that occur in
-  at least one pair with ``count >= min_cell_count``, so a rare level is not even named.
-  ``hidden_cells`` says how many non-empty pairs fell outside the reported grid.
+- A dimension whose levels are not given is reported with every level that occurs here.
 
-Gate: ``Cells("table")`` — each cell with ``0 < count < min_cell_count`` becomes ``None``.
-The aggregate sums the grids over the union of levels and marks a cell ``incomplete``
-where a node suppressed it, or left it out of its grid while hiding cells.
+Gate: ``Grid("table")`` — when any cell is between 1 and ``min_cell_count - 1`` the node
+withholds the whole table, so which cell was small is never visible; the node's row-set
+memory records the cells (a later table or filter that splits one into a part of 1..k-1
+rows is withheld too). The aggregate sums the grids of the nodes that contributed over
+the union of levels; ``suppressed_nodes`` counts the nodes that withheld theirs.
 """
 
 from __future__ import annotations
@@ -28,12 +27,13 @@ from datetime import date, datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 
 from medfed.algorithms.base import (
     Algorithm,
-    Cells,
     Finished,
+    Grid,
     LocalContext,
     NextRound,
     NodeOutput,
@@ -100,18 +100,13 @@ class CrosstabResult(BaseModel):
     row_levels: list[str]
     col_levels: list[str]
     table: list[list[int]]
-    incomplete: list[list[bool]]
-    hidden_cells: int
     suppressed_nodes: int
 
     def summary(self) -> str:
-        rows = [
-            [level, *(f"{c}{'*' if gap else ''}" for c, gap in zip(cells, gaps, strict=False))]
-            for level, cells, gaps in zip(
-                self.row_levels, self.table, self.incomplete, strict=False
-            )
-        ]
-        title = "Crosstab (* suppressed at some node)"
+        rows = [[level, *cells] for level, cells in zip(self.row_levels, self.table, strict=False)]
+        title = "Crosstab"
+        if self.suppressed_nodes:
+            title += f" ({self.suppressed_nodes} node(s) withheld theirs)"
         return text_table(title, ["", *self.col_levels], rows)
 
 
@@ -129,31 +124,28 @@ class Crosstab(Algorithm[CrosstabParams]):
         check_where(self.name, params, schemas)
 
     def disclosure(self, params: CrosstabParams) -> list[Rule]:
-        return [Cells("table")]
+        return [Grid("table")]
 
     def local(self, params: CrosstabParams, ctx: LocalContext) -> dict[str, Any]:
         frame = ctx.data.select([params.row, params.col], params.filter).dropna()
         rows = [level_name(v) for v in frame[params.row]]
         cols = [level_name(v) for v in frame[params.col]]
         pairs = Counter(zip(rows, cols, strict=True))
-        wanted_rows = set(params.row_levels or rows)
-        wanted_cols = set(params.col_levels or cols)
-        frequent = [
-            (r, c)
-            for (r, c), n in pairs.items()
-            if n >= ctx.min_cell_count and r in wanted_rows and c in wanted_cols
-        ]
-        row_levels = params.row_levels or sorted({r for r, _ in frequent}, key=level_order)
-        col_levels = params.col_levels or sorted({c for _, c in frequent}, key=level_order)
-        table = [[pairs.get((r, c), 0) for c in col_levels] for r in row_levels]
+        row_levels = params.row_levels or sorted(set(rows), key=level_order)
+        col_levels = params.col_levels or sorted(set(cols), key=level_order)
         shown_rows, shown_cols = set(row_levels), set(col_levels)
-        hidden = sum(1 for r, c in pairs if r not in shown_rows or c not in shown_cols)
-        return {
-            "row_levels": row_levels,
-            "col_levels": col_levels,
-            "table": table,
-            "hidden_cells": hidden,
-        }
+        ctx.cells(
+            pd.Series(
+                [
+                    (r, c) if r in shown_rows and c in shown_cols else None
+                    for r, c in zip(rows, cols, strict=True)
+                ],
+                index=frame.index,
+                dtype=object,
+            )
+        )
+        table = [[pairs.get((r, c), 0) for c in col_levels] for r in row_levels]
+        return {"row_levels": row_levels, "col_levels": col_levels, "table": table}
 
     def aggregate(
         self,
@@ -170,30 +162,19 @@ class Crosstab(Algorithm[CrosstabParams]):
             {c for p in payloads for c in p["col_levels"]}, key=level_order
         )
         table = [[0] * len(col_levels) for _ in row_levels]
-        incomplete = [[suppressed > 0] * len(col_levels) for _ in row_levels]
         for payload in payloads:
-            cells: dict[tuple[str, str], int | None] = {
-                (r, c): payload["table"][i][j]
+            cells: dict[tuple[str, str], int] = {
+                (r, c): int(payload["table"][i][j])
                 for i, r in enumerate(payload["row_levels"])
                 for j, c in enumerate(payload["col_levels"])
             }
-            hides = int(payload["hidden_cells"]) > 0
             for i, r in enumerate(row_levels):
                 for j, c in enumerate(col_levels):
-                    if (r, c) not in cells:
-                        incomplete[i][j] = incomplete[i][j] or hides
-                        continue
-                    cell = cells[(r, c)]
-                    if cell is None:
-                        incomplete[i][j] = True
-                    else:
-                        table[i][j] += int(cell)
+                    table[i][j] += cells.get((r, c), 0)
         result = CrosstabResult(
             row_levels=row_levels,
             col_levels=col_levels,
             table=table,
-            incomplete=incomplete,
-            hidden_cells=sum(int(p["hidden_cells"]) for p in payloads),
             suppressed_nodes=suppressed,
         )
         return Finished(result.model_dump())

@@ -2,41 +2,44 @@
 
 Groups are the levels of the categorical column ``by`` (as strings, like ``crosstab``:
 ``"II"``, ``"1"``, ``"true"``); rows whose ``by`` is null are left out, as pandas'
-``groupby`` does. With nothing withheld the result equals
+``groupby`` does. With no node withheld the result equals
 ``df.groupby(by)[columns].agg(["count", "mean", "var"])`` on the pooled rows.
 
 What leaves a node (one round), for the rows matching ``where`` with a non-null ``by``::
 
     {"rows": R,
-     "groups": [level, ...],               # only levels with at least k rows here
+     "groups": [level, ...],               # every level that occurs here, sorted
      "n": [[non-null count per column] per group],
-     "stats": [[{"sum": Σx, "m2": Σ(x - local mean)²} | None per column] per group],
-     "hidden_groups": h}                   # levels here with 0 < rows < k, not named
+     "stats": [[{"sum": Σx, "m2": Σ(x - local mean)²} | None per column] per group]}
 
-Gate: ``MinRows("rows")`` suppresses the whole output when ``0 < R < k``; ``Cells("n")``
-turns each count ``0 < n < k`` into ``None``, and the local step sends ``None`` for those
-sums itself. A rare level (fewer than ``k`` rows at a node) is not named at all, as
-``crosstab`` does without levels: its rows are left out and counted in ``hidden_groups``.
+``stats`` is ``None`` only where the count is 0. Nothing else leaves (no row values).
 
-The aggregate pools each group and column exactly (Chan, Golub and LeVeque) and marks a
-cell ``incomplete`` when a node withheld it, was suppressed, or hid levels and did not
-name this group (the group may be one of those it hid).
+Gate: ``MinRows("rows")`` withholds the whole answer when ``R < min_cell_count`` (zero
+included); ``Grid("n")`` withholds the whole answer when any count is between 1 and
+``min_cell_count - 1``, so which group or column was small is never visible. The local
+step declares each used row's group level to the node's row-set memory (the per-column
+null patterns are recorded by ``select``), so a later grid or filter that would split a
+released group into a part of 1..k-1 rows is withheld too.
+
+The aggregate pools each group and column exactly (Chan, Golub and LeVeque) over the
+nodes that contributed, over the union of their levels; ``suppressed_nodes`` counts the
+nodes that withheld theirs.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field
 
 from medfed.algorithms.base import (
     Algorithm,
-    Cells,
     Finished,
+    Grid,
     LocalContext,
     MinRows,
     NextRound,
@@ -70,30 +73,27 @@ class GroupStats(BaseModel):
     mean: float | None
     variance: float | None
     std: float | None
-    incomplete: bool
 
 
 class GroupedSummaryResult(BaseModel):
     by: str
     columns: list[str]
     groups: dict[str, dict[str, GroupStats]]
-    hidden_groups: int
     suppressed_nodes: int
+
+    def _title(self, title: str) -> str:
+        if self.suppressed_nodes:
+            title += f" ({self.suppressed_nodes} node(s) withheld theirs)"
+        return title
 
     def summary(self) -> str:
         rows = [
-            (level, column, s.n, number(s.mean), number(s.variance), number(s.std),
-             "yes" if s.incomplete else "")
+            (level, column, s.n, number(s.mean), number(s.variance), number(s.std))
             for level, stats in self.groups.items()
             for column, s in stats.items()
-        ]  # fmt: skip
-        title = f"Summary of {', '.join(self.columns)} by {self.by}"
-        if self.hidden_groups or self.suppressed_nodes:
-            title += (
-                f" — {self.hidden_groups} rare group(s) hidden, "
-                f"{self.suppressed_nodes} node(s) suppressed"
-            )
-        headers = [self.by, "column", "n", "mean", "variance", "std", "incomplete"]
+        ]
+        title = self._title(f"Summary of {', '.join(self.columns)} by {self.by}")
+        headers = [self.by, "column", "n", "mean", "variance", "std"]
         return text_table(title, headers, rows)
 
     def plot(self, path: str) -> None:
@@ -109,6 +109,7 @@ class GroupedSummaryResult(BaseModel):
             ax.set_xticks(range(len(levels)), levels)
             ax.set_xlabel(self.by)
             ax.set_title(f"{column}: mean ± std")
+        fig.suptitle(self._title(f"by {self.by}"))
         save(fig, path)
 
 
@@ -129,14 +130,14 @@ class GroupedSummary(Algorithm[GroupedSummaryParams]):
         check_where(self.name, params, schemas)
 
     def disclosure(self, params: GroupedSummaryParams) -> list[Rule]:
-        return [MinRows("rows"), Cells("n")]
+        return [MinRows("rows"), Grid("n")]
 
     def local(self, params: GroupedSummaryParams, ctx: LocalContext) -> dict[str, Any]:
         frame = ctx.data.select([params.by, *params.columns], params.filter)
         frame = frame[frame[params.by].notna()]
         levels = np.asarray(levels_of(frame[params.by]), dtype=object)
-        sizes = Counter(levels.tolist())
-        named = sorted((g for g, n in sizes.items() if n >= ctx.min_cell_count), key=level_order)
+        ctx.cells(pd.Series(levels, index=frame.index, dtype=object))
+        named = sorted(set(levels.tolist()), key=level_order)
         counts: list[list[int]] = []
         stats: list[list[dict[str, float] | None]] = []
         for level in named:
@@ -147,18 +148,12 @@ class GroupedSummary(Algorithm[GroupedSummaryParams]):
                 values = rows[column].dropna().to_numpy(dtype=np.float64)
                 n = len(values)
                 counts[-1].append(n)
-                if n == 0 or n < ctx.min_cell_count:
+                if n == 0:
                     stats[-1].append(None)
                     continue
                 total = math.fsum(values)
                 stats[-1].append({"sum": total, "m2": math.fsum((values - total / n) ** 2)})
-        return {
-            "rows": len(frame),
-            "groups": named,
-            "n": counts,
-            "stats": stats,
-            "hidden_groups": len(sizes) - len(named),
-        }
+        return {"rows": len(frame), "groups": named, "n": counts, "stats": stats}
 
     def aggregate(
         self,
@@ -174,29 +169,21 @@ class GroupedSummary(Algorithm[GroupedSummaryParams]):
             groups[level] = {}
             for j, column in enumerate(params.columns):
                 parts: list[tuple[int, float, float]] = []
-                incomplete = suppressed > 0
                 for payload in payloads:
                     if level not in payload["groups"]:
-                        incomplete = incomplete or int(payload["hidden_groups"]) > 0
                         continue
                     i = payload["groups"].index(level)
-                    n, part = payload["n"][i][j], payload["stats"][i][j]
-                    if n is None or (n > 0 and part is None):
-                        incomplete = True
-                    elif n > 0:
-                        parts.append((int(n), float(part["sum"]), float(part["m2"])))
-                groups[level][column] = _group_stats(parts, incomplete)
+                    n, part = int(payload["n"][i][j]), payload["stats"][i][j]
+                    if n > 0:
+                        parts.append((n, float(part["sum"]), float(part["m2"])))
+                groups[level][column] = _group_stats(parts)
         result = GroupedSummaryResult(
-            by=params.by,
-            columns=params.columns,
-            groups=groups,
-            hidden_groups=sum(int(p["hidden_groups"]) for p in payloads),
-            suppressed_nodes=suppressed,
+            by=params.by, columns=params.columns, groups=groups, suppressed_nodes=suppressed
         )
         return Finished(result.model_dump())
 
 
-def _group_stats(parts: Sequence[tuple[int, float, float]], incomplete: bool) -> GroupStats:
+def _group_stats(parts: Sequence[tuple[int, float, float]]) -> GroupStats:
     n, mean, m2 = pool_moments(parts)
     variance = m2 / (n - 1) if n > 1 else None
     return GroupStats(
@@ -204,5 +191,4 @@ def _group_stats(parts: Sequence[tuple[int, float, float]], incomplete: bool) ->
         mean=mean if n > 0 else None,
         variance=variance,
         std=math.sqrt(variance) if variance is not None else None,
-        incomplete=incomplete,
     )

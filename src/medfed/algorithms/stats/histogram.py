@@ -9,9 +9,15 @@ What leaves a node per round (one round)::
 
     {"counts": [c_1, …, c_k], "below": b, "above": a}
 
-Gate: ``Cells("counts")``, ``Cells("below")`` and ``Cells("above")`` — each count with
-``0 < c < min_cell_count`` becomes ``None``. The result sums what the nodes sent and marks
-a cell ``incomplete`` where some node suppressed it.
+Every count is sent, zeros included; nothing else leaves (no range, no row values).
+
+Gate: ``Grid("counts")``, ``Grid("below")`` and ``Grid("above")`` — when any of these
+counts is between 1 and ``min_cell_count - 1`` the node withholds its whole answer, so
+which bin was small is never visible. The local step declares each used row's cell (its
+bin index, ``"below"`` or ``"above"``; null values are in no cell) to the node's row-set
+memory, so a later grid or filter that would split a released bin into a part of 1..k-1
+rows is withheld too. The aggregate sums the answers of the nodes that contributed;
+``suppressed_nodes`` counts the nodes that withheld theirs.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 
 from medfed.algorithms.base import (
     Algorithm,
-    Cells,
     Finished,
+    Grid,
     LocalContext,
     NextRound,
     NodeOutput,
@@ -67,36 +74,32 @@ class HistogramParams(WhereParams):
 class HistogramResult(BaseModel):
     edges: list[float]
     counts: list[int]
-    incomplete: list[bool]
     below: int
     above: int
-    below_incomplete: bool
-    above_incomplete: bool
     suppressed_nodes: int
+
+    def _title(self, title: str) -> str:
+        if self.suppressed_nodes:
+            title += f" ({self.suppressed_nodes} node(s) withheld theirs)"
+        return title
 
     def summary(self) -> str:
         rows = [
-            (f"[{lo:g}, {hi:g})", count, "yes" if gap else "")
-            for lo, hi, count, gap in zip(
-                self.edges, self.edges[1:], self.counts, self.incomplete, strict=False
-            )
+            (f"[{lo:g}, {hi:g})", count)
+            for lo, hi, count in zip(self.edges, self.edges[1:], self.counts, strict=False)
         ]
-        rows += [("below", self.below, "yes" if self.below_incomplete else "")]
-        rows += [("above", self.above, "yes" if self.above_incomplete else "")]
-        return text_table("Histogram", ["bin", "count", "suppressed somewhere"], rows)
+        rows += [("below", self.below), ("above", self.above)]
+        return text_table(self._title("Histogram"), ["bin", "count"], rows)
 
     def plot(self, path: str) -> None:
-        """Bars per bin; a bin where some node suppressed its count is hatched."""
+        """Bars per bin; the title says how many nodes withheld their answer."""
         plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(6, 4))
         widths = np.diff(self.edges)
-        bars = ax.bar(self.edges[:-1], self.counts, width=widths, align="edge", edgecolor="k")
-        for bar, gap in zip(bars, self.incomplete, strict=False):
-            if gap:
-                bar.set_hatch("//")
+        ax.bar(self.edges[:-1], self.counts, width=widths, align="edge", edgecolor="k")
         ax.set_ylabel("count")
-        ax.set_title("Federated histogram (hatched: suppressed at some node)")
+        ax.set_title(self._title("Federated histogram"))
         save(fig, path)
 
 
@@ -111,17 +114,26 @@ class Histogram(Algorithm[HistogramParams]):
         check_where(self.name, params, schemas)
 
     def disclosure(self, params: HistogramParams) -> list[Rule]:
-        return [Cells("counts"), Cells("below"), Cells("above")]
+        return [Grid("counts"), Grid("below"), Grid("above")]
 
     def local(self, params: HistogramParams, ctx: LocalContext) -> dict[str, Any]:
         frame = ctx.data.select([params.column], params.filter)
-        values = frame[params.column].dropna().to_numpy(dtype=np.float64)
+        column = frame[params.column].dropna()
+        values = column.to_numpy(dtype=np.float64)
         edges = np.asarray(params.bins, dtype=np.float64)
-        counts, _ = np.histogram(values, bins=edges)
+        k = len(edges) - 1
+        # numpy.histogram's bins: [e_i, e_{i+1}), the last one closed; -1 below, k above
+        index = np.searchsorted(edges, values, side="right") - 1
+        index[values == edges[-1]] = k - 1
+        cell = np.asarray(index, dtype=object)
+        cell[index < 0] = "below"
+        cell[index >= k] = "above"
+        ctx.cells(pd.Series(cell, index=column.index, dtype=object))
+        inside = index[(index >= 0) & (index < k)]
         return {
-            "counts": [int(c) for c in counts],
-            "below": int((values < edges[0]).sum()),
-            "above": int((values > edges[-1]).sum()),
+            "counts": [int(c) for c in np.bincount(inside, minlength=k)],
+            "below": int((index < 0).sum()),
+            "above": int((index >= k).sum()),
         }
 
     def aggregate(
@@ -132,25 +144,15 @@ class Histogram(Algorithm[HistogramParams]):
         outputs: Sequence[NodeOutput],
     ) -> Finished | NextRound:
         payloads, suppressed = gated_payloads(outputs)
-        k = len(params.bins) - 1
-        counts = [0] * k
-        incomplete = [suppressed > 0] * k
+        counts = [0] * (len(params.bins) - 1)
         for payload in payloads:
             for i, cell in enumerate(payload["counts"]):
-                if cell is None:
-                    incomplete[i] = True
-                else:
-                    counts[i] += int(cell)
-        below = [p["below"] for p in payloads]
-        above = [p["above"] for p in payloads]
+                counts[i] += int(cell)
         result = HistogramResult(
             edges=params.bins,
             counts=counts,
-            incomplete=incomplete,
-            below=sum(int(b) for b in below if b is not None),
-            above=sum(int(a) for a in above if a is not None),
-            below_incomplete=suppressed > 0 or None in below,
-            above_incomplete=suppressed > 0 or None in above,
+            below=sum(int(p["below"]) for p in payloads),
+            above=sum(int(p["above"]) for p in payloads),
             suppressed_nodes=suppressed,
         )
         return Finished(result.model_dump())

@@ -8,13 +8,14 @@ round. What leaves a node, for the rows that match ``where``::
      "stats": {column: {"sum": Σx,
                         "m2": Σ(x - local mean)²,       # variance and summary only
                         "min_bound": .., "max_bound": ..}  # summary only
-               | None}}
+               | None}}                                  # None: the column has n = 0
 
-Gate: ``MinRows("rows")`` suppresses the whole output when ``0 < R < min_cell_count``, and
-``Cells("n")`` turns each column's count with ``0 < n < min_cell_count`` into ``None``.
-The local step itself sends ``None`` instead of the sums of such a column (a sum over two
-people is their data), so the gate's ``None`` count and the missing sums go together; the
-aggregate skips that node for that column and marks the column ``incomplete``.
+Gate: ``MinRows("rows")`` withholds the node's whole answer when ``R < min_cell_count``
+(zero included), and ``Grid("n")`` withholds it when any column's non-null count is between
+1 and ``min_cell_count - 1`` (a sum over two people is their data), so which column was
+small is never visible. The node's row-set memory records the rows ``where`` selects and
+each column's non-null rows. The aggregate pools the nodes that contributed;
+``suppressed_nodes`` counts the nodes that withheld theirs.
 
 Extremes: the exact minimum and maximum are row-level values and are not sent. The node
 sends bounds instead: the minimum rounded down and the maximum rounded up to
@@ -40,8 +41,8 @@ from pydantic import BaseModel, Field
 
 from medfed.algorithms.base import (
     Algorithm,
-    Cells,
     Finished,
+    Grid,
     LocalContext,
     MinRows,
     NextRound,
@@ -99,11 +100,10 @@ class MomentsParams(WhereParams):
 
 
 class MeanStats(BaseModel):
-    """One column: pooled non-null count and mean; ``incomplete`` when a node held it back."""
+    """One column: pooled non-null count and mean over the nodes that contributed."""
 
     n: int
     mean: float | None
-    incomplete: bool = False
 
 
 class VarianceStats(MeanStats):
@@ -130,7 +130,7 @@ class MeanResult(BaseModel):
         ]
         title = f"Summary over {self.rows} rows"
         if self.suppressed_nodes:
-            title += f" ({self.suppressed_nodes} node(s) suppressed)"
+            title += f" ({self.suppressed_nodes} node(s) withheld theirs)"
         return text_table(title, ["column", *present], rows)
 
 
@@ -160,7 +160,7 @@ class Mean(Algorithm[MomentsParams]):
         check_where(self.name, params, schemas)
 
     def disclosure(self, params: MomentsParams) -> list[Rule]:
-        return [MinRows("rows"), Cells("n")]
+        return [MinRows("rows"), Grid("n")]
 
     def local(self, params: MomentsParams, ctx: LocalContext) -> dict[str, Any]:
         frame = ctx.data.select(params.columns, params.filter)
@@ -170,7 +170,7 @@ class Mean(Algorithm[MomentsParams]):
             values = frame[column].dropna().to_numpy(dtype=np.float64)
             n = len(values)
             counts[column] = n
-            if n == 0 or n < ctx.min_cell_count:
+            if n == 0:
                 stats[column] = None
                 continue
             total = math.fsum(values)
@@ -191,27 +191,23 @@ class Mean(Algorithm[MomentsParams]):
         outputs: Sequence[NodeOutput],
     ) -> Finished | NextRound:
         payloads, suppressed = gated_payloads(outputs)
-        columns = {c: _pool(c, payloads, suppressed) for c in params.columns}
+        columns = {c: _pool(c, payloads) for c in params.columns}
         rows = sum(int(p["rows"]) for p in payloads)
         result = {"columns": columns, "rows": rows, "suppressed_nodes": suppressed}
         return Finished(self.Result.model_validate(result).model_dump())
 
 
-def _pool(column: str, payloads: Sequence[dict[str, Any]], suppressed: int) -> dict[str, Any]:
+def _pool(column: str, payloads: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Chan et al.'s pooled n, mean, variance (ddof=1), std and bounds of one column."""
     parts: list[dict[str, float]] = []
     counts: list[int] = []
-    incomplete = suppressed > 0
     for payload in payloads:
-        n = payload["n"][column]
-        part = payload["stats"][column]
-        if n is None or (n > 0 and part is None):
-            incomplete = True
-        elif n > 0:
-            counts.append(int(n))
-            parts.append(part)
+        n = int(payload["n"][column])
+        if n > 0:
+            counts.append(n)
+            parts.append(payload["stats"][column])
     total = sum(counts)
-    out: dict[str, Any] = {"n": total, "incomplete": incomplete}
+    out: dict[str, Any] = {"n": total}
     if total == 0:
         return out | {"mean": None, "variance": None, "std": None}
     mean = math.fsum(p["sum"] for p in parts) / total

@@ -1,29 +1,33 @@
 """``chisq``: Pearson's chi-square test of independence of two categorical columns.
 
 Built on ``crosstab``: the same local step builds the node's contingency table, the hub
-pools the tables exactly and runs :func:`scipy.stats.chi2_contingency` on the pooled
-table, so the statistic, p value, degrees of freedom and expected counts equal
+pools the tables of the contributing nodes exactly and runs
+:func:`scipy.stats.chi2_contingency` on the pooled table, so with no node withheld the
+statistic, p value, degrees of freedom and expected counts equal
 ``chi2_contingency(pd.crosstab(df[row], df[col]))`` on the pooled rows. ``correction``
 (default ``true``, as scipy) applies Yates' continuity correction when the table has one
 degree of freedom. ``row_levels`` / ``col_levels`` restrict the table to those levels.
 
-What leaves a node (one round), as ``crosstab``::
+What leaves a node (one round), as ``crosstab`` plus the table's total::
 
-    {"row_levels": [...], "col_levels": [...], "table": [[count, ...], ...],
-     "hidden_cells": h, "rows": R}
+    {"row_levels": [...], "col_levels": [...], "table": [[count, ...], ...], "rows": R}
+
+A dimension whose levels are not given names every level that occurs in the table's rows
+(rows with both columns non-null, within the other dimension's given levels); a given
+dimension is reported in full, zeros included. Nothing else leaves.
 
 Gate: a node with ``0 < R < min_rows`` (rows with both columns non-null, within the given
-levels) refuses — rule ``min_rows``, a test on too few rows. ``Cells("table")`` turns each
-cell ``0 < count < k`` into ``None``; without levels a node names only levels that occur in
-a cell of at least ``k`` and counts the others in ``hidden_cells``. A suppressed cell or a
-hidden one means the pooled table would be wrong, so the aggregate fails the task with a
-:class:`~medfed.common.errors.BadRequest` naming rule ``min_cell_count`` — merge rare
-levels (or filter them out with ``where``) and run it again.
+levels) refuses — rule ``min_rows``, a test on too few rows. ``Grid("table")`` withholds
+the node's whole table when any cell is between 1 and ``min_cell_count - 1``, so which
+cell was small is never visible; the crosstab step declares each used row's cell to the
+node's row-set memory. The aggregate pools the tables of the nodes that contributed
+(``suppressed_nodes`` counts those that withheld theirs); when none did, the task fails
+with :class:`~medfed.common.errors.BadRequest` naming rule ``min_cell_count`` — merge rare
+levels (or leave them out with ``where``) and run it again.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,14 +36,15 @@ from pydantic import BaseModel
 
 from medfed.algorithms.base import (
     Algorithm,
-    Cells,
     Finished,
+    Grid,
     LocalContext,
     NextRound,
     NodeOutput,
     Rule,
 )
-from medfed.algorithms.stats._tests_common import levels_of, number, require_min_rows, text_table
+from medfed.algorithms.stats._common import gated_payloads
+from medfed.algorithms.stats._tests_common import number, require_min_rows, text_table
 from medfed.algorithms.stats.crosstab import Crosstab, CrosstabParams, CrosstabResult
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
@@ -65,6 +70,7 @@ class ChiSquareResult(BaseModel):
     dof: int
     correction: bool
     n: int
+    suppressed_nodes: int = 0
 
     def summary(self) -> str:
         width = max(len(c) for c in self.col_levels)
@@ -72,11 +78,10 @@ class ChiSquareResult(BaseModel):
             (level, *(f"{o} ({number(e, 4)})".rjust(width) for o, e in zip(obs, exp, strict=True)))
             for level, obs, exp in zip(self.row_levels, self.observed, self.expected, strict=True)
         ]
-        table = text_table(
-            f"{self.row} by {self.col}: observed (expected), n = {self.n}",
-            [self.row, *self.col_levels],
-            rows,
-        )
+        title = f"{self.row} by {self.col}: observed (expected), n = {self.n}"
+        if self.suppressed_nodes:
+            title += f" ({self.suppressed_nodes} node(s) withheld theirs)"
+        table = text_table(title, [self.row, *self.col_levels], rows)
         corrected = "Yates-corrected " if self.correction and self.dof == 1 else ""
         test = text_table(
             f"Pearson {corrected}chi-square test of independence",
@@ -99,28 +104,29 @@ class ChiSquare(Algorithm[ChiSquareParams]):
             raise BadRequest(exc.message.replace("crosstab:", "chisq:", 1)) from None
 
     def disclosure(self, params: ChiSquareParams) -> list[Rule]:
-        return [Cells("table")]
+        return [Grid("table")]
 
     def local(self, params: ChiSquareParams, ctx: LocalContext) -> dict[str, Any]:
-        frame = ctx.data.select([params.row, params.col], params.filter).dropna()
-        pairs = Counter(
-            zip(levels_of(frame[params.row]), levels_of(frame[params.col]), strict=True)
-        )
-        wanted = {
-            (r, c): n
-            for (r, c), n in pairs.items()
-            if (params.row_levels is None or r in params.row_levels)
-            and (params.col_levels is None or c in params.col_levels)
-        }
-        rows = sum(wanted.values())
-        require_min_rows(self.name, rows, ctx)
         output = _CROSSTAB.local(params, ctx)
-        shown_rows, shown_cols = set(output["row_levels"]), set(output["col_levels"])
-        # crosstab counts pairs outside listed levels as hidden too; here only rare ones count
-        output["hidden_cells"] = sum(
-            1 for r, c in wanted if r not in shown_rows or c not in shown_cols
-        )
-        return output | {"rows": rows}
+        table: list[list[int]] = output["table"]
+        # with one dimension's levels given, crosstab names every level of the other that
+        # occurs among all the rows; only those with rows in the table are part of the test
+        keep_rows = [
+            i for i, cells in enumerate(table) if params.row_levels is not None or any(cells)
+        ]
+        keep_cols = [
+            j
+            for j in range(len(output["col_levels"]))
+            if params.col_levels is not None or any(cells[j] for cells in table)
+        ]
+        rows = sum(sum(cells) for cells in table)
+        require_min_rows(self.name, rows, ctx)
+        return {
+            "row_levels": [output["row_levels"][i] for i in keep_rows],
+            "col_levels": [output["col_levels"][j] for j in keep_cols],
+            "table": [[table[i][j] for j in keep_cols] for i in keep_rows],
+            "rows": rows,
+        }
 
     def aggregate(
         self,
@@ -133,14 +139,11 @@ class ChiSquare(Algorithm[ChiSquareParams]):
         if not isinstance(step, Finished):
             raise BadRequest("chisq: crosstab asked for another round")
         pooled = CrosstabResult.model_validate(step.result)
-        rule = "chisq: gate: min_cell_count"
-        if pooled.suppressed_nodes:
-            raise BadRequest(f"{rule}: {pooled.suppressed_nodes} node(s) suppressed their table")
-        if any(map(any, pooled.incomplete)) or pooled.hidden_cells:
+        if outputs and not gated_payloads(outputs)[0]:
             raise BadRequest(
-                f"{rule}: a node holds a cell with fewer rows than its threshold, so its "
-                "count was withheld and the pooled table would be wrong; merge rare levels "
-                "or leave them out with where"
+                f"chisq: gate: min_cell_count: all {pooled.suppressed_nodes} node(s) withheld "
+                "their table (a node withholds a table whole when a cell is under its "
+                "threshold); merge rare levels or leave them out with where"
             )
         observed = np.asarray(pooled.table, dtype=np.int64)
         if observed.size == 0 or observed.sum() == 0:
@@ -162,5 +165,6 @@ class ChiSquare(Algorithm[ChiSquareParams]):
             dof=int(test.dof),
             correction=params.correction,
             n=int(observed.sum()),
+            suppressed_nodes=pooled.suppressed_nodes,
         )
         return Finished(result.model_dump())

@@ -2,25 +2,31 @@
 
 The groups are two levels of ``group`` (level names as in ``crosstab``: ``"1"``,
 ``"Pre"``, ``"true"``); the first named is ``a`` and the test is of ``mean(a) - mean(b)``.
-Without ``groups`` the column must have exactly two levels at the nodes, taken in sorted
-order. The result equals ``scipy.stats.ttest_ind(a, b, equal_var=False)`` on the pooled
-rows: statistic, p value, Welch-Satterthwaite degrees of freedom and the confidence
-interval of the difference (``alternative`` and ``confidence_level`` as in scipy).
+Without ``groups`` the column must have exactly two levels over the contributing nodes,
+taken in sorted order. With no node withheld the result equals
+``scipy.stats.ttest_ind(a, b, equal_var=False)`` on the pooled rows: statistic, p value,
+Welch-Satterthwaite degrees of freedom and the confidence interval of the difference
+(``alternative`` and ``confidence_level`` as in scipy).
 
 What leaves a node (one round), for the rows matching ``where`` where ``column`` and
 ``group`` are both non-null (and, with ``groups``, ``group`` is one of them)::
 
     {"rows": R,
-     "groups": [level, ...],                        # the two named, else levels with >= k
+     "groups": [level, ...],                        # the two named, else every level here
      "n": [n per group],
-     "stats": [{"sum": Σx, "m2": Σ(x - local mean)²} | None per group],
-     "hidden_groups": h}                             # without groups: levels with < k rows
+     "stats": [{"sum": Σx, "m2": Σ(x - local mean)²} | None per group]}   # None: n = 0
+
+Nothing else leaves (no row values).
 
 Gate: a node with ``0 < R < min_rows`` refuses (rule ``min_rows``, a test on too few
-rows); ``Cells("n")`` turns a group count ``0 < n < k`` into ``None`` and the local step
-sends no sums for it. A withheld group or a hidden level would make the pooled test wrong,
-so the aggregate then fails the task with :class:`~medfed.common.errors.BadRequest` naming
-the rule ``min_cell_count`` rather than returning a test on part of the data.
+rows). ``Grid("n")`` withholds the node's whole answer when any group count is between 1
+and ``min_cell_count - 1``, so which group was small is never visible. The local step
+declares each used row's group level to the node's row-set memory, so a later grid or
+filter that would split a released group into a part of 1..k-1 rows is withheld too.
+
+The aggregate pools the nodes that contributed (``suppressed_nodes`` counts those that
+withheld theirs) and fails the task with :class:`~medfed.common.errors.BadRequest` when
+none contributed, the levels are not two or a group has fewer than two pooled rows.
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 from scipy import special
 
 from medfed.algorithms.base import (
     Algorithm,
-    Cells,
     Finished,
+    Grid,
     LocalContext,
     NextRound,
     NodeOutput,
@@ -93,17 +100,17 @@ class TTestResult(BaseModel):
     confidence_interval: list[float | None]
     confidence_level: float
     alternative: str
+    suppressed_nodes: int = 0
 
     def summary(self) -> str:
         rows = [
             (f"{self.group} = {g}", n, number(m), number(s))
             for g, n, m, s in zip(self.groups, self.n, self.mean, self.std, strict=True)
         ]
-        groups = text_table(
-            f"Welch two-sample t-test of {self.column} by {self.group}",
-            ["group", "n", "mean", "std"],
-            rows,
-        )
+        title = f"Welch two-sample t-test of {self.column} by {self.group}"
+        if self.suppressed_nodes:
+            title += f" ({self.suppressed_nodes} node(s) withheld theirs)"
+        groups = text_table(title, ["group", "n", "mean", "std"], rows)
         low, high = self.confidence_interval
         level = f"{100 * self.confidence_level:g}% CI"
         test = text_table(
@@ -131,7 +138,7 @@ class TTest(Algorithm[TTestParams]):
         check_where(self.name, params, schemas)
 
     def disclosure(self, params: TTestParams) -> list[Rule]:
-        return [Cells("n")]
+        return [Grid("n")]
 
     def local(self, params: TTestParams, ctx: LocalContext) -> dict[str, Any]:
         frame = ctx.data.select([params.column, params.group], params.filter).dropna()
@@ -141,30 +148,21 @@ class TTest(Algorithm[TTestParams]):
             frame = frame[keep]
             levels = [level for level, k in zip(levels, keep, strict=True) if k]
         require_min_rows(self.name, len(frame), ctx)
+        ctx.cells(pd.Series(levels, index=frame.index, dtype=object))
         values = frame[params.column].to_numpy(dtype=float)
         by_level: dict[str, list[float]] = {}
         for level, value in zip(levels, values.tolist(), strict=True):
             by_level.setdefault(level, []).append(value)
-        if params.groups is not None:
-            named = list(params.groups)
-        else:
-            frequent = (g for g, v in by_level.items() if len(v) >= ctx.min_cell_count)
-            named = sorted(frequent, key=level_order)
+        named = list(params.groups or sorted(by_level, key=level_order))
         counts = [len(by_level.get(g, [])) for g in named]
         stats: list[dict[str, float] | None] = []
         for g, n in zip(named, counts, strict=True):
-            if n == 0 or n < ctx.min_cell_count:
+            if n == 0:
                 stats.append(None)
                 continue
             total = math.fsum(by_level[g])
             stats.append({"sum": total, "m2": math.fsum((x - total / n) ** 2 for x in by_level[g])})
-        return {
-            "rows": len(frame),
-            "groups": named,
-            "n": counts,
-            "stats": stats,
-            "hidden_groups": len(by_level) - len([g for g in named if g in by_level]),
-        }
+        return {"rows": len(frame), "groups": named, "n": counts, "stats": stats}
 
     def aggregate(
         self,
@@ -174,19 +172,16 @@ class TTest(Algorithm[TTestParams]):
         outputs: Sequence[NodeOutput],
     ) -> Finished | NextRound:
         payloads, suppressed = gated_payloads(outputs)
-        rule = "ttest: gate: min_cell_count"
-        if suppressed:
-            raise BadRequest(f"{rule}: {suppressed} node(s) suppressed their output")
-        if any(int(p["hidden_groups"]) > 0 for p in payloads):
+        if outputs and not payloads:
             raise BadRequest(
-                f"{rule}: a node holds a level of '{params.group}' with fewer rows than its "
-                "threshold and did not name it; name the two groups to compare in groups"
+                f"ttest: gate: min_cell_count: all {suppressed} node(s) withheld their answer "
+                "(a node withholds it whole when a group is under its threshold)"
             )
         named = {g for p in payloads for g in p["groups"]}
         levels = params.groups or sorted(named, key=level_order)
         if len(levels) != 2:
             raise BadRequest(
-                f"ttest: '{params.group}' has {len(levels)} levels at the nodes "
+                f"ttest: '{params.group}' has {len(levels)} levels at the contributing nodes "
                 f"({', '.join(levels)}); name the two to compare in groups"
             )
         pooled = []
@@ -196,23 +191,21 @@ class TTest(Algorithm[TTestParams]):
                 if level not in payload["groups"]:
                     continue
                 i = payload["groups"].index(level)
-                n, part = payload["n"][i], payload["stats"][i]
-                if n is None or (n > 0 and part is None):
-                    raise BadRequest(
-                        f"{rule}: group '{level}' has fewer rows at a node than its "
-                        "threshold; its values were withheld and the pooled test would be wrong"
-                    )
+                n, part = int(payload["n"][i]), payload["stats"][i]
                 if n > 0:
-                    parts.append((int(n), float(part["sum"]), float(part["m2"])))
+                    parts.append((n, float(part["sum"]), float(part["m2"])))
             n, mean, m2 = pool_moments(parts)
             if n < 2:
                 raise BadRequest(f"ttest: group '{level}' has {n} row(s); it needs at least 2")
             pooled.append((n, mean, m2 / (n - 1)))
-        return Finished(_welch(params, levels, pooled))
+        return Finished(_welch(params, levels, pooled, suppressed))
 
 
 def _welch(
-    params: TTestParams, levels: list[str], pooled: Sequence[tuple[int, float, float]]
+    params: TTestParams,
+    levels: list[str],
+    pooled: Sequence[tuple[int, float, float]],
+    suppressed: int,
 ) -> dict[str, Any]:
     """Welch's test from pooled ``(n, mean, variance)``, in scipy's order of operations."""
     (n1, mean1, v1), (n2, mean2, v2) = pooled
@@ -257,5 +250,6 @@ def _welch(
         confidence_interval=interval,
         confidence_level=params.confidence_level,
         alternative=params.alternative,
+        suppressed_nodes=suppressed,
     )
     return result.model_dump()

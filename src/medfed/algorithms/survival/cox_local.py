@@ -72,7 +72,11 @@ def load(params: CoxParams, ctx: LocalContext) -> NodeData:
     columns = [params.duration, params.event, *params.covariates]
     if params.strata:
         columns.append(params.strata)
-    frame = ctx.data.select(columns, params.filter).dropna().reset_index(drop=True)
+    frame = ctx.data.select(columns, params.filter).dropna()
+    # strata and levels of categorical covariates are cells whose sums are released
+    for column in [*params.categorical, *([params.strata] if params.strata else [])]:
+        ctx.cells(frame[column])
+    frame = frame.reset_index(drop=True)
     require_min_rows("cox", len(frame), ctx.min_rows)
     durations, events = read_survival("cox", frame, params.duration, params.event)
     k = ctx.min_cell_count

@@ -102,7 +102,10 @@ class EventTableAlgorithm(Algorithm[P]):
     def local(self, params: P, ctx: LocalContext) -> dict[str, Any]:
         group = self.group_column(params)
         columns = [params.duration, params.event] + ([group] if group else [])
-        frame = ctx.data.select(columns, params.filter).dropna().reset_index(drop=True)
+        frame = ctx.data.select(columns, params.filter).dropna()
+        if group:  # each group's table is released: its rows are a cell (row-set memory)
+            ctx.cells(frame[group])
+        frame = frame.reset_index(drop=True)
         require_min_rows(self.name, len(frame), ctx.min_rows)
         durations, events = read_survival(self.name, frame, params.duration, params.event)
         k = ctx.min_cell_count

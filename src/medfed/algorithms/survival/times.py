@@ -183,9 +183,8 @@ def check_nodes(
     answered = sorted(o.dataset_id for o in outputs if o.status == "ok" and o.payload)
     if answered != state.get("datasets"):
         raise BadRequest(
-            f"{algorithm}: the datasets that answered changed between rounds "
-            f"({state.get('datasets')} then {answered}); a node refused or was suppressed "
-            "part-way, so the pooled result cannot be exact"
+            f"{algorithm}: a node that contributed to round 0 withheld a later round, so "
+            "the pooled result cannot be exact"
         )
     return payloads
 

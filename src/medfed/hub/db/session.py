@@ -6,7 +6,8 @@ interleave: claiming a run and aggregating a round are serialized. Sessions from
 :func:`make_read_sessionmaker` (read-only paths such as a researcher's long poll on a task)
 start with a deferred ``BEGIN`` instead: in WAL mode they read a snapshot beside the
 writer and never queue for its lock. On PostgreSQL the services lock rows (``FOR UPDATE``,
-``SKIP LOCKED`` when claiming).
+``SKIP LOCKED`` when claiming). Without psycopg installed, a PostgreSQL URL ends in
+:class:`~medfed.common.extras.MissingExtra` (``medfed[postgres]``), not an import error.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from medfed.common.extras import needed
 
 READ_ONLY = "medfed_read_only"
 
@@ -41,7 +44,8 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    with needed("postgres"):  # SQLAlchemy imports the driver here
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

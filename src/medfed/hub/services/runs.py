@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
@@ -85,6 +85,14 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
         attempt=run.attempts,
         entitlement=grant.entitlement,
         discovery=grant.discovery,
+        task_nodes=int(
+            session.scalar(
+                select(func.count(distinct(Dataset.node_id))).where(
+                    Dataset.id.in_(task.dataset_ids)
+                )
+            )
+            or 0
+        ),
     )
 
 

@@ -9,7 +9,9 @@ values as ``?`` parameters — so no text from a request ever becomes SQL.
 
 One lock serialises queries on the connection (a DuckDB connection is not safe for
 concurrent use); the node runs one algorithm step per dataset at a time anyway. Row order
-is the file's order (DuckDB preserves insertion order for unordered scans).
+is the file's order. Each row's id is its position in the file: a hidden column of the
+view (not in the schema) and the index of every frame :meth:`TableStore.select` returns,
+so the node's row-set memory (``medfed.node.gate.rowsets``) knows which rows a step used.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
@@ -30,6 +33,8 @@ from medfed.common.schemas import ColumnSchema, ColumnType
 __all__ = ["TableStore", "infer_columns"]
 
 _VIEW = "medfed_table"
+#: the hidden row-id column of the view; a table may not have a column of this name
+ROW_ID = "__medfed_row__"
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -71,6 +76,8 @@ def infer_columns(frame: pd.DataFrame) -> list[ColumnSchema]:
     for name in frame.columns:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise BadRequest(f"table: column name {name!r} must be a string of 1-200 characters")
+        if name == ROW_ID:
+            raise BadRequest(f"table: column name '{ROW_ID}' is reserved")
         columns.append(ColumnSchema(name=name, type=_column_type(frame[name])))
     return columns
 
@@ -104,7 +111,8 @@ class TableStore:
         self._by_name = {c.name: c for c in self._columns}
         self._lock = threading.Lock()
         self._con = duckdb.connect(":memory:")
-        self._con.register(_VIEW, self._frame)
+        view = self._frame.assign(**{ROW_ID: np.arange(len(self._frame), dtype=np.int64)})
+        self._con.register(_VIEW, view)
 
     @classmethod
     def open(cls, path: str | Path) -> TableStore:
@@ -127,7 +135,7 @@ class TableStore:
         return f" WHERE {sql}", params
 
     def select(self, columns: Sequence[str], where: Filter | None = None) -> pd.DataFrame:
-        """Rows of ``columns`` (in file order) that match ``where``."""
+        """Rows of ``columns`` (in file order) that match ``where``, indexed by row id."""
         if isinstance(columns, str):
             raise BadRequest("select: columns must be a list of names, not one string")
         names = list(dict.fromkeys(columns))
@@ -135,14 +143,23 @@ class TableStore:
             if column not in self._by_name:
                 raise BadRequest(f"select: unknown column '{column}' in {self.name}")
         clause, params = self._where(where)
-        if not names:
-            return pd.DataFrame(index=pd.RangeIndex(self.count(where)))
-        fields = ", ".join(quote_identifier(c) for c in names)
+        fields = ", ".join(quote_identifier(c) for c in [ROW_ID, *names])
         with self._lock:
             frame: pd.DataFrame = self._con.execute(
                 f"SELECT {fields} FROM {_VIEW}{clause}", params
             ).df()
+        frame.index = pd.Index(frame.pop(ROW_ID).to_numpy(dtype=np.int64), name=None)
         return frame
+
+    def row_ids(self, where: Filter | None = None) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """The ids (file positions) of the rows that match ``where``, ascending."""
+        clause, params = self._where(where)
+        with self._lock:
+            found = self._con.execute(
+                f"SELECT {quote_identifier(ROW_ID)} FROM {_VIEW}{clause}", params
+            ).fetchnumpy()
+        ids = np.sort(np.asarray(found[ROW_ID], dtype=np.int64))
+        return ids
 
     def count(self, where: Filter | None = None) -> int:
         """Number of rows that match ``where``."""

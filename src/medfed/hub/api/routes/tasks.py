@@ -24,6 +24,7 @@ router = APIRouter(prefix="/api", tags=["tasks"])
 
 def task_public(session: Session, task: Task) -> TaskPublic:
     public = TaskPublic.model_validate(task)
+    runs = tasks.runs_of(session, task)
     public.runs = [
         NodeRunStatus(
             run_id=run.id,
@@ -32,12 +33,16 @@ def task_public(session: Session, task: Task) -> TaskPublic:
             dataset_id=run.dataset_id,
             round=run.round,
             status=RunStatus(run.status),
-            output_status=run.output_status,
+            output_status=None,  # which node withheld is not shown; the counts are
             attempts=run.attempts,
             error=run.error,
         )
-        for run, node_name in tasks.runs_of(session, task)
+        for run, node_name in runs
     ]
+    latest = max((run.round for run, _ in runs), default=0)
+    done = [r for r, _ in runs if r.round == latest and r.status == RunStatus.done.value]
+    public.contributing_nodes = len({r.node_id for r in done if r.output_status == "ok"})
+    public.withheld_nodes = len({r.node_id for r in done if r.output_status != "ok"})
     if task.status != TaskStatus.completed.value:
         public.result = None
     return public

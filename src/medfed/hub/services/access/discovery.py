@@ -9,8 +9,9 @@ in the hub's discovery project with one run per dataset. The runs need no entitl
 (``allow_discovery``, ``count_rounding``) decides whether and how precisely it answers.
 
 :func:`query_result` reads the runs: a count under the node's threshold comes back from
-the gate suppressed and is shown as ``"<k"`` (a zero too, at count granularity), never as
-a number; counts at or over it come rounded by the node. The budget is
+the gate withheld (a zero too) and is shown as ``"<k"`` at count granularity and as "no"
+at boolean granularity — boolean discovery says "yes" only where at least ``k`` rows match
+— never as a number; counts at or over it come rounded by the node (to 10 by default). The budget is
 ``discovery_budget`` queries per user in ``discovery_window_hours``; an exhausted budget
 is refused with 429, naming when the next query is possible, and stores nothing.
 """
@@ -186,8 +187,8 @@ def query_result(
             item.count = None if boolean else n
             item.count_text = "yes" if boolean else str(n)
             total += n
-        else:  # suppressed (0 < n < k) or zero: never an exact number under the threshold
-            item.exists = run.output_status == "suppressed" if boolean else None
+        else:  # withheld (n < k, zero included): never a number, and "no" when boolean
+            item.exists = False if boolean else None
             item.count_text = ("yes" if item.exists else "no") if boolean else _below(node)
             under += 1
         out.append(item)

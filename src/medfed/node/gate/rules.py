@@ -1,17 +1,24 @@
-"""The node's disclosure gate: the last step before any value leaves the node.
+"""The gate's output rules: threshold, whole-grid and tail-cell rules on one local output.
 
 How it runs: the node agent calls :func:`apply_gate` on the dict an algorithm's local step
 returned, with that algorithm's rules (:meth:`Algorithm.disclosure`) and the node's
-:class:`GatePolicy`. In order:
+:class:`GatePolicy`. The row-set rules (subset, differencing) run after this, in
+:mod:`medfed.node.gate.rowsets`. In order:
 
 1. The output is copied into plain JSON data (dict with string keys, list, str, int,
    float, bool, None). Anything else — a numpy scalar, a DataFrame, a set, a tuple —
    raises ``ValueError``: an algorithm that returns something odd is a bug, and the node
    reports the run as failed instead of sending it. NaN and infinities become ``None``.
-2. :class:`MinRows` rules: when ``0 < output[key] < min_cell_count`` the whole output is
-   suppressed — :class:`GateResult` has status ``"suppressed"`` and no payload.
-3. :class:`Cells` rules: every count under ``output[key]`` (a number, or nested lists and
-   dicts of numbers) with ``0 < count < min_cell_count`` becomes ``None``. Zero passes.
+2. :class:`MinRows` rules: when ``output[key] < min_cell_count`` — zero included, so a node
+   with no usable rows looks exactly like one with a few — the whole output is withheld:
+   :class:`GateResult` has status ``"suppressed"``, no payload, and ``reason`` names the
+   rule for the node's own log (it never leaves the node).
+3. :class:`Grid` rules: when any count under ``output[key]`` (a number, or nested lists and
+   dicts of numbers) is between 1 and ``min_cell_count - 1``, the whole output is withheld
+   — which cell was small is never visible. Zero cells pass (DataSHIELD's ``nfilter.tab``).
+4. :class:`Cells` rules (monotone tails only: survival risk sets, quantile ranks): every
+   count with ``0 < count < min_cell_count`` becomes ``None``. Only for series where the
+   position of the small cells follows from the released ones (a decreasing risk set).
 
 A key named by a rule that is missing, or a count that is not a non-negative number, raises
 ``ValueError`` — the gate never guesses what an algorithm meant.
@@ -24,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from medfed.algorithms.base import Cells, MinRows, Rule
+from medfed.algorithms.base import Cells, Grid, MinRows, Rule
 
 __all__ = ["GatePolicy", "GateResult", "apply_gate", "plain"]
 
@@ -51,6 +58,8 @@ class GateResult:
     status: Literal["ok", "suppressed"]
     payload: dict[str, Any] | None
     suppressed_cells: int = 0
+    #: why the output was withheld, for the node's own log only
+    reason: str | None = None
 
 
 def plain(value: Any, path: str = "output", depth: int = 0) -> Any:
@@ -102,6 +111,17 @@ def _cells(value: Any, k: int, path: str) -> tuple[Any, int]:
     return value, 0
 
 
+def _small(value: Any, k: int, path: str) -> bool:
+    """Whether any count under ``value`` is between 1 and ``k - 1``."""
+    if value is None:
+        return False
+    if isinstance(value, list):
+        return any(_small(item, k, f"{path}[{i}]") for i, item in enumerate(value))
+    if isinstance(value, dict):
+        return any(_small(item, k, f"{path}.{key}") for key, item in value.items())
+    return 0 < _count(value, path) < k
+
+
 def _field(output: dict[str, Any], key: str, rule: Rule) -> Any:
     if key not in output:
         raise ValueError(f"gate: rule {rule!r} names key '{key}', which the output lacks")
@@ -115,14 +135,20 @@ def apply_gate(output: dict[str, Any], rules: Sequence[Rule], policy: GatePolicy
     payload: dict[str, Any] = plain(output)
     k = policy.min_cell_count
     for rule in rules:
+        if not isinstance(rule, MinRows | Grid | Cells):
+            raise ValueError(f"gate: unknown rule {rule!r}")
+    for rule in rules:
         if isinstance(rule, MinRows):
             value = _field(payload, rule.key, rule)
             if value is None:
                 raise ValueError(f"gate: row count '{rule.key}' is null or not finite")
-            if 0 < _count(value, f"output.{rule.key}") < k:
-                return GateResult(status="suppressed", payload=None, suppressed_cells=0)
-        elif not isinstance(rule, Cells):
-            raise ValueError(f"gate: unknown rule {rule!r}")
+            if _count(value, f"output.{rule.key}") < k:
+                return _withheld(f"threshold: {rule.key} under min_cell_count")
+    for rule in rules:
+        if isinstance(rule, Grid) and _small(
+            _field(payload, rule.key, rule), k, f"output.{rule.key}"
+        ):
+            return _withheld(f"grid: a cell of {rule.key} under min_cell_count")
     suppressed = 0
     for rule in rules:
         if isinstance(rule, Cells):
@@ -130,3 +156,7 @@ def apply_gate(output: dict[str, Any], rules: Sequence[Rule], policy: GatePolicy
             payload[rule.key], n = _cells(value, k, f"output.{rule.key}")
             suppressed += n
     return GateResult(status="ok", payload=payload, suppressed_cells=suppressed)
+
+
+def _withheld(reason: str) -> GateResult:
+    return GateResult(status="suppressed", payload=None, reason=reason)
