@@ -121,7 +121,14 @@ def test_table_ingest_feeds_the_catalogue_and_export_round_trips(
     assert refused.returncode == 1 and "target" in refused.stderr
     assert "Traceback" not in refused.stderr
 
-    with Federation(tmp_path / "fed", {"hospital": {"diabetes": table}}) as fed:
+    # one hospital: its policy must allow a sole release, and the hub a single node
+    single = {"MEDFED_MIN_NODES": "1"}
+    with Federation(
+        tmp_path / "fed",
+        {"hospital": {"diabetes": table}},
+        hub_env=single,
+        extra_policy="sole_release = true",
+    ) as fed:
         listed = fed.researcher.datasets.list()
         assert listed[0].summary is not None
         count = fed.researcher.tasks.run("count", datasets=["diabetes"], progress=False)

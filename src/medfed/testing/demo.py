@@ -3,9 +3,10 @@
 It starts a hub (SQLite in a temporary folder) and three node processes on 127.0.0.1.
 Each node holds its share of the GBSG2 breast-cancer trial (686 patients), split by tumour
 grade and menopausal status so the shares differ in size and case mix. Through the SDK it
-runs count, mean, variance, histogram and crosstab, prints every federated figure beside
-the pooled pandas figure and their difference, stops every process and exits 0 when all
-agree (1 otherwise).
+runs count, mean, variance and histogram, prints every federated figure beside the pooled
+pandas figure and their difference, then shows the disclosure gate withholding a crosstab
+that would cross the histogram and a count of a few patients; stops every process and
+exits 0 when all agree (1 otherwise).
 """
 
 from __future__ import annotations
@@ -97,30 +98,28 @@ def run_demo(root: Path | None = None) -> int:
             for i, (got, want) in enumerate(zip(hist.result.counts, expected, strict=True)):
                 label = f"age [{HISTOGRAM_BINS[i]:.0f}, {HISTOGRAM_BINS[i + 1]:.0f})"
                 add(f"histogram {label}", got, int(want), exact=True)
-            tab = client.tasks.run(
-                "crosstab", datasets=["gbsg2"], row="tgrade", col="horTh", progress=False
-            )
-            pooled_tab = pd.crosstab(pooled["tgrade"], pooled["horTh"])
-            for i, r in enumerate(tab.result.row_levels):
-                for j, c in enumerate(tab.result.col_levels):
-                    add(
-                        f"crosstab tgrade={r} horTh={c}",
-                        tab.result.table[i][j],
-                        int(pooled_tab.loc[r, c]),
-                        True,
-                    )
             console.print(rows)
-            rare = client.tasks.run(
-                "count", datasets=["gbsg2"], where="age >= 60 and menostat == 'Pre'", progress=False
+            # the disclosure gate at work: answers that would single out 1-4 patients
+            crossing = client.tasks.wait(
+                client.tasks.submit("crosstab", datasets=["gbsg2"], row="tgrade", col="horTh").id,
+                progress=False,
             )
             console.print(
-                f"disclosure gate: count where age >= 60 and menostat == 'Pre' → {rare.result.n} "
+                f"differencing defence: crosstab tgrade x horTh after the age histogram → "
+                f"{crossing.withheld_nodes} of 3 node(s) withheld it (its cells would cut a bin "
+                f"they released into groups of 1-4 patients); task {crossing.status.value}"
+            )
+            where = "age >= 60 and menostat == 'Pre'"
+            rare = client.tasks.wait(
+                client.tasks.submit("count", datasets=["gbsg2"], where=where).id, progress=False
+            )
+            answer = rare.result["n"] if rare.result is not None else "no result"
+            console.print(
+                f"threshold: count where {where} → {answer} "
                 f"(pooled {int(((pooled.age >= 60) & (pooled.menostat == 'Pre')).sum())}); "
                 f"{rare.withheld_nodes} node(s) withheld their count (under 5 patients, or a "
                 "split of an earlier answer), never saying which"
             )
-            statuses = ", ".join(f"{n['node']}: {n['status']}" for n in tab.node_table())
-            console.print(f"node statuses (last task): {statuses}")
     elapsed = time.perf_counter() - started
     verdict = (
         "[green]all federated results equal the pooled ones[/green]"

@@ -35,6 +35,8 @@ class Federation:
     hub_env: dict[str, str] = field(default_factory=dict)
     heartbeat_seconds: float = 1.0
     grant_access: bool = True
+    #: lines added to each node's ``[policy]`` (e.g. ``sole_release = true``)
+    extra_policy: str = ""
     hub: HubProcess = field(init=False)
     nodes: dict[str, NodeProcess] = field(init=False, default_factory=dict)
     admin: Client = field(init=False)
@@ -82,6 +84,7 @@ class Federation:
                 paths,
                 min_cell_count=self.min_cell_count,
                 heartbeat_seconds=self.heartbeat_seconds,
+                extra_policy=self.extra_policy,
             )
             node.start()
             self.nodes[name] = node

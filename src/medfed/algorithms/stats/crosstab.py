@@ -131,8 +131,15 @@ class Crosstab(Algorithm[CrosstabParams]):
         rows = [level_name(v) for v in frame[params.row]]
         cols = [level_name(v) for v in frame[params.col]]
         pairs = Counter(zip(rows, cols, strict=True))
-        row_levels = params.row_levels or sorted(set(rows), key=level_order)
-        col_levels = params.col_levels or sorted(set(cols), key=level_order)
+        # a free dimension names only levels that occur inside the table (never a level
+        # that only rows outside the other dimension's listed levels have)
+        wanted_rows = set(params.row_levels or rows)
+        wanted_cols = set(params.col_levels or cols)
+        inside = [
+            (r, c) for r, c in zip(rows, cols, strict=True) if r in wanted_rows and c in wanted_cols
+        ]
+        row_levels = params.row_levels or sorted({r for r, _ in inside}, key=level_order)
+        col_levels = params.col_levels or sorted({c for _, c in inside}, key=level_order)
         shown_rows, shown_cols = set(row_levels), set(col_levels)
         ctx.cells(
             pd.Series(
