@@ -71,16 +71,22 @@ def test_counts_under_the_threshold_are_never_exact(world: World) -> None:
     assert all(d["count"] is None and d["count_text"].startswith("<") for d in zero["datasets"])
 
 
-def test_boolean_granularity_says_only_whether_rows_exist(world: World) -> None:
+def test_boolean_granularity_says_yes_only_for_at_least_k_rows(world: World) -> None:
     _release(world)
     query_id = _query(world, "boolean").json()["id"]
     _answer(world, world.node_a, 0)
-    _answer(world, world.node_b, None)
+    _answer(world, world.node_b, None)  # 1..k-1 rows: withheld, and that reads as "no"
     result = _result(world, query_id)
-    assert result["granularity"] == "boolean" and result["exists"] is True
-    assert result["count"] is None
+    assert result["granularity"] == "boolean" and result["exists"] is False
+    assert result["count"] is None and result["count_text"] == "no"
     assert all(d["count"] is None for d in result["datasets"])
-    assert [d["exists"] for d in result["datasets"]] == [False, True]
+    assert [d["exists"] for d in result["datasets"]] == [False, False]
+    second = _query(world, "boolean").json()["id"]
+    _answer(world, world.node_a, 10)  # k rows or more (rounded by the node)
+    _answer(world, world.node_b, None)
+    result = _result(world, second)
+    assert result["exists"] is True and result["count_text"] == "yes"
+    assert [d["exists"] for d in result["datasets"]] == [True, False]
 
 
 @pytest.mark.hub(discovery_budget=2)

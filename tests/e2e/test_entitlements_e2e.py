@@ -42,7 +42,7 @@ def test_entitled_runs_are_verified_and_answered_by_the_nodes(fed: Federation) -
 def test_discovery_counts_need_no_entitlement(fed: Federation) -> None:
     answer = fed.researcher.access.count(["age >= 0"], wait=60)
     assert answer.status == "completed"
-    assert answer.count == 105
+    assert answer.count == 60 + 40  # each node rounds to 10 (45 → 40: half to even)
     assert sorted(d.node_name for d in answer.datasets) == ["north", "south"]
 
 

@@ -50,7 +50,14 @@ def federation(
 ) -> Iterator[Federation]:
     root = tmp_path_factory.mktemp("browser-federation")
     tables = {name: {"gbsg2": share} for name, share in shares.items()}
-    with Federation(root, tables, grant_access=False) as federation:
+    # the walkthrough publishes one hospital's dataset: that hospital allows sole release
+    with Federation(
+        root,
+        tables,
+        grant_access=False,
+        hub_env={"MEDFED_MIN_NODES": "1"},
+        extra_policy="sole_release = true",
+    ) as federation:
         yield federation
 
 

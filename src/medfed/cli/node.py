@@ -47,6 +47,56 @@ def start(
     agent.run_forever()
 
 
+@app.command()
+def queries(
+    config: Path = typer.Option(..., "--config", "-c", help="path to node.toml"),
+    project: int | None = typer.Option(None, "--project", help="only this project's runs"),
+    withheld: bool = typer.Option(False, "--withheld", help="only runs the gate withheld"),
+) -> None:
+    """The steward's view of the node log: every query on this node's data, rule by rule.
+
+    One line per run: time, project, task, algorithm, dataset, what the node decided, the
+    rule that withheld or refused it (``subset``, ``differencing``, ``threshold``,
+    ``local``, ``policy``), the keyed hash of its filter (equal filters, equal hashes) and
+    how many row sets it used. Runs flagged ``!`` were withheld by the subset or
+    differencing rule: repeated ones from one project suggest an attack.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from medfed.node.config import load_config
+    from medfed.node.runlog import RunLog
+
+    cfg = load_config(config)
+    table = Table(title=f"queries on {cfg.data_dir}")
+    for column in ("time", "project", "task", "algorithm", "dataset", "decision", "rule"):
+        table.add_column(column)
+    table.add_column("filter")
+    table.add_column("sets", justify="right")
+    for entry in RunLog(cfg.data_dir / "runs.jsonl").entries():
+        if "run_id" not in entry:
+            continue  # an alarm line
+        if project is not None and entry.get("project_id") != project:
+            continue
+        rule = entry.get("rule") or ""
+        if withheld and not entry.get("withheld"):
+            continue
+        decision = entry.get("output_status") or entry.get("status") or ""
+        flag = "!" if rule in ("subset", "differencing") else ""
+        table.add_row(
+            str(entry.get("time", ""))[:19],
+            str(entry.get("project_id", "")),
+            str(entry.get("task_id", "")),
+            str(entry.get("algorithm", "")),
+            str(entry.get("dataset", "")),
+            decision,
+            f"{flag}{rule}",
+            str(entry.get("filter_hmac", ""))[:12],
+            str(len(entry.get("rowsets") or [])),
+        )
+    Console().print(table)
+
+
 ingest = typer.Typer(
     help="Ingest raw hospital exports into de-identified datasets.", no_args_is_help=True
 )

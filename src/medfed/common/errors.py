@@ -54,6 +54,15 @@ class Refused(MedfedError):
     status_code = 403
 
 
+class PolicyRefused(Refused):
+    """A node's policy refused a run for what it asks, not for what the data holds.
+
+    The node answers ``refused`` with this message (plan not approved, algorithm not
+    allowed). A refusal that depends on the data (row counts, values) is a plain
+    :class:`Refused`, which the node turns into a withheld answer without text.
+    """
+
+
 ERRORS_BY_STATUS: dict[int, type[MedfedError]] = {
     401: Unauthorized,
     403: Forbidden,

@@ -42,7 +42,7 @@ from typing import Any
 
 from medfed.algorithms.base import LocalContext
 from medfed.algorithms.registry import get_algorithm
-from medfed.common.errors import BadRequest, Conflict, MedfedError, NotFound
+from medfed.common.errors import BadRequest, Conflict, MedfedError, NotFound, PolicyRefused
 from medfed.common.resources import DatasetRegister, RunAssignment, RunOutcome
 from medfed.ledger.checkpoint import Checkpoint
 from medfed.node import entitlements
@@ -272,6 +272,9 @@ class NodeAgent:
             gated = apply_gate(
                 output, alg.disclosure(params), GatePolicy(min_cell_count=policy.min_cell_count)
             )
+        except PolicyRefused as exc:  # what the run asks, not what the data holds
+            audit["rule"] = "policy"
+            return RunOutcome(lease_id=run.lease_id, status="refused", error=exc.message), audit
         except MedfedError as exc:  # a check of the data said no: withheld like any rule
             return withheld("local", exc.message)
         except Exception as exc:  # the message could hold a data value: its type only

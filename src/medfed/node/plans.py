@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medfed.algorithms.learning.plan import is_plan_hash, plan_hash
-from medfed.common.errors import BadRequest, Refused
+from medfed.common.errors import BadRequest, PolicyRefused, Refused
 from medfed.common.timeutil import utcnow
 from medfed.node.runlog import RunLog
 
@@ -67,15 +67,15 @@ class PlanApprovals:
             raise Refused(f"plan: {expected_hash!r} is not a plan hash")
         actual = plan_hash(source)
         if actual != expected_hash:
-            raise Refused(
+            raise PolicyRefused(
                 f"plan: the source received hashes to {actual[:12]}…, not the plan "
                 f"{expected_hash[:12]}… the training names"
             )
         decision = self.decisions().get(actual, {}).get("decision")
         if decision == "rejected":
-            raise Refused(f"plan {actual[:12]}… was rejected by this node's steward")
+            raise PolicyRefused(f"plan {actual[:12]}… was rejected by this node's steward")
         if decision != "approved":
-            raise Refused(
+            raise PolicyRefused(
                 f"plan {actual[:12]}… is not approved at this node "
                 f"(the steward runs: medfed node plans approve {actual})"
             )
