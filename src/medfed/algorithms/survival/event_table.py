@@ -16,7 +16,7 @@ What leaves a node, for the rows that match ``where`` and have a duration and an
 Round 0 agrees the global grid: the hub sends back the sorted union of every node's event
 times (``state["times"]``). ``level`` is the group level (``"all"`` without a group).
 
-Gate: ``MinRows("rows")`` suppresses the whole output when ``0 < R < min_cell_count``;
+Gate: ``MinRows("rows")`` withholds the whole output when ``R < min_cell_count``;
 ``Cells("at_risk")`` turns any risk-set count under ``min_cell_count`` into ``None``. The
 local step itself guarantees that never happens: by the risk-set rule each count is
 either 0 or at least ``min_cell_count``, and the event counts are counts within such a
