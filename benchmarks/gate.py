@@ -11,10 +11,10 @@ fingerprints of the row set and of each column's non-null rows) and
 ``RowSetMemory.release`` (refine, check, write when the partition changed). A third of
 the tasks select a union of remembered cells (released, nothing written), a third cut
 cells into large parts (released, the new partition written), a third cut cells into
-parts of 1-4 rows (refused). Reported per task: the whole recorded select, the gate
-part alone (masks, fingerprints and the partition check, without the DuckDB query), p50 and p99; the memory's
-resident size and its file on disk. Same run, side by side: the plain ``TableStore.select``
-the local step would make without the gate, as the reference.
+parts of 1-4 rows (refused). Reported per task, p50 and p99: the whole recorded select;
+the gate part alone (masks, fingerprints and the partition check, without the DuckDB
+query); the memory's resident size and its file on disk. Same run, side by side: the
+plain ``TableStore.select`` the local step would make without the gate, as the reference.
 """
 
 from __future__ import annotations
