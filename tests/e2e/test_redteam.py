@@ -133,6 +133,35 @@ def test_single_node_reference_is_refused(fed: Federation) -> None:
     assert task.status.value == "failed" and task.result is None
 
 
+def test_quantiles_at_many_probabilities_return_no_individual_value(
+    fed: Federation, gbsg2: pd.DataFrame
+) -> None:
+    """99 probabilities over unique survival days: no value fewer than k patients share."""
+    probs = [i / 100 for i in range(1, 100)]
+    task = run(fed, "quantiles", column="time", probs=probs)
+    assert task.result is not None
+    times = gbsg2["time"]
+    for q in task.result["quantiles"]:
+        if q["value"] is not None:
+            assert int((times == q["value"]).sum()) >= K
+        else:  # a bin (or search interval) that holds at least k patients
+            inside = (times >= q["lower"]) & (times <= q["upper"])
+            assert int(inside.sum()) >= K
+
+
+def test_km_releases_no_event_time_and_no_small_step(fed: Federation, gbsg2: pd.DataFrame) -> None:
+    """The whole dataset's KM curve: steps on a public grid, each >= k events."""
+    task = run(fed, "km", duration="time", event="cens")
+    assert task.result is not None
+    event_days = set(gbsg2.loc[gbsg2.cens == 1, "time"])
+    for curve in task.result["curves"]:
+        step = curve["time_step"]
+        assert step is not None and all(e >= K for e in curve["events"])
+        for t in curve["times"]:
+            assert abs(t / step - round(t / step)) < 1e-9  # a grid point, not a patient's day
+        assert not set(curve["times"]) >= event_days
+
+
 def test_discovery_says_no_below_k(fed: Federation, gbsg2: pd.DataFrame) -> None:
     youngest = int(gbsg2["age"].min())
     answer = fed.researcher.access.count(

@@ -8,6 +8,7 @@ numpy / pandas / scipy on the pooled rows, and every gate rule with a case it re
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,9 @@ class Cells:
     def cells(self, labels: pd.Series) -> None:
         self.labels.append(labels)
 
+    def magnitudes(self, label: str, values: object) -> None:
+        """Dominance declarations are not what these tests look at."""
+
 
 def declared(name: str, raw: dict[str, Any], store: TableStore) -> pd.Series:
     """The one grid a local step declares, by row id."""
@@ -80,14 +84,53 @@ def declared(name: str, raw: dict[str, Any], store: TableStore) -> pd.Series:
 
 @pytest.mark.parametrize("name", list(DATA))
 def test_quantiles_are_numpy_quantiles_exactly(name: str) -> None:
+    # at k = 1 no value is an individual's to protect: the search itself is exact
     for column in NUMERIC[name]:
-        result = run_locally("quantiles", {"column": column, "probs": PROBS}, STORES[name])
+        params = {"column": column, "probs": PROBS}
+        result = run_locally("quantiles", params, STORES[name], min_cell_count=1)
         values = DATA[name][column]
         assert result["n"] == len(values)
         assert all(q["exact"] for q in result["quantiles"]), result["quantiles"]
         got = [q["value"] for q in result["quantiles"]]
         assert got == np.quantile(values, PROBS).tolist()  # bit for bit
         np.testing.assert_allclose(got, values.quantile(PROBS), rtol=1e-14)
+
+
+def shared(values: pd.Series, prob: float) -> int:
+    """How many rows share the order statistics behind numpy's quantile (the fewest)."""
+    ordered = np.sort(values.to_numpy(dtype=float))
+    h = (len(ordered) - 1) * prob
+    used = {math.floor(h), math.ceil(h)}
+    return min(int((ordered == ordered[j]).sum()) for j in used)
+
+
+@pytest.mark.parametrize("name", list(DATA))
+def test_quantiles_release_a_value_only_when_k_rows_share_it(name: str) -> None:
+    # default policy (k = 5): a quantile whose order statistics at least 5 pooled rows share
+    # equals numpy bit for bit; any other is a bin of at least 5 rows that holds it
+    for column in NUMERIC[name]:
+        result = run_locally("quantiles", {"column": column, "probs": PROBS}, STORES[name])
+        values = DATA[name][column]
+        truth = np.quantile(values, PROBS)
+        for q, want, prob in zip(result["quantiles"], truth, PROBS, strict=True):
+            if shared(values, prob) >= K:
+                assert q["exact"] and q["value"] == want and not q["coarsened"]
+                continue
+            assert q["coarsened"] and q["value"] is None and not q["exact"]
+            assert q["lower"] <= want <= q["upper"]
+            inside = values[(values >= q["lower"]) & (values <= q["upper"])]
+            assert len(inside) >= K  # the bin released is never one patient's value
+
+
+def test_quantiles_of_unique_values_are_bins_that_bound_them() -> None:
+    # GBSG2 survival times are nearly all distinct days: every quartile becomes a bin
+    result = run_locally("quantiles", {"column": "time"}, STORES["gbsg2"])
+    truth = np.quantile(GBSG2.time, PROBS)
+    for q, want in zip(result["quantiles"], truth, strict=True):
+        assert q["coarsened"] and q["lower"] <= want <= q["upper"]
+        assert q["upper"] - q["lower"] <= 100  # the rule's effect, stated as the bin width
+    summary = get_algorithm("quantiles").Result.model_validate(result).summary()
+    assert "no" in summary
 
 
 def test_quantiles_with_a_filter_and_many_probs_at_k1() -> None:
@@ -117,7 +160,12 @@ def test_quantiles_leave_out_a_node_with_fewer_than_k_rows(tmp_path: Path) -> No
     result = run_locally("quantiles", {"column": "bmi"}, stores)
     assert result["incomplete"] is True and result["suppressed_nodes"] == 1
     assert result["n"] == 400
-    assert [q["value"] for q in result["quantiles"]] == np.quantile(frame.bmi[:400], PROBS).tolist()
+    truth = np.quantile(frame.bmi[:400], PROBS)
+    for q, want, prob in zip(result["quantiles"], truth, PROBS, strict=True):
+        if shared(frame.bmi[:400], prob) >= K:
+            assert q["value"] == want
+        else:
+            assert q["coarsened"] and q["lower"] <= want <= q["upper"]
     path = tmp_path / "q.png"
     get_algorithm("quantiles").Result.model_validate(result).plot(str(path))
     assert path.read_bytes()[:4] == b"\x89PNG"

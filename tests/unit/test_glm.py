@@ -258,9 +258,12 @@ def test_min_rows_withholds_a_node_with_too_few_rows() -> None:
     assert "9" not in withheld[0]
     assert result["datasets"] == 2
     assert_matches(result, reference("cens ~ age", pd.concat(_small_shares(9)[:2]), "binomial"))
-    # ten rows pass the rule and count
+    # ten rows pass the rule and count (residual degrees of freedom checked apart, below)
     withheld.clear()
-    result = run_locally("glm", params, _with_small_share(10), min_cell_count=1, withheld=withheld)
+    result = run_locally(
+        "glm", params, _with_small_share(10), min_cell_count=1, min_residual_df=0,
+        withheld=withheld,
+    )  # fmt: skip
     assert withheld == [] and result["datasets"] == 3
     assert_matches(result, reference("cens ~ age", pd.concat(_small_shares(10)), "binomial"))
     # when every node has too few rows, no node contributes
@@ -269,6 +272,20 @@ def test_min_rows_withholds_a_node_with_too_few_rows() -> None:
     with pytest.raises(BadRequest, match="no node contributed"):
         run_locally("glm", params, tiny, min_cell_count=1, withheld=withheld)
     assert len(withheld) == 3 and all(w.startswith("gate: min_rows") for w in withheld)
+
+
+def test_min_residual_df_withholds_a_node_left_with_too_few_degrees_of_freedom() -> None:
+    # two parameters: 11 rows leave 9 residual df (< 10, ACRO's default), 12 leave 10
+    params = {**BINOMIAL, "covariates": ["age"]}
+    withheld: list[str] = []
+    result = run_locally("glm", params, _with_small_share(11), min_cell_count=1, withheld=withheld)
+    assert len(withheld) == 1 and withheld[0].startswith("gate: min_residual_df:")
+    assert result["datasets"] == 2
+    assert_matches(result, reference("cens ~ age", pd.concat(_small_shares(11)[:2]), "binomial"))
+    withheld.clear()
+    result = run_locally("glm", params, _with_small_share(12), min_cell_count=1, withheld=withheld)
+    assert withheld == [] and result["datasets"] == 3
+    assert_matches(result, reference("cens ~ age", pd.concat(_small_shares(12)), "binomial"))
 
 
 def test_max_param_fraction_withholds_a_node_with_too_many_parameters() -> None:
@@ -346,6 +363,7 @@ def test_a_node_the_gate_suppresses_in_round_zero_does_not_contribute() -> None:
         _with_small_share(3),
         min_rows=2,
         max_param_fraction=1.0,
+        min_residual_df=0,
         withheld=withheld,
     )
     assert withheld == [] and result["datasets"] == 2
@@ -362,7 +380,9 @@ def test_a_node_withholding_after_round_zero_fails_the_fit() -> None:
     params = {**BINOMIAL, "covariates": ["age", "tgrade"]}
     withheld: list[str] = []
     with pytest.raises(BadRequest, match="contributed to round 0 withheld a later round") as err:
-        run_locally("glm", params, _stores([small, *shares[1:]]), withheld=withheld)
+        run_locally(
+            "glm", params, _stores([small, *shares[1:]]), min_residual_df=0, withheld=withheld
+        )
     assert len(withheld) == 1  # from round 1 (it answered round 0)
     assert withheld[0].startswith("gate: max_param_fraction: the model has 4 parameters")
     # which node withheld, and why, stays at the node

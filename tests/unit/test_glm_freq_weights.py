@@ -224,7 +224,7 @@ def _assert_fit_over(result: dict[str, Any], parts: list[pd.DataFrame], family: 
 
 def test_min_rows_counts_rows_not_the_sum_of_weights() -> None:
     params = params_for("gaussian")
-    loose: dict[str, Any] = {"min_cell_count": 1, "max_param_fraction": 1.0}
+    loose: dict[str, Any] = {"min_cell_count": 1, "max_param_fraction": 1.0, "min_residual_df": 0}
     # nine rows of weight 50 (450 observations) are fewer than 10 rows: the node withholds
     parts = _heavy_shares(_grade2_rows(9))
     withheld: list[str] = []

@@ -253,8 +253,9 @@ def test_coarsened_km_is_exact_for_coarsened_data_and_within_its_bound(
         assert curve.coarsened
         rows = moved[moved.horTh == curve.group]
         kmf = KaplanMeierFitter().fit(rows.time, rows.cens)
+        # at the released interval ends, exactly the pooled curve of the coarsened data
         np.testing.assert_allclose(
-            curve.survival, kmf.survival_function_.iloc[:, 0].loc[curve.times], rtol=1e-12
+            curve.survival, kmf.survival_function_at_times(curve.times), rtol=1e-12
         )
         exact = gbsg2[gbsg2.horTh == curve.group]
         truth = KaplanMeierFitter().fit(exact.time, exact.cens).survival_function_.iloc[:, 0]
@@ -264,10 +265,47 @@ def test_coarsened_km_is_exact_for_coarsened_data_and_within_its_bound(
         for t, s in truth.items():
             i = int(np.searchsorted(curve.times, t, side="right")) - 1
             fed = 1.0 if i < 0 else curve.survival[i]
-            bound = 0.0 if i < 0 else curve.max_error[i]
+            bound = curve.max_error_start if i < 0 else curve.max_error[i]
             assert abs(fed - s) <= bound + 1e-12, (t, fed, s, bound)
-            if t < first_boundary:
-                assert abs(fed - s) < 1e-12 and bound == 0.0  # exact before any boundary
+        for t, fed in zip(curve.times, curve.survival, strict=True):
+            if t < first_boundary:  # exact before any boundary
+                assert abs(fed - float(truth[truth.index <= t].iloc[-1])) < 1e-12
+
+
+@pytest.mark.parametrize("data", ["gbsg2", "lung"])
+def test_km_under_the_default_policy_releases_no_event_time(
+    data: str, gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame], lung: pd.DataFrame
+) -> None:
+    # k = 5: the curve is given at the ends of grid intervals that hold at least 5 events;
+    # there it equals lifelines' curve on the pooled rows (before any tail boundary)
+    frame, shares, event = (
+        (gbsg2, gbsg2_shares, "cens") if data == "gbsg2" else (lung, split_lung(lung), "status")
+    )
+    params = {"duration": "time", "event": event}
+    result = KMResult.model_validate(run_locally("km", params, stores(shares)))
+    (curve,) = result.curves
+    kmf = KaplanMeierFitter().fit(frame.time, frame[event])
+    step = curve.time_step
+    assert step is not None and step > 0
+    event_times = set(frame.time[frame[event] == 1])
+    ticks = np.asarray(curve.times) / step
+    np.testing.assert_allclose(ticks, np.round(ticks), atol=1e-9)  # grid points only
+    assert all(e >= 5 for e in curve.events) and sum(curve.events) == curve.events_total
+    assert curve.events_total == int(frame[event].sum())
+    first_boundary = min(s.time.sort_values().iloc[-5] for s in shares)
+    exact_ends = [t for t in curve.times if t < first_boundary]
+    assert len(exact_ends) >= 5 and not set(exact_ends) <= event_times
+    np.testing.assert_allclose(
+        curve.survival[: len(exact_ends)], kmf.survival_function_at_times(exact_ends), rtol=1e-12
+    )
+    ci = kmf.confidence_interval_
+    for t, lo, hi in zip(exact_ends, curve.ci_lower, curve.ci_upper, strict=False):
+        row = ci[ci.index <= t].iloc[-1]
+        assert abs(lo - row.iloc[0]) < 1e-10 and abs(hi - row.iloc[1]) < 1e-10
+    assert curve.median_bounds is not None and curve.median == curve.median_bounds[1]
+    low, high = curve.median_bounds
+    assert low < kmf.median_survival_time_ <= high
+    assert "no event time released" in result.summary()
 
 
 def test_coarsened_logrank_and_cox_equal_the_coarsened_pooled_analysis(
@@ -359,7 +397,7 @@ def test_a_rare_group_level_or_stratum_withholds_the_node(
         assert curve["rows"] == len(rows)
         kmf = KaplanMeierFitter().fit(rows.time, rows.cens)
         np.testing.assert_allclose(
-            curve["survival"], kmf.survival_function_.iloc[:, 0].loc[curve["times"]], rtol=1e-12
+            curve["survival"], kmf.survival_function_at_times(curve["times"]), rtol=1e-12
         )
 
     withheld.clear()
@@ -497,3 +535,42 @@ def test_results_have_a_summary_and_a_plot(
         path = tmp_path / f"{name}.png"
         result.plot(str(path))
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("group", ["horTh", "menostat"])
+def test_coarsened_logrank_reports_a_bound_that_holds_the_raw_test(
+    gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame], group: str
+) -> None:
+    # default policy (k = 5): the statistic is that of the coarsened data; its reported
+    # range holds lifelines' statistic and p value on the raw pooled rows
+    params = {**G, "group": group}
+    test = run_locally("logrank", params, stores(gbsg2_shares))
+    ref = multivariate_logrank_test(gbsg2.time, gbsg2[group], gbsg2.cens)
+    low, high = test["statistic_bounds"]
+    assert test["coarsened"] and low <= ref.test_statistic <= high
+    p_low, p_high = test["p_value_bounds"]
+    assert p_low <= ref.p_value <= p_high
+    assert test["p_value_may_cross_005"] is (p_low < 0.05 <= p_high)
+    assert "uncoarsened chi2 in" in LogrankResult.model_validate(test).summary()
+
+
+def test_logrank_with_a_group_of_few_events_is_refused_uniformly(
+    gbsg2_shares: list[pd.DataFrame],
+) -> None:
+    # a group with 1..k-1 events pooled, and one with none, get the same refusal
+    def few(events: int) -> list[pd.DataFrame]:
+        out = []
+        for share in gbsg2_shares:
+            share = share.copy()
+            rows = share.index[share.horTh == "yes"]
+            share.loc[rows, "cens"] = 0
+            out.append(share)
+        out[0].loc[out[0].index[out[0].horTh == "yes"][:events], "cens"] = 1
+        return out
+
+    messages = set()
+    for events in (0, 3):
+        with pytest.raises(BadRequest) as err:
+            run_locally("logrank", {**G, "group": "horTh"}, stores(few(events)))
+        messages.add(err.value.message)
+    assert len(messages) == 1 and "too few events" in messages.pop()

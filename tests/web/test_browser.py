@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,10 +89,15 @@ def sign_in(browser: Browser, url: str, username: str, password: str) -> Page:
     return page
 
 
-def run_task(page: Page, project_id: int, algorithm: str, columns: str = "") -> dict[str, Any]:
+def run_task(
+    page: Page, project_id: int, algorithm: str, columns: Sequence[str] = ()
+) -> dict[str, Any]:
     page.goto(f"/projects/{project_id}")
     page.select_option("#algorithm", algorithm)
-    page.fill("#columns", columns)
+    # htmx swaps in the fields generated for the algorithm; columns are a multi-select
+    expect(page.locator("#params")).to_have_attribute("data-algorithm", algorithm)
+    if columns:
+        page.select_option("#param-columns", list(columns))
     page.click("#run-task")
     expect(page.locator("#task-state")).to_have_text("completed", timeout=30_000)
     result: dict[str, Any] = json.loads(page.locator("#result-json").text_content() or "")
@@ -172,7 +177,7 @@ def test_find_apply_approve_and_run_in_the_browser(
     share = shares[HOSPITAL]
     count = run_task(researcher, federation.project_id, "count")
     assert count["n"] == len(share)
-    mean = run_task(researcher, federation.project_id, "mean", "age, tsize")
+    mean = run_task(researcher, federation.project_id, "mean", ["age", "tsize"])
     assert mean["columns"]["age"]["mean"] == pytest.approx(share["age"].mean(), rel=1e-9)
     assert mean["columns"]["tsize"]["mean"] == pytest.approx(share["tsize"].mean(), rel=1e-9)
     expect(researcher.locator("#result-summary")).to_be_visible()

@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 
 from pydantic import BaseModel, ValidationError
 
+from medfed.algorithms.dp import DPRule, DPSettings
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import ColumnSchema, DatasetSchema
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from medfed.common.filters import Filter
@@ -59,9 +61,11 @@ class LocalContext:
 
     Policy values come from the node's ``node.toml``: ``min_cell_count`` (counts under it
     are suppressed), ``min_rows`` (fewer rows than this and a model or test is refused),
-    ``max_param_fraction`` (a model with more parameters than this fraction of the node's
-    rows is refused, as DataSHIELD's ``nfilter.glm``). A local step that must refuse
-    raises :class:`~medfed.common.errors.Refused` with a message naming the rule.
+    ``min_residual_df`` (a model whose rows minus parameters fall under it is refused, as
+    ACRO's residual-degrees-of-freedom rule), ``max_param_fraction`` (a model with more
+    parameters than this fraction of the node's rows is refused, as DataSHIELD's
+    ``nfilter.glm``). A local step that must refuse raises
+    :class:`~medfed.common.errors.Refused` with a message naming the rule.
     """
 
     data: LocalData
@@ -70,16 +74,25 @@ class LocalContext:
     min_cell_count: int = 5
     min_rows: int = 10
     max_param_fraction: float = 1 / 3
+    #: a model must keep at least this many residual degrees of freedom (n - p) per node
+    min_residual_df: int = 10
     #: node-side services for algorithms that need more than the table (learning: the
     #: approved-plan check, blob transport, the plan process); None for the others
     services: object | None = None
     #: the node's row-set memory for this run; None outside a node (in-process checks)
     recorder: CellRecorder | None = None
+    #: set when the node is in dp mode: clamp to these bounds, see :meth:`Algorithm.noise`
+    dp: DPSettings | None = None
 
     def cells(self, labels: pd.Series) -> None:
         """Declare the grid cells of the rows used (see :class:`CellRecorder`)."""
         if self.recorder is not None:
             self.recorder.cells(labels)
+
+    def magnitudes(self, label: str, values: Sequence[float] | np.ndarray) -> None:
+        """Declare the row values behind a released sum or mean (dominance rules)."""
+        if self.recorder is not None:
+            self.recorder.magnitudes(label, values)
 
 
 class HubBlobs(Protocol):
@@ -157,6 +170,15 @@ class CellRecorder(Protocol):
 
     def cells(self, labels: pd.Series) -> None: ...
 
+    def magnitudes(self, label: str, values: Sequence[float] | np.ndarray) -> None:
+        """Record the values (one per row) that a released sum or mean adds up.
+
+        The node keeps the total and the two largest absolute values per ``label`` and
+        withholds the run when one or two rows dominate the total (``medfed.node.gate.
+        dominance``); the values themselves never leave the node.
+        """
+        ...
+
 
 class NodeOutput(BaseModel):
     """One node's gated answer for one round, as the aggregate step receives it."""
@@ -219,6 +241,12 @@ class Algorithm(ABC, Generic[P]):
     def disclosure(self, params: P) -> list[Rule]:
         """The gate rules that apply to this algorithm's local output."""
         return []
+
+    def noise(self, params: P, ctx: LocalContext) -> list[DPRule] | None:
+        """dp mode: a declaration for every key of :meth:`local`'s output when ``ctx.dp``
+        is set (see :mod:`medfed.algorithms.dp`); None: no noisy variant, and a node in dp
+        mode refuses the algorithm. May raise ``PolicyRefused`` (a missing bound)."""
+        return None
 
     @abstractmethod
     def local(self, params: P, ctx: LocalContext) -> dict[str, Any]:

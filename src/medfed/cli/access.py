@@ -1,9 +1,11 @@
-"""``medfed access apply|list|submit|approve|reject|return|revoke|close|due|entitlements|count``.
+"""``medfed access apply|list|submit|approve|reject|return|revoke|close|due|entitlements|…``.
+
+Also ``count`` (discovery) and ``budget`` (a project's query budget).
 
 Each command calls the hub through ``medfed.Client.access`` and prints the application's
 state (with the DUO mismatches flagged to the DAC), the applications the caller may see
 (``list``: an applicant's own, a DAC's submitted ones), the entitlements, the DAC's due
-view, or a discovery count.
+view, a discovery count, or a project's query budget (which its DAC sets with ``budget``).
 """
 
 from __future__ import annotations
@@ -243,4 +245,38 @@ def count(
     )
     console.print(
         f"total: {result.count_text or '-'}; queries left: {result.budget_left}", highlight=False
+    )
+
+
+@app.command("budget")
+def budget(
+    project: int = typer.Option(..., "--project", "-p", help="the project's id"),
+    tasks: int | None = typer.Option(
+        None, "--tasks", min=0, help="DAC: statistical tasks allowed per window"
+    ),
+    window: float | None = typer.Option(None, "--window", min=0.01, help="DAC: window in hours"),
+    default: bool = typer.Option(False, "--default", help="DAC: back to the hub's default"),
+    url: str | None = UrlOption,
+    token: str | None = TokenOption,
+) -> None:
+    """A project's query budget; a DAC sets it with --tasks (and --window) or --default."""
+    if default and tasks is not None:
+        raise BadRequest("give --tasks or --default, not both")
+    if window is not None and tasks is None:
+        raise BadRequest("--window needs --tasks")
+    access = client(url, token).access
+    if default or tasks is not None:
+        state = access.set_budget(project, None if default else tasks, window_hours=window)
+    else:
+        state = access.budget(project)
+    source = "hub default" if state.default else "set by the DAC"
+    resets = (
+        f"; next task possible at {state.resets_at:%Y-%m-%d %H:%M:%S} UTC"
+        if (state.resets_at is not None)
+        else ""
+    )
+    console.print(
+        f"project {state.project_id}: {state.query_budget} tasks per {state.window_hours:g} h "
+        f"({source}); used {state.used}, left {state.left}{resets}",
+        highlight=False,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
 from medfed.cli.common import (
@@ -13,6 +16,7 @@ from medfed.cli.common import (
     split_commas,
     table,
 )
+from medfed.common.errors import BadRequest
 
 organizations = typer.Typer(help="Organizations (hospitals, institutes).", no_args_is_help=True)
 users = typer.Typer(help="Users and their roles.", no_args_is_help=True)
@@ -98,13 +102,27 @@ def project_add_member(
 def node_create(
     name: str,
     organization: int = typer.Option(..., "--org", help="organization id"),
+    secret_file: Path | None = typer.Option(
+        None,
+        "--secret-file",
+        help="write the node secret to this new file (mode 600) instead of printing it",
+    ),
     url: str | None = UrlOption,
     token: str | None = TokenOption,
 ) -> None:
-    """Create a node; its secret is shown once (put it in node.toml)."""
+    """Create a node; its secret is shown once (or written to --secret-file for node.toml)."""
+    if secret_file is not None and secret_file.exists():
+        raise BadRequest(f"{secret_file} exists already; the node secret needs a new file")
     node = client(url, token).nodes.create(name, organization_id=organization)
     console.print(f"node {node.id}: {node.name}")
-    console.print(f"secret (shown once): {node.secret}")
+    if secret_file is None:
+        console.print(f"secret (shown once): {node.secret}")
+        return
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(node.secret + "\n")
+    console.print(f"secret written to {secret_file} (secret_file in node.toml)")
 
 
 @nodes.command("list")

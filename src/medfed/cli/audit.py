@@ -1,4 +1,7 @@
-"""``medfed audit verify | trail | compare``: check the hub's log from the outside.
+"""``medfed audit verify | trail | compare | queries``: check the hub's log from the outside.
+
+``queries`` is the stewards' view of the queries made on their organization's data
+(``GET /api/audit/queries``), refusals by differencing, subset and budget flagged ``!``.
 
 ``trail`` prints one row per log entry that names the dataset: its index, the time (UTC,
 to the second), the action, who did it (``user:3``, ``node:2``, ``hub``), the other ids
@@ -16,6 +19,7 @@ import typer
 from rich.table import Table
 
 from medfed.cli.common import TokenOption, UrlOption, client, console, err_console
+from medfed.common.audit_resources import QueryAuditEntry
 from medfed.sdk import audit as audit_sdk
 
 app = typer.Typer(help="Verify the hub's audit log.", no_args_is_help=True)
@@ -96,3 +100,55 @@ def compare(
     )
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def queries(
+    project: int | None = typer.Option(None, "--project", "-p", help="only this project"),
+    flagged: bool = typer.Option(
+        False, "--flagged", help="only refusals by the differencing, subset or budget rule"
+    ),
+    limit: int = typer.Option(1000, "--limit", min=1, max=5000, help="newest this many"),
+    url: str | None = UrlOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Stewards: the queries made on your organization's data, per project, newest first.
+
+    Per project a heading, then one line per run at one of your datasets (and per task the
+    hub refused for its project's query budget): time (UTC), task, researcher, algorithm,
+    dataset@node, the decision, the rule's category, the node's keyed filter hash and
+    row-set fingerprint (first 12 hex digits) and the filter. Refusals by the
+    differencing, subset or budget rule are flagged ``!``.
+    """
+    items = client(url, token).ledger.queries(project, flagged=flagged, limit=limit)
+    projects: dict[int, list[QueryAuditEntry]] = {}
+    for item in items:
+        projects.setdefault(item.project_id, []).append(item)
+    console.print(f"{len(items)} queries on your organization's data", highlight=False)
+    for rows in projects.values():
+        marked = sum(1 for r in rows if r.flagged)
+        console.print(
+            f"project {rows[0].project_id} {rows[0].project_name}: {len(rows)} queries, "
+            f"{marked} flagged",
+            highlight=False,
+        )
+        for i in rows:
+            console.print(
+                "  "
+                + "  ".join(
+                    [
+                        f"{i.time:%Y-%m-%d %H:%M:%S}",
+                        f"task {i.task_id}" if i.task_id is not None else "not stored",
+                        i.researcher,
+                        i.algorithm,
+                        f"{i.dataset_name}@{i.node_name}",
+                        i.decision,
+                        f"{'!' if i.flagged else ''}{i.rule or '-'}",
+                        f"filter {(i.filter_hash or '-')[:12]}",
+                        f"rows {(i.rowset_fingerprint or '-')[:12]}",
+                        i.filter_text or "(no filter)",
+                    ]
+                ),
+                highlight=False,
+                markup=False,
+            )

@@ -1,18 +1,22 @@
-"""``medfed hub init`` and ``medfed hub serve``.
+"""``medfed hub init``, ``medfed hub serve`` and ``medfed hub wait``.
 
 ``serve`` checks the settings and the database driver (a PostgreSQL URL needs
 ``medfed[postgres]``) in this process, then hands over to uvicorn, which imports the app
-in each worker.
+in each worker; its port is ``--port``, else ``MEDFED_PORT``, else 8000. ``wait`` polls
+the hub's ``/api/health`` until it answers (for a hub started in the background).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+import httpx
 import typer
 
 from medfed.cli.common import console
+from medfed.common.errors import BadRequest
 from medfed.hub.bootstrap import init_hub
 from medfed.hub.config import HubSettings
 
@@ -53,7 +57,7 @@ def init(
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8000),
+    port: int = typer.Option(8000, envvar="MEDFED_PORT", help="port (MEDFED_PORT)"),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
     data_dir: Path | None = typer.Option(None),
     database_url: str | None = typer.Option(None),
@@ -78,3 +82,25 @@ def serve(
         # open long polls (up to long_poll_seconds) must not hold up a stop: cancel them
         timeout_graceful_shutdown=2,
     )
+
+
+@app.command()
+def wait(
+    url: str = typer.Option(
+        "http://127.0.0.1:8000", "--url", envvar="MEDFED_URL", help="hub URL (MEDFED_URL)"
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", help="seconds before giving up"),
+) -> None:
+    """Wait until the hub answers (e.g. after 'medfed hub serve &')."""
+    health = url.rstrip("/") + "/api/health"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(health, timeout=2.0).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() >= deadline:
+            raise BadRequest(f"the hub at {url} did not answer within {timeout:g} s")
+        time.sleep(0.2)
+    console.print(f"hub at {url} is up", highlight=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -50,11 +51,19 @@ app.command("login")(task.login)
 
 
 @app.command("demo")
-def demo() -> None:
+def demo(
+    csv: Path | None = typer.Option(
+        None, "--csv", help="only write the demo's GBSG2 table (686 patients) to this CSV file"
+    ),
+) -> None:
     """Run the demo federation: a hub and three hospitals sharing GBSG2 (demo extra)."""
     require("demo")
-    from medfed.testing.demo import run_demo
+    from medfed.testing.demo import run_demo, write_gbsg2
 
+    if csv is not None:
+        rows = write_gbsg2(csv)
+        print(f"wrote {rows} rows of GBSG2 (lifelines) to {csv}")
+        return
     raise SystemExit(run_demo())
 
 

@@ -1,4 +1,4 @@
-"""API schemas of access governance (applications, entitlements, due view, discovery).
+"""API schemas of access governance (applications, entitlements, due view, discovery, budgets).
 
 Shared by the hub's routes and the SDK, kept apart from the tables like
 ``medfed.common.resources``. :class:`SignedEntitlement` is what a node receives with each
@@ -37,6 +37,8 @@ __all__ = [
     "EntitlementPublic",
     "EntitlementStatement",
     "IntendedUseIn",
+    "QueryBudgetPublic",
+    "QueryBudgetSet",
     "SignedEntitlement",
 ]
 
@@ -229,3 +231,29 @@ class DiscoveryResult(BaseModel):
     error: str | None = None
     budget_left: int
     budget_resets_at: datetime | None = None
+
+
+class QueryBudgetSet(BaseModel):
+    """A DAC sets a project's query budget: ``query_budget`` tasks per ``window_hours``.
+
+    ``query_budget`` null goes back to the hub's default (and its window).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_budget: int | None = Field(ge=0, le=1_000_000)
+    window_hours: float | None = Field(default=None, gt=0, le=24 * 366)
+
+
+class QueryBudgetPublic(BaseModel):
+    """A project's query budget for statistical tasks and what is left of it now."""
+
+    project_id: int
+    query_budget: int
+    window_hours: float
+    default: bool = Field(description="true while no DAC set a budget (the hub's default)")
+    used: int = Field(description="tasks created in the last window")
+    left: int
+    resets_at: datetime | None = Field(
+        default=None, description="when the next task is possible again once none is left"
+    )

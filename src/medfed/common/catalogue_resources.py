@@ -7,10 +7,11 @@ catalogue shows of one dataset version, ``CatalogueResults`` one faceted search,
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medfed.common.resources import DatasetPublic
 
@@ -18,6 +19,7 @@ AccessRights = Literal["PUBLIC", "RESTRICTED", "NON_PUBLIC"]
 AccessCondition = Literal["DOWNLOAD", "IN_SITU_PROCESSING", "REMOTE_PROCESSING"]
 LifecycleState = Literal["draft", "released", "published", "invalidated"]
 Word = Field(min_length=1, max_length=100)
+EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
 
 __all__ = [
     "AccessCondition",
@@ -37,7 +39,14 @@ __all__ = [
 
 
 class DatasetMetadataUpdate(BaseModel):
-    """DCAT-AP / HealthDCAT-AP metadata of a draft version; fields left out stay as they are."""
+    """DCAT-AP / HealthDCAT-AP metadata of a draft version; fields left out stay as they are.
+
+    ``contact`` is the dataset's contact point (``dcat:contactPoint``): a name with an e-mail
+    address or a web address; ``license`` its licence (``dct:license``), an SPDX id such as
+    ``CC-BY-4.0`` or a URL. An unknown field is refused, not ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(default=None, min_length=1, max_length=300)
     description: str | None = Field(default=None, max_length=5000)
@@ -48,6 +57,29 @@ class DatasetMetadataUpdate(BaseModel):
     duo_codes: list[str] | None = Field(default=None, max_length=30)
     unique_individuals: int | None = Field(default=None, ge=0)
     records: int | None = Field(default=None, ge=0)
+    contact: str | None = Field(default=None, max_length=300)
+    license: str | None = Field(default=None, max_length=300)
+
+    @field_validator("contact")
+    @classmethod
+    def _contact_reachable(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not (EMAIL.search(value) or value.strip().startswith(("https://", "http://"))):
+            raise ValueError(
+                "must include an e-mail address or be a web address "
+                "(e.g. 'Data Office <data@hospital.example>')"
+            )
+        return value.strip()
+
+    @field_validator("license")
+    @classmethod
+    def _license_word(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if any(c.isspace() for c in value.strip()):
+            raise ValueError("must be an SPDX id (e.g. CC-BY-4.0) or a URL, without spaces")
+        return value.strip()
 
 
 class TransitionRequest(BaseModel):
@@ -77,6 +109,8 @@ class DatasetRecord(DatasetPublic):
     duo_codes: list[str] = Field(default_factory=list)
     unique_individuals: int | None = None
     records: int | None = None
+    contact: str | None = None
+    license: str | None = None
     aggregates: Aggregates = Field(default_factory=Aggregates)
     invalidation_reason: str | None = None
     created_at: datetime

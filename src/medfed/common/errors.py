@@ -7,6 +7,8 @@ one error type whether the check ran locally or on the hub.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class MedfedError(Exception):
     """Base class: a clear, one-line message for the person who caused it."""
@@ -63,11 +65,26 @@ class PolicyRefused(Refused):
     """
 
 
+class RateLimited(Refused):
+    """A budget is used up (HTTP 429); ``resets_at`` says when the next request may pass.
+
+    The hub answers ``{"detail": message, "resets_at": ISO time}`` with a ``Retry-After``
+    header (seconds); the SDK raises this class again with ``resets_at`` read back.
+    """
+
+    status_code = 429
+
+    def __init__(self, message: str, *, resets_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at
+
+
 ERRORS_BY_STATUS: dict[int, type[MedfedError]] = {
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    429: RateLimited,
     400: BadRequest,
     422: BadRequest,
 }

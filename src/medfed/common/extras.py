@@ -30,7 +30,7 @@ __all__ = [
 
 # extra -> the top-level modules it brings (what `require(extra)` checks by default)
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "node": ("duckdb", "pyarrow", "pydicom", "nibabel"),
+    "node": ("duckdb", "pyarrow", "pydicom", "nibabel", "opendp"),
     "learn": ("torch", "opacus"),
     "postgres": ("psycopg",),
     # the demo runs nodes on this machine: their table store comes with it

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -259,6 +259,24 @@ class RunAssignment(BaseModel):
     )
 
 
+#: what decided a run at its node, as a category only (never counts, values or reasons):
+#: ``none`` (released, or failed without a rule), an output rule (``threshold``, ``grid``,
+#: ``dominance``), a row-set rule (``subset``, ``differencing``), the local step's own
+#: check (``local``), the node's policy (``policy``) or a privacy budget (``budget``)
+RuleCategory = Literal[
+    "none",
+    "threshold",
+    "grid",
+    "dominance",
+    "subset",
+    "differencing",
+    "local",
+    "policy",
+    "budget",
+]
+RULE_CATEGORIES: tuple[str, ...] = get_args(RuleCategory)
+
+
 class RunOutcome(BaseModel):
     """A node's answer: gated output, or a refusal/failure with its reason."""
 
@@ -268,6 +286,22 @@ class RunOutcome(BaseModel):
     output: dict[str, Any] | None = None
     error: str | None = Field(default=None, max_length=5000)
     duration_s: float | None = None
+    filter_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="HMAC-SHA-256 of the task's filter, keyed by the node (equal filters, "
+        "equal hashes; the hub cannot test guesses)",
+    )
+    rowset_fingerprint: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="keyed fingerprint of the row sets the run used (none if it used none)",
+    )
+    rule: RuleCategory | None = Field(
+        default=None,
+        description="which kind of rule decided (category only, for the data's stewards; "
+        "never shown to researchers)",
+    )
 
 
 class Heartbeat(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
@@ -21,13 +22,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from medfed._version import __version__
-from medfed.common.errors import MedfedError
+from medfed.common.errors import MedfedError, RateLimited
+from medfed.common.timeutil import utcnow
 from medfed.hub.api.routes import access as access_routes
 from medfed.hub.api.routes import accounts, catalogue, learning, learning_node, node_api, tasks
+from medfed.hub.api.routes import audit as audit_routes
 from medfed.hub.api.routes import discovery as discovery_routes
 from medfed.hub.api.routes import ledger as ledger_routes
 from medfed.hub.api.routes import pid as pid_routes
-from medfed.hub.config import HubSettings
+from medfed.hub.config import SETTINGS_INFO, HubSettings
 from medfed.hub.db.migrate import upgrade
 from medfed.hub.db.session import make_engine, make_read_sessionmaker, make_sessionmaker
 from medfed.hub.dispatch import Notifier, commit
@@ -60,6 +63,17 @@ async def _every(app: FastAPI, seconds: float, job: Callable[[FastAPI], None]) -
             await run_in_threadpool(job, app)
         except Exception:  # keep going; a transient DB error must not stop the loop
             log.exception("background job %s failed", job.__name__)
+
+
+def rate_limited_response(exc: RateLimited) -> JSONResponse:
+    """429 with the reset time in the body (``resets_at``) and as ``Retry-After`` seconds."""
+    body: dict[str, object] = {"detail": exc.message, "resets_at": None}
+    headers: dict[str, str] = {}
+    if exc.resets_at is not None:
+        body["resets_at"] = exc.resets_at.isoformat()
+        wait = (exc.resets_at - utcnow()).total_seconds()
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -101,12 +115,16 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    # services that apply a hub limit (query budgets) read the settings from their session
+    app.state.sessionmaker.configure(info={SETTINGS_INFO: settings})
     app.state.read_sessionmaker = make_read_sessionmaker(engine)
     app.state.notifier = Notifier()
     app.state.ledger_key = derive_key(settings.secret_key)
 
     @app.exception_handler(MedfedError)
     async def _medfed_error(_: Request, exc: MedfedError) -> JSONResponse:
+        if isinstance(exc, RateLimited):
+            return rate_limited_response(exc)
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
     @app.exception_handler(IntegrityError)
@@ -132,6 +150,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         access_routes,
         discovery_routes,
         pid_routes,
+        audit_routes,
         pages,
     )
     for module in routers:

@@ -13,6 +13,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "change-me-dev-only"
+#: key of the app's settings in ``Session.info`` (sessions made by ``create_app``)
+SETTINGS_INFO = "medfed.hub_settings"
 
 
 class HubSettings(BaseSettings):
@@ -46,6 +48,20 @@ class HubSettings(BaseSettings):
         default=50, ge=0, description="count-discovery queries per user per discovery window"
     )
     discovery_window_hours: float = Field(default=24.0, gt=0)
+    discovery_org_budget: int = Field(
+        default=500,
+        ge=0,
+        description="count-discovery queries per organization (all its users together) per "
+        "discovery window",
+    )
+    project_query_budget: int = Field(
+        default=200,
+        ge=0,
+        description="statistical tasks per project per query window, where the DAC set none",
+    )
+    project_query_window_hours: float = Field(
+        default=24.0, gt=0, description="the window of project_query_budget (hours)"
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> HubSettings:

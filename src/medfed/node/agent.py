@@ -15,15 +15,22 @@ How it runs:
   — algorithm version known) — a failed check is answered ``refused``
   with the rule (none of these depends on the data). Then the local step runs over a
   :class:`~medfed.node.gate.RecordingData` view of the table, the gate's output rules
-  (threshold, grid, tail cells) and then its row-set rules (subset, differencing: the
+  (threshold, grid, tail cells), its dominance rules for sums and means
+  (:mod:`medfed.node.gate.dominance`) and then its row-set rules (subset, differencing: the
   dataset's :class:`~medfed.node.gate.RowSetMemory`) decide, and the outcome is posted.
+* In dp mode (``[policy] mode = "dp"``) the algorithm must declare a noisy variant, the
+  project's ε budget on the dataset is charged before the data is read
+  (:mod:`medfed.node.gate.budget`; past it: ``refused``), and the output leaves with
+  OpenDP noise (:mod:`medfed.node.gate.dp`) instead of the output and row-set rules.
 * Whatever the data made the node hold back — a local step's refusal, a rule of the gate,
   no usable rows — is answered the same way: ``done`` with output ``suppressed`` and no
   text, so 0 rows, a few rows and a refused split look alike from outside. The exact
   reason goes to the node's own log only. An unexpected error is answered ``failed`` with
   a fixed text (an exception message could carry a data value).
 * Every run lands in the node's log with a keyed hash of its filter, keyed fingerprints
-  of the row sets it used and, when withheld, the rule (``medfed node queries``).
+  of the row sets it used and, when withheld, the rule (``medfed node queries``). The
+  outcome carries the filter hash, one fingerprint of the row sets and the rule's category
+  to the hub's audit (``medfed.node.audit``), never the reason.
 
 All connections are outbound; a hub that is down is retried with backoff.
 """
@@ -36,19 +43,25 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medfed.algorithms.base import LocalContext
+from medfed.algorithms.base import Algorithm, LocalContext
+from medfed.algorithms.dp import DPSettings
 from medfed.algorithms.registry import get_algorithm
 from medfed.common.errors import BadRequest, Conflict, MedfedError, NotFound, PolicyRefused
 from medfed.common.resources import DatasetRegister, RunAssignment, RunOutcome
 from medfed.ledger.checkpoint import Checkpoint
 from medfed.node import entitlements
+from medfed.node.audit import outcome_audit
 from medfed.node.config import NodeConfig
 from medfed.node.executors.services import NodeLearning
 from medfed.node.gate import GatePolicy, RecordingData, RowSetMemory, apply_gate
+from medfed.node.gate.budget import BudgetLedger
+from medfed.node.gate.dominance import DominancePolicy, dominated
+from medfed.node.gate.dp import privatize
 from medfed.node.hubclient import NodeHubClient
 from medfed.node.manifest import manifest_root
 from medfed.node.runlog import RunLog, canonical_json, file_hash, sha256_hex
@@ -87,6 +100,8 @@ class NodeAgent:
         self.stores: dict[str, TableStore] = {}
         self.hashes: dict[str, str] = {}
         self.rowsets: dict[str, RowSetMemory] = {}
+        #: dp mode's ε per project and dataset (created on the first dp run)
+        self.budget = BudgetLedger(config.data_dir / "dp" / "budget.sqlite3")
         self.runlog = RunLog(config.data_dir / "runs.jsonl")
         self._current: set[int] = set()
         self._lock = threading.Lock()
@@ -256,6 +271,8 @@ class NodeAgent:
         except MedfedError as exc:  # the parameters alone: no data behind this message
             audit["rule"] = "parameters"
             return RunOutcome(lease_id=run.lease_id, status="failed", error=exc.message), audit
+        if policy.mode == "dp" and not run.discovery:
+            return self._compute_dp(run, alg, params, audit, withheld)
         data = RecordingData(self.stores[run.dataset_name], key=key)
         try:
             ctx = LocalContext(
@@ -265,6 +282,7 @@ class NodeAgent:
                 min_cell_count=policy.min_cell_count,
                 min_rows=policy.min_rows,
                 max_param_fraction=policy.max_param_fraction,
+                min_residual_df=policy.min_residual_df,
                 services=self.learning.for_run(run),
                 recorder=data,
             )
@@ -289,6 +307,10 @@ class NodeAgent:
         audit["rowsets"] = data.fingerprints
         if gated.status != "ok":
             return withheld("threshold", gated.reason or "output rule")
+        rules = DominancePolicy(policy.dominance_n, policy.dominance_k, policy.p_percent)
+        hit = dominated(data.magnitudes_seen, rules)
+        if hit is not None:
+            return withheld("dominance", hit)
         decision = self.rowsets[run.dataset_name].release(data.labelings, policy.min_cell_count)
         audit["cells"] = decision.cells_after
         if not decision.released:
@@ -307,11 +329,98 @@ class NodeAgent:
         )
         return outcome, audit
 
+    def _compute_dp(
+        self,
+        run: RunAssignment,
+        alg: Algorithm[Any],
+        params: Any,
+        audit: dict[str, Any],
+        withheld: Callable[[str, str], tuple[RunOutcome, dict[str, Any]]],
+    ) -> tuple[RunOutcome, dict[str, Any]]:
+        """dp mode: declarations and budget first, then the local step and the noise.
+
+        No output rule or row-set rule runs (a withheld answer would itself depend on the
+        exact data); the budget refuses, before the data is read, a run past the project's
+        ε on this dataset (``medfed.node.gate.budget``).
+        """
+        started = time.perf_counter()
+        policy = self.config.policy
+        data = RecordingData(self.stores[run.dataset_name], key=self._audit_key())
+        ctx = LocalContext(
+            data=data,
+            round=run.round,
+            state=run.state,
+            min_cell_count=policy.min_cell_count,
+            min_rows=policy.min_rows,
+            max_param_fraction=policy.max_param_fraction,
+            dp=DPSettings(bounds=policy.dp.bounds),
+        )
+        audit["mode"] = "dp"
+        try:
+            rules = alg.noise(params, ctx)
+            if rules is None:
+                raise PolicyRefused(
+                    f"dp mode: this node answers only with calibrated noise, and "
+                    f"'{alg.name}' has no noisy variant"
+                )
+            charge = self.budget.charge(
+                project_id=run.project_id,
+                dataset=run.dataset_name,
+                epsilon=policy.dp.epsilon_per_run,
+                budget=policy.dp.budget,
+                run_id=run.run_id,
+            )
+        except PolicyRefused as exc:  # the parameters, the policy and past runs; no data
+            audit["rule"] = "policy"
+            return RunOutcome(lease_id=run.lease_id, status="refused", error=exc.message), audit
+        except MedfedError as exc:  # bad parameters (a malformed bound): no data behind it
+            audit["rule"] = "parameters"
+            return RunOutcome(lease_id=run.lease_id, status="failed", error=exc.message), audit
+        except Exception as exc:  # a bug in a declaration: the run fails, nothing is spent
+            log.exception("run %s: dp declarations failed", run.run_id)
+            audit.update(rule="error", withheld=type(exc).__name__)
+            return RunOutcome(
+                lease_id=run.lease_id, status="failed", error="dp declarations failed at the node"
+            ), audit
+        audit["epsilon"] = charge.epsilon
+        audit["epsilon_spent"] = charge.spent
+        try:
+            payload, releases = privatize(alg.local(params, ctx), rules, charge.epsilon)
+        except PolicyRefused as exc:
+            audit["rule"] = "policy"
+            return RunOutcome(lease_id=run.lease_id, status="refused", error=exc.message), audit
+        except MedfedError as exc:  # a check of the data said no: withheld like any rule
+            return withheld("local", exc.message)
+        except Exception as exc:  # the message could hold a data value: its type only
+            log.exception("run %s failed", run.run_id)
+            audit.update(rule="error", withheld=type(exc).__name__)
+            return RunOutcome(
+                lease_id=run.lease_id,
+                status="failed",
+                error="local step failed at the node; its steward can see why in the node log",
+            ), audit
+        audit["rowsets"] = data.fingerprints
+        audit["releases"] = [{"keys": list(r.keys), "scale": r.scale} for r in releases]
+        payload["dp"] = charge.entry()
+        outcome = RunOutcome(
+            lease_id=run.lease_id,
+            status="done",
+            output_status="ok",
+            output=payload,
+            duration_s=time.perf_counter() - started,
+        )
+        return outcome, audit
+
     def execute(self, run: RunAssignment) -> None:
         with self._lock:
             self._current.add(run.run_id)
         try:
             outcome, audit = self._compute(run)
+            # the hub's audit gets the keyed hashes and the rule's category, nothing more
+            where = run.params.get("where") if isinstance(run.params, dict) else None
+            summary = outcome_audit(self._audit_key(), where, audit)
+            audit["rowset_fingerprint"] = summary["rowset_fingerprint"]
+            outcome = outcome.model_copy(update=summary)
             sent = canonical_json(outcome.model_dump(mode="json"))
             try:
                 self.hub.post_outcome(run.run_id, sent)

@@ -10,10 +10,21 @@ Example::
     min_cell_count = 5                 # counts 0 < n < 5 are suppressed
     min_rows = 10                      # models and tests need at least this many rows
     max_param_fraction = 0.3333        # model parameters at most this fraction of rows
+    min_residual_df = 10               # models keep n - p >= 10 at each node (ACRO)
+    dominance_n = 2                    # a sum where the 2 largest rows make up more
+    dominance_k = 0.9                  #   than 90 % of it is withheld (ACRO nk rule)
+    p_percent = 0.1                    # ... or where the rest is < 10 % of the largest
     allowed_algorithms = ["*"]         # or a list of names
     allowed_projects = ["*"]           # or a list of project ids
     allow_discovery = true             # answer count-discovery runs (counts only)
     count_rounding = 10                # discovery counts rounded to the nearest 10
+    # mode = "dp"                      # answer counts, means, variances, histograms and
+                                       #   quantiles with calibrated noise only (default
+                                       #   "exact"); every other algorithm is refused
+    # [policy.dp]
+    # epsilon_per_run = 0.5            # ε one run spends (split over its noisy outputs)
+    # budget = 5.0                     # ε a project may spend on one dataset, in total
+    # bounds = { age = [18, 100], pnodes = [0, 60] }  # public ranges sums clamp to
 
     [[datasets]]
     name = "gbsg2"
@@ -25,17 +36,45 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from medfed.algorithms.dp import Bounds, check_bounds
 from medfed.common.errors import BadRequest
+
+
+class DPPolicy(BaseModel):
+    """dp mode's settings (``[policy.dp]``); used only when ``mode = "dp"``."""
+
+    epsilon_per_run: float = Field(
+        default=1.0, gt=0, description="ε one run spends, split over its noisy outputs"
+    )
+    budget: float = Field(
+        default=10.0, gt=0, description="ε one project may spend on one dataset here, in total"
+    )
+    bounds: dict[str, Bounds] = Field(
+        default_factory=dict,
+        description="per column, the public [low, high] that sums and quantile grids clamp "
+        "to when the researcher's parameters give none",
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, bounds: dict[str, Bounds]) -> dict[str, Bounds]:
+        return {name: check_bounds(pair, f"bounds of '{name}'") for name, pair in bounds.items()}
 
 
 class Policy(BaseModel):
     min_cell_count: int = Field(default=5, ge=1)
     min_rows: int = Field(default=10, ge=1)
     max_param_fraction: float = Field(default=1 / 3, gt=0, le=1)
+    min_residual_df: int = Field(
+        default=10, ge=0, description="models keep rows minus parameters at least this"
+    )
+    dominance_n: int = Field(default=2, ge=1, le=2, description="(n, k)-dominance: n rows")
+    dominance_k: float = Field(default=0.9, gt=0, le=1, description="(n, k)-dominance: share")
+    p_percent: float = Field(default=0.1, ge=0, lt=1, description="p % rule: p")
     allowed_algorithms: list[str] = Field(default_factory=lambda: ["*"])
     allowed_projects: list[int | str] = Field(default_factory=lambda: list[int | str](["*"]))
     allow_discovery: bool = Field(default=True, description="answer count-discovery runs")
@@ -47,6 +86,12 @@ class Policy(BaseModel):
     entitlement_max_age_seconds: float = Field(
         default=600.0, gt=0, description="refuse a signed entitlement older than this"
     )
+    mode: Literal["exact", "dp"] = Field(
+        default="exact",
+        description="exact: gated exact aggregates; dp: calibrated noise from a per-project ε "
+        "budget (medfed.node.gate.dp), algorithms without a noisy variant refused",
+    )
+    dp: DPPolicy = Field(default_factory=DPPolicy)
 
     def allows_algorithm(self, name: str) -> bool:
         return "*" in self.allowed_algorithms or name in self.allowed_algorithms

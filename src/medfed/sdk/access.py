@@ -5,6 +5,10 @@ call :meth:`Access.apply` then :meth:`Access.submit`; DAC members :meth:`Access.
 (with the required end date), :meth:`Access.reject`, :meth:`Access.return_`,
 :meth:`Access.revoke` and read :meth:`Access.due`. :meth:`Access.count` runs a Beacon-style
 count discovery (filters as JSON or as the CLI's text form) and waits for the nodes.
+:meth:`Access.budget` reads a project's query budget and a DAC sets it with
+:meth:`Access.set_budget`; a task or discovery query over a budget raises
+:class:`~medfed.common.errors.RateLimited`, whose message and ``resets_at`` say when the
+next one is possible.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from medfed.common.access_resources import (
     DueView,
     EntitlementPublic,
     IntendedUseIn,
+    QueryBudgetPublic,
+    QueryBudgetSet,
 )
 from medfed.common.filter_text import parse_filter_text
 from medfed.common.filters import filter_to_json
@@ -110,6 +116,23 @@ class Access:
 
     def due(self) -> DueView:
         return DueView.model_validate(self._http.request("GET", "/api/access/due"))
+
+    def budget(self, project_id: int) -> QueryBudgetPublic:
+        """The project's query budget (statistical tasks per window) and what is left."""
+        data = self._http.request("GET", f"/api/access/projects/{project_id}/query-budget")
+        return QueryBudgetPublic.model_validate(data)
+
+    def set_budget(
+        self, project_id: int, tasks: int | None, *, window_hours: float | None = None
+    ) -> QueryBudgetPublic:
+        """DAC: ``tasks`` per ``window_hours`` for the project (None: the hub's default)."""
+        body = QueryBudgetSet(query_budget=tasks, window_hours=window_hours)
+        data = self._http.request(
+            "PUT",
+            f"/api/access/projects/{project_id}/query-budget",
+            json=body.model_dump(mode="json"),
+        )
+        return QueryBudgetPublic.model_validate(data)
 
     def count(
         self,

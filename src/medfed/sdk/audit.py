@@ -5,6 +5,7 @@ entry and checkpoint and recomputes the tree from scratch (``medfed.ledger.verif
 :func:`trail` lists every entry that names a dataset, each with its inclusion proof
 checked against the latest signed checkpoint; :func:`compare` matches a node's own run
 log with the hub's ``run.finish`` entries by the SHA-256 of what left the node.
+:meth:`Ledger.queries` is the stewards' view of the queries made on their data.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medfed.common.audit_resources import QueryAuditEntry
 from medfed.common.errors import NotFound
 from medfed.common.resources import (
     ConsistencyProof,
@@ -77,6 +79,16 @@ class Ledger:
             "GET", "/api/ledger/proof/consistency", params={"first": first, "second": second}
         )
         return ConsistencyProof.model_validate(data)
+
+    def queries(
+        self, project: int | None = None, *, flagged: bool = False, limit: int = 1000
+    ) -> builtins.list[QueryAuditEntry]:
+        """Stewards: the queries on their organization's data, newest first."""
+        params: dict[str, Any] = {"flagged": flagged, "limit": limit}
+        if project is not None:
+            params["project_id"] = project
+        data = self._http.request("GET", "/api/audit/queries", params=params)
+        return [QueryAuditEntry.model_validate(e) for e in data]
 
 
 def as_checkpoint(public: LedgerCheckpointPublic) -> Checkpoint:

@@ -56,7 +56,8 @@ class Catalogue:
         return [DatasetRecord.model_validate(d) for d in data]
 
     def update(self, dataset_id: int, **fields: Any) -> DatasetRecord:
-        """Edit a draft's metadata: ``title=``, ``keywords=``, ``duo_codes=`` …"""
+        """Describe a draft: ``title=``, ``description=``, ``keywords=``, ``duo_codes=``,
+        ``contact=``, ``license=`` … (fields left out stay as they are)."""
         body = DatasetMetadataUpdate.model_validate(fields).model_dump(exclude_unset=True)
         data = self._http.request("PATCH", f"/api/datasets/{dataset_id}/metadata", json=body)
         return DatasetRecord.model_validate(data)

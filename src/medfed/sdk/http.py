@@ -1,16 +1,18 @@
 """One HTTP session to the hub: bearer auth, JSON in and out, errors mapped to classes.
 
 A 4xx answer becomes the :mod:`medfed.common.errors` class for its status with the hub's
-message; a hub that cannot be reached becomes :class:`HubUnreachable`.
+message; a hub that cannot be reached becomes :class:`HubUnreachable`. A 429 (a query
+budget used up) becomes :class:`~medfed.common.errors.RateLimited` with ``resets_at``.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from medfed.common.errors import ERRORS_BY_STATUS, MedfedError
+from medfed.common.errors import ERRORS_BY_STATUS, MedfedError, RateLimited
 
 
 class HubUnreachable(MedfedError):
@@ -64,13 +66,27 @@ class HubHTTP:
 
 
 def _error(response: httpx.Response) -> MedfedError:
+    body: Any = None
     try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
+        body = response.json()
+        detail = body.get("detail", response.text)
+    except (ValueError, AttributeError):
         detail = response.text
     if not isinstance(detail, str):
         detail = str(detail)
     cls = ERRORS_BY_STATUS.get(response.status_code, MedfedError)
     error = cls(detail or f"HTTP {response.status_code}")
     error.status_code = response.status_code
+    if isinstance(error, RateLimited) and isinstance(body, dict):
+        error.resets_at = _when(body.get("resets_at"))
     return error
+
+
+def _when(value: Any) -> datetime | None:
+    """The ``resets_at`` of a 429 answer as an aware datetime (None if absent or odd)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

@@ -44,6 +44,12 @@ class TaskResult(Generic[R]):
     contributing_nodes: int = 0
     withheld_nodes: int = 0
 
+    @property
+    def mode(self) -> str:
+        """``"dp"`` when a node answered with calibrated noise (``result.privacy`` says
+        ε per dataset, spent and left), else ``"exact"``."""
+        return "exact" if getattr(self.result, "privacy", None) is None else "dp"
+
     def summary(self) -> str:
         """The result's text table (statsmodels-like) or, without one, its JSON."""
         summarize = getattr(self.result, "summary", None)

@@ -34,6 +34,14 @@ def load_gbsg2() -> pd.DataFrame:
     return frame
 
 
+def write_gbsg2(path: Path) -> int:
+    """Write the whole GBSG2 table as CSV (``medfed demo --csv``); returns its rows."""
+    frame = load_gbsg2()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return len(frame)
+
+
 def split_gbsg2(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Fixed rule: grade III → hospital-a; pre-menopausal grade I/II → hospital-b; rest → c."""
     grade3 = frame["tgrade"] == "III"

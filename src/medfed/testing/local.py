@@ -38,6 +38,7 @@ def run_locally(
     *,
     min_rows: int = 10,
     max_param_fraction: float = 1 / 3,
+    min_residual_df: int = 10,
     max_rounds: int | None = None,
     withheld: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -69,6 +70,7 @@ def run_locally(
                 min_cell_count=min_cell_count,
                 min_rows=min_rows,
                 max_param_fraction=max_param_fraction,
+                min_residual_df=min_residual_df,
             )
             try:
                 gated = apply_gate(algorithm.local(params, ctx), rules, policy)

@@ -9,6 +9,8 @@ value. Before anything is computed, the node refuses
 (:class:`~medfed.common.errors.Refused`; the node withholds its answer and logs the rule):
 
 - ``gate: min_rows`` — ``0 < n < min_rows`` (a node with no matching row sends zeros);
+- ``gate: min_residual_df`` — ``n - p`` is under the node's ``min_residual_df`` (ACRO's
+  residual degrees of freedom rule, default 10);
 - ``gate: max_param_fraction`` — the model has more parameters than
   ``max_param_fraction * n`` (DataSHIELD's ``nfilter.glm``); in round 0 with the levels this
   node sees (a lower bound), from round 1 with the agreed design;
@@ -170,6 +172,11 @@ def check_rows(params: GLMParams, ctx: LocalContext, n: int, p: int) -> None:
         raise Refused(
             f"gate: min_rows: fewer than {ctx.min_rows} rows match at this node "
             "(the node's minimum for a model)"
+        )
+    if n > 0 and n - p < ctx.min_residual_df:
+        raise Refused(
+            f"gate: min_residual_df: the model leaves fewer than {ctx.min_residual_df} "
+            "residual degrees of freedom at this node"
         )
     if n > 0 and p > ctx.max_param_fraction * n:
         raise Refused(

@@ -4,14 +4,15 @@ Built on the hub from pooled sums (:mod:`.fit`); nothing here runs on a node or 
 (what the nodes send per round, and the gate rules, are in :mod:`.local` and :mod:`.irls`).
 The SDK validates a finished task's result as :class:`GLMResult`; :meth:`GLMResult.summary`
 prints a table like statsmodels' ``GLMResults.summary()`` and :meth:`GLMResult.plot` saves a
-forest plot of the coefficients (without the intercept) with their 95 % intervals.
+forest plot of the coefficients (without the intercept) with their 95 % intervals, the
+numbers beside each bar.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
-from medfed.algorithms.plotting import pyplot, save
+from medfed.algorithms.plotting import numbers_beside, pyplot, save
 
 __all__ = ["Coefficient", "GLMResult"]
 
@@ -117,6 +118,9 @@ class GLMResult(BaseModel):
         ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
         ax.set_yticks(ys)
         ax.set_yticklabels([c.name for c in shown])
+        numbers_beside(
+            ax, ys, [f"{c.estimate:.3g} [{c.ci_low:.3g}, {c.ci_high:.3g}]" for c in shown]
+        )
         ax.set_xlabel(f"{labels.get(self.family, 'coefficient')} (95 % CI)")
         ax.set_title(f"GLM ({self.family}, {self.link}) of {self.outcome}, n = {self.n}")
         save(fig, path)

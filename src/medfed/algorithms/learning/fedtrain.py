@@ -160,6 +160,13 @@ class TrainResult(BaseModel):
             lines.append(f"  stopped: {self.stopped}")
         return "\n".join(lines)
 
+    def plot(self, path: str) -> None:
+        """Save the loss/accuracy (every metric) per round as a PNG."""
+        from medfed.algorithms.learning.charts import plot_history
+
+        history = [record.model_dump() for record in self.history]
+        plot_history(history, path, f"fl.train ({self.strategy}), {self.rounds} round(s)")
+
 
 class FedTrain(Algorithm[TrainParams]):
     name = "fl.train"

@@ -52,6 +52,7 @@ from medfed.algorithms.plotting import pyplot, save
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
+    declare_moments,
     gated_payloads,
     require_column,
 )
@@ -167,6 +168,11 @@ class Covariance(Algorithm[CovarianceParams]):
             both = ~np.isnan(values[:, a]) & ~np.isnan(values[:, b])
             n = int(both.sum())
             counts.append(n)
+            if n > 0:
+                x, y = values[both, a], values[both, b]
+                declare_moments(ctx, f"{a}-{b}.a", x, spread=True)
+                declare_moments(ctx, f"{a}-{b}.b", y, spread=True)
+                ctx.magnitudes(f"{a}-{b}.cross", (x - x.mean()) * (y - y.mean()))
             pairs.append(_local_pair(values[both, a], values[both, b]) if n > 0 else None)
         return {"rows": len(frame), "n": counts, "pairs": pairs}
 

@@ -50,6 +50,7 @@ from medfed.algorithms.plotting import pyplot, save
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
+    declare_moments,
     gated_payloads,
     require_column,
 )
@@ -151,6 +152,7 @@ class GroupedSummary(Algorithm[GroupedSummaryParams]):
                 if n == 0:
                     stats[-1].append(None)
                     continue
+                declare_moments(ctx, f"{level}.{column}", values, spread=True)
                 total = math.fsum(values)
                 stats[-1].append({"sum": total, "m2": math.fsum((values - total / n) ** 2)})
         return {"rows": len(frame), "groups": named, "n": counts, "stats": stats}

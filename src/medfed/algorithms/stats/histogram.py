@@ -18,6 +18,10 @@ bin index, ``"below"`` or ``"above"``; null values are in no cell) to the node's
 memory, so a later grid or filter that would split a released bin into a part of 1..k-1
 rows is withheld too. The aggregate sums the answers of the nodes that contributed;
 ``suppressed_nodes`` counts the nodes that withheld theirs.
+
+dp mode: ``counts``, ``below`` and ``above`` leave with discrete Laplace noise (one row is
+in one cell: L1 sensitivity 1) and no gate rule; the result carries ``privacy``. Noisy
+cells are unbiased and may be negative.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from medfed.algorithms.base import (
     Algorithm,
@@ -40,6 +44,7 @@ from medfed.algorithms.base import (
     NodeOutput,
     Rule,
 )
+from medfed.algorithms.dp import DPResult, DPRule, Noise, privacy_of
 from medfed.algorithms.plotting import pyplot, save
 from medfed.algorithms.stats._common import (
     WhereParams,
@@ -71,7 +76,7 @@ class HistogramParams(WhereParams):
         return bins
 
 
-class HistogramResult(BaseModel):
+class HistogramResult(DPResult):
     edges: list[float]
     counts: list[int]
     below: int
@@ -89,7 +94,8 @@ class HistogramResult(BaseModel):
             for lo, hi, count in zip(self.edges, self.edges[1:], self.counts, strict=False)
         ]
         rows += [("below", self.below), ("above", self.above)]
-        return text_table(self._title("Histogram"), ["bin", "count"], rows)
+        table = text_table(self._title("Histogram"), ["bin", "count"], rows)
+        return table + self.privacy_note()
 
     def plot(self, path: str) -> None:
         """Bars per bin; the title says how many nodes withheld their answer."""
@@ -115,6 +121,9 @@ class Histogram(Algorithm[HistogramParams]):
 
     def disclosure(self, params: HistogramParams) -> list[Rule]:
         return [Grid("counts"), Grid("below"), Grid("above")]
+
+    def noise(self, params: HistogramParams, ctx: LocalContext) -> list[DPRule] | None:
+        return [Noise(("counts", "below", "above"))]
 
     def local(self, params: HistogramParams, ctx: LocalContext) -> dict[str, Any]:
         frame = ctx.data.select([params.column], params.filter)
@@ -154,5 +163,6 @@ class Histogram(Algorithm[HistogramParams]):
             below=sum(int(p["below"]) for p in payloads),
             above=sum(int(p["above"]) for p in payloads),
             suppressed_nodes=suppressed,
+            privacy=privacy_of(outputs),
         )
         return Finished(result.model_dump())

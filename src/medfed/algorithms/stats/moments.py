@@ -27,6 +27,11 @@ Pooling uses the parallel formulas of Chan, Golub and LeVeque: with per-node ``n
 ``mean_i = sum_i / n_i`` and ``m2_i``, the pooled ``mean = Σ sum_i / Σ n_i`` and
 ``M2 = Σ (m2_i + n_i (mean_i - mean)²)``; variance is ``M2 / (n - 1)`` (ddof = 1).
 Sums use :func:`math.fsum`, so the result equals pandas on the pooled rows to ~1e-15.
+
+dp mode (a node whose policy says ``mode = "dp"``): values are clamped to public bounds
+(the ``bounds`` parameter, ``{column: [low, high]}``, else the node policy's) and the node
+sends noisy counts, sums and sums of squares instead (:mod:`medfed.algorithms.stats._dp`);
+``summary``'s bounds are then the clamp bounds. The result carries ``privacy``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from medfed.algorithms.base import (
     Algorithm,
@@ -49,12 +54,15 @@ from medfed.algorithms.base import (
     NodeOutput,
     Rule,
 )
+from medfed.algorithms.dp import DPResult, DPRule, check_bounds, privacy_of
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
+    declare_moments,
     gated_payloads,
     require_column,
 )
+from medfed.algorithms.stats._dp import moments_local, moments_noise, pool_moments
 from medfed.algorithms.stats._text import number, text_table
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
@@ -97,6 +105,17 @@ def outward_round(value: float, *, up: bool, digits: int = BOUND_DIGITS) -> floa
 
 class MomentsParams(WhereParams):
     columns: list[str] = Field(min_length=1, max_length=500)
+    bounds: dict[str, list[float]] | None = Field(
+        default=None,
+        description="dp mode only: per column the public [low, high] its values are clamped to",
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, bounds: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+        if bounds is None:
+            return None
+        return {c: list(check_bounds(b, f"bounds of '{c}'")) for c, b in bounds.items()}
 
 
 class MeanStats(BaseModel):
@@ -116,7 +135,7 @@ class SummaryStats(VarianceStats):
     max_bound: float | None = None
 
 
-class MeanResult(BaseModel):
+class MeanResult(DPResult):
     columns: dict[str, MeanStats]
     rows: int
     suppressed_nodes: int
@@ -131,7 +150,7 @@ class MeanResult(BaseModel):
         title = f"Summary over {self.rows} rows"
         if self.suppressed_nodes:
             title += f" ({self.suppressed_nodes} node(s) withheld theirs)"
-        return text_table(title, ["column", *present], rows)
+        return text_table(title, ["column", *present], rows) + self.privacy_note()
 
 
 class VarianceResult(MeanResult):
@@ -162,8 +181,23 @@ class Mean(Algorithm[MomentsParams]):
     def disclosure(self, params: MomentsParams) -> list[Rule]:
         return [MinRows("rows"), Grid("n")]
 
+    def noise(self, params: MomentsParams, ctx: LocalContext) -> list[DPRule] | None:
+        assert ctx.dp is not None
+        return moments_noise(
+            ctx.dp, params.columns, params.bounds, spread=self.spread, with_bounds=self.bounds
+        )
+
     def local(self, params: MomentsParams, ctx: LocalContext) -> dict[str, Any]:
         frame = ctx.data.select(params.columns, params.filter)
+        if ctx.dp is not None:
+            return moments_local(
+                frame,
+                ctx.dp,
+                params.columns,
+                params.bounds,
+                spread=self.spread,
+                with_bounds=self.bounds,
+            )
         counts: dict[str, int] = {}
         stats: dict[str, dict[str, float] | None] = {}
         for column in params.columns:
@@ -173,6 +207,7 @@ class Mean(Algorithm[MomentsParams]):
             if n == 0:
                 stats[column] = None
                 continue
+            declare_moments(ctx, column, values, spread=self.spread)
             total = math.fsum(values)
             out = {"sum": total}
             if self.spread:
@@ -191,6 +226,12 @@ class Mean(Algorithm[MomentsParams]):
         outputs: Sequence[NodeOutput],
     ) -> Finished | NextRound:
         payloads, suppressed = gated_payloads(outputs)
+        privacy = privacy_of(outputs)
+        if privacy is not None:  # some node answered with noise: pool sums (stats._dp)
+            pooled, rows = pool_moments(params.columns, payloads)
+            result = {"columns": pooled, "rows": rows, "suppressed_nodes": suppressed}
+            result["privacy"] = privacy
+            return Finished(self.Result.model_validate(result).model_dump())
         columns = {c: _pool(c, payloads) for c in params.columns}
         rows = sum(int(p["rows"]) for p in payloads)
         result = {"columns": columns, "rows": rows, "suppressed_nodes": suppressed}

@@ -37,6 +37,18 @@ interval of cut points that certainly holds the pooled quantile. Differences of 
 at neighbouring cuts can be small (that is how bisection finds a value); they go to the
 hub only, and the researcher sees the quantiles — row values themselves, as a median is.
 Nodes see the broadcast cuts, so they learn about where the pooled quantiles lie.
+
+**Shared-value rule** (the privacy rule for what the researcher sees): an order statistic
+found exactly is released only when at least ``k`` pooled rows certainly share its value
+(``min U(c) - max L(c) >= k``, ``k`` the largest ``min_cell_count`` of the nodes);
+otherwise it is an individual's value, and one more round broadcasts the edges of bins
+``[a, b)`` around it on decimal grids (steps 1, 2, 5 times 10^e). The narrowest bin that
+certainly holds at least ``k`` pooled rows is released instead (``exact = False``,
+``coarsened = True``, ``[lower, upper]``: the quantile lies in it, and its width is the
+rule's effect). An interpolated quantile uses two order statistics; each obeys the rule,
+so two probabilities cannot be combined to solve for the two values. On GBSG2 the
+quartiles of age, tsize and pnodes are shared by 20 or more rows and stay exact; those of
+the survival time (unique days) are released as bins.
 """
 
 from __future__ import annotations
@@ -59,6 +71,7 @@ from medfed.algorithms.base import (
     NodeOutput,
     Rule,
 )
+from medfed.algorithms.dp import DPResult, DPRule, check_bounds, privacy_of
 from medfed.algorithms.plotting import pyplot, save
 from medfed.algorithms.stats._common import (
     WhereParams,
@@ -66,6 +79,7 @@ from medfed.algorithms.stats._common import (
     gated_payloads,
     require_column,
 )
+from medfed.algorithms.stats._dp import quantiles_local, quantiles_noise, quantiles_pool
 from medfed.algorithms.stats._tests_common import (
     float_from_key,
     float_key,
@@ -158,11 +172,56 @@ def place(target: dict[str, Any], cuts: Sequence[float], ranges: np.ndarray) -> 
             hi = cut  # more than ``rank`` values are < cut: x_rank lies below it
             break
         elif less_max <= rank < upto_min:
-            target.update(lo=cut, hi=cut, value=cut, status="exact")
+            # how many pooled rows certainly hold this value (the shared-value rule)
+            target.update(lo=cut, hi=cut, value=cut, status="exact", share=upto_min - less_max)
             return
     if (lo, hi) == _ends(target):
         target["status"] = "bounded"  # every cut inside was ambiguous: stop with the bound
     target.update(lo=_finite(lo), hi=_finite(hi))
+
+
+def brackets(value: float, low: float | None, high: float | None) -> list[tuple[float, float]]:
+    """Bins ``[a, b)`` holding ``value`` on decimal grids (steps 1, 2, 5 times 10^e), finest
+    first, up to the width of the data's rounded range (or 10^9 times the value)."""
+    scale = abs(value) if value != 0 else 1.0
+    top = (high - low) if low is not None and high is not None else scale * 1e9
+    top = max(top, scale) * 2
+    start = math.floor(math.log10(scale)) - 6
+    stop = math.ceil(math.log10(top)) + 1
+    out: list[tuple[float, float]] = []
+    for e in range(start, stop):
+        for mult in (1, 2, 5):
+            step = mult * 10.0**e
+            digits = max(-e, 0)
+            a = round(math.floor(value / step) * step, digits)
+            if a > value:
+                a = round(a - step, digits)
+            b = round(a + step, digits)
+            if a <= value < b and math.isfinite(a) and math.isfinite(b):
+                out.append((a, b))
+    return out
+
+
+def coarsen_targets(
+    targets: Sequence[dict[str, Any]], cuts: Sequence[float], ranges: np.ndarray, k: int
+) -> None:
+    """Give each target being coarsened its narrowest bin with at least ``k`` pooled rows.
+
+    A bin ``[a, b)`` holds ``L(b) - L(a)`` rows; with counts known only as ranges, it
+    certainly holds at least ``min L(b) - max L(a)``. A target no bin covers keeps its
+    search interval, widened to the data's range.
+    """
+    index = {cut: i for i, cut in enumerate(cuts)}
+    for target in targets:
+        if target["status"] != "coarsen":
+            continue
+        chosen: tuple[float, float] | None = None
+        for a, b in target.pop("brackets"):
+            if int(ranges[index[b], 0]) - int(ranges[index[a], 1]) >= k:
+                chosen = (a, b)
+                break
+        lo, hi = chosen if chosen is not None else (target["low"], target["high"])
+        target.update(status="coarsened", value=None, lo=lo, hi=hi)
 
 
 def _ends(target: dict[str, Any]) -> tuple[float, float]:
@@ -184,6 +243,14 @@ def lerp(a: float, b: float, t: float) -> float:
 class QuantilesParams(WhereParams):
     column: str = Field(min_length=1)
     probs: list[float] = Field(default=[0.25, 0.5, 0.75], min_length=1, max_length=99)
+    bounds: list[float] | None = Field(
+        default=None, description="dp mode only: the public [low, high] of the quantile grid"
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, bounds: list[float] | None) -> list[float] | None:
+        return None if bounds is None else list(check_bounds(bounds))
 
     @field_validator("probs")
     @classmethod
@@ -197,16 +264,22 @@ class QuantilesParams(WhereParams):
 
 
 class Quantile(BaseModel):
-    """One pooled quantile: exact, or ``None`` with an interval that holds it."""
+    """One pooled quantile: exact, or ``None`` with an interval that holds it.
+
+    ``coarsened``: the exact value is an individual's (fewer than ``k`` pooled rows share
+    it), so only a bin of at least ``k`` rows that holds it is released; the quantile
+    could be anywhere in ``[lower, upper]`` — that width is the rule's effect.
+    """
 
     prob: float
     value: float | None
     exact: bool
     lower: float | None
     upper: float | None
+    coarsened: bool = False
 
 
-class QuantilesResult(BaseModel):
+class QuantilesResult(DPResult):
     column: str
     n: int
     quantiles: list[Quantile]
@@ -223,7 +296,8 @@ class QuantilesResult(BaseModel):
         title = f"Quantiles of {self.column} (n = {self.n}, {self.rounds} rounds)"
         if self.incomplete:
             title += f" — incomplete: {self.suppressed_nodes} node(s) suppressed"
-        return text_table(title, ["prob", "value", "exact", "lower", "upper"], rows)
+        table = text_table(title, ["prob", "value", "exact", "lower", "upper"], rows)
+        return table + self.privacy_note()
 
     def plot(self, path: str) -> None:
         plt = pyplot()
@@ -263,9 +337,15 @@ class Quantiles(Algorithm[QuantilesParams]):
     def disclosure(self, params: QuantilesParams) -> list[Rule]:
         return [MinRows("n"), Cells("lt"), Cells("le")]
 
+    def noise(self, params: QuantilesParams, ctx: LocalContext) -> list[DPRule] | None:
+        assert ctx.dp is not None
+        return quantiles_noise(ctx.dp, params.column, params.bounds)
+
     def local(self, params: QuantilesParams, ctx: LocalContext) -> dict[str, Any]:
         frame = ctx.data.select([params.column], params.filter)
         values = frame[params.column].dropna().to_numpy(dtype=np.float64)
+        if ctx.dp is not None:  # one round: a histogram on the public grid (stats._dp)
+            return quantiles_local(values, ctx.dp, params.column, params.bounds)
         values = np.sort(values[np.isfinite(values)])
         n = len(values)
         if ctx.round == 0:
@@ -294,6 +374,22 @@ class Quantiles(Algorithm[QuantilesParams]):
         outputs: Sequence[NodeOutput],
     ) -> Finished | NextRound:
         payloads, suppressed = gated_payloads(outputs)
+        privacy = privacy_of(outputs)
+        if privacy is not None:  # dp mode: quantiles of the pooled noisy histogram
+            n, values = quantiles_pool(payloads, params.probs)
+            dp_result = QuantilesResult(
+                column=params.column,
+                n=n,
+                quantiles=[
+                    Quantile(prob=p, value=v, exact=False, lower=None, upper=None)
+                    for p, v in zip(params.probs, values, strict=True)
+                ],
+                rounds=1,
+                incomplete=suppressed > 0,
+                suppressed_nodes=suppressed,
+                privacy=privacy,
+            )
+            return Finished(dp_result.model_dump())
         datasets = sorted(o.dataset_id for o in outputs if o.status == "ok" and o.payload)
         total = sum(int(p["n"]) for p in payloads)
         if round == 0:
@@ -315,10 +411,36 @@ class Quantiles(Algorithm[QuantilesParams]):
             for target in targets:
                 if target["status"] == "open":
                     target["status"] = "bounded"
+        if state.get("phase") == "coarsen":
+            coarsen_targets(targets, cuts, ranges, int(state["k"]))
+            return Finished(self._result(params, state, round + 1))
         if all(t["status"] != "open" for t in targets):
+            k = max(int(p["k"]) for p in payloads)
+            if self._start_coarsening(state, k) and round + 1 < MAX_ROUNDS:
+                return NextRound(state)
+            for target in targets:  # no round left to find a bin: the search interval
+                if target["status"] == "coarsen":
+                    target.pop("brackets")
+                    target.update(status="coarsened", value=None, lo=target["low"])
+                    target.update(hi=target["high"])
             return Finished(self._result(params, state, round + 1))
         state["cuts"] = search_cuts(targets)
         return NextRound(state)
+
+    @staticmethod
+    def _start_coarsening(state: dict[str, Any], k: int) -> bool:
+        """Mark exact values fewer than ``k`` rows share; broadcast their bins' edges."""
+        low, high = state.get("range", [None, None])
+        cuts: set[float] = set()
+        for target in state["targets"]:
+            if target["status"] == "exact" and int(target.get("share", 0)) < k:
+                bins = brackets(float(target["value"]), low, high)
+                target.update(status="coarsen", brackets=bins, low=low, high=high)
+                cuts.update(edge for pair in bins for edge in pair)
+        if not cuts:
+            return False
+        state.update(phase="coarsen", k=k, cuts=sorted(cuts))
+        return True
 
     def _start(
         self,
@@ -352,6 +474,7 @@ class Quantiles(Algorithm[QuantilesParams]):
             {"rank": r, "lo": low, "hi": high, "value": None, "status": "open"}
             for r in sorted(ranks)
         ]
+        state["range"] = [low, high]
         state["cuts"] = search_cuts(state["targets"])
         return NextRound(state)
 
@@ -368,6 +491,7 @@ class Quantiles(Algorithm[QuantilesParams]):
             below, above, weight = _positions(total, p)
             first = found[below]
             second = found[above] if weight > 0 else first
+            coarsened = "coarsened" in (first["status"], second["status"])
             if first["status"] == "exact" and second["status"] == "exact":
                 value = lerp(first["value"], second["value"], weight)
                 quantiles.append(
@@ -376,7 +500,11 @@ class Quantiles(Algorithm[QuantilesParams]):
                 continue
             lower = first["value"] if first["status"] == "exact" else first["lo"]
             upper = second["value"] if second["status"] == "exact" else second["hi"]
-            quantiles.append(Quantile(prob=p, value=None, exact=False, lower=lower, upper=upper))
+            quantiles.append(
+                Quantile(
+                    prob=p, value=None, exact=False, lower=lower, upper=upper, coarsened=coarsened
+                )
+            )
         result = QuantilesResult(
             column=params.column,
             n=total,

@@ -35,6 +35,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 from scipy import special
@@ -51,6 +52,7 @@ from medfed.algorithms.base import (
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
+    declare_moments,
     gated_payloads,
     require_column,
 )
@@ -160,6 +162,7 @@ class TTest(Algorithm[TTestParams]):
             if n == 0:
                 stats.append(None)
                 continue
+            declare_moments(ctx, g, np.asarray(by_level[g], dtype=float), spread=True)
             total = math.fsum(by_level[g])
             stats.append({"sum": total, "m2": math.fsum((x - total / n) ** 2 for x in by_level[g])})
         return {"rows": len(frame), "groups": named, "n": counts, "stats": stats}

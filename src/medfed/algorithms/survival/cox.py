@@ -110,10 +110,12 @@ class Cox(Algorithm[CoxParams]):
     def local(self, params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
         data = cox_local.load(params, ctx)
         if ctx.round == 0:
-            out = cox_local.round_zero(params, data, ctx.max_param_fraction)
+            out = cox_local.round_zero(params, data, ctx.max_param_fraction, ctx.min_residual_df)
             out["coarsened"] = any(unit.coarsened for _, unit in data.units.values())
             return out
-        out = cox_local.risk_set_sums(params, data, ctx.state, ctx.max_param_fraction)
+        out = cox_local.risk_set_sums(
+            params, data, ctx.state, ctx.max_param_fraction, ctx.min_residual_df
+        )
         out["levels"] = {}
         return out
 

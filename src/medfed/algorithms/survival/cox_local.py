@@ -22,7 +22,8 @@ with ``x`` the covariates centred and scaled by the pooled means and standard de
 ``w = exp(x'beta)`` for the broadcast ``beta`` and ``t_j`` the agreed global event times
 of the stratum. Gate: ``MinRows("rows")``, ``Cells("at_risk")``, ``Cells("levels")``;
 refusals: fewer than ``min_rows`` rows, a stratum or a categorical level with fewer than
-``min_cell_count`` rows, more parameters than ``max_param_fraction`` of the rows. Each
+``min_cell_count`` rows, more parameters than ``max_param_fraction`` of the rows, fewer
+than ``min_residual_df`` rows beyond the parameters. Each
 risk-set count is 0 or at least ``min_cell_count``, so every sum is over at least that
 many people. Differences of sums at consecutive times describe the people who left the
 risk set in between, which may be a single person: see ``docs/algorithms/survival.md``.
@@ -94,8 +95,14 @@ def load(params: CoxParams, ctx: LocalContext) -> NodeData:
     return NodeData(frame, parts)
 
 
-def check_parameters(p: int, rows: int, fraction: float) -> None:
-    """Refuse a model with more parameters than ``fraction`` of the node's rows."""
+def check_parameters(p: int, rows: int, fraction: float, min_df: int = 0) -> None:
+    """Refuse a model with more parameters than ``fraction`` of the node's rows, or with
+    fewer than ``min_df`` residual degrees of freedom (rows minus parameters)."""
+    if rows - p < min_df:
+        raise Refused(
+            f"gate: min_residual_df: cox leaves fewer than {min_df} residual degrees of "
+            "freedom at this node"
+        )
     if p > fraction * rows:
         raise Refused(
             # the node's exact row count would leave the node without passing the gate
@@ -104,7 +111,9 @@ def check_parameters(p: int, rows: int, fraction: float) -> None:
         )
 
 
-def round_zero(params: CoxParams, data: NodeData, fraction: float) -> dict[str, Any]:
+def round_zero(
+    params: CoxParams, data: NodeData, fraction: float, min_df: int = 0
+) -> dict[str, Any]:
     """Moments and levels for scaling and coding, event times and counts per stratum."""
     frame = data.frame
     moments: dict[str, dict[str, float]] = {}
@@ -121,7 +130,7 @@ def round_zero(params: CoxParams, data: NodeData, fraction: float) -> dict[str, 
             m2 = math.fsum((x - total / len(x)) ** 2)
             moments[column] = {"n": len(x), "sum": total, "m2": m2}
             p += 1
-    check_parameters(p, len(frame), fraction)
+    check_parameters(p, len(frame), fraction, min_df)
     times: dict[str, list[float]] = {}
     events: dict[str, list[int]] = {}
     for level, (_, unit) in data.units.items():
@@ -162,12 +171,12 @@ def _upper(rows: Floats, p: int) -> Floats:
 
 
 def risk_set_sums(
-    params: CoxParams, data: NodeData, state: dict[str, Any], fraction: float
+    params: CoxParams, data: NodeData, state: dict[str, Any], fraction: float, min_df: int = 0
 ) -> dict[str, Any]:
     """One Newton round's sums over the risk sets and tied events of every stratum."""
     x = design(params, data.frame, state)
     p = x.shape[1]
-    check_parameters(p, len(data.frame), fraction)
+    check_parameters(p, len(data.frame), fraction, min_df)
     beta = np.asarray(state["beta"], dtype=np.float64)
     out: dict[str, Any] = {"rows": len(data.frame), "at_risk": {}, "events": {}}
     for key in ("s0", "s1", "s2", "t0", "t1", "t2"):

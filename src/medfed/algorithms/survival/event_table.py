@@ -82,6 +82,8 @@ class PooledTable:
     events: Ints
     rows: int = 0
     tails: list[UnitTail] = field(default_factory=list)
+    #: the largest ``min_cell_count`` of the nodes that answered (interval rule of ``km``)
+    k: int = 1
 
 
 P = TypeVar("P", bound=SurvivalParams)
@@ -175,6 +177,7 @@ def pool_tables(
             table.at_risk += np.asarray(at_risk, dtype=np.int64)
             table.events += events
             table.rows += int(payload["unit_rows"][level])
+            table.k = max(table.k, int(payload["tail_max"]) + 1)
             boundary = payload["boundary"][level]
             if boundary is not None:
                 table.tails.append(UnitTail(int(boundary), int(payload["tail_max"]), events))

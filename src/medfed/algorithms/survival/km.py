@@ -32,6 +32,8 @@ reports ``min(1, B)`` per time as ``max_error``; it is 0 before the earliest bou
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -82,7 +84,7 @@ def km_curve(table: PooledTable, alpha: float, group: str | None) -> dict[str, A
     kept = np.flatnonzero(keep)
     # the curve is flat from one of its event times to the next: report the largest bound
     bound = np.maximum.reduceat(error_bound(table), kept) if len(kept) else np.zeros(0)
-    return {
+    exact = {
         "group": group,
         "rows": table.rows,
         "events_total": int(d.sum()),
@@ -98,6 +100,77 @@ def km_curve(table: PooledTable, alpha: float, group: str | None) -> dict[str, A
         "coarsened": bool(table.tails),
         "max_error": bound.tolist(),
     }
+    return exact if table.k <= 1 else in_intervals(exact, table.k)
+
+
+def time_step(last: float) -> float:
+    """The grid step: 1, 2 or 5 times a power of ten, the largest up to ``last / 100``."""
+    target = last / 100 if last > 0 else 1.0
+    e = math.floor(math.log10(target))
+    step = max(m * 10.0**e for m in (1, 2, 5) if m * 10.0**e <= target * (1 + 1e-12))
+    return float(f"{step:.12g}")
+
+
+def interval_ends(times: Floats, events: Floats, step: float, k: int) -> list[int]:
+    """Indices of the last event time of each interval (see the module docstring)."""
+    cells = np.ceil(times / step)
+    ends: list[int] = []
+    held = 0.0
+    for i in range(len(times)):
+        held += float(events[i])
+        if held >= k and (i == len(times) - 1 or cells[i + 1] != cells[i]):
+            ends.append(i)
+            held = 0.0
+    if held > 0 and ends:  # fewer than k events left at the end: they join the last interval
+        ends[-1] = len(times) - 1
+    return ends
+
+
+def in_intervals(exact: dict[str, Any], k: int) -> dict[str, Any]:
+    """The curve released at the ends of time intervals that hold at least ``k`` events."""
+    times = np.asarray(exact["times"], dtype=np.float64)
+    events = np.asarray(exact["events"], dtype=np.float64)
+    survival = np.asarray(exact["survival"], dtype=np.float64)
+    bound = np.asarray(exact["max_error"], dtype=np.float64)
+    step = time_step(float(times[-1])) if len(times) else 1.0
+    ends = interval_ends(times, events, step, k)
+    starts = [0, *(e + 1 for e in ends[:-1])]
+    digits = max(0, -math.floor(math.log10(step)))
+    released = [round(math.ceil(times[e] / step) * step, digits) for e in ends]
+    out = dict(exact)
+    out.update(
+        time_step=step,
+        events_total=int(events.sum()) if events.sum() >= k else None,
+        times=released,
+        at_risk=[exact["at_risk"][a] for a in starts],
+        events=[int(events[a : e + 1].sum()) for a, e in zip(starts, ends, strict=True)],
+        survival=[float(survival[e]) for e in ends],
+        ci_lower=[exact["ci_lower"][e] for e in ends],
+        ci_upper=[exact["ci_upper"][e] for e in ends],
+    )
+    # |S(t) - released| on [c_i, c_{i+1}): the drop over the next interval, plus the
+    # tail-coarsening bound anywhere up to its end; before c_0 the drop from 1
+    drops = [float(survival[e] - survival[n]) for e, n in itertools.pairwise(ends)]
+    tail = [float(bound[: n + 1].max()) for n in ends[1:]]
+    if ends:
+        drops.append(0.0)
+        tail.append(float(bound.max()))
+    out["max_error"] = [min(1.0, a + b) for a, b in zip(drops, tail, strict=True)]
+    # before the first released time the curve reads 1; with nothing released, 1 - S(end)
+    first = ends[0] if ends else len(survival) - 1
+    out["max_error_start"] = (
+        min(1.0, 1.0 - float(survival[first]) + float(bound[: first + 1].max()))
+        if len(survival)
+        else 0.0
+    )
+    grid = np.asarray(released, dtype=np.float64)
+    for key in ("median", "median_ci_lower", "median_ci_upper"):
+        curve = {"median": "survival", "median_ci_lower": "ci_lower"}.get(key, "ci_upper")
+        out[key] = _median(grid, np.asarray(out[curve], dtype=np.float64))
+    if out["median"] is not None:
+        at = released.index(out["median"])
+        out["median_bounds"] = [released[at - 1] if at else 0.0, out["median"]]
+    return out
 
 
 def error_bound(table: PooledTable) -> Floats:

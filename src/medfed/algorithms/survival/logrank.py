@@ -14,7 +14,11 @@ the covariance ``V_gh = Σ f (n_g n δ_gh - n_g n_h)`` with
 ``f = d (n - d) / ((n - 1) n²)`` (``(n - d)/(n - 1)`` taken as 1 where ``n = 1``). The
 statistic is ``Z' V⁺ Z`` over the first ``G - 1`` groups (``Z = O - E``, ``V⁺`` the
 pseudo-inverse), chi-squared with ``G - 1`` degrees of freedom. With coarsened tails the
-test is exactly that of the pooled data with each node's tail moved to its boundary.
+test is exactly that of the pooled data with each node's tail moved to its boundary, and
+for two groups the result carries a proven range for the uncoarsened statistic and p value
+(:mod:`medfed.algorithms.survival.bounds`), flagged when the p value could lie on either
+side of 0.05. A group with fewer than ``k`` events pooled (none included) refuses the
+test: the observed counts sum to the expected ones, so one small count would follow.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from medfed.algorithms.stats._common import check_where, require_column
+from medfed.algorithms.survival.bounds import logrank_bound
 from medfed.algorithms.survival.event_table import EventTableAlgorithm, PooledTable
 from medfed.algorithms.survival.results import LogrankResult
 from medfed.algorithms.survival.times import SurvivalParams, check_survival_columns
@@ -93,9 +98,23 @@ class Logrank(EventTableAlgorithm[LogrankParams]):
                 f"{self.name}: group '{params.group}' has {len(tables)} level(s) over all "
                 "nodes; the test needs at least 2"
             )
-        if not any(int(t.events.sum()) for t in tables.values()):
-            raise BadRequest(f"{self.name}: no events at any node, nothing to test")
+        k = max(t.k for t in tables.values())
+        if any(int(t.events.sum()) < k for t in tables.values()):
+            # observed events sum to the expected ones: a small group's count would follow
+            # from the others, so the test is refused; no events and a few read alike
+            raise BadRequest(
+                f"{self.name}: a group has too few events over all nodes (fewer than the "
+                "nodes' minimum cell count) to test"
+            )
         test = logrank_test(list(tables.values()))
+        bound = logrank_bound(list(tables.values()), test["test_statistic"])
+        if bound is not None:
+            p_low, p_high = bound.p_value
+            test |= {
+                "statistic_bounds": list(bound.statistic),
+                "p_value_bounds": [p_low, p_high],
+                "p_value_may_cross_005": p_low < 0.05 <= p_high,
+            }
         return test | {
             "group": params.group,
             "groups": list(tables),

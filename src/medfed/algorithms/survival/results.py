@@ -3,7 +3,8 @@
 These run wherever a result is read (hub, SDK, CLI); they send nothing. ``summary()``
 returns a fixed-width text table in the style of statsmodels' summaries; ``plot(path)``
 writes a PNG with matplotlib's Agg backend (Kaplan-Meier curves with confidence bands,
-or a forest plot of Cox hazard ratios). ``None`` in a time or median means "not reached".
+or a forest plot of Cox hazard ratios with the numbers beside each bar). ``None`` in a
+time or median means "not reached".
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 
 from pydantic import BaseModel
 
-from medfed.algorithms.plotting import pyplot, save
+from medfed.algorithms.plotting import numbers_beside, pyplot, save
 
 __all__ = ["CoxResult", "KMCurve", "KMResult", "LogrankResult"]
 
@@ -39,11 +40,20 @@ class KMCurve(BaseModel):
     lifelines' ``median_survival_times(confidence_interval_)``. ``max_error`` bounds
     ``|survival - exact survival|`` on ``[times[i], times[i+1])`` when tails were
     coarsened (all zeros otherwise).
+
+    With ``min_cell_count`` k > 1 (the interval rule), no event time is released: the
+    pooled curve is given at the ends ``times`` of intervals on a grid of ``time_step``
+    that each hold at least k events (``events``: events in the interval, ``at_risk``: at
+    risk at its start). ``survival`` and the bands equal the exact pooled values at those
+    times; ``max_error[i]`` bounds ``|S(t) - survival[i]|`` on ``[times[i], times[i+1])``
+    (the drop over the next interval plus any tail bound), ``max_error_start`` before
+    ``times[0]``. ``events_total`` is None when under k. The median is the first
+    released time where the curve is at most 0.5; the exact one lies in ``median_bounds``.
     """
 
     group: str | None
     rows: int
-    events_total: int
+    events_total: int | None
     times: list[float]
     at_risk: list[int]
     events: list[int]
@@ -55,6 +65,12 @@ class KMCurve(BaseModel):
     median_ci_upper: float | None
     coarsened: bool
     max_error: list[float]
+    #: the interval rule (k > 1): times are ends of intervals of a ``time_step`` grid
+    time_step: float | None = None
+    #: bound on ``|S(t) - 1|`` before ``times[0]`` (what the curve reads there)
+    max_error_start: float = 0.0
+    #: the exact median lies in ``(median_bounds[0], median_bounds[1]]``
+    median_bounds: list[float] | None = None
 
     def at(self, t: float) -> float:
         """The survival estimate at time ``t`` (1 before the first event)."""
@@ -64,6 +80,10 @@ class KMCurve(BaseModel):
                 break
             value = s
         return value
+
+
+def _count(value: int | None) -> str:
+    return "<k" if value is None else str(value)
 
 
 def _exact(curve: KMCurve) -> str:
@@ -110,11 +130,21 @@ class KMResult(BaseModel):
         for c in self.curves:
             ci = f"[{_num(c.median_ci_lower, 8).strip()}, {_num(c.median_ci_upper, 8).strip()}]"
             lines.append(
-                f"{(c.group or 'all')[:15]:<16}{c.rows:>8}{c.events_total:>8}"
+                f"{(c.group or 'all')[:15]:<16}{c.rows:>8}{_count(c.events_total):>8}"
                 f"{_num(c.median, 11)}{ci:>22}{('yes' if c.coarsened else 'no'):>13}"
             )
         lines.append(_rule(width))
         for c in self.curves:
+            if c.time_step is not None:
+                where = (
+                    f"; exact median in ({c.median_bounds[0]:g}, {c.median_bounds[1]:g}]"
+                    if c.median_bounds
+                    else ""
+                )
+                lines.append(
+                    f"{c.group or 'all'}: given at ends of intervals of >= k events on a "
+                    f"{c.time_step:g} grid (no event time released){where}"
+                )
             if c.coarsened:
                 lines.append(
                     f"{c.group or 'all'}: tails coarsened by the risk-set rule; {_exact(c)}"
@@ -158,6 +188,11 @@ class LogrankResult(BaseModel):
     p_value: float
     coarsened: bool
     suppressed_nodes: int
+    #: coarsened tails, two groups: ranges that certainly hold the uncoarsened values
+    statistic_bounds: list[float | None] | None = None
+    p_value_bounds: list[float] | None = None
+    #: the uncoarsened p value could lie on the other side of 0.05
+    p_value_may_cross_005: bool = False
 
     def summary(self) -> str:
         width = 60
@@ -175,6 +210,14 @@ class LogrankResult(BaseModel):
         lines.append(_rule(width))
         if self.coarsened:
             lines.append("tails coarsened by the risk-set rule (see docs)")
+        if self.p_value_bounds is not None:
+            low, high = self.statistic_bounds or [None, None]
+            lines.append(
+                f"uncoarsened chi2 in [{_num(low).strip()}, {_num(high).strip()}], "
+                f"p in [{self.p_value_bounds[0]:.3g}, {self.p_value_bounds[1]:.3g}]"
+            )
+            if self.p_value_may_cross_005:
+                lines.append("! the uncoarsened p value could lie on the other side of 0.05")
         return "\n".join(lines)
 
 
@@ -256,6 +299,14 @@ class CoxResult(BaseModel):
         ax.minorticks_off()
         ax.set_yticks(ys)
         ax.set_yticklabels(self.covariates)
+        numbers_beside(
+            ax,
+            ys,
+            [
+                f"{hr:.3g} ({lo:.3g}-{hi:.3g})"
+                for hr, lo, hi in zip(self.hazard_ratio, self.hr_lower, self.hr_upper, strict=True)
+            ],
+        )
         ax.set_xlabel(f"hazard ratio ({round((1 - self.alpha) * 100)}% CI)")
         ax.set_title("Cox proportional hazards")
         save(fig, path)

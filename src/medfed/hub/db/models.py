@@ -99,6 +99,9 @@ class Project(Base):
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: statistical tasks per window, set by a DAC (None: the hub's default)
+    query_budget: Mapped[int | None] = mapped_column(Integer)
+    query_window_hours: Mapped[float | None] = mapped_column(Float)
 
 
 class ProjectMember(Base):
@@ -158,6 +161,10 @@ class Dataset(Base):
     duo_codes: Mapped[list[Any]] = mapped_column(default=list)
     unique_individuals: Mapped[int | None] = mapped_column(Integer)
     records: Mapped[int | None] = mapped_column(Integer)
+    contact: Mapped[str | None] = mapped_column(String(300))
+    license: Mapped[str | None] = mapped_column(String(300))
+    # its authors described it: the node's description no longer replaces theirs
+    described: Mapped[bool] = mapped_column(Boolean, default=False)
     invalidation_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -208,6 +215,11 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     duration_s: Mapped[float | None] = mapped_column(Float)
+    #: the node's keyed hashes of the run's filter and row sets, and the rule category
+    #: that decided (stewards only; never shown to researchers)
+    filter_hash: Mapped[str | None] = mapped_column(String(64))
+    rowset_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    rule: Mapped[str | None] = mapped_column(String(20))
 
 
 class LedgerHead(Base):

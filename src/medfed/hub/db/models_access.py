@@ -9,6 +9,8 @@ Imported at the end of ``medfed.hub.db.models`` so that ``Base.metadata`` holds 
   required end; revocation sets ``revoked_at``.
 * ``discovery_queries``: one row per count query a user made (the per-user budget is the
   number of rows in the last window), linked to the task the nodes answered.
+* ``query_refusals``: one row per task the hub refused for the project's query budget
+  (the budget itself is ``projects.query_budget`` / ``query_window_hours``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from medfed.common.timeutil import utcnow
 from medfed.hub.db.models import Base
 
-__all__ = ["AccessApplication", "AccessEvent", "Base", "DiscoveryQuery", "Entitlement"]
+__all__ = [
+    "AccessApplication",
+    "AccessEvent",
+    "Base",
+    "DiscoveryQuery",
+    "Entitlement",
+    "QueryRefusal",
+]
 
 
 class AccessApplication(Base):
@@ -85,4 +94,23 @@ class DiscoveryQuery(Base):
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
     granularity: Mapped[str] = mapped_column(String(10))
     dataset_ids: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class QueryRefusal(Base):
+    """A task the hub refused before storing it (``rule``: ``budget``), for the stewards.
+
+    The request itself is kept (project, researcher, algorithm, datasets, parameters with
+    the filter) so the steward's query view can list it beside the runs.
+    """
+
+    __tablename__ = "query_refusals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    algorithm: Mapped[str] = mapped_column(String(100))
+    dataset_ids: Mapped[list[Any]] = mapped_column(default=list)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    rule: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

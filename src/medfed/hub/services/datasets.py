@@ -12,6 +12,10 @@ already rounded by the node, its catalogue summary and its content manifest root
   ``previous_id``/``next_id`` that starts from the previous version's catalogue metadata —
   and the old version stays as it was; the same content changes nothing.
 
+The node's description is a default: once the dataset's authors have written one
+(``Dataset.described``, set by ``catalogue.metadata.update_metadata``), a registration no
+longer replaces it, and a new version starts from theirs.
+
 Researchers name datasets by id (one exact version), by name (one version per node that
 has it: the newest usable one, else the newest) or as ``node/name``.
 """
@@ -42,6 +46,9 @@ CARRIED = (
     "duo_codes",
     "unique_individuals",
     "records",
+    "contact",
+    "license",
+    "described",
 )
 
 
@@ -64,7 +71,8 @@ def register(session: Session, *, node: Node, data: DatasetRegister) -> Dataset:
         action = "dataset.register"
     elif current.state == State.draft.value:
         if (current.manifest_root, current.columns, current.row_count) == content and (
-            current.description == data.description and current.summary == data.summary
+            (current.described or current.description == data.description)
+            and current.summary == data.summary
         ):
             return current  # a node re-announcing an unchanged dataset changes nothing
         dataset, action = current, "dataset.update"
@@ -79,9 +87,12 @@ def register(session: Session, *, node: Node, data: DatasetRegister) -> Dataset:
             previous_id=current.id,
             **{key: getattr(current, key) for key in CARRIED},
         )
+        if current.described:
+            dataset.description = current.description
         session.add(dataset)
         action = "dataset.version"
-    dataset.description = data.description
+    if not dataset.described:
+        dataset.description = data.description
     dataset.columns = columns
     dataset.row_count = data.row_count
     dataset.summary = data.summary

@@ -5,7 +5,10 @@ a lease (``lease_id``, ``lease_expires_at``); heartbeats extend the leases it ho
 lease that expires sends the run back to pending (another claim bumps ``attempts``) until
 ``max_attempts``, then the run fails with the reason. An answer is accepted once: the
 same lease posting again is a no-op, any other lease gets a :class:`Conflict`. Ending the
-last run of a round hands over to :func:`medfed.hub.services.tasks.finish_round`.
+last run of a round hands over to :func:`medfed.hub.services.tasks.finish_round`. The
+``run.finish`` ledger entry holds the hash of the bytes the node sent and, from nodes that
+send them, its keyed filter hash (``filter``) and row-set fingerprint (``rowsets``); the
+rule's category stays in the run row, for the stewards' query view.
 """
 
 from __future__ import annotations
@@ -207,8 +210,16 @@ def post_outcome(
     run.output = outcome.output if outcome.status == "done" else None
     run.error = outcome.error
     run.duration_s = outcome.duration_s
+    run.filter_hash = outcome.filter_hash
+    run.rowset_fingerprint = outcome.rowset_fingerprint
+    run.rule = outcome.rule  # the category, for the stewards' view only (never the ledger)
     run.finished_at = utcnow()
     session.flush()
+    hashes = {"outcome": body_sha256 or content_hash(outcome.model_dump(mode="json"))}
+    if outcome.filter_hash is not None:
+        hashes["filter"] = outcome.filter_hash
+    if outcome.rowset_fingerprint is not None:
+        hashes["rowsets"] = outcome.rowset_fingerprint
     record(
         session,
         action="run.finish",
@@ -217,10 +228,11 @@ def post_outcome(
             "run": run.id,
             "task": run.task_id,
             "dataset": run.dataset_id,
+            # not whether the output was withheld: any signed-in user reads the ledger,
+            # and which node withheld is told to no researcher
             "status": run.status,
-            "output": run.output_status or "none",
         },
-        hashes={"outcome": body_sha256 or content_hash(outcome.model_dump(mode="json"))},
+        hashes=hashes,
     )
     task = session.get(Task, run.task_id)
     assert task is not None

@@ -1,5 +1,8 @@
 """Tasks: creation (everything validated before anything is stored) and round aggregation.
 
+Creating a task draws on its project's query budget (``access.budgets``: 429 with the
+reset time once used up).
+
 Each round has one run per dataset (leased to nodes by ``medfed.hub.services.runs``).
 When the last run of a round ends, :func:`finish_round` (same transaction) calls the
 algorithm's aggregate step: it finishes the task, starts the next round, or fails the
@@ -35,7 +38,7 @@ from medfed.hub.db.models import Dataset, Node, Run, Task, User
 from medfed.hub.db.session import is_sqlite
 from medfed.hub.dispatch import want_wake
 from medfed.hub.services import datasets as dataset_service
-from medfed.hub.services.access import entitlements
+from medfed.hub.services.access import budgets, entitlements
 from medfed.hub.services.catalogue import lifecycle
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.projects import get_project
@@ -54,8 +57,10 @@ def create_task(
     algorithm: str,
     dataset_refs: Sequence[int | str],
     raw_params: dict[str, Any],
+    settings: HubSettings | None = None,
 ) -> Task:
-    """Validate everything, then store the task and its first round of runs."""
+    """Validate everything and check the project's query budget, then store the task and
+    its first round of runs (``settings``: the hub's, else those of the app's session)."""
     get_project(session, project_id=project_id, user=actor)
     alg = get_algorithm(algorithm)
     found = dataset_service.resolve(session, dataset_refs)
@@ -63,6 +68,15 @@ def create_task(
     entitlements.require_entitled(session, project_id=project_id, datasets=found)
     params = alg.parse_params(raw_params)
     alg.validate(params, [dataset_service.schema_of(d) for d in found])
+    budgets.require_task_budget(
+        session,
+        actor=actor,
+        project_id=project_id,
+        alg=alg,
+        params=params.model_dump(mode="json", by_alias=True),
+        found=found,
+        settings=settings,
+    )
     task = store_task(
         session, project_id=project_id, actor=actor, alg=alg, params=params, found=found
     )

@@ -2,7 +2,8 @@
 
 Each function calls the service that the JSON API calls (catalogue search, visibility
 and lifecycle; the access service's entitlements) and shapes its answer for a template:
-facet links, labels, the lifecycle moves to offer. None decides who may see or do what;
+facet links, labels, the lifecycle moves to offer, the describe form of a draft (its
+fields as text, and back: :func:`describe_body`). None decides who may see or do what;
 the services do, and their errors reach the page unchanged.
 """
 
@@ -13,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from medfed.common import duo
-from medfed.common.catalogue_resources import DatasetRecord
+from medfed.common.catalogue_resources import DatasetMetadataUpdate, DatasetRecord
 from medfed.common.errors import BadRequest
 from medfed.common.timeutil import utcnow
 from medfed.hub.db.models import Dataset, Project, User
@@ -106,6 +108,9 @@ class DatasetView:
     can_apply: bool
     is_author: bool
     actions: list[str]
+    can_describe: bool = False
+    form: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
 def _duo_label(code: str) -> str:
@@ -134,7 +139,82 @@ def dataset_view(session: Session, *, user: User | None, dataset_id: int) -> Dat
         can_apply=user is not None and lifecycle.is_usable(dataset),
         is_author=lifecycle.is_author(session, user, dataset),
         actions=row.actions,
+        can_describe=lifecycle.is_author(session, user, dataset)
+        and dataset.state == lifecycle.State.draft.value,
+        form=describe_form(record),
     )
+
+
+# the describe form: field name → label (the order of the form)
+DESCRIBE_FIELDS = {
+    "title": "Title",
+    "description": "Description",
+    "keywords": "Keywords",
+    "themes": "Themes",
+    "duo_codes": "DUO codes",
+    "contact": "Contact",
+    "license": "Licence",
+    "access_rights": "Access rights",
+    "access_conditions": "Access conditions",
+    "unique_individuals": "Unique individuals",
+    "records": "Records",
+}
+LIST_FIELDS = ("keywords", "themes", "duo_codes")
+NUMBER_FIELDS = ("unique_individuals", "records")
+
+
+def describe_form(record: DatasetRecord) -> dict[str, Any]:
+    """A version's metadata as the describe form shows it (lists as comma lists)."""
+    form: dict[str, Any] = {}
+    for name in DESCRIBE_FIELDS:
+        value = getattr(record, name)
+        if name in LIST_FIELDS:
+            form[name] = ", ".join(value)
+        elif name == "access_conditions":
+            form[name] = list(value)
+        else:
+            form[name] = "" if value is None else str(value)
+    return form
+
+
+def describe_body(form: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The form's fields as a metadata update, or the problems, one per field, by label.
+
+    Every field is sent: an empty one clears the value (a form shows what is stored).
+    """
+    errors: list[str] = []
+    body: dict[str, Any] = {}
+    for name, label in DESCRIBE_FIELDS.items():
+        raw = form.get(name)
+        if name == "access_conditions":
+            body[name] = [str(v) for v in raw or []]
+            continue
+        text = str(raw or "").strip()
+        if name in LIST_FIELDS:
+            body[name] = [w.strip() for w in text.split(",") if w.strip()]
+        elif name in NUMBER_FIELDS:
+            if text and not text.isdigit():
+                errors.append(f"{label}: must be a whole number, not '{text}'")
+            body[name] = int(text) if text.isdigit() else None
+        elif name == "access_rights":
+            body[name] = text or "NON_PUBLIC"
+        else:
+            body[name] = text or (None if name != "description" else "")
+    if errors:
+        return {}, errors
+    try:
+        checked = DatasetMetadataUpdate.model_validate(body)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            message = str(error["msg"]).removeprefix("Value error, ")
+            errors.append(f"{DESCRIBE_FIELDS.get(name, name)}: {message}")
+        return {}, errors
+    try:
+        duo.validate_codes(checked.duo_codes or [])
+    except BadRequest as exc:
+        return {}, [f"DUO codes: {exc.message}"]
+    return checked.model_dump(exclude_unset=True), []
 
 
 @dataclass

@@ -19,7 +19,14 @@ from fastapi.staticfiles import StaticFiles
 from medfed.common.errors import Unauthorized
 from medfed.hub.api.deps import SessionDep, SettingsDep
 from medfed.hub.services import auth
-from medfed.hub.web import access_pages, admin_pages, catalogue_pages, project_pages
+from medfed.hub.web import (
+    access_pages,
+    admin_pages,
+    audit_pages,
+    catalogue_pages,
+    project_pages,
+    task_pages,
+)
 from medfed.hub.web.session import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -94,5 +101,12 @@ def logout(visitor: CheckedVisitor, session: SessionDep) -> Response:
     return response
 
 
-for _module in (catalogue_pages, access_pages, project_pages, admin_pages):
+for _module in (
+    catalogue_pages,
+    access_pages,
+    project_pages,
+    task_pages,
+    admin_pages,
+    audit_pages,
+):
     router.include_router(_module.router)

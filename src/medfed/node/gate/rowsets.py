@@ -47,6 +47,7 @@ import pandas as pd
 
 from medfed.common.filters import Filter
 from medfed.common.schemas import ColumnSchema
+from medfed.node.gate.dominance import Magnitude, magnitude
 from medfed.node.stores.tables import TableStore
 
 __all__ = ["Decision", "RecordingData", "RowSetMemory"]
@@ -164,6 +165,8 @@ class RecordingData:
         self.labelings: list[IntArray] = []
         #: keyed fingerprints of the recorded row sets, for the node's run log
         self.fingerprints: list[str] = []
+        #: per declared sum or mean, its total and two largest contributions (dominance)
+        self.magnitudes_seen: dict[str, Magnitude] = {}
 
     @property
     def columns(self) -> list[ColumnSchema]:
@@ -198,6 +201,14 @@ class RecordingData:
         ids = self._store.row_ids(where)
         self._record(self._mask(ids))
         return len(ids)
+
+    def magnitudes(self, label: str, values: Sequence[float] | npt.NDArray[Any]) -> None:
+        """Record what the dominance rules need about a released sum (never the values)."""
+        name, i = label, 1
+        while name in self.magnitudes_seen:
+            i += 1
+            name = f"{label}#{i}"
+        self.magnitudes_seen[name] = magnitude(values)
 
     def cells(self, labels: pd.Series) -> None:
         """Record a grid: ``labels`` indexed by row id, one cell label per row used."""

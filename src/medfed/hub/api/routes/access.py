@@ -1,4 +1,5 @@
-"""Routes for access governance: applications (REMS), DAC decisions, entitlements, due view.
+"""Routes for access governance: applications (REMS), DAC decisions, entitlements, due view,
+projects' query budgets (set by the DAC).
 
 Thin: each route calls one service of ``medfed.hub.services.access`` and commits once.
 """
@@ -18,11 +19,13 @@ from medfed.common.access_resources import (
     DecisionRequest,
     DueView,
     EntitlementPublic,
+    QueryBudgetPublic,
+    QueryBudgetSet,
 )
 from medfed.common.errors import NotFound
 from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.dispatch import commit
-from medfed.hub.services.access import applications, decisions, entitlements
+from medfed.hub.services.access import applications, budgets, decisions, entitlements
 
 router = APIRouter(prefix="/api/access", tags=["access"])
 
@@ -165,3 +168,33 @@ def list_entitlements(
 def due(user: CurrentUser, session: SessionDep) -> DueView:
     """For DAC members: submitted applications with their age; entitlements ending in 30 days."""
     return decisions.due_view(session, user=user)
+
+
+@router.get("/projects/{project_id}/query-budget")
+def get_query_budget(
+    project_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> QueryBudgetPublic:
+    """The project's budget of statistical tasks and what is left (members and its DACs)."""
+    return budgets.budget_public(session, user=user, project_id=project_id, settings=settings)
+
+
+@router.put("/projects/{project_id}/query-budget")
+def set_query_budget(
+    project_id: int,
+    body: QueryBudgetSet,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    notifier: NotifierDep,
+) -> QueryBudgetPublic:
+    """A DAC of an organization the project applied to sets its budget (null: the default)."""
+    public = budgets.set_query_budget(
+        session,
+        actor=user,
+        project_id=project_id,
+        query_budget=body.query_budget,
+        window_hours=body.window_hours,
+        settings=settings,
+    )
+    commit(session, notifier)
+    return public

@@ -88,11 +88,7 @@ def create_training(
     settings: SettingsDep,
     notifier: NotifierDep,
 ) -> TaskPublic:
-    plan_hash = str(body.params.get("plan", ""))
-    plans.get_plan(session, plan_hash_=plan_hash)
-    initial = str(body.params.get("initial_weights", ""))
-    if not initial or not blobs.store_for(settings).exists(initial):
-        raise NotFound(f"initial weights {initial!r} are not at the hub (upload them first)")
+    plans.require_training_inputs(session, settings=settings, params=body.params)
     task = tasks.create_task(
         session,
         actor=user,

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from medfed.common.resources import NodeRunStatus, RunStatus, TaskCreate, TaskPublic, TaskStatus
-from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep
+from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.db.models import Task, User
 from medfed.hub.dispatch import commit
 from medfed.hub.services import tasks
@@ -48,10 +48,19 @@ def task_public(session: Session, task: Task) -> TaskPublic:
     return public
 
 
-@router.post("/tasks", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/tasks",
+    status_code=status.HTTP_201_CREATED,
+    responses={429: {"description": "the project's query budget is used up (see resets_at)"}},
+)
 def create_task(
-    body: TaskCreate, user: CurrentUser, session: SessionDep, notifier: NotifierDep
+    body: TaskCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    notifier: NotifierDep,
 ) -> TaskPublic:
+    """Start a task; 429 (``resets_at``, ``Retry-After``) once the query budget is used up."""
     task = tasks.create_task(
         session,
         actor=user,
@@ -59,6 +68,7 @@ def create_task(
         algorithm=body.algorithm,
         dataset_refs=body.datasets,
         raw_params=body.params,
+        settings=settings,
     )
     commit(session, notifier)
     return task_public(session, task)

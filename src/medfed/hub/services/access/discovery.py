@@ -12,27 +12,31 @@ in the hub's discovery project with one run per dataset. The runs need no entitl
 the gate withheld (a zero too) and is shown as ``"<k"`` at count granularity and as "no"
 at boolean granularity — boolean discovery says "yes" only where at least ``k`` rows match
 — never as a number; counts at or over it come rounded by the node (to 10 by default). The budget is
-``discovery_budget`` queries per user in ``discovery_window_hours``; an exhausted budget
-is refused with 429, naming when the next query is possible, and stores nothing.
+``discovery_budget`` queries per user and ``discovery_org_budget`` per organization (all
+its users together) in ``discovery_window_hours``; an exhausted budget is refused with 429
+naming when the next query is possible (``resets_at``, ``Retry-After``) and stores no query
+or task — only a ``discovery.refuse`` ledger entry, committed at once.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medfed.algorithms.registry import get_algorithm
 from medfed.common.access_resources import DiscoveryDataset, DiscoveryRequest, DiscoveryResult
-from medfed.common.errors import BadRequest, NotFound, Refused
+from medfed.common.errors import BadRequest, NotFound, RateLimited
 from medfed.common.filters import And, Filter, check_filter, filter_to_json, parse_filter
 from medfed.common.resources import RunStatus
 from medfed.common.schemas import ColumnSchema
-from medfed.common.timeutil import aware, utcnow
+from medfed.common.timeutil import utcnow
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Project, Run, User
 from medfed.hub.db.models_access import DiscoveryQuery
+from medfed.hub.services.access.budgets import shown, window_left
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.tasks import TERMINAL, start_runs, store_task
 from medfed.ledger.entries import content_hash
@@ -45,10 +49,8 @@ USABLE_STATES = ("released", "published")
 __all__ = ["BudgetExhausted", "count_query", "get_query", "query_result"]
 
 
-class BudgetExhausted(Refused):
-    """The user's discovery budget is used up (HTTP 429)."""
-
-    status_code = 429
+class BudgetExhausted(RateLimited):
+    """The user's or the organization's discovery budget is used up (HTTP 429)."""
 
 
 def _filter(request: DiscoveryRequest) -> Filter | None:
@@ -58,21 +60,53 @@ def _filter(request: DiscoveryRequest) -> Filter | None:
     return parsed[0] if len(parsed) == 1 else And(filters=parsed)
 
 
-def budget(
-    session: Session, *, user: User, settings: HubSettings, now: datetime
+def _window(
+    session: Session, *, where: Any, limit: int, settings: HubSettings, now: datetime
 ) -> tuple[int, datetime | None]:
-    """(queries left, when the oldest counted query leaves the window)."""
     since = now - timedelta(hours=settings.discovery_window_hours)
-    rows = list(
+    times = list(
         session.scalars(
             select(DiscoveryQuery.created_at)
-            .where(DiscoveryQuery.user_id == user.id, DiscoveryQuery.created_at > since)
+            .join(User, User.id == DiscoveryQuery.user_id)
+            .where(where, DiscoveryQuery.created_at > since)
             .order_by(DiscoveryQuery.created_at)
         )
     )
-    left = max(settings.discovery_budget - len(rows), 0)
-    resets = aware(rows[0]) + timedelta(hours=settings.discovery_window_hours) if rows else None
-    return left, resets
+    return window_left(times, limit, settings.discovery_window_hours, now)
+
+
+def budgets(
+    session: Session, *, user: User, settings: HubSettings, now: datetime
+) -> dict[str, tuple[int, datetime | None]]:
+    """Per scope (``user``, ``organization``): (queries left, when the next is possible)."""
+    return {
+        "user": _window(
+            session,
+            where=DiscoveryQuery.user_id == user.id,
+            limit=settings.discovery_budget,
+            settings=settings,
+            now=now,
+        ),
+        "organization": _window(
+            session,
+            where=User.organization_id == user.organization_id,
+            limit=settings.discovery_org_budget,
+            settings=settings,
+            now=now,
+        ),
+    }
+
+
+def budget(
+    session: Session, *, user: User, settings: HubSettings, now: datetime
+) -> tuple[int, datetime | None]:
+    """(queries left, when the next is possible): the tighter of user and organization."""
+    found = list(budgets(session, user=user, settings=settings, now=now).values())
+    left = min(n for n, _ in found)
+    if left > 0:
+        return left, None
+    ends = [when for n, when in found if n <= 0]
+    return 0, None if any(when is None for when in ends) else max(w for w in ends if w)
 
 
 def _usable(session: Session, request: DiscoveryRequest, where: Filter | None) -> list[Dataset]:
@@ -90,6 +124,27 @@ def _usable(session: Session, request: DiscoveryRequest, where: Filter | None) -
                 continue  # this dataset cannot answer these filters
         found.append(dataset)
     return found
+
+
+def _refuse(
+    session: Session, *, user: User, scope: str, resets: datetime | None, settings: HubSettings
+) -> NoReturn:
+    """Record the refusal in the ledger (committed: nothing else changed) and raise 429."""
+    record(
+        session,
+        action="discovery.refuse",
+        actor=actor_of(user),
+        objects={"user": user.id, "organization": user.organization_id, "rule": "budget"},
+    )
+    session.commit()
+    limit = settings.discovery_budget if scope == "user" else settings.discovery_org_budget
+    whose = "your" if scope == "user" else "your organization's"
+    when = shown(resets) if resets else "later"
+    raise BudgetExhausted(
+        f"discovery budget exhausted: {whose} {limit} queries per "
+        f"{settings.discovery_window_hours:g} h are used; the next query is possible at {when}",
+        resets_at=resets,
+    )
 
 
 def _project(session: Session, user: User) -> Project:
@@ -112,13 +167,9 @@ def count_query(
     """Check, spend one unit of the budget and start the count at the nodes."""
     now = utcnow()
     where = _filter(request)
-    left, resets = budget(session, user=user, settings=settings, now=now)
-    if left <= 0:
-        when = resets.isoformat() if resets else "later"
-        raise BudgetExhausted(
-            f"discovery budget exhausted: {settings.discovery_budget} queries per "
-            f"{settings.discovery_window_hours:g} h; the next query is possible at {when}"
-        )
+    for scope, (left, resets) in budgets(session, user=user, settings=settings, now=now).items():
+        if left <= 0:
+            _refuse(session, user=user, scope=scope, resets=resets, settings=settings)
     found = _usable(session, request, where)
     if not found:
         raise BadRequest(

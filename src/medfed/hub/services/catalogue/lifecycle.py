@@ -263,6 +263,8 @@ def metadata_snapshot(dataset: Dataset) -> dict[str, object]:
         "duo_codes": dataset.duo_codes,
         "unique_individuals": dataset.unique_individuals,
         "records": dataset.records,
+        "contact": dataset.contact,
+        "license": dataset.license,
         "manifest_root": dataset.manifest_root,
         "columns": dataset.columns,
     }

@@ -3,8 +3,10 @@
 The node sends name, description, columns, a rounded row count, its manifest root and
 the catalogue aggregates (``Dataset.summary``); the dataset's authors add the DCAT-AP /
 HealthDCAT-AP metadata (title, keywords, themes, access rights and conditions, DUO codes
-checked with ``medfed.common.duo``, numbers of unique individuals and records) while the
-version is a draft — released versions are frozen. The exports are pure functions of the
+checked with ``medfed.common.duo``, numbers of unique individuals and records, a contact
+point and a licence) while the version is a draft — released versions are frozen. Once its
+authors have written a description, the node's description no longer replaces it
+(``Dataset.described``). The exports are pure functions of the
 stored version: :func:`dcat` (JSON-LD) and :func:`datacite` (DataCite JSON,
 ``resourceTypeGeneral=Dataset``, ``IsNewVersionOf`` the previous version).
 """
@@ -17,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from medfed.common import duo
 from medfed.common.catalogue_resources import (
+    EMAIL,
     Aggregates,
     DatasetMetadataUpdate,
     DatasetRecord,
@@ -44,7 +47,9 @@ CONTEXT = {
     "healthdcatap": "http://healthdataportal.eu/ns/health#",
     "odrl": "http://www.w3.org/ns/odrl/2/",
     "xsd": "http://www.w3.org/2001/XMLSchema#",
+    "vcard": "http://www.w3.org/2006/vcard/ns#",
 }
+SPDX = "https://spdx.org/licenses/"
 AGGREGATE_KEYS = ("sex", "age_bands", "diagnoses", "modalities", "body_parts")
 
 
@@ -71,6 +76,8 @@ def update_metadata(
         if value is None and key in ("description", "access_rights"):
             continue  # not nullable: leaving it out and sending null mean the same
         setattr(dataset, key, value)
+    if changes.get("description") is not None:
+        dataset.described = True
     dataset.updated_at = utcnow()
     session.flush()
     record(
@@ -127,6 +134,8 @@ def record_of(session: Session, dataset: Dataset) -> DatasetRecord:
         duo_codes=dataset.duo_codes,
         unique_individuals=dataset.unique_individuals,
         records=dataset.records,
+        contact=dataset.contact,
+        license=dataset.license,
         aggregates=aggregates_of(dataset),
         invalidation_reason=dataset.invalidation_reason,
         created_at=dataset.created_at,
@@ -163,6 +172,29 @@ def _duo_iri(code: str) -> dict[str, Any]:
     if param:
         out["odrl:rightOperand"] = param
     return out
+
+
+def _contact_point(contact: str) -> dict[str, Any]:
+    """A ``vcard:Kind`` from "Name <address>", an e-mail address or a web address."""
+    point: dict[str, Any] = {"@type": "vcard:Kind"}
+    email = EMAIL.search(contact)
+    if email is not None:
+        point["vcard:hasEmail"] = {"@id": f"mailto:{email.group(0)}"}
+        name = contact.replace(email.group(0), "").strip(" <>()")
+    elif contact.startswith(("http://", "https://")):
+        point["vcard:hasURL"] = {"@id": contact}
+        name = ""
+    else:
+        name = contact
+    if name:
+        point["vcard:fn"] = name
+    return point
+
+
+def _license(license_: str) -> dict[str, str]:
+    if license_.startswith(("http://", "https://")):
+        return {"@id": license_}
+    return {"@id": SPDX + license_}
 
 
 def _version_link(session: Session, base_url: str, dataset_id: int | None) -> Any:
@@ -207,6 +239,10 @@ def dcat(session: Session, dataset: Dataset, *, base_url: str) -> dict[str, Any]
         "healthdcatap:hasAggregates": aggregates_of(dataset).model_dump(exclude_none=True),
         "healthdcatap:manifestRoot": dataset.manifest_root,
     }
+    if dataset.contact:
+        doc["dcat:contactPoint"] = _contact_point(dataset.contact)
+    if dataset.license:
+        doc["dct:license"] = _license(dataset.license)
     if issued is not None:
         doc["dct:issued"] = {"@value": issued.isoformat(), "@type": "xsd:dateTime"}
     previous = _version_link(session, base_url, dataset.previous_id)
@@ -223,6 +259,12 @@ def _identifier(base_url: str, dataset: Dataset) -> dict[str, str]:
     if pid.startswith("10."):
         return {"relatedIdentifier": pid, "relatedIdentifierType": "DOI"}
     return {"relatedIdentifier": pid_url(base_url, dataset), "relatedIdentifierType": "URL"}
+
+
+def _datacite_rights(license_: str) -> dict[str, str]:
+    if license_.startswith(("http://", "https://")):
+        return {"rights": license_, "rightsUri": license_}
+    return {"rights": license_, "rightsUri": SPDX + license_, "rightsIdentifier": license_}
 
 
 def datacite(session: Session, dataset: Dataset, *, base_url: str) -> dict[str, Any]:
@@ -257,7 +299,8 @@ def datacite(session: Session, dataset: Dataset, *, base_url: str) -> dict[str, 
         "descriptions": [{"description": dataset.description, "descriptionType": "Abstract"}],
         "rightsList": [
             {"rights": dataset.access_rights, "rightsUri": EU_ACCESS_RIGHT + dataset.access_rights}
-        ],
+        ]
+        + ([_datacite_rights(dataset.license)] if dataset.license else []),
         "relatedIdentifiers": related,
         "dates": [{"date": issued.date().isoformat(), "dateType": "Issued"}],
     }

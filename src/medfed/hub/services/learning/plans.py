@@ -7,16 +7,21 @@ never imports or runs a plan; it stores and hands out the text, and nodes decide
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medfed.algorithms.learning.plan import is_plan_hash, normalize_source, plan_hash
 from medfed.common.errors import BadRequest, NotFound
+from medfed.hub.config import HubSettings
 from medfed.hub.db.models import User
 from medfed.hub.db.models_fl import TrainingPlan
+from medfed.hub.services.learning import blobs
 from medfed.hub.services.ledger import actor_of, record
 
-__all__ = ["get_plan", "list_plans", "submit_plan"]
+__all__ = ["get_plan", "list_plans", "require_training_inputs", "submit_plan"]
 
 MAX_SOURCE = 1_000_000
 
@@ -60,3 +65,13 @@ def get_plan(session: Session, *, plan_hash_: str) -> TrainingPlan:
 
 def list_plans(session: Session) -> list[TrainingPlan]:
     return list(session.scalars(select(TrainingPlan).order_by(TrainingPlan.id)))
+
+
+def require_training_inputs(
+    session: Session, *, settings: HubSettings, params: Mapping[str, Any]
+) -> None:
+    """A training's plan and initial weights must be at the hub (API and web alike)."""
+    get_plan(session, plan_hash_=str(params.get("plan", "")))
+    initial = str(params.get("initial_weights", ""))
+    if not initial or not blobs.store_for(settings).exists(initial):
+        raise NotFound(f"initial weights {initial!r} are not at the hub (upload them first)")
