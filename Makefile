@@ -23,8 +23,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
+# Test files run in parallel (pytest-xdist), each file whole on one worker, so its
+# module-scoped federation is started once; JOBS=1 runs them one after another.
+JOBS ?= 3
+
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(JOBS) --dist loadfile
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

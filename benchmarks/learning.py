@@ -11,13 +11,16 @@ How it runs, one step after another, nothing in parallel with anything else:
    breast-cancer table, 30 % common test set, the rest split over 5 clients with
    Dirichlet(alpha = 0.5) label skew (fixed seed). Features are standardized with the mean and
    scale of the union of the clients' rows (passed to the plan as ``args``; the same
-   numbers for every contender). Model, data preparation and held-out split come from ONE
-   plan source, :data:`~medfed.algorithms.learning.examples.TABULAR_LOGREG`.
+   numbers for every contender). Model and data preparation come from ONE plan source,
+   :data:`~medfed.algorithms.learning.examples.TABULAR_LOGREG`; the held-out rows of each
+   client are medfed's (:func:`~medfed.algorithms.learning.holdout.split` with the
+   training's default rule, 20 %, seed 0), the same rows for every contender.
 2. **Pooled** — medfed's local loop (:func:`~medfed.algorithms.learning.loop.train_local`)
-   on the union of the shares, ``rounds`` calls of ``epochs`` epochs (as the e2e test):
-   the accuracy to match.
+   on the union of the clients' training rows, ``rounds`` calls of ``epochs`` epochs (as
+   the e2e test): the accuracy to match.
 3. **medfed** — a :class:`~medfed.testing.federation.Federation` (hub on SQLite and one node
-   process per client on 127.0.0.1), the plan approved at every node, ``fl.train`` started
+   process per client on 127.0.0.1), the training's envelope approved at every node
+   (:func:`medfed.testing.plans.approve_training`), ``fl.train`` started
    through the SDK (FedAvg, the same epochs, batch size, lr and seed) and waited for; then
    the same with secure aggregation. Per-round wall time comes from the hub's round
    records (the rounds' start and end timestamps), local training time from what each
@@ -33,7 +36,8 @@ How it runs, one step after another, nothing in parallel with anything else:
    a ServerApp with FedAvg and a ClientApp) into a temporary folder; the ClientApp runs the
    same plan source with a copy of medfed's loop (same seeding: ``torch.manual_seed(seed ·
    1000003 + round)``, shuffling generator ``seed · 7919 + round``, plain SGD, held-out
-   evaluation before and after training), so both sides do the same arithmetic. It starts
+   predictions before and after training) on its CSV's training rows (the CSV marks
+   medfed's held-out rows in a column ``heldout``), so both sides do the same arithmetic. It starts
    ``flower-superlink --insecure`` and 5 ``flower-supernode --insecure`` (each with its
    client's CSV in ``--node-config``) on 127.0.0.1 and runs the app with ``flwr run``
    against a Flower Configuration (``FLWR_HOME``) that names that SuperLink. The ServerApp
@@ -124,9 +128,19 @@ def test_accuracy(weights: dict[str, Any], test: pd.DataFrame, args: dict[str, A
     model = plan.model(args)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     model.eval()
-    x, y = plan.tensors(test, args)
     with torch.no_grad():
-        return float(plan.evaluate(model, [(x, y)])["accuracy"])
+        p = plan.predict(model, test.drop(columns=["label"]), args).numpy()
+    return float(((p >= 0.5) == (test["label"].to_numpy() == 1)).mean())
+
+
+def holdout_split(share: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """medfed's split of one client's rows (the training's default holdout rule)."""
+    import numpy as np
+
+    from medfed.algorithms.learning.holdout import HoldoutRule, split
+
+    train_ids, held_ids = split(np.arange(len(share)), HoldoutRule())
+    return share.iloc[train_ids], share.iloc[held_ids]
 
 
 _PLAN_MODULE: Any = None
@@ -148,12 +162,14 @@ def _load_plan_here() -> Any:
 def pooled_baseline(
     shares: list[pd.DataFrame], test: pd.DataFrame, args: dict[str, Any], opts: argparse.Namespace
 ) -> dict[str, Any]:
-    """medfed's loop on the union of the shares: ``rounds`` calls of ``epochs`` epochs each."""
+    """medfed's loop on the clients' pooled training rows: ``rounds`` calls of ``epochs``."""
     from medfed.algorithms.learning.loop import TrainConfig, train_local
 
     plan = _load_plan_here()
     weights = {k: v.detach().clone() for k, v in plan.model(args).state_dict().items()}
-    pooled = pd.concat(shares, ignore_index=True)
+    parts = [holdout_split(share) for share in shares]
+    pooled = pd.concat([train for train, _ in parts], ignore_index=True)
+    held = pd.concat([h for _, h in parts], ignore_index=True).drop(columns=["label"])
     seconds = 0.0
     for r in range(opts.rounds):
         config = TrainConfig(
@@ -165,7 +181,7 @@ def pooled_baseline(
             device="cpu",
             args=args,
         )
-        result = train_local(plan, pooled, weights, config)
+        result = train_local(plan, pooled, held, weights, config)
         weights = {k: weights[k] + result.update[k] for k in weights}
         seconds += result.seconds
     return {
@@ -265,11 +281,13 @@ def plan_args(context):
     return json.loads(context.run_config["plan-args"])
 
 
-def evaluate(model, data, batch_size):
-    loader = DataLoader(data, batch_size=max(batch_size, 256))
+def evaluate(model, held_out, args):
     model.eval()
     with torch.no_grad():
-        return plan.evaluate(model, list(loader))
+        p = plan.predict(model, held_out.drop(columns=["label"]), args)
+    model.train()
+    y = torch.as_tensor(held_out["label"].to_numpy()) == 1
+    return {"accuracy": float(((p >= 0.5) == y).double().mean())}
 
 
 def train(frame, state, args, *, epochs, batch_size, lr, seed, rnd):
@@ -277,8 +295,10 @@ def train(frame, state, args, *, epochs, batch_size, lr, seed, rnd):
     torch.manual_seed(seed * 1_000_003 + rnd)
     model = plan.model(args)
     model.load_state_dict(state)
-    train_set, held_out = plan.datasets(frame, args)
-    before = evaluate(model, held_out, batch_size)
+    held = frame["heldout"] == 1  # medfed's held-out rows, marked by the benchmark
+    held_out = frame[held].drop(columns=["heldout"])
+    train_set = plan.train_set(frame[~held].drop(columns=["heldout"]), args)
+    before = evaluate(model, held_out, args)
     opt = torch.optim.SGD(list(model.parameters()), lr)
     generator = torch.Generator().manual_seed(seed * 7919 + rnd)
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator)
@@ -289,7 +309,7 @@ def train(frame, state, args, *, epochs, batch_size, lr, seed, rnd):
             loss = plan.loss(model, (x, y))
             loss.backward()
             opt.step()
-    after = evaluate(model, held_out, batch_size)
+    after = evaluate(model, held_out, args)
     return model, len(train_set), before, after, time.perf_counter() - started
 '''
 
@@ -354,7 +374,7 @@ def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
     args = json.loads(cfg["plan-args"])
     test = pd.read_csv(cfg["test-path"])
-    x, y = plan.tensors(test, args)
+    x, y = test.drop(columns=["label"]), torch.as_tensor(test["label"].to_numpy()) == 1
     nodes = int(cfg["nodes"])
     calls, train_s = [], {}
 
@@ -364,7 +384,7 @@ def main(grid: Grid, context: Context) -> None:
         model.load_state_dict(arrays.to_torch_state_dict())
         model.eval()
         with torch.no_grad():
-            accuracy = float(plan.evaluate(model, [(x, y)])["accuracy"])
+            accuracy = float(((plan.predict(model, x, args) >= 0.5) == y).double().mean())
         calls.append({"round": server_round, "start": started, "end": time.time(),
                       "test_accuracy": accuracy})
         return MetricRecord({"accuracy": accuracy})
@@ -428,7 +448,10 @@ def write_flower_app(
     csvs = []
     for k, share in enumerate(shares):
         path = data / f"client-{k}.csv"
-        share.to_csv(path, index=False)
+        _, held = holdout_split(share)
+        marked = share.assign(heldout=0)
+        marked.loc[held.index, "heldout"] = 1
+        marked.to_csv(path, index=False)
         csvs.append(path)
     test_path = data / "test.csv"
     test.to_csv(test_path, index=False)
@@ -670,37 +693,49 @@ def run_training(
     secagg: dict[str, Any] | None = None,
     name: str = "bench",
     timeout: float = 900.0,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One ``fl.train`` through the SDK on every dataset of ``fed``; the plan approved first.
+    """One ``fl.train`` through the SDK on every dataset of ``fed``; its envelope approved first.
 
-    Each node's steward approves the plan (``medfed.node.plans.PlanApprovals``, what
-    ``medfed node plans approve`` writes); the researcher starts the training with
-    ``client.learning.start``, follows it with ``tasks.wait`` and reads the hub's round
-    timings with ``learning.progress`` and the final model with ``learning.download``.
+    The researcher uploads the initial weights (``model(plan_args)`` of the plan); each
+    node's steward approves the training's envelope (plan hash, settings and those weights:
+    :func:`medfed.testing.plans.approve_training`, what ``medfed node plans approve``
+    records); the researcher starts the training with ``client.learning.start``, follows it
+    with ``tasks.wait`` and reads the hub's round timings with ``learning.progress`` and the
+    final model with ``learning.download``. ``extra``: more ``fl.train`` parameters.
     """
     from safetensors.torch import load_file
 
-    from medfed.node.plans import PlanApprovals
+    from medfed.sdk.learning import initial_weights
+    from medfed.testing.plans import approve_training
 
-    for node in fed.nodes.values():
-        PlanApprovals(node.folder / "state").decide(source, "approved", name=name)
     learning = fed.researcher.learning
+    weights = learning.upload_weights(initial_weights(source, plan_args))
+    params: dict[str, Any] = {
+        "columns": columns,
+        "plan_args": plan_args,
+        "rounds": rounds,
+        "local_epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "device": device,
+        "name": name,
+        **({"secagg": secagg} if secagg is not None else {}),
+        **(extra or {}),
+    }
+    for node in fed.nodes.values():
+        for dataset in node.datasets:
+            approve_training(
+                [node.folder / "state"],
+                source,
+                dataset=dataset,
+                params={**params, "initial_weights": weights},
+                name=name,
+            )
     datasets: list[int | str] = sorted({d.name for d in fed.researcher.datasets.list()})
     started = time.perf_counter()
-    task = learning.start(
-        source,
-        datasets=datasets,
-        columns=columns,
-        plan_args=plan_args,
-        rounds=rounds,
-        local_epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        device=device,
-        name=name,
-        **({"secagg": secagg} if secagg is not None else {}),
-    )
+    task = learning.start(source, datasets=datasets, weights=weights, **params)
     final = fed.researcher.tasks.wait(task.id, timeout=timeout, progress=False)
     seconds = time.perf_counter() - started
     if final.status.value != "completed":

@@ -14,7 +14,8 @@ node's plan process, ``torch.set_num_threads`` for the plain loop). How it runs:
    of ``idx, label``; the plan (:data:`PLAN`, a small CNN: three 3x3 convolutions with
    ReLU and pooling, global average pooling, a linear head) builds the tensors from it.
 2. **Plain loop** — a fresh interpreter loads the same plan, builds the same training
-   set (the plan's 2 % held-out rows excluded), and trains the same model with
+   set (the node's training rows: medfed's 2 % held-out rows excluded, the training's
+   holdout rule), and trains the same model with
    ``DataLoader(batch_size, shuffle=True)``, SGD and the same learning rate on the same
    device, ``epochs`` passes, after one warm-up pass of 20 batches (CUDA context, cuDNN
    kernels). Samples/s = training samples x epochs / seconds of those passes.
@@ -86,13 +87,8 @@ def tensors(frame, args):
     return x, y
 
 
-def datasets(frame, args):
-    x, y = tensors(frame, args)
-    g = torch.Generator().manual_seed(int(args.get("split_seed", 0)))
-    order = torch.randperm(len(x), generator=g)
-    n_eval = int(round(len(x) * float(args.get("holdout", 0.02))))
-    test, train = order[:n_eval], order[n_eval:]
-    return TensorDataset(x[train], y[train]), TensorDataset(x[test], y[test])
+def train_set(frame, args):
+    return TensorDataset(*tensors(frame, args))
 
 
 def loss(model, batch):
@@ -100,14 +96,12 @@ def loss(model, batch):
     return torch.nn.functional.cross_entropy(model(x), y)
 
 
-def evaluate(model, batches):
-    total, correct, count = 0.0, 0.0, 0
-    for x, y in batches:
-        logits = model(x)
-        total += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += float((logits.argmax(1) == y).sum())
-        count += len(y)
-    return {"loss": total / max(count, 1), "accuracy": correct / max(count, 1)}
+def predict(model, frame, args):
+    """P(class 1) with two classes (metrics "binary"), else the class (metrics "regression")."""
+    x, _ = tensors(frame.assign(label=0), args)
+    device = next(model.parameters()).device
+    out = torch.cat([model(x[i : i + 1024].to(device)) for i in range(0, len(x), 1024)])
+    return out.softmax(1)[:, 1] if out.shape[1] == 2 else out.argmax(1).float()
 '''
 
 # The plain loop, run by a fresh interpreter: argv = plan.py, rows.csv, job.json, result.json.
@@ -124,7 +118,7 @@ device = torch.device("cuda" if job["device"] == "auto" and torch.cuda.is_availa
                       else ("cpu" if job["device"] == "auto" else job["device"]))
 args = job["args"]
 t0 = time.perf_counter()
-train, _ = plan.datasets(pd.read_csv(ROWS), args)
+train = plan.train_set(pd.read_csv(ROWS), args)
 setup_s = time.perf_counter() - t0
 torch.manual_seed(job["seed"])
 model = plan.model(args).to(device)
@@ -160,9 +154,17 @@ def rows(n: int, classes: int) -> pd.DataFrame:
     return pd.DataFrame({"idx": np.arange(n), "label": rng.integers(0, classes, n)})
 
 
+def holdout(job: dict[str, Any]) -> dict[str, Any]:
+    """The training's holdout rule: medfed holds out this fraction of the node's rows."""
+    return {"fraction": job["holdout"], "seed": 0}
+
+
 def plain_loop(folder: Path, frame: pd.DataFrame, job: dict[str, Any]) -> dict[str, Any]:
+    from medfed.algorithms.learning.holdout import HoldoutRule, split
+
     (folder / "plan.py").write_text(PLAN)
-    frame.to_csv(folder / "rows.csv", index=False)
+    train_ids, _ = split(np.arange(len(frame)), HoldoutRule(**holdout(job)))
+    frame.iloc[train_ids].to_csv(folder / "rows.csv", index=False)  # medfed's training rows
     (folder / "job.json").write_text(json.dumps(job))
     argv = [sys.executable, "-c", _LOCAL, *(str(folder / n) for n in ("plan.py", "rows.csv"))]
     argv += [str(folder / "job.json"), str(folder / "local.json")]
@@ -178,7 +180,13 @@ def federated(
     from medfed.testing.federation import Federation
 
     os.environ["MEDFED_PLAN_THREADS"] = str(job["threads"])  # the node's plan process
-    with Federation(folder, {"gpu-node": {"images": frame}}, heartbeat_seconds=5.0) as fed:
+    with Federation(
+        folder,
+        {"gpu-node": {"images": frame}},
+        heartbeat_seconds=5.0,
+        hub_env={"MEDFED_MIN_NODES": "1"},
+        extra_policy="sole_release = true",  # one node: its steward releases to it alone
+    ) as fed:
         outcome = run_training(
             fed,
             PLAN,
@@ -191,6 +199,10 @@ def federated(
             seed=job["seed"],
             device=job["device"],
             timeout=3000.0,
+            extra={
+                "holdout": holdout(job),
+                "metrics": "binary" if job["args"]["classes"] == 2 else "regression",
+            },
         )
     per_round = training_rounds(outcome["progress"])
     devices = node_devices(folder / "hub" / "hub.db", outcome["task_id"])
@@ -249,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     frame = rows(opts.samples, opts.classes)
     job = {
-        "args": {"classes": opts.classes, "width": opts.width, "holdout": 0.02},
+        "args": {"classes": opts.classes, "width": opts.width},
+        "holdout": 0.02,
         "epochs": opts.epochs,
         "batch_size": opts.batch_size,
         "lr": opts.lr,

@@ -57,6 +57,8 @@ def settings_for(database_url: str, data_dir: Path, **overrides: Any) -> HubSett
         "data_dir": data_dir,
         "database_url": database_url,
         "dev_mode": True,
+        # one key for the world template and its copies (their checkpoints verify)
+        "secret_key": "medfed-test-secret-key-of-32-bytes-or-more",
         "min_nodes": 1,
         "lease_seconds": 30.0,
         "max_attempts": 3,

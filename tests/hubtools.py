@@ -133,6 +133,10 @@ class World:
         """The task as the researcher sees it."""
         return _ok(self.api.get(f"/api/tasks/{task_id}", headers=self.researcher.headers), 200)
 
+    def all_runs(self, task_id: int) -> list[dict[str, Any]]:
+        """Every run of every round, as the hub administrator sees them."""
+        return _ok(self.api.get(f"/api/tasks/{task_id}/runs", headers=self.admin.headers), 200)
+
     def claim(self, node: NodeInfo) -> dict[str, Any] | None:
         """The node's next run (``wait=0``), or None when there is nothing to do (204)."""
         response = self.api.get("/api/node/runs/next", params={"wait": 0}, headers=node.headers)

@@ -4,18 +4,26 @@
 uses; the hub (the real app under TestClient) talks to it with httpx. A failure half-way
 (publish answers 500) leaves nothing half-published: the dataset keeps its state and pid,
 the draft deposition is deleted at Zenodo and the failure is recorded at the hub.
+
+The hub talks only to Zenodo URLs on its allow-list (``zenodo_urls``): the ``zenodo``
+fixture adds the local stand-in's URL to the app's settings, as an operator would add a
+Zenodo of their own. The token is stored sealed, never in plain text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from cataloguetools import in_state, move, state_of
 from hubtools import SQLITE_ONLY, World
 from medfed.hub.db.models_catalogue import CatalogueSettings
+from medfed.hub.keys import unseal
 from medfed.testing.zenodo_server import ZenodoServer
 
 pytestmark = SQLITE_ONLY
@@ -24,8 +32,10 @@ TOKEN = "org-b-zenodo-token"
 
 
 @pytest.fixture
-def zenodo() -> Iterator[ZenodoServer]:
+def zenodo(world: World) -> Iterator[ZenodoServer]:
     with ZenodoServer(token=TOKEN) as server:
+        settings = world.app.state.settings
+        settings.zenodo_urls = [*settings.zenodo_urls, server.url]
         yield server
 
 
@@ -59,9 +69,42 @@ def test_token_is_per_organization_and_never_returned(world: World, zenodo: Zeno
     entries = world.api.get("/api/ledger/entries", headers=world.admin.headers)
     assert entries.status_code == 200 and "organization.zenodo_settings" in entries.text
     assert TOKEN not in entries.text
-    with world.app.state.sessionmaker() as session:  # stored for the hub's own calls only
+    with world.app.state.sessionmaker() as session:  # stored sealed, for the hub's own calls
         row = session.get(CatalogueSettings, world.org_b)
-        assert row is not None and row.zenodo_token == TOKEN
+        assert row is not None and row.zenodo_token is not None
+        assert TOKEN not in row.zenodo_token and row.zenodo_token.startswith("enc:v1:")
+        assert unseal(world.app.state.settings.secret_key, row.zenodo_token) == TOKEN
+        raw = session.execute(sa.text("SELECT zenodo_token FROM catalogue_settings")).scalars()
+        assert all(TOKEN not in (value or "") for value in raw)
+    database = Path(make_url(str(world.app.state.engine.url)).database or "")
+    for path in (database, Path(f"{database}-wal")):  # not in the files either
+        assert not path.exists() or TOKEN.encode() not in path.read_bytes()
+
+
+def test_a_zenodo_url_off_the_allow_list_is_refused_and_never_called(
+    world: World, zenodo: ZenodoServer
+) -> None:
+    settings = world.app.state.settings
+    assert settings.zenodo_urls[:2] == ["https://zenodo.org", "https://sandbox.zenodo.org"]
+    for url in ("http://169.254.169.254/latest", "https://zenodo.org.evil.example", "http://x"):
+        response = world.api.put(
+            f"/api/organizations/{world.org_b}/zenodo",
+            json={"url": url, "token": TOKEN},
+            headers=world.org_admin.headers,
+        )
+        assert response.status_code == 422, response.text
+        assert "not allowed" in response.json()["detail"] and TOKEN not in response.text
+    with world.app.state.sessionmaker() as session:
+        assert session.get(CatalogueSettings, world.org_b) is None  # nothing stored
+
+    # a URL stored before the allow-list shrank is refused when used: no request leaves
+    assert _configure(world, zenodo).status_code == 200
+    settings.zenodo_urls = [u for u in settings.zenodo_urls if u != zenodo.url]
+    dataset_id = in_state(world, "released")
+    response = move(world, world.org_admin.headers, dataset_id, "publish")
+    assert response.status_code == 422 and "not allowed" in response.json()["detail"]
+    assert zenodo.calls == []
+    assert state_of(world, dataset_id)["state"] == "released"
 
 
 def test_publish_deposits_metadata_and_the_doi_becomes_the_pid(

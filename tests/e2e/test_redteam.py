@@ -51,6 +51,33 @@ def _no_node_named(task: TaskPublic) -> None:
     assert "min_rows" not in text and "differencing" not in text and "subset" not in text
 
 
+def test_the_run_list_of_a_multi_round_task_does_not_say_which_node_withheld(
+    fed: Federation, gbsg2: pd.DataFrame
+) -> None:
+    """Later GLM rounds go to contributors only; the researcher sees first-round runs only.
+
+    First in the module, so the row-set memory holds only the whole dataset: at the
+    hospital with 1 patient under 43 the filter falls under k, the other two iterate.
+    """
+    counts = [int((share["age"] < 43).sum()) for share in split_gbsg2(gbsg2).values()]
+    assert sorted(counts)[0] in range(1, K) and sorted(counts)[1] >= 25  # the scenario
+    task = run(
+        fed, "glm", outcome="cens", covariates=["tsize"], family="binomial", where="age < 43"
+    )
+    assert task.status.value == "completed", task.error
+    assert (task.contributing_nodes, task.withheld_nodes) == (2, 1)
+    every_run = fed.admin.tasks.runs(task.id)  # the hub administrator's view
+    rounds = {r.round for r in every_run}
+    assert len(rounds) > 2  # the fit iterated, and the withheld node is missing from it:
+    assert len({r.node_name for r in every_run if r.round == max(rounds)}) == 2
+    seen = [(r.node_name, r.round, r.status.value, r.error) for r in task.runs]
+    assert sorted(name for name, *_ in seen) == ["hospital-a", "hospital-b", "hospital-c"]
+    assert {tuple(rest) for _, *rest in seen} == {(min(rounds), "done", None)}
+    _no_node_named(task)
+    with pytest.raises(Exception, match="hub administrator"):
+        fed.researcher.tasks.runs(task.id)
+
+
 def test_chosen_grid_every_day_never_marks_the_small_cells(fed: Federation) -> None:
     """A histogram with a bin per 50 days: cells of 1..4 are never visible, even marked."""
     bins = [float(b) for b in range(0, 2700, 50)]

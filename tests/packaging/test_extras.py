@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from medfed.testing.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(600)  # the session's installs run in the first test's setup
@@ -137,9 +138,7 @@ def test_the_bare_install_has_no_extra_and_runs_the_hub(venvs: Venvs) -> None:
     )
     assert init.returncode == 0, init.stderr
     assert "mfu_" in init.stdout
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    port = free_port()
     serve_args = ["hub", "serve", "--data-dir", str(hub), "--dev", "--port", str(port)]
     serve = subprocess.Popen(
         [str(venvs.bare / "bin" / "medfed"), *serve_args],

@@ -46,7 +46,8 @@ def _start(world: World, **params: Any) -> dict[str, Any]:
         "params": {
             "plan": plan.json()["hash"],
             "initial_weights": _upload_initial(world, encode(W0)),
-            "columns": ["age"],
+            "columns": ["age", "size"],
+            "label": "size",
             **params,
         },
     }
@@ -153,7 +154,7 @@ def test_a_round_proceeds_at_quorum_and_the_late_node_gets_the_next_round(world:
     _prepare(world, a)  # a quorum of 1: the round proceeds, b's prepare run is closed
     late = _claim(world, b)  # node b claims training round 0 and goes silent
     _train(world, a, 2.0, 100, 0.5)
-    runs = world.task(task["id"])["runs"]
+    runs = world.all_runs(task["id"])
     closed = next(r for r in runs if r["run_id"] == late["run_id"])
     assert closed["status"] == "failed" and closed["error"] == "round closed: quorum reached"
     assert _put(world, b, late, encode(W0)).status_code == 409  # its lease is gone
@@ -187,7 +188,7 @@ def test_blob_uploads_are_checked_and_nodes_fetch_weights_only(world: World) -> 
     wrong = _put(world, world.node_a, run, update, sha="0" * 64)
     assert wrong.status_code == 422 and "hashes to" in wrong.json()["detail"]
     big = _put(world, world.node_a, run, b"x" * 5000)
-    assert big.status_code == 422 and "limit of 4096 bytes" in big.json()["detail"]
+    assert big.status_code == 413 and "4096 bytes" in big.json()["detail"]  # cut at the edge
     stale = dict(run, lease_id="not-the-lease")
     assert _put(world, world.node_a, stale, update).status_code == 409
     assert _put(world, world.node_b, run, update).status_code == 404  # not b's run

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from html import unescape
 from typing import Any
 
 import numpy as np
 import pytest
 from test_pages import sign_in
 
-from hubtools import SQLITE_ONLY, NodeInfo, World, done, mean_output
+from hubtools import ADMIN_PASSWORD, ADMIN_USERNAME, SQLITE_ONLY, NodeInfo, World, done, mean_output
 from medfed.algorithms.learning.examples import TABULAR_LOGREG
 from medfed.algorithms.learning.tensors import encode
 from medfed.algorithms.registry import algorithm_names, get_algorithm
@@ -264,15 +265,31 @@ def _start_training(world: World, csrf: str) -> int:
         "plan": plan.json()["hash"],
         "initial_weights": sha,
         "columns": ["age", "size"],
+        "label": "size",
+        "metrics": "regression",
+        "holdout": '{"fraction": 0.25, "seed": 3}',
+        "min_nodes": "2",
+        "min_rows_per_update": "10",
         "rounds": "2",
         "strategy": "fedavg",
     }
+    unlabelled = world.api.post(
+        f"/projects/{world.project_id}/tasks",
+        data={"csrf_token": csrf, "algorithm": "fl.train", **fields, "label": "grade"},
+    )
+    assert unlabelled.status_code == 422
+    assert "the label column 'grade' must be one of columns" in unescape(unlabelled.text)
     missing = world.api.post(
         f"/projects/{world.project_id}/tasks",
         data={"csrf_token": csrf, "algorithm": "fl.train", **fields, "initial_weights": "0" * 64},
     )
     assert missing.status_code == 404 and "are not at the hub" in missing.text  # as the API
-    return _run_form(world, csrf, "fl.train", **fields)
+    task_id = _run_form(world, csrf, "fl.train", **fields)
+    params = world.api.get(f"/api/tasks/{task_id}", headers=researcher).json()["params"]
+    assert (params["label"], params["metrics"]) == ("size", "regression")
+    assert params["holdout"] == {"fraction": 0.25, "seed": 3}
+    assert (params["min_nodes"], params["min_rows_per_update"]) == (2, 10)
+    return task_id
 
 
 def _answer(world: World, node: NodeInfo, output: dict[str, Any]) -> dict[str, Any]:
@@ -332,9 +349,16 @@ def test_a_training_charts_its_rounds_folds_them_per_node_and_registers_its_mode
     page = world.api.get(f"/tasks/{task_id}").text
     assert 'id="task-state">completed' in page, page
     nodes = _section(page, "task-nodes")
-    assert nodes.count('class="node-row"') == 2  # 4 rounds each, folded
-    assert nodes.count("4 rounds, all done") == 2
+    assert nodes.count('class="node-row"') == 2  # the first round of each node only:
+    assert nodes.count("1 round, done") == 2  # later rounds would name who withheld
+    assert 'id="later-rounds"' in page and "not listed per node" in page
     assert "cohort at node-a" in nodes and "cohort at node-b" in nodes
+    world.api.post("/logout", data={"csrf_token": csrf})
+    sign_in(world.api, ADMIN_USERNAME, ADMIN_PASSWORD)  # the hub administrator sees them all
+    admin_page = world.api.get(f"/tasks/{task_id}").text
+    assert _section(admin_page, "task-nodes").count("4 rounds, all done") == 2
+    assert 'id="later-rounds"' not in admin_page
+    sign_in(world.api, "rita")
     assert "<caption>history</caption>" in page  # the rounds' metrics as a table too
     chart = world.api.get(f"/tasks/{task_id}/plot.png")
     assert chart.content[:8] == PNG and "max-age" in chart.headers["cache-control"]

@@ -91,3 +91,13 @@ def _learning() -> list[Algorithm[Any]]:
 
 
 _ALGORITHMS.update({algorithm.name: algorithm for algorithm in _learning()})
+
+
+def _scripts() -> list[Algorithm[Any]]:
+    """Researcher scripts, run in each node's sandbox with their outputs checked."""
+    from medfed.algorithms.scripts.script import ScriptRun
+
+    return [ScriptRun()]
+
+
+_ALGORITHMS.update({algorithm.name: algorithm for algorithm in _scripts()})

@@ -1,4 +1,4 @@
-"""``medfed node start | ingest dicom | ingest table | export … | plans …``.
+"""``medfed node start | web | ingest dicom | ingest table | export … | plans … | airlock …``.
 
 ``start`` runs the node agent in the foreground until SIGTERM or Ctrl-C. The node's
 code (DuckDB, Parquet, pydicom) is imported only when a command runs, so ``--help``
@@ -15,7 +15,7 @@ from types import FrameType
 
 import typer
 
-from medfed.cli import export, ingest_dicom, ingest_table, plans
+from medfed.cli import airlock, export, ingest_dicom, ingest_table, plans
 from medfed.common.extras import needed, require
 
 app = typer.Typer(help="Run a node.", no_args_is_help=True)
@@ -30,13 +30,15 @@ def start(
     require("node", "duckdb", "pyarrow")
     with needed("node"):
         from medfed.node.agent import NodeAgent
-        from medfed.node.config import load_config
+        from medfed.node.config import load_config, warn_loose_modes
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    agent = NodeAgent(load_config(config))
+    node_config = load_config(config)
+    warn_loose_modes(node_config)  # node.secret or node data readable by others
+    agent = NodeAgent(node_config)
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         agent.stop()
@@ -97,6 +99,27 @@ def queries(
     Console().print(table)
 
 
+@app.command()
+def web(
+    config: Path = typer.Option(..., "--config", "-c", help="path to node.toml"),
+    port: int = typer.Option(8765, "--port", help="port on 127.0.0.1"),
+) -> None:
+    """The steward's web pages (plan requests, airlock) on 127.0.0.1 only."""
+    require("node", "duckdb", "pyarrow")
+    import uvicorn
+
+    from medfed.node.config import load_config
+    from medfed.node.web.app import create_app
+    from medfed.node.web.session import steward_token, token_path
+
+    cfg = load_config(config)
+    token, new = steward_token(cfg.data_dir)
+    if new:
+        typer.echo(f"steward token (shown once; kept in {token_path(cfg.data_dir)}): {token}")
+    typer.echo(f"steward pages: http://127.0.0.1:{port}/")
+    uvicorn.run(create_app(cfg), host="127.0.0.1", port=port, log_level="warning")
+
+
 ingest = typer.Typer(
     help="Ingest raw hospital exports into de-identified datasets.", no_args_is_help=True
 )
@@ -105,3 +128,4 @@ ingest.command("table")(ingest_table.table)
 app.add_typer(ingest, name="ingest")
 app.add_typer(export.app, name="export")
 app.add_typer(plans.app, name="plans")
+app.add_typer(airlock.app, name="airlock")

@@ -1,82 +1,136 @@
-"""``medfed node plans list | show HASH | approve HASH | reject HASH`` (the data steward).
+"""``medfed node plans pending | show | approve | reject | list | history`` (the steward).
 
-The node's config (``--config node.toml``) says where the hub is and holds the node's
-secret; the commands fetch plan sources from the hub with it. ``approve`` re-hashes the
-text it received and records that hash (so what was shown is what is approved); the
-decision lands in ``DATA_DIR/plans/approvals.json`` (atomically) and the running agent
-copies it into the node's run log before its next training run.
+A training runs at this node only under an approved *envelope* (the plan's hash plus the
+settings that change what leaves: datasets, columns, holdout, batch size, epochs and
+rounds bounds, initial weights, metrics, DP, secure aggregation, minimum nodes and rows).
+A training no approval covers is refused and recorded as a pending request; the steward
+sees it here (or on the node's web pages, ``medfed node web``) with its source, a diff
+against the plan's earlier approved version and who asked, and decides. Decisions land
+in ``DATA_DIR/plans/approvals.json`` (atomically); the agent reads it before every run.
+Hashes may be given as a unique prefix.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from medfed.algorithms.learning.plan import plan_hash
 from medfed.cli.common import console
-from medfed.common.errors import Conflict
-from medfed.node.config import NodeConfig, load_config
-from medfed.node.plans import Decision, PlanApprovals
-from medfed.sdk.http import HubHTTP
+from medfed.node.config import load_config
+from medfed.node.plans import PlanApprovals
 
-app = typer.Typer(help="Review and approve training plans.", no_args_is_help=True)
+app = typer.Typer(help="Review and approve training requests (envelopes).", no_args_is_help=True)
 ConfigOption = typer.Option(..., "--config", "-c", help="path to node.toml")
+HashArg = typer.Argument(..., metavar="HASH", help="envelope hash (or a unique prefix)")
 
 
-def _source(config: NodeConfig, digest: str) -> tuple[str, str]:
-    http = HubHTTP(config.hub_url, config.node_secret())
-    try:
-        data = http.request("GET", f"/api/node/plans/{digest}")
-    finally:
-        http.close()
-    source, name = str(data["source"]), str(data.get("name", ""))
-    if plan_hash(source) != digest:
-        raise Conflict(f"the hub sent a source that does not hash to {digest}; not shown")
-    return source, name
+def _approvals(config: Path) -> PlanApprovals:
+    return PlanApprovals(load_config(config).data_dir)
+
+
+def _table(*columns: str) -> Table:
+    """A table whose first column (a hash prefix the steward copies) is never cut."""
+    table = Table()
+    table.add_column(columns[0], no_wrap=True, min_width=16)
+    for column in columns[1:]:
+        table.add_column(column)
+    return table
+
+
+@app.command("pending")
+def pending(config: Path = ConfigOption) -> None:
+    """Training requests waiting for the steward's decision."""
+    table = _table("envelope", "plan", "name", "project", "task", "dataset", "requested")
+    for digest, req in sorted(_approvals(config).pending().items()):
+        table.add_row(
+            digest[:16],
+            str(req.get("plan", ""))[:12],
+            str(req.get("name", "")),
+            str(req.get("project_id", "")),
+            str(req.get("task_id", "")),
+            str(req.get("dataset", "")),
+            str(req.get("requested_at", ""))[:19],
+        )
+    console.print(table)
 
 
 @app.command("list")
-def list_plans(config: Path = ConfigOption) -> None:
-    """Plans submitted at the hub, with this node's decision on each."""
-    cfg = load_config(config)
-    http = HubHTTP(cfg.hub_url, cfg.node_secret())
-    try:
-        plans = http.request("GET", "/api/node/plans")
-    finally:
-        http.close()
-    decisions = PlanApprovals(cfg.data_dir).decisions()
-    table = Table("hash", "name", "submitted", "decision")
-    for plan in plans:
-        decision = decisions.get(plan["hash"], {}).get("decision", "pending")
-        table.add_row(plan["hash"], plan["name"], plan["created_at"], decision)
+def list_decisions(config: Path = ConfigOption) -> None:
+    """Every decision of this node's steward, with how many runs went ahead under each."""
+    approvals = _approvals(config)
+    table = _table("envelope", "decision", "plan", "name", "decided", "runs", "reason")
+    for digest, entry in sorted(approvals.decisions().items(), key=lambda kv: kv[1]["at"]):
+        table.add_row(
+            digest[:16],
+            str(entry["decision"]),
+            str(entry.get("plan", ""))[:12],
+            str(entry.get("name", "")),
+            str(entry.get("at", ""))[:19],
+            str(len(approvals.history(digest))),
+            str(entry.get("reason", "")),
+        )
     console.print(table)
 
 
 @app.command("show")
-def show(digest: str = typer.Argument(..., metavar="HASH"), config: Path = ConfigOption) -> None:
-    """Print the plan's source (verified against its hash)."""
-    source, name = _source(load_config(config), digest)
-    console.print(f"plan {digest} ({name})")
-    console.print(Syntax(source, "python", line_numbers=True))
-
-
-def _decide(config: Path, digest: str, decision: Decision) -> None:
-    cfg = load_config(config)
-    source, name = _source(cfg, digest)
-    recorded = PlanApprovals(cfg.data_dir).decide(source, decision, name=name)
-    console.print(f"plan {recorded} {decision}")
+def show(digest: str = HashArg, config: Path = ConfigOption) -> None:
+    """A request: who asked, its envelope, the source and the diff to the earlier version."""
+    view = _approvals(config).request(digest)
+    console.print(f"envelope {view['hash']} — {view['status']}  (plan {view['name']!r})")
+    for key, value in view["who"].items():
+        console.print(f"  {key}: {value}")
+    console.print(json.dumps(view["envelope"], indent=2, sort_keys=True), markup=False)
+    if view["diff"]:
+        console.print(f"changes against plan {view['earlier_plan'][:12]} (approved earlier):")
+        console.print(Syntax(view["diff"], "diff"))
+    elif view["earlier_plan"] is None:
+        console.print("no earlier approved version of this plan name")
+    console.print(Syntax(view["source"], "python", line_numbers=True))
 
 
 @app.command("approve")
-def approve(digest: str = typer.Argument(..., metavar="HASH"), config: Path = ConfigOption) -> None:
-    """Allow this node to run the plan with exactly this hash."""
-    _decide(config, digest, "approved")
+def approve(
+    digest: str = HashArg,
+    config: Path = ConfigOption,
+    reason: str = typer.Option("", "--reason", help="why (kept with the decision)"),
+    max_rounds: int | None = typer.Option(None, "--max-rounds", help="raise the rounds bound"),
+    max_epochs: int | None = typer.Option(None, "--max-epochs", help="raise the epochs bound"),
+) -> None:
+    """Allow trainings with exactly this envelope (rounds and epochs up to the bounds)."""
+    bounds = {k: v for k, v in (("max_rounds", max_rounds), ("max_epochs", max_epochs)) if v}
+    recorded = _approvals(config).decide(digest, "approved", reason=reason, bounds=bounds)
+    console.print(f"envelope {recorded} approved")
 
 
 @app.command("reject")
-def reject(digest: str = typer.Argument(..., metavar="HASH"), config: Path = ConfigOption) -> None:
-    """Refuse the plan with this hash (runs naming it are answered ``refused``)."""
-    _decide(config, digest, "rejected")
+def reject(
+    digest: str = HashArg,
+    config: Path = ConfigOption,
+    reason: str = typer.Option(..., "--reason", help="why (the researcher's task shows none)"),
+) -> None:
+    """Refuse this envelope (trainings with it are answered ``refused``)."""
+    recorded = _approvals(config).decide(digest, "rejected", reason=reason)
+    console.print(f"envelope {recorded} rejected")
+
+
+@app.command("history")
+def history(
+    digest: str | None = typer.Argument(None, metavar="[HASH]"), config: Path = ConfigOption
+) -> None:
+    """What ran under each approval (or under one): task, run, round, phase, time."""
+    approvals = _approvals(config)
+    full = approvals.resolve(digest) if digest else None
+    table = _table("approval", "task", "run", "project", "round", "phase", "dataset", "at")
+    for row in approvals.history(full):
+        table.add_row(
+            str(row.get("approval", ""))[:16],
+            *(str(row.get(k, "")) for k in ("task_id", "run_id", "project_id", "round")),
+            str(row.get("phase", "")),
+            str(row.get("dataset", "")),
+            str(row.get("at", ""))[:19],
+        )
+    console.print(table)

@@ -36,8 +36,8 @@ class Health(BaseModel):
 
 
 class LoginRequest(BaseModel):
-    username: str
-    password: str
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=200)
 
 
 class TokenCreate(BaseModel):
@@ -234,6 +234,16 @@ class TaskPublic(Public):
     )
 
 
+def progress_mark(task: TaskPublic) -> int:
+    """A number that grows as the task moves on: its round and its answered first-round runs.
+
+    The long poll (``GET /api/tasks/{id}/wait?seen_runs_done=``) returns early once it
+    differs from the client's last one.
+    """
+    answered = sum(1 for r in task.runs if r.status not in (RunStatus.pending, RunStatus.claimed))
+    return task.round * 100_000 + answered
+
+
 class RunAssignment(BaseModel):
     """A run handed to a node with a lease; the node echoes ``lease_id`` with its answer."""
 
@@ -362,3 +372,12 @@ class WitnessKey(BaseModel):
 class Cosignature(BaseModel):
     size: int = Field(ge=1)
     signature: str = Field(min_length=40, max_length=200)
+
+
+class AirlockEvent(BaseModel):
+    """A node's airlock event on a run it holds: its ledger entry has ids and a hash only."""
+
+    event: Literal["held", "released", "refused"]
+    outputs_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the run's outputs as the node holds them"
+    )

@@ -3,8 +3,10 @@
 On start the app migrates its database to the newest Alembic revision and starts two
 background loops (asyncio tasks): every ``sweep_seconds`` expired leases are handed back
 out (or their runs failed), and every ``checkpoint_seconds`` the audit log's new head is
-signed as a checkpoint. Errors from services become JSON ``{"detail": message}``
-with the error's status; request validation errors name the field.
+signed as a checkpoint. Errors become JSON ``{"detail": message, "errors": [...]}``
+(:mod:`medfed.hub.api.errors`; a database outage is a 503 with ``Retry-After``), and
+:class:`~medfed.hub.api.limits.EdgeMiddleware` applies body limits and input checks
+before any route runs.
 """
 
 from __future__ import annotations
@@ -12,18 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
 
 from medfed._version import __version__
-from medfed.common.errors import MedfedError, RateLimited
-from medfed.common.timeutil import utcnow
+from medfed.hub.api import errors
+from medfed.hub.api.errors import ERROR_RESPONSES
+from medfed.hub.api.limits import EdgeMiddleware
 from medfed.hub.api.routes import access as access_routes
 from medfed.hub.api.routes import accounts, catalogue, learning, learning_node, node_api, tasks
 from medfed.hub.api.routes import audit as audit_routes
@@ -34,10 +33,13 @@ from medfed.hub.config import SETTINGS_INFO, HubSettings
 from medfed.hub.db.migrate import upgrade
 from medfed.hub.db.session import make_engine, make_read_sessionmaker, make_sessionmaker
 from medfed.hub.dispatch import Notifier, commit
+from medfed.hub.hardening import secure_storage
 from medfed.hub.services import ledger
+from medfed.hub.services.login_throttle import LoginThrottle
 from medfed.hub.services.runs import expire_leases
 from medfed.hub.services.tasks import close_overdue_rounds
 from medfed.hub.web import pages
+from medfed.hub.web.headers import SecurityHeaders
 from medfed.ledger.checkpoint import derive_key
 
 log = logging.getLogger(__name__)
@@ -65,30 +67,11 @@ async def _every(app: FastAPI, seconds: float, job: Callable[[FastAPI], None]) -
             log.exception("background job %s failed", job.__name__)
 
 
-def rate_limited_response(exc: RateLimited) -> JSONResponse:
-    """429 with the reset time in the body (``resets_at``) and as ``Retry-After`` seconds."""
-    body: dict[str, object] = {"detail": exc.message, "resets_at": None}
-    headers: dict[str, str] = {}
-    if exc.resets_at is not None:
-        body["resets_at"] = exc.resets_at.isoformat()
-        wait = (exc.resets_at - utcnow()).total_seconds()
-        headers["Retry-After"] = str(max(1, math.ceil(wait)))
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
-    return "; ".join(parts) or "invalid request"
-
-
 def create_app(settings: HubSettings | None = None) -> FastAPI:
     settings = settings or HubSettings()
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, busy_timeout=settings.sqlite_busy_seconds)
     upgrade(engine)
 
     @contextlib.asynccontextmanager
@@ -120,24 +103,13 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.state.read_sessionmaker = make_read_sessionmaker(engine)
     app.state.notifier = Notifier()
     app.state.ledger_key = derive_key(settings.secret_key)
+    secure_storage(settings, app.state.sessionmaker)
 
-    @app.exception_handler(MedfedError)
-    async def _medfed_error(_: Request, exc: MedfedError) -> JSONResponse:
-        if isinstance(exc, RateLimited):
-            return rate_limited_response(exc)
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
-
-    @app.exception_handler(IntegrityError)
-    async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
-        # two concurrent creates of one name: the loser gets what a later request would
-        return JSONResponse(
-            {"detail": "conflicts with an existing record (a name or id is taken)"},
-            status_code=409,
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+    app.state.login_throttle = LoginThrottle(
+        max_failures=settings.login_max_failures, window_seconds=settings.login_window_seconds
+    )
+    errors.install(app)
+    app.add_middleware(EdgeMiddleware, settings=settings, routes=app.router.routes)
 
     routers = (
         accounts,
@@ -154,6 +126,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         pages,
     )
     for module in routers:
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     pages.mount_static(app)
+    app.add_middleware(SecurityHeaders)
     return app

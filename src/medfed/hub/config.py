@@ -1,7 +1,9 @@
 """Hub settings, read from ``MEDFED_*`` environment variables (pydantic-settings).
 
-The hub refuses to start outside dev mode with the default secret key. The database is a
-SQLite file under ``data_dir`` unless ``MEDFED_DATABASE_URL`` names another (for example
+Outside dev mode the hub refuses to start without ``MEDFED_SECRET_KEY`` or with one shorter
+than 32 bytes; in dev mode without one it uses a random key generated once per data folder
+(``medfed.hub.keys.dev_secret``), never a public default. The database is a SQLite file
+under ``data_dir`` unless ``MEDFED_DATABASE_URL`` names another (for example
 ``postgresql+psycopg://user@host/db``).
 """
 
@@ -12,7 +14,9 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SECRET = "change-me-dev-only"
+from medfed.hub.keys import MIN_SECRET_BYTES, dev_secret
+
+ZENODO_URLS = ("https://zenodo.org", "https://sandbox.zenodo.org")
 #: key of the app's settings in ``Session.info`` (sessions made by ``create_app``)
 SETTINGS_INFO = "medfed.hub_settings"
 
@@ -24,7 +28,12 @@ class HubSettings(BaseSettings):
 
     data_dir: Path = Path("var/hub")
     database_url: str | None = None
-    secret_key: str = DEFAULT_SECRET
+    secret_key: str = Field(
+        default="",
+        repr=False,
+        description="at least 32 bytes outside dev mode (signs checkpoints and entitlements, "
+        "seals stored tokens); unset in dev mode: a random key kept in the data folder",
+    )
     dev_mode: bool = False
     min_nodes: int = Field(
         default=2,
@@ -43,6 +52,38 @@ class HubSettings(BaseSettings):
     token_days: int = Field(default=30, ge=1)
     max_blob_bytes: int = Field(
         default=2 * 1024**3, ge=1, description="largest weights/update upload (bytes)"
+    )
+    sqlite_busy_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="how long a SQLite write waits for the lock before the request gets 503",
+    )
+    max_json_bytes: int = Field(
+        default=1024**2, ge=1024, description="largest JSON or form body of a user request"
+    )
+    max_anonymous_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="largest body of a request without credentials (login, public forms)",
+    )
+    max_node_json_bytes: int = Field(
+        default=16 * 1024**2, ge=1024, description="largest JSON body a node sends (results)"
+    )
+    max_upload_bytes: int = Field(
+        default=21 * 1024**2,
+        ge=1024,
+        description="largest multipart upload (ethics files: 20 MiB plus the form)",
+    )
+    blob_quota_bytes: int = Field(
+        default=10 * 1024**3,
+        ge=0,
+        description="total bytes of weights one user may upload to PUT /api/blobs",
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="failed logins per account or address before a lock-out"
+    )
+    login_window_seconds: float = Field(
+        default=900.0, gt=0, description="window of login_max_failures and the lock-out length"
     )
     discovery_budget: int = Field(
         default=50, ge=0, description="count-discovery queries per user per discovery window"
@@ -63,11 +104,33 @@ class HubSettings(BaseSettings):
         default=24.0, gt=0, description="the window of project_query_budget (hours)"
     )
 
+    zenodo_urls: list[str] = Field(
+        default_factory=lambda: list(ZENODO_URLS),
+        description="Zenodo endpoints an organization may configure (the hub sends its token "
+        "there); anything else is refused",
+    )
+
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> HubSettings:
-        if not self.dev_mode and self.secret_key == DEFAULT_SECRET:
-            raise ValueError("MEDFED_SECRET_KEY is the default; set a secret or MEDFED_DEV_MODE=1")
+    def _check_secret(self) -> HubSettings:
+        if not self.secret_key:
+            if not self.dev_mode:
+                raise ValueError(
+                    "MEDFED_SECRET_KEY is not set: give a random secret of at least "
+                    f"{MIN_SECRET_BYTES} bytes (python -c 'import secrets; "
+                    "print(secrets.token_hex(32))') or set MEDFED_DEV_MODE=1"
+                )
+            self.secret_key = dev_secret(self.data_dir)
+        elif not self.dev_mode and len(self.secret_key.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"MEDFED_SECRET_KEY has {len(self.secret_key.encode())} bytes; it needs at "
+                f"least {MIN_SECRET_BYTES} (python -c 'import secrets; "
+                "print(secrets.token_hex(32))')"
+            )
         return self
+
+    def zenodo_url_allowed(self, url: str) -> bool:
+        """Whether ``url`` is one of :attr:`zenodo_urls` (a trailing slash aside)."""
+        return url.rstrip("/") in {u.rstrip("/") for u in self.zenodo_urls}
 
     @property
     def effective_database_url(self) -> str:

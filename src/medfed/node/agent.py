@@ -57,6 +57,8 @@ from medfed.ledger.checkpoint import Checkpoint
 from medfed.node import entitlements
 from medfed.node.audit import outcome_audit
 from medfed.node.config import NodeConfig
+from medfed.node.executors.plan_process import PlanFailed
+from medfed.node.executors.scripts import ScriptExecutor
 from medfed.node.executors.services import NodeLearning
 from medfed.node.gate import GatePolicy, RecordingData, RowSetMemory, apply_gate
 from medfed.node.gate.budget import BudgetLedger
@@ -112,8 +114,12 @@ class NodeAgent:
             secret=config.node_secret(),
             data_dir=config.data_dir,
             runlog=self.runlog,
+            policy=config.policy,
+            rowsets=self.rowsets,
         )
         self.fork: str | None = None
+        #: researcher scripts: sandbox, output checks, the airlock (medfed.node.airlock)
+        self.scripts = ScriptExecutor(config, self.runlog, self.hub)
 
     def open_datasets(self) -> None:
         for dataset in self.config.datasets:
@@ -156,6 +162,8 @@ class NodeAgent:
         entitlements.hub_key(self)  # pin the key entitlement statements are checked with
         watch = threading.Thread(target=self._witness_loop, name="witness", daemon=True)
         watch.start()
+        airlock = threading.Thread(target=self._airlock_loop, name="airlock", daemon=True)
+        airlock.start()
         while not self.stop_event.is_set():
             try:
                 assignment = self.hub.next_run(self.config.poll_wait_seconds)
@@ -176,11 +184,19 @@ class NodeAgent:
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.wait(self.config.heartbeat_seconds):
             with self._lock:
-                current = sorted(self._current)
+                current = sorted(self._current | set(self.scripts.held_runs()))
             try:
                 self.hub.heartbeat(current)
             except MedfedError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
+
+    def _airlock_loop(self) -> None:
+        """Post the outcome of each run the steward released or refused from the airlock."""
+        while not self.stop_event.wait(1.0):
+            try:
+                self.scripts.deliver()
+            except MedfedError as exc:
+                log.warning("airlock delivery failed: %s", exc.message)
 
     def witness_once(self) -> bool:
         """Check the hub's newest checkpoint and cosign it; False once a fork was seen."""
@@ -237,12 +253,12 @@ class NodeAgent:
             )
         return None
 
-    def compute(self, run: RunAssignment) -> RunOutcome:
-        """Policy check, local step and gate; never raises."""
+    def compute(self, run: RunAssignment) -> RunOutcome | None:
+        """Policy check, local step and gate; never raises (None: held in the airlock)."""
         return self._compute(run)[0]
 
-    def _compute(self, run: RunAssignment) -> tuple[RunOutcome, dict[str, Any]]:
-        """The outcome, and what the node's log records about the decision."""
+    def _compute(self, run: RunAssignment) -> tuple[RunOutcome | None, dict[str, Any]]:
+        """The outcome (None while held in the airlock), and what the node's log records."""
         started = time.perf_counter()
         key = self._audit_key()
         where = run.params.get("where") if isinstance(run.params, dict) else None
@@ -271,6 +287,9 @@ class NodeAgent:
         except MedfedError as exc:  # the parameters alone: no data behind this message
             audit["rule"] = "parameters"
             return RunOutcome(lease_id=run.lease_id, status="failed", error=exc.message), audit
+        if alg.name == "script.run":  # sandbox, output checks, airlock
+            data = RecordingData(self.stores[run.dataset_name], key=key)
+            return self.scripts.compute(run, params, data, self.rowsets[run.dataset_name], audit)
         if policy.mode == "dp" and not run.discovery:
             return self._compute_dp(run, alg, params, audit, withheld)
         data = RecordingData(self.stores[run.dataset_name], key=key)
@@ -290,6 +309,10 @@ class NodeAgent:
             gated = apply_gate(
                 output, alg.disclosure(params), GatePolicy(min_cell_count=policy.min_cell_count)
             )
+        except PlanFailed as exc:  # a fixed reason out; the plan's own message stays here
+            log.warning("run %s: %s — %s", run.run_id, exc.reason, exc.detail)
+            audit.update(rule="sandbox", withheld=exc.detail or exc.kind)
+            return RunOutcome(lease_id=run.lease_id, status="failed", error=exc.reason), audit
         except PolicyRefused as exc:  # what the run asks, not what the data holds
             audit["rule"] = "policy"
             return RunOutcome(lease_id=run.lease_id, status="refused", error=exc.message), audit
@@ -416,6 +439,11 @@ class NodeAgent:
             self._current.add(run.run_id)
         try:
             outcome, audit = self._compute(run)
+            if outcome is None:  # held in the airlock: posted once the steward decided
+                self.runlog.append(
+                    {"run_id": run.run_id, "task_id": run.task_id, "status": "held", **audit}
+                )
+                return
             # the hub's audit gets the keyed hashes and the rule's category, nothing more
             where = run.params.get("where") if isinstance(run.params, dict) else None
             summary = outcome_audit(self._audit_key(), where, audit)

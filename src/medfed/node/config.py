@@ -2,7 +2,7 @@
 
 Example::
 
-    hub_url = "http://127.0.0.1:8000"
+    hub_url = "http://127.0.0.1:8000"    # https:// unless on loopback (or insecure = true)
     secret_file = "node.secret"        # or: secret = "mfn_..."
     data_dir = "var/node-a"            # the node's own log lives here
 
@@ -25,6 +25,18 @@ Example::
     # epsilon_per_run = 0.5            # ε one run spends (split over its noisy outputs)
     # budget = 5.0                     # ε a project may spend on one dataset, in total
     # bounds = { age = [18, 100], pnodes = [0, 60] }  # public ranges sums clamp to
+    # [policy.training]                # every training, whatever its approved envelope:
+    # require_dp = true                #   user-level DP, with ε bounds per round and over
+    # max_epsilon_per_round = 1.0      #   its approved maximum of rounds
+    # max_epsilon_total = 8.0
+    # require_secagg = true            #   secure aggregation
+    # min_nodes = 3                    #   at least 3 nodes' updates combined per round
+    sandbox = "bwrap"                  # plan/script code in bubblewrap; "none" runs it bare
+    sandbox_memory_mb = 8192           # its address space (torch maps ~2.5 GiB on import)
+    sandbox_cpu_seconds = 3600         # CPU seconds per sandboxed process
+    sandbox_processes = 256            # processes and threads of the sandbox uid
+    sandbox_file_mb = 1024             # the largest file it may write
+    sandbox_output_mb = 256            # the most the node reads back from one job
 
     [[datasets]]
     name = "gbsg2"
@@ -34,14 +46,19 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from medfed.algorithms.dp import Bounds, check_bounds
 from medfed.common.errors import BadRequest
+
+log = logging.getLogger(__name__)
 
 
 class DPPolicy(BaseModel):
@@ -63,6 +80,16 @@ class DPPolicy(BaseModel):
     @classmethod
     def _bounds(cls, bounds: dict[str, Bounds]) -> dict[str, Bounds]:
         return {name: check_bounds(pair, f"bounds of '{name}'") for name, pair in bounds.items()}
+
+
+class TrainingPolicy(BaseModel):
+    """``[policy.training]``: what every training at this node must have, whatever approved."""
+
+    require_dp: bool = Field(default=False, description="refuse trainings without user-level DP")
+    max_epsilon_per_round: float | None = Field(default=None, gt=0)
+    max_epsilon_total: float | None = Field(default=None, gt=0, description="over max_rounds")
+    require_secagg: bool = Field(default=False, description="refuse without secure aggregation")
+    min_nodes: int = Field(default=1, ge=1, description="fewest nodes whose updates combine")
 
 
 class Policy(BaseModel):
@@ -92,6 +119,17 @@ class Policy(BaseModel):
         "budget (medfed.node.gate.dp), algorithms without a noisy variant refused",
     )
     dp: DPPolicy = Field(default_factory=DPPolicy)
+    training: TrainingPolicy = Field(default_factory=TrainingPolicy)
+    sandbox: Literal["bwrap", "none"] = Field(
+        default="bwrap",
+        description="where plan and script code runs: bwrap (bubblewrap sandbox; the node "
+        'refuses such code where bubblewrap is missing) or "none" (unsandboxed, logged)',
+    )
+    sandbox_memory_mb: int = Field(default=8192, ge=256, description="address space, MiB")
+    sandbox_cpu_seconds: int = Field(default=3600, ge=1, description="CPU seconds per process")
+    sandbox_processes: int = Field(default=256, ge=8, description="processes and threads")
+    sandbox_file_mb: int = Field(default=1024, ge=1, description="largest file it may write")
+    sandbox_output_mb: int = Field(default=256, ge=1, description="most the node reads back")
 
     def allows_algorithm(self, name: str) -> bool:
         return "*" in self.allowed_algorithms or name in self.allowed_algorithms
@@ -123,8 +161,26 @@ class NodeConfig(BaseModel):
     poll_wait_seconds: float = Field(default=20.0, gt=0, le=120)
     witness_seconds: float = Field(default=5.0, gt=0, description="how often to cosign")
     hub_key: str | None = Field(default=None, description="pin the hub's checkpoint key")
+    insecure: bool = Field(
+        default=False,
+        description="allow an http:// hub that is not on loopback (the node secret travels "
+        "in clear: for a test network only)",
+    )
     policy: Policy = Field(default_factory=Policy)
     datasets: list[DatasetConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _https_hub(self) -> NodeConfig:
+        url = urlsplit(self.hub_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"hub_url '{self.hub_url}' is not an http(s) URL")
+        if url.scheme == "http" and not self.insecure and not _loopback(url.hostname):
+            raise ValueError(
+                f"hub_url '{self.hub_url}' is plain http to another host: the node secret "
+                "would travel in clear; use https (see docs/deployment.md), or set "
+                "insecure = true for a test network"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_secret(self) -> NodeConfig:
@@ -143,6 +199,40 @@ class NodeConfig(BaseModel):
             return self.secret_file.read_text().strip()
         except OSError as exc:
             raise BadRequest(f"cannot read secret_file {self.secret_file}: {exc}") from None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def loose_modes(config: NodeConfig) -> list[str]:
+    """The node's secret and data files that others than its user may read (for a warning)."""
+    paths = [config.secret_file] if config.secret_file is not None else []
+    if config.data_dir.is_dir():
+        paths.append(config.data_dir)
+        paths.extend(p for p in sorted(config.data_dir.iterdir()) if p.is_file())
+    found = []
+    for path in paths:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o077:
+            found.append(f"{path} is readable by others (mode {mode:o}; chmod go-rwx)")
+    return found
+
+
+def warn_loose_modes(config: NodeConfig) -> list[str]:
+    """Log a warning for each of :func:`loose_modes`; returns them."""
+    found = loose_modes(config)
+    for problem in found:
+        log.warning("%s", problem)
+    return found
 
 
 def load_config(path: Path) -> NodeConfig:

@@ -66,6 +66,11 @@ class NodeHubClient:
         """Post the outcome as exactly ``body`` (the bytes the node log hashed)."""
         self._call("POST", f"/api/node/runs/{run_id}/outcome", content=body)
 
+    def airlock_event(self, run_id: int, event: str, outputs_sha256: str) -> None:
+        """Have the hub's ledger record an airlock event on a run this node holds."""
+        body = {"event": event, "outputs_sha256": outputs_sha256}
+        self._call("POST", f"/api/node/runs/{run_id}/airlock", json=body)
+
     def heartbeat(self, run_ids: list[int]) -> HeartbeatAck:
         data = self._http.request("POST", "/api/node/heartbeat", json={"run_ids": run_ids})
         return HeartbeatAck.model_validate(data)

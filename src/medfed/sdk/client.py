@@ -24,6 +24,7 @@ from medfed.common.resources import (
     Health,
     NodeCreated,
     NodePublic,
+    NodeRunStatus,
     OrganizationPublic,
     ProjectPublic,
     Role,
@@ -32,11 +33,12 @@ from medfed.common.resources import (
     TokenCreated,
     TokenPublic,
     UserPublic,
+    progress_mark,
 )
 from medfed.sdk.access import Access
 from medfed.sdk.audit import Ledger
 from medfed.sdk.catalogue import Catalogue
-from medfed.sdk.http import HubHTTP, HubUnreachable
+from medfed.sdk.http import HubBusy, HubHTTP, HubUnreachable
 from medfed.sdk.learning import Learning
 from medfed.sdk.results import TaskFailed, TaskResult, TaskTimeout
 
@@ -165,6 +167,11 @@ class Tasks(_Resource):
     def get(self, task_id: int) -> TaskPublic:
         return TaskPublic.model_validate(self._http.request("GET", f"/api/tasks/{task_id}"))
 
+    def runs(self, task_id: int) -> list[NodeRunStatus]:
+        """Every run of every round with its output status (the hub administrator only)."""
+        data = self._http.request("GET", f"/api/tasks/{task_id}/runs")
+        return [NodeRunStatus.model_validate(r) for r in data]
+
     def list(self, project: int | None = None) -> list[TaskPublic]:
         project_id = project if project is not None else self._client.default_project()
         data = self._http.request("GET", "/api/tasks", params={"project_id": project_id})
@@ -190,11 +197,13 @@ class Tasks(_Resource):
                         params={"timeout": min(remaining, 20.0), "seen_runs_done": seen},
                         timeout=min(remaining, 20.0) + 10,
                     )
-                except HubUnreachable:  # a restarting hub: keep following until the deadline
-                    time.sleep(min(0.5, max(remaining, 0)))
+                except HubUnreachable as exc:  # a restarting hub or a database outage (503):
+                    # keep following until the deadline, as often as the hub asks
+                    wait = exc.retry_after if isinstance(exc, HubBusy) else None
+                    time.sleep(min(wait or 0.5, 5.0, max(remaining, 0)))
                     continue
                 task = TaskPublic.model_validate(data)
-                seen = sum(1 for r in task.runs if r.status not in ("pending", "claimed"))
+                seen = progress_mark(task)
                 if bar is not None:
                     bar.update(task)
                 if task.status != TaskStatus.running:
@@ -288,7 +297,8 @@ class Client:
         http_client: httpx.Client | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self._http = HubHTTP(url, token, http_client=http_client, timeout=timeout)
+        # idempotent requests ride out a hub restart or a short database outage
+        self._http = HubHTTP(url, token, http_client=http_client, timeout=timeout, retries=4)
         self.project = project
         self.organizations = Organizations(self._http)
         self.users = Users(self._http)

@@ -22,10 +22,31 @@ import httpx
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port the kernel just found free, in this test worker's own residue class.
+
+    Under pytest-xdist (``PYTEST_XDIST_WORKER=gwN`` of ``PYTEST_XDIST_WORKER_COUNT``)
+    worker N only takes ports ``p`` with ``p % count == N``, so two workers never race
+    for the same port between finding it and the server binding it.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    held: list[socket.socket] = []  # kept open while searching, so the kernel moves on
+    try:
+        while True:
+            sock = socket.socket()
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+            if count <= 1 or port % count == index % count:
+                return port
+    finally:
+        for sock in held:
+            sock.close()
+
+
+class _PortTaken(Exception):
+    """The hub could not bind its port: another process took it after :func:`free_port`."""
 
 
 def _medfed(*args: str) -> list[str]:
@@ -80,8 +101,19 @@ class HubProcess(_Managed):
         return env
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start and wait for health; a port taken meanwhile is replaced (three tries)."""
+        for _ in range(2):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                self.port = free_port()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.data_dir / "hub.log", "ab")  # noqa: SIM115
+        log_path = self.data_dir / "hub.log"
+        log_start = log_path.stat().st_size if log_path.exists() else 0
+        self._log = open(log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             _medfed("hub", "serve", "--port", str(self.port)),
             env=self.environment(),
@@ -91,9 +123,12 @@ class HubProcess(_Managed):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"hub exited with {self.process.returncode}; see {self.data_dir / 'hub.log'}"
-                )
+                self._close_log()
+                with open(log_path, "rb") as log:
+                    log.seek(log_start)
+                    if b"address already in use" in log.read().lower():
+                        raise _PortTaken(self.port)
+                raise RuntimeError(f"hub exited with {self.process.returncode}; see {log_path}")
             try:
                 if httpx.get(self.url + "/api/health", timeout=1.0).status_code == 200:
                     return

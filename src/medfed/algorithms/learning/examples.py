@@ -4,7 +4,8 @@
 in its args, a one-hidden-layer MLP) on numeric feature columns ``f0…`` and a 0/1 column
 ``label``, standardized with means and scales given in the training's ``plan_args``
 (computed federatedly or from a reference sample; the plan never computes them from one
-node's rows). It holds out ``holdout`` (default 20 %) of each node's rows for metrics.
+node's rows). medfed holds out each node's rows for metrics (the training's
+``holdout`` rule); the plan only predicts probabilities for them (``predict``).
 
 :func:`breast_cancer_shares` splits ``sklearn.datasets.load_breast_cancer`` into a
 common test set and ``nodes`` shares with Dirichlet(alpha) label skew (fixed seed).
@@ -37,19 +38,19 @@ def model(args):
 
 
 def tensors(frame, args):
+    y = frame["label"].to_numpy(dtype="float32").reshape(-1, 1)
+    return features(frame, args), torch.from_numpy(y)
+
+
+def features(frame, args):
     x = frame[_features(args)].to_numpy(dtype="float32")
     x = (x - torch.tensor(args["mean"]).numpy()) / torch.tensor(args["scale"]).numpy()
-    y = frame["label"].to_numpy(dtype="float32").reshape(-1, 1)
-    return torch.from_numpy(x.astype("float32")), torch.from_numpy(y)
+    return torch.from_numpy(x.astype("float32"))
 
 
-def datasets(frame, args):
+def train_set(frame, args):
     x, y = tensors(frame, args)
-    g = torch.Generator().manual_seed(int(args.get("split_seed", 0)))
-    order = torch.randperm(len(x), generator=g)
-    n_eval = int(round(len(x) * float(args.get("holdout", 0.2))))
-    test, train = order[:n_eval], order[n_eval:]
-    return TensorDataset(x[train], y[train]), TensorDataset(x[test], y[test])
+    return TensorDataset(x, y)
 
 
 def loss(model, batch):
@@ -57,15 +58,9 @@ def loss(model, batch):
     return torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
 
 
-def evaluate(model, batches):
-    total, correct, count = 0.0, 0.0, 0
-    for x, y in batches:
-        logits = model(x)
-        total += float(torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, y, reduction="sum"))
-        correct += float(((logits > 0).float() == y).sum())
-        count += len(y)
-    return {"loss": total / max(count, 1), "accuracy": correct / max(count, 1)}
+def predict(model, frame, args):
+    x = features(frame, args).to(next(model.parameters()).device)
+    return torch.sigmoid(model(x)).reshape(-1)
 '''
 
 

@@ -12,15 +12,18 @@ Phases (``state["phase"]``)::
                  (or, with secure aggregation, per training round:)
                advertise ─► share ─► masked ─► unmask ─►
 
-* ``prepare`` (round 0): every node checks that its steward approved the plan's hash and
-  that it holds enough rows — nothing is trained; a refusal ends the training before any
-  plan code ran anywhere.
+* ``prepare`` (round 0): every node checks that its steward approved the training's
+  envelope (:mod:`.envelope`: the plan's hash and every setting that changes what leaves)
+  and its own training policy, splits off its held-out rows (:mod:`.holdout`) and passes
+  both row sets through its row-set memory, and checks that it holds enough rows —
+  nothing is trained; a refusal ends the training before any plan code ran anywhere.
 * ``train``: the sampled nodes train from the global weights and upload their update;
   the hub combines them (``strategies``), saves the new global weights (a checkpoint: the
   blob plus ``task.state``, committed with the round) and starts the next round.
 * ``advertise``/``share``/``masked``/``unmask``: secure aggregation
   (:mod:`.secagg`); the hub stores only masked updates and learns only their sum.
-* ``evaluate``: every node evaluates the final model on its held-out rows.
+* ``evaluate``: every node evaluates the final model on its held-out rows: the plan
+  predicts, the node computes the metrics from its own labels (:mod:`.metrics`).
 
 The hub checks the project's privacy budget before each training round and stops the
 training (``stopped``) instead of running a round that would exceed it. A round
@@ -49,6 +52,8 @@ from medfed.algorithms.base import (
     Rule,
 )
 from medfed.algorithms.learning import hub_steps, node_steps
+from medfed.algorithms.learning.holdout import HoldoutRule
+from medfed.algorithms.learning.metrics import MetricSet
 from medfed.algorithms.learning.strategies import MEAN_BASED
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
@@ -92,6 +97,13 @@ class TrainParams(BaseModel):
     plan: str = Field(pattern=_HEX64, description="SHA-256 of the approved plan")
     initial_weights: str = Field(pattern=_HEX64, description="blob of the starting weights")
     columns: list[str] = Field(min_length=1)
+    label: str = Field(default="label", description="the outcome column (in columns)")
+    holdout: HoldoutRule = Field(
+        default_factory=HoldoutRule, description="rows each node holds out for its metrics"
+    )
+    metrics: MetricSet = Field(default="binary", description="the node-computed metric set")
+    min_nodes: int = Field(default=1, ge=1, description="fewest nodes whose updates combine")
+    min_rows_per_update: int = Field(default=1, ge=1, description="fewest rows in an update")
     rounds: int = Field(default=10, ge=1, le=1000)
     local_epochs: int = Field(default=1, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1)
@@ -118,6 +130,8 @@ class TrainParams(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainParams:
+        if self.label not in self.columns:
+            raise ValueError(f"the label column {self.label!r} must be one of columns")
         if self.secagg is not None and self.strategy not in MEAN_BASED:
             raise ValueError(f"secure aggregation only gives the sum; {self.strategy} needs each")
         if self.dp is not None and self.strategy not in MEAN_BASED:
@@ -144,6 +158,8 @@ class TrainResult(BaseModel):
     strategy: str
     rounds: int
     metrics: dict[str, float] = Field(default_factory=dict)
+    #: pooled calibration bins of the final model: [rows, mean prediction, observed rate]
+    calibration: list[list[float]] | None = None
     history: list[RoundRecord] = Field(default_factory=list)
     stopped: str | None = None
     privacy: dict[str, Any] | None = None

@@ -100,6 +100,7 @@ def _advance(
             "strategy": params.strategy,
             "rounds": int(state.get("train_round", 0)),
             "metrics": metrics,
+            "calibration": _calibration(ok),
             "history": state.get("history", []),
             "stopped": state.get("stopped"),
             "privacy": state.get("privacy"),
@@ -107,6 +108,26 @@ def _advance(
         }
         return Finished(result)
     raise BadRequest(f"fl.train: unknown phase {phase!r}")
+
+
+def _calibration(outputs: Sequence[NodeOutput]) -> list[list[float]] | None:
+    """Nodes' calibration bins pooled: per bin, rows, mean prediction, observed rate.
+
+    Only when every node that sent metrics sent bins (a node withholds its bins whole
+    when one holds fewer than its threshold); pooled by the nodes' bin centres.
+    """
+    tables = [_p(o).get("calibration") for o in outputs if _p(o).get("global_metrics")]
+    if not tables or any(not isinstance(t, list) for t in tables):
+        return None
+    pooled: dict[int, list[float]] = {}
+    for table in (t for t in tables if isinstance(t, list)):
+        for n, mean_p, observed in table:
+            key = min(int(float(mean_p) * 10), 9)
+            row = pooled.setdefault(key, [0.0, 0.0, 0.0])
+            row[0] += n
+            row[1] += n * mean_p
+            row[2] += n * observed
+    return [[n, sp / n, so / n] for _, (n, sp, so) in sorted(pooled.items())]
 
 
 def _options(params: TrainParams) -> ServerOptions:

@@ -1,12 +1,15 @@
 """The local training loop of a plan (PyTorch): medfed's one loop, run inside the plan process.
 
-:func:`train_local` loads a plan module, builds its model from the given weights, evaluates
-the received (global) model on the held-out set, trains ``epochs`` passes over the
-training set (batches shuffled by a generator seeded from ``seed`` and the round, the
-plan's optimizer, plus the FedProx term ``mu/2·‖w - w_global‖²`` when ``mu > 0``),
-evaluates again and returns the update ``local - global`` per tensor with the counts and
-metrics. Tests call the same function on pooled data for the centralized baseline, so the
-federated and pooled models share the loop, seeds and epochs.
+:func:`train_local` builds the plan's model from the given weights, predicts the
+held-out rows with the received (global) model (``plan.predict``; the held-out frame
+carries no label column), trains ``epochs`` passes over the training rows (batches
+shuffled by a generator seeded from ``seed`` and the round, the plan's optimizer, plus
+the FedProx term ``mu/2·‖w - w_global‖²`` when ``mu > 0``), predicts again and returns
+the update ``local - global`` per tensor with the counts and both predictions. Metrics
+are not computed here: the node agent computes them from the predictions and its labels
+(:mod:`medfed.algorithms.learning.metrics`). Tests call the same function on pooled
+data for the centralized baseline, so the federated and pooled models share the loop,
+seeds and epochs.
 
 Only the plan process and tests import this module (it imports torch); the hub and the
 node agent work on numpy arrays.
@@ -25,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from medfed.algorithms.learning.plan import REQUIRED
 
@@ -55,8 +58,9 @@ class LocalResult:
     update: dict[str, torch.Tensor]
     n_train: int
     n_eval: int
-    global_metrics: dict[str, float]
-    local_metrics: dict[str, float]
+    #: one prediction per held-out row, by the received model and by the trained one
+    global_predictions: torch.Tensor
+    local_predictions: torch.Tensor
     device: str
     seconds: float
     #: example-level ε of this node's DP-SGD steps (None without DP-SGD)
@@ -98,44 +102,32 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _evaluate(
-    plan: ModuleType,
-    model: torch.nn.Module,
-    data: Dataset[Any],
-    device: torch.device,
-    batch_size: int,
-) -> dict[str, float]:
-    loader = DataLoader(data, batch_size=max(batch_size, 256))
+def _predict(
+    plan: ModuleType, model: torch.nn.Module, held_out: pd.DataFrame, args: dict[str, Any]
+) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
-        if callable(getattr(plan, "evaluate", None)):
-            moved = [_to(b, device) for b in loader]
-            metrics = plan.evaluate(model, moved)
-            return {str(k): float(v) for k, v in metrics.items()}
-        total, count = 0.0, 0
-        for batch in loader:
-            batch = _to(batch, device)
-            size = len(batch[0]) if isinstance(batch, list | tuple) else len(batch)
-            total += float(plan.loss(model, batch)) * size
-            count += size
-        return {"loss": total / max(count, 1)}
+        out = plan.predict(model, held_out, args)
+    model.train()
+    return torch.as_tensor(out).detach().reshape(-1).double().cpu()
 
 
 def train_local(
     plan: ModuleType,
     frame: pd.DataFrame,
+    held_out: pd.DataFrame,
     weights: dict[str, torch.Tensor],
     config: TrainConfig,
 ) -> LocalResult:
-    """One node's local step (see the module docstring)."""
+    """One node's local step on its training rows ``frame`` (see the module docstring)."""
     started = time.perf_counter()
     device = pick_device(config.device)
     torch.manual_seed(config.seed * 1_000_003 + config.round)
     model: torch.nn.Module = plan.model(config.args)
     model.load_state_dict(weights)
     model.to(device)
-    train, held_out = plan.datasets(frame, config.args)
-    global_metrics = _evaluate(plan, model, held_out, device, config.batch_size)
+    train = plan.train_set(frame, config.args)
+    global_predictions = _predict(plan, model, held_out, config.args)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     anchor = [p.detach().clone() for p in model.parameters()]
     make_opt = getattr(plan, "optimizer", None)
@@ -166,7 +158,7 @@ def train_local(
                 loss = loss + config.mu / 2 * prox
             loss.backward()
             opt.step()
-    local_metrics = _evaluate(plan, model, held_out, device, config.batch_size)
+    local_predictions = _predict(plan, model, held_out, config.args)
     update = {
         k: (v.detach().float() - start[k].float()).cpu().contiguous()
         for k, v in model.state_dict().items()
@@ -175,8 +167,8 @@ def train_local(
         update=update,
         n_train=len(train),
         n_eval=len(held_out),
-        global_metrics=global_metrics,
-        local_metrics=local_metrics,
+        global_predictions=global_predictions,
+        local_predictions=local_predictions,
         device=str(device),
         seconds=time.perf_counter() - started,
         dp_sgd_epsilon=private.epsilon(config.dp_sgd_delta) if private is not None else None,

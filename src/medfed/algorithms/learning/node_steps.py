@@ -27,18 +27,23 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-from safetensors.numpy import save
+import pandas as pd
+from safetensors.numpy import load_file, save
 
 from medfed.algorithms.base import LocalContext
 from medfed.algorithms.learning import tensors
+from medfed.algorithms.learning.holdout import split
+from medfed.algorithms.learning.metrics import check_predictions, compute_metrics
 from medfed.algorithms.learning.privacy import DPConfig, privatize_update
 from medfed.algorithms.learning.secagg import SecAggClient, SecAggConfig
-from medfed.common.errors import BadRequest, Conflict, Refused
+from medfed.common.errors import BadRequest, Conflict, PolicyRefused, Refused
 
 if TYPE_CHECKING:
     from medfed.algorithms.learning.fedtrain import TrainParams
 
-__all__ = ["LearningServices", "run_phase"]
+__all__ = ["LearningServices", "run_phase", "split_rows"]
+
+IntArray = npt.NDArray[np.int64]
 
 
 @runtime_checkable
@@ -49,8 +54,16 @@ class LearningServices(Protocol):
     dataset_id: int
     memory: dict[str, Any]
 
-    def approved_source(self, plan_hash: str) -> str:
-        """The plan's source once its hash matched an approval; :class:`Refused` otherwise."""
+    def approved_source(self, params: TrainParams) -> str:
+        """The plan's source once the training's envelope is approved; refused otherwise."""
+        ...
+
+    def release_rows(self, train_ids: IntArray, holdout_ids: IntArray) -> None:
+        """Pass the training's row sets through the row-set memory; :class:`Refused` if not."""
+        ...
+
+    def record_run(self, phase: str) -> None:
+        """Note in the approval's history that this run went ahead."""
         ...
 
     def fetch_blob(self, sha256: str, dest: Path) -> None: ...
@@ -79,56 +92,99 @@ def _rounded(n: int, threshold: int) -> int:
     return n if n < threshold else int(round(n / threshold) * threshold)
 
 
+def split_rows(
+    params: TrainParams, ctx: LocalContext, services: LearningServices
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The node's training and held-out rows (medfed's split), released as row sets."""
+    frame = ctx.data.select(params.columns)
+    train_ids, holdout_ids = split(frame.index.to_numpy(), params.holdout)
+    labels = pd.Series(0, index=frame.index, dtype="int64")
+    labels.loc[holdout_ids] = 1
+    ctx.cells(labels)  # the node's log fingerprints both row sets
+    services.release_rows(train_ids, holdout_ids)  # before any plan code runs
+    train, held = frame.loc[train_ids], frame.loc[holdout_ids]
+    need = max(ctx.min_rows, params.min_rows_per_update)
+    if len(train) < need:
+        raise Refused(f"fl.train: fewer training rows here than the {need} needed")
+    return train, held
+
+
 def run_phase(params: TrainParams, ctx: LocalContext) -> dict[str, Any]:
     services = _services(ctx)
     state = ctx.state
     phase = str(state.get("phase", "prepare"))
+    if int(state.get("train_round", 0)) > params.rounds:
+        raise PolicyRefused(f"fl.train: round beyond the training's {params.rounds} rounds")
     if phase == "prepare":
-        services.approved_source(params.plan)
-        rows = ctx.data.count()
-        if rows < ctx.min_rows:
-            raise Refused(f"fl.train: {rows} rows here; this node's policy needs {ctx.min_rows}")
+        services.approved_source(params)
+        train, held = split_rows(params, ctx, services)
         services.warm_up()
-        return {"ready": 1, "n": _rounded(rows, ctx.min_cell_count)}
+        return {"ready": 1, "n": _rounded(len(train) + len(held), ctx.min_cell_count)}
     if phase in ("train", "masked"):
+        participants = state.get("participants") or []
+        if participants and len(participants) < params.min_nodes:
+            raise PolicyRefused(
+                f"fl.train: {len(participants)} node(s) in the round, the envelope's "
+                f"min_nodes is {params.min_nodes}"
+            )
         return _train_phase(params, ctx, services, phase)
     if phase == "evaluate":
-        result, _ = _run_plan(params, ctx, services, epochs=0)
-        return {"n": _rounded(result["n_train"], ctx.min_cell_count), **_metrics(result, ctx)}
+        result, _, held = _run_plan(params, ctx, services, epochs=0, phase=phase)
+        metrics = _metrics(params, result, held, ctx)
+        calibration = (metrics.pop("calibration", None) or {}).get("global")
+        return {
+            "n": _rounded(result["n_train"], ctx.min_cell_count),
+            **metrics,
+            "calibration": calibration,
+        }
     return _secagg_phase(ctx, services, phase)
 
 
-def _metrics(result: dict[str, Any], ctx: LocalContext, local: bool = False) -> dict[str, Any]:
-    n_eval = int(result["n_eval"])
-    if n_eval < ctx.min_cell_count:  # too few held-out rows: no metrics leave
-        return {
-            "n_eval": None,
-            "global_metrics": None,
-            **({"local_metrics": None} if local else {}),
-        }
-    out: dict[str, Any] = {
-        "n_eval": _rounded(n_eval, ctx.min_cell_count),
-        "global_metrics": _floats(result["global_metrics"]),
-    }
+def _metrics(
+    params: TrainParams,
+    result: dict[str, Any],
+    held: dict[str, Any],
+    ctx: LocalContext,
+    local: bool = False,
+) -> dict[str, Any]:
+    """Node-computed metrics of the predictions on the held-out rows (each gated)."""
+    labels = held["labels"]
+    present = ~pd.isna(labels)
+    out: dict[str, Any] = {"n_eval": None, "global_metrics": None}
     if local:
-        out["local_metrics"] = _floats(result["local_metrics"])
+        out["local_metrics"] = None
+    calibration: dict[str, Any] = {}
+    for which in ("global", "local") if local else ("global",):
+        predictions = check_predictions(
+            held["predictions"].get(which), len(labels), params.metrics
+        )[present]
+        metrics = compute_metrics(
+            predictions, labels[present].astype(np.float64), params.metrics, ctx.min_cell_count
+        )
+        if metrics is None:  # too few held-out rows: no metrics leave
+            return out
+        calibration[which] = metrics.pop("calibration", None)
+        out[f"{which}_metrics"] = {k: float(v) for k, v in metrics.items()}
+    out["n_eval"] = _rounded(int(present.sum()), ctx.min_cell_count)
+    out["calibration"] = calibration
     return out
 
 
-def _floats(metrics: Any) -> dict[str, float]:
-    if not isinstance(metrics, dict):
-        raise BadRequest("the plan's metrics are not a mapping")
-    return {str(k): float(v) for k, v in metrics.items()}
-
-
 def _run_plan(
-    params: TrainParams, ctx: LocalContext, services: LearningServices, *, epochs: int
-) -> tuple[dict[str, Any], tensors.Arrays | None]:
-    source = services.approved_source(params.plan)  # checked before it is written anywhere
+    params: TrainParams,
+    ctx: LocalContext,
+    services: LearningServices,
+    *,
+    epochs: int,
+    phase: str,
+) -> tuple[dict[str, Any], tensors.Arrays | None, dict[str, Any]]:
+    source = services.approved_source(params)  # checked before it is written anywhere
+    train, held_out = split_rows(params, ctx, services)
     weights = str(ctx.state.get("weights") or params.initial_weights)
     with services.job_dir() as job:
-        frame = ctx.data.select(params.columns)
-        frame.to_parquet(job / "data.parquet", index=False)
+        train.to_parquet(job / "train.parquet", index=False)
+        # the plan predicts the held-out rows without seeing their labels
+        held_out.drop(columns=[params.label]).to_parquet(job / "holdout.parquet", index=False)
         services.fetch_blob(weights, job / "weights.safetensors")
         (job / "job.json").write_text(
             json.dumps(
@@ -146,12 +202,16 @@ def _run_plan(
             )
         )
         (job / "plan.py").write_text(source)
+        services.record_run(phase)
         services.run_plan(job, timeout=params.round_timeout_s)
         result = json.loads((job / "result.json").read_text())
+        predictions = load_file(str(job / "predictions.safetensors"))
         update = tensors.decode((job / "update.safetensors").read_bytes()) if epochs else None
-    if not isinstance(result, dict) or not isinstance(result.get("n_train"), int):
+    if not isinstance(result, dict):
         raise BadRequest("the plan process wrote no valid result")
-    return result, update
+    result["n_train"] = len(train)  # the node's count, not the plan's
+    held = {"labels": held_out[params.label].to_numpy(), "predictions": predictions}
+    return result, update, held
 
 
 def _private(params: TrainParams, update: tensors.Arrays, n_nodes: int) -> npt.NDArray[np.float64]:
@@ -165,7 +225,7 @@ def _private(params: TrainParams, update: tensors.Arrays, n_nodes: int) -> npt.N
 def _train_phase(
     params: TrainParams, ctx: LocalContext, services: LearningServices, phase: str
 ) -> dict[str, Any]:
-    result, update = _run_plan(params, ctx, services, epochs=params.local_epochs)
+    result, update, held = _run_plan(params, ctx, services, epochs=params.local_epochs, phase=phase)
     assert update is not None
     n_train = int(result["n_train"])
     n = _rounded(n_train, ctx.min_cell_count)
@@ -175,7 +235,11 @@ def _train_phase(
     flat = _private(params, update, len(participants))
     common = {
         "n": n,
-        **_metrics(result, ctx, local=True),
+        **{
+            k: v
+            for k, v in _metrics(params, result, held, ctx, local=True).items()
+            if k != "calibration"
+        },
         "seconds": float(result.get("seconds", 0.0)),
         "device": str(result.get("device", "")),
         "dp_sgd_epsilon": result.get("dp_sgd_epsilon"),

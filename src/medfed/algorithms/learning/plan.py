@@ -13,27 +13,33 @@ must approve again. Nodes compare the hash of the source they *received* with th
 approvals before the source is written to disk or imported.
 
 The module runs only inside the node's plan process (``medfed.node.executors``), never in
-the node agent or at the hub. It must define:
+the node agent or at the hub. medfed splits each node's rows into training and held-out
+rows (:mod:`medfed.algorithms.learning.holdout`, a rule of the approved envelope) before
+the plan sees any. The plan must define:
 
 ``model(args: dict) -> torch.nn.Module``
     The network. Its ``state_dict()`` is what travels (as safetensors).
-``datasets(frame: pandas.DataFrame, args: dict) -> (train, held_out)``
-    Two ``torch.utils.data.Dataset`` objects from the node's rows of the columns the
-    training asks for (``columns``). The held-out one gives the per-node metrics.
+``train_set(frame: pandas.DataFrame, args: dict) -> torch.utils.data.Dataset``
+    The training dataset from the node's *training* rows of the training's columns.
 ``loss(model, batch) -> torch.Tensor``
-    The training loss of one batch (as yielded by a ``DataLoader`` over ``train``, already
-    moved to the device).
+    The training loss of one batch (as yielded by a ``DataLoader`` over ``train_set``,
+    already moved to the device).
+``predict(model, frame: pandas.DataFrame, args: dict) -> torch.Tensor``
+    One prediction per row of ``frame`` — the held-out rows, *without* the label column:
+    the probability of class 1 (metric set ``binary``) or the predicted value
+    (``regression``). The model is on the training's device (move the inputs to
+    ``next(model.parameters()).device``). The node computes the metrics from these
+    and its own labels (:mod:`medfed.algorithms.learning.metrics`); a plan returns no
+    metrics.
 
 and may define:
 
-``evaluate(model, loader) -> dict[str, float]``
-    Metrics over the held-out loader; each value is a mean over its samples (the hub
-    averages nodes' metrics weighted by their held-out counts). Default: the mean loss.
 ``optimizer(parameters, lr: float) -> torch.optim.Optimizer``
     Default: ``torch.optim.SGD(parameters, lr=lr)``.
 
 medfed owns the loop (epochs, batches, shuffling with the training's seed, the FedProx
-term, clipping): a plan says *what* to train, not how rounds run.
+term, clipping) and the held-out split: a plan says *what* to train, not how rounds run
+nor which rows it is judged on.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import re
 
 __all__ = ["REQUIRED", "is_plan_hash", "normalize_source", "plan_hash"]
 
-REQUIRED = ("model", "datasets", "loss")
+REQUIRED = ("model", "train_set", "loss", "predict")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 

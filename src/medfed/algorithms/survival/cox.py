@@ -22,6 +22,10 @@ inverse of the negative Hessian. A Hessian that is not clearly positive definite
 the task as a singular design (collinear covariates, or a covariate that separates the
 events); so does no convergence within ``max_iter`` evaluations, or a coefficient beyond
 25 per standard deviation of its covariate (a hazard ratio of e^25: monotone likelihood).
+
+When a node coarsened, one more round evaluates the converged ``beta`` and the nodes add
+the unweighted risk-set sums; the result then carries ranges for the uncoarsened fit's
+coefficients, z and p values (:mod:`medfed.algorithms.survival.cox_bounds`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from medfed.algorithms.base import (
 )
 from medfed.algorithms.stats._common import check_where, require_column
 from medfed.algorithms.survival import cox_local
+from medfed.algorithms.survival.cox_bounds import cox_bound, with_bound
 from medfed.algorithms.survival.cox_math import assemble, set_up
 from medfed.algorithms.survival.results import CoxResult
 from medfed.algorithms.survival.times import (
@@ -79,7 +84,7 @@ class Cox(Algorithm[CoxParams]):
     summary = "Cox proportional hazards (Efron or Breslow ties, strata), exact pooled fit"
     Params = CoxParams
     Result: ClassVar[type[BaseModel]] = CoxResult
-    max_rounds = 100
+    max_rounds = 101  # round 0, up to 98 Newton rounds, the bound's round
     requires_every_dataset = True
 
     def validate(self, params: CoxParams, schemas: Sequence[DatasetSchema]) -> None:
@@ -117,6 +122,9 @@ class Cox(Algorithm[CoxParams]):
             params, data, ctx.state, ctx.max_param_fraction, ctx.min_residual_df
         )
         out["levels"] = {}
+        if ctx.state.get("final"):
+            out["tail_max"] = ctx.min_cell_count - 1
+            out["coarsened"] = any(unit.coarsened for _, unit in data.units.values())
         return out
 
     def aggregate(
@@ -149,6 +157,13 @@ class Cox(Algorithm[CoxParams]):
         payloads = check_nodes(self.name, state, outputs)
         ll, grad, hess = assemble(payloads, state)
         beta = np.asarray(state["beta"], dtype=np.float64)
+        if state.get("final"):  # coarsened: the converged fit again, with its bound
+            information = -(hess + hess.T) / 2
+            bound = cox_bound(payloads, state, grad)
+            result = _result(
+                params, state, beta, information, ll, float(state["ll0"]), state["iteration"]
+            )
+            return Finished(with_bound(result, bound, np.asarray(state["scale"])))
         iteration = int(state["iteration"]) + 1
         ll0 = ll if state["ll0"] is None else float(state["ll0"])
         best = state["best"]
@@ -171,6 +186,12 @@ class Cox(Algorithm[CoxParams]):
         information = -(hess + hess.T) / 2
         delta = _newton_step(information, grad, state["columns"])
         if float(np.max(np.abs(delta), initial=0.0)) < params.tol:
+            if state["coarsened"]:  # one more evaluation at the fit, for the bound
+                return NextRound(
+                    state
+                    | {"beta": (beta + delta).tolist(), "iteration": iteration, "ll0": ll0}
+                    | {"final": True}
+                )
             return Finished(_result(params, state, beta + delta, information, ll, ll0, iteration))
         self._check_budget(params, iteration, float(np.max(np.abs(delta))))
         if float(np.max(np.abs(beta + delta))) > MAX_SCALED_COEF:

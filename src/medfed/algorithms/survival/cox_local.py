@@ -17,6 +17,10 @@ risk-set rule of :mod:`medfed.algorithms.survival.times`)::
               "t0" / "t1" / "t2": the same sums over the events tied at t_j, only at the
                    times where the pooled events number 2 or more (Efron),
               "xsum": Σ over the node's events of x}
+    last     (only when a node coarsened: one more evaluation at the converged beta)
+             round r's message plus "u1" / "u2": {stratum: [[Σ_risk x]] / [[Σ_risk x²]]}
+             (unweighted, per covariate: the values of the round at beta = 0 again),
+             "tail_max": k - 1 and "coarsened": whether a stratum's tail was moved
 
 with ``x`` the covariates centred and scaled by the pooled means and standard deviations,
 ``w = exp(x'beta)`` for the broadcast ``beta`` and ``t_j`` the agreed global event times
@@ -202,6 +206,10 @@ def risk_set_sums(
         out["s1"][level] = sums[1].tolist()
         out["s2"][level] = sums[2].tolist()
         out["t0"][level], out["t1"][level], out["t2"][level] = tied["t0"], tied["t1"], tied["t2"]
+        if state.get("final"):  # the bound's round: the sums of the beta = 0 round again
+            for key, c in (("u1", xs), ("u2", xs**2)):
+                tail = np.cumsum(c[order][::-1], axis=0)[::-1]
+                out.setdefault(key, {})[level] = np.vstack([tail, np.zeros((1, p))])[start].tolist()
         xsum += xs[unit.events].sum(axis=0)
     out["xsum"] = xsum.tolist()
     return out

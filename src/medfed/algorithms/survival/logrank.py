@@ -15,10 +15,11 @@ the covariance ``V_gh = Σ f (n_g n δ_gh - n_g n_h)`` with
 statistic is ``Z' V⁺ Z`` over the first ``G - 1`` groups (``Z = O - E``, ``V⁺`` the
 pseudo-inverse), chi-squared with ``G - 1`` degrees of freedom. With coarsened tails the
 test is exactly that of the pooled data with each node's tail moved to its boundary, and
-for two groups the result carries a proven range for the uncoarsened statistic and p value
-(:mod:`medfed.algorithms.survival.bounds`), flagged when the p value could lie on either
-side of 0.05. A group with fewer than ``k`` events pooled (none included) refuses the
-test: the observed counts sum to the expected ones, so one small count would follow.
+the result carries a proven range for the uncoarsened statistic and p value, for any
+number of groups (:mod:`medfed.algorithms.survival.bounds`), flagged when the p value
+could lie on either side of 0.05. A group with fewer than ``k`` events pooled (none
+included) refuses the test: the observed counts sum to the expected ones, so one small
+count would follow.
 """
 
 from __future__ import annotations

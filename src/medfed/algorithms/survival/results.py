@@ -245,6 +245,15 @@ class CoxResult(BaseModel):
     strata: list[str] | None
     coarsened: bool
     suppressed_nodes: int
+    #: coarsened tails: per coefficient, ranges that certainly hold the uncoarsened fit's
+    #: coefficient, Wald z and p value (``cox_bounds``); None when nothing was coarsened
+    coef_bounds: list[list[float]] | None = None
+    z_bounds: list[list[float]] | None = None
+    p_value_bounds: list[list[float]] | None = None
+    #: per coefficient: the uncoarsened p value could lie on the other side of 0.05
+    p_value_may_cross_005: list[bool] | None = None
+    #: "proven" (the ranges above), "unavailable" (coarsened, no bound), None (exact)
+    bound: str | None = None
 
     def params(self) -> dict[str, float]:
         """Coefficient by covariate name."""
@@ -275,6 +284,20 @@ class CoxResult(BaseModel):
         lines.append(_rule(width))
         if self.coarsened:
             lines.append("tails coarsened by the risk-set rule (see docs)")
+        if self.coef_bounds is not None and self.p_value_bounds is not None:
+            what = "proven" if self.bound == "proven" else "first-order estimate, not a proof"
+            lines.append(f"uncoarsened fit ({what}):")
+            flags = self.p_value_may_cross_005 or [False] * len(self.covariates)
+            for name, (lo, hi), (p_lo, p_hi), flag in zip(
+                self.covariates, self.coef_bounds, self.p_value_bounds, flags, strict=True
+            ):
+                mark = "  ! p could lie on the other side of 0.05" if flag else ""
+                lines.append(
+                    f"  {name[:21]:<22}coef in [{lo:.4g}, {hi:.4g}], "
+                    f"p in [{p_lo:.3g}, {p_hi:.3g}]{mark}"
+                )
+        elif self.bound == "unavailable":
+            lines.append("no bound on the uncoarsened fit could be computed")
         return "\n".join(lines)
 
     def plot(self, path: str) -> None:

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from medfed.common.errors import Forbidden, Unauthorized
 from medfed.hub.config import HubSettings
-from medfed.hub.db.models import Node, User
+from medfed.hub.db.models import ApiToken, Node, User
 from medfed.hub.dispatch import Notifier
 from medfed.hub.services import auth
+from medfed.hub.services.login_throttle import LoginThrottle
 
 bearer_scheme = HTTPBearer(auto_error=False, description="mfu_ user token or mfn_ node secret")
 
@@ -73,3 +74,19 @@ def get_current_node(principal: Principal) -> Node:
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 CurrentNode = Annotated[Node, Depends(get_current_node)]
+
+
+def throttled_login(
+    request: Request, session: Session, username: str, password: str, *, days: int
+) -> tuple[ApiToken, str]:
+    """``auth.login`` behind the app's :class:`LoginThrottle` (API and web login alike)."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = request.client.host if request.client else None
+    throttle.check(username, address)
+    try:
+        result = auth.login(session, username=username, password=password, days=days)
+    except Unauthorized:
+        throttle.failed(username, address)
+        raise
+    throttle.succeeded(username)
+    return result

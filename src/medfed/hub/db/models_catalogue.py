@@ -29,7 +29,7 @@ class CatalogueSettings(Base):
         ForeignKey("organizations.id"), primary_key=True, autoincrement=False
     )
     zenodo_url: Mapped[str] = mapped_column(String(300), default="https://zenodo.org")
-    zenodo_token: Mapped[str | None] = mapped_column(String(300))
+    zenodo_token: Mapped[str | None] = mapped_column(Text)  # sealed (medfed.hub.keys)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

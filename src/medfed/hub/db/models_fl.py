@@ -47,6 +47,8 @@ class Blob(Base):
     kind: Mapped[str] = mapped_column(String(20))
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
     node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    #: the user whose upload stored it first (``PUT /api/blobs``; counts against the quota)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

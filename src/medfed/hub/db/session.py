@@ -22,10 +22,11 @@ from medfed.common.extras import needed
 READ_ONLY = "medfed_read_only"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, busy_timeout: float = 30.0) -> Engine:
+    """The engine for ``url``; SQLite writers wait ``busy_timeout`` seconds for the lock."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout}, pool_size=20
         )
 
         @event.listens_for(engine, "connect")
@@ -35,7 +36,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")

@@ -10,7 +10,11 @@ UPDATE`` on PostgreSQL). The head keeps the right edge of the tree (one
 hash per level), so an append needs no other reads.
 
 :func:`make_checkpoint` (called by the hub's background loop) signs the current size and
-root with the hub key; witnesses (nodes) cosign through :func:`add_cosignature`.
+root with the hub key; witnesses (nodes) cosign through :func:`add_cosignature`. Several hub
+workers each run that loop: on PostgreSQL a checkpoint is made only under the transaction's
+advisory lock (``pg_try_advisory_xact_lock``; a worker that does not get it skips this
+turn), so exactly one worker signs at a time and the next one sees its checkpoint; on
+SQLite the write lock taken at ``BEGIN IMMEDIATE`` serializes them.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
@@ -50,6 +54,9 @@ _PENDING = "medfed.ledger_pending"
 _INSERT_ENTRY = insert(Base.metadata.tables["ledger_entries"])
 _INSERT_NODE = insert(Base.metadata.tables["ledger_nodes"])
 MAX_PAGE = 1000
+#: ``pg_try_advisory_xact_lock`` key of the checkpointer (first 8 bytes of SHA-256 of
+#: "medfed ledger checkpoint", as a signed 64-bit integer)
+CHECKPOINT_LOCK = 0x51928B8E1CA5F565
 
 
 def actor_of(principal: User | Node | None) -> str:
@@ -214,7 +221,14 @@ def prove_consistency(session: Session, *, first: int, second: int) -> list[str]
 
 
 def make_checkpoint(session: Session, *, key: Ed25519PrivateKey) -> LedgerCheckpoint | None:
-    """Sign the current tree head if it grew since the last checkpoint."""
+    """Sign the current tree head if it grew since the last checkpoint.
+
+    On PostgreSQL only the worker holding the checkpoint lock signs (None for the others).
+    """
+    if not is_sqlite(session) and not session.scalar(
+        select(func.pg_try_advisory_xact_lock(CHECKPOINT_LOCK))
+    ):
+        return None
     current = size(session)
     last = latest_checkpoint(session)
     if current == 0 or (last is not None and last.size >= current):

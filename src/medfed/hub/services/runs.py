@@ -239,3 +239,24 @@ def post_outcome(
     want_wake(session, f"task:{task.id}")
     finish_round(session, task=task, settings=settings)
     return run
+
+
+def airlock_event(
+    session: Session, *, node: Node, run_id: int, event: str, outputs_sha256: str
+) -> None:
+    """Record a node's airlock event (held, released, refused) on a run it holds claimed.
+
+    The entry carries the ids and the hash of the held outputs, never the outputs; the
+    run's outcome follows as ``run.finish`` once the node's steward decided."""
+    run = session.get(Run, run_id)
+    if run is None or run.node_id != node.id:
+        raise NotFound(f"run {run_id} not found")
+    if run.status != RunStatus.claimed.value:
+        raise Conflict(f"run {run_id} is {run.status}, not held by this node")
+    record(
+        session,
+        action="run.airlock",
+        actor=actor_of(node),
+        objects={"run": run.id, "task": run.task_id, "dataset": run.dataset_id, "event": event},
+        hashes={"outputs": outputs_sha256},
+    )

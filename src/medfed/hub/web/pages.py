@@ -16,8 +16,9 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from medfed.common.errors import Unauthorized
-from medfed.hub.api.deps import SessionDep, SettingsDep
+from medfed.common.errors import RateLimited, Unauthorized
+from medfed.hub.api.deps import SessionDep, SettingsDep, throttled_login
+from medfed.hub.api.errors import rate_limited_response
 from medfed.hub.services import auth
 from medfed.hub.web import (
     access_pages,
@@ -69,10 +70,13 @@ def login(
     next: Annotated[str, Form()] = "/",
 ) -> Response:
     try:
-        _token, plain = auth.login(session, username=username, password=password, days=1)
-    except Unauthorized as exc:
+        _token, plain = throttled_login(request, session, username, password, days=1)
+    except (Unauthorized, RateLimited) as exc:
         context = {"error": exc.message, "username": username, "next": _safe_next(next)}
-        return render(request, "login.html", context, status_code=401)
+        page = render(request, "login.html", context, status_code=exc.status_code)
+        if isinstance(exc, RateLimited):
+            page.headers["Retry-After"] = rate_limited_response(exc).headers["Retry-After"]
+        return page
     session.commit()
     response = redirect(_safe_next(next))
     response.set_cookie(

@@ -54,6 +54,7 @@ COLUMN_PARAMS = frozenset(
         "event",
         "freq_weights",
         "group",
+        "label",
         "offset",
         "outcome",
         "row",

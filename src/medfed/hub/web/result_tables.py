@@ -140,7 +140,21 @@ def _key_paths(
     return headers, rows
 
 
+def _as_ranges(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``*_bounds`` lists of ``[lo, hi]`` pairs become lists of "[lo, hi]" strings.
+
+    So a range per coefficient is a column beside the coefficient, not a matrix of its own.
+    """
+    out = dict(data)
+    for key, value in data.items():
+        pairs = key.endswith("_bounds") and _matrix(value)
+        if pairs and all(len(pair) == 2 for pair in value):
+            out[key] = [f"[{format_value(lo)}, {format_value(hi)}]" for lo, hi in value]
+    return out
+
+
 def _tables(title: str, data: Mapping[str, Any]) -> list[Table]:
+    data = _as_ranges(data)
     figures = Table(title, ["", "value"])
     out: list[Table] = [figures]
     lists = {k: v for k, v in data.items() if _scalar_list(v)}

@@ -31,7 +31,7 @@ from medfed.algorithms.registry import get_algorithm
 from medfed.common.errors import BadRequest, MedfedError, NotFound
 from medfed.common.resources import TaskPublic, TaskStatus
 from medfed.hub.api.deps import NotifierDep, SessionDep, SettingsDep
-from medfed.hub.api.routes.tasks import task_public
+from medfed.hub.api.routes.tasks import every_run, task_public
 from medfed.hub.db.models import User
 from medfed.hub.dispatch import commit
 from medfed.hub.services import projects, tasks
@@ -165,6 +165,9 @@ def _task_context(session: Session, user: User, public: TaskPublic) -> dict[str,
         summary = str(summarize()) if callable(summarize) else None
         tables = result_tables(result)
     labels = task_views.dataset_labels(session, public.dataset_ids)
+    runs = public.runs
+    if user.is_superuser:
+        runs = every_run(session, tasks.get_task(session, task_id=public.id, user=user))
     model = None
     if public.algorithm == TRAINING and public.status == TaskStatus.completed:
         models = registry.list_models(session, user=user, project_id=public.project_id)
@@ -177,7 +180,11 @@ def _task_context(session: Session, user: User, public: TaskPublic) -> dict[str,
         "tables": tables,
         "dataset_labels": labels,
         "params": task_views.param_rows(public.params),
-        "node_rows": task_views.node_rows(public.runs, labels),
+        # researchers see each node's first round (later rounds list only the contributors:
+        # that would name the node that withheld); the hub administrator sees every run
+        "node_rows": task_views.node_rows(runs, labels),
+        "later_rounds_hidden": not user.is_superuser
+        and public.round > min((r.round for r in public.runs), default=public.round),
         # a finished result's plot, or the chart of a training's rounds so far
         "plot": _has_plot(public) or bool(history),
         "plot_version": f"{public.status.value}-{public.round}-{len(history)}",

@@ -22,8 +22,9 @@ from medfed.common.access_resources import (
     QueryBudgetPublic,
     QueryBudgetSet,
 )
-from medfed.common.errors import NotFound
+from medfed.common.errors import BadRequest, NotFound
 from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
+from medfed.hub.api.limits import control_character_problem
 from medfed.hub.dispatch import commit
 from medfed.hub.services.access import applications, budgets, decisions, entitlements
 
@@ -76,7 +77,7 @@ def update_application(
 
 
 @router.post("/applications/{application_id}/ethics-file")
-async def upload_ethics_file(
+def upload_ethics_file(
     application_id: int,
     file: Annotated[UploadFile, File(description="the ethics approval document")],
     user: CurrentUser,
@@ -84,12 +85,16 @@ async def upload_ethics_file(
     settings: SettingsDep,
     notifier: NotifierDep,
 ) -> ApplicationPublic:
-    content = await file.read(applications.MAX_ETHICS_FILE + 1)
+    # a sync route (the thread pool): the file read and the write lock never stall the loop
+    filename = file.filename or "ethics"
+    if (problem := control_character_problem(filename)) is not None:
+        raise BadRequest(f"filename: {problem}")
+    content = file.file.read(applications.MAX_ETHICS_FILE + 1)
     application = applications.attach_ethics_file(
         session,
         actor=user,
         application_id=application_id,
-        filename=file.filename or "ethics",
+        filename=filename,
         content=content,
         folder=settings.data_dir / "access" / "ethics",
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from medfed._version import __version__
 from medfed.common.resources import (
@@ -17,7 +17,7 @@ from medfed.common.resources import (
     UserCreate,
     UserPublic,
 )
-from medfed.hub.api.deps import CurrentUser, SessionDep
+from medfed.hub.api.deps import CurrentUser, SessionDep, throttled_login
 from medfed.hub.services import accounts, auth
 
 router = APIRouter(prefix="/api")
@@ -29,8 +29,9 @@ def health() -> Health:
 
 
 @router.post("/auth/login", tags=["auth"], status_code=status.HTTP_201_CREATED)
-def login(body: LoginRequest, session: SessionDep) -> TokenCreated:
-    token, plain = auth.login(session, username=body.username, password=body.password)
+def login(body: LoginRequest, request: Request, session: SessionDep) -> TokenCreated:
+    """A login token; after repeated failures the account and the address wait (429)."""
+    token, plain = throttled_login(request, session, body.username, body.password, days=1)
     session.commit()
     return TokenCreated.model_validate(
         {**TokenPublic.model_validate(token).model_dump(), "token": plain}

@@ -259,7 +259,12 @@ def catalogue_record(dataset_id: int, user: OptionalUser, session: SessionDep) -
     return metadata.record_of(session, lifecycle.visible_dataset(session, dataset_id, user))
 
 
-@router.get("/datasets/{dataset_id}/dcat", tags=["catalogue"])
+@router.get(
+    "/datasets/{dataset_id}/dcat",
+    tags=["catalogue"],
+    response_class=JSONResponse,
+    responses={200: {"content": {"application/ld+json": {"schema": {"type": "object"}}}}},
+)
 def dcat(dataset_id: int, request: Request, user: OptionalUser, session: SessionDep) -> Any:
     """DCAT-AP / HealthDCAT-AP JSON-LD of the version."""
     dataset = lifecycle.visible_dataset(session, dataset_id, user)

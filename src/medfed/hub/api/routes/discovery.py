@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from medfed.common.access_resources import DiscoveryRequest, DiscoveryResult
-from medfed.hub.api.deps import CurrentUser, SessionDep
+from medfed.hub.api.deps import CurrentUser
 from medfed.hub.db.models import User
 from medfed.hub.dispatch import commit
 from medfed.hub.services.access import discovery
@@ -23,7 +23,8 @@ router = APIRouter(prefix="/api/discovery", tags=["discovery"])
 
 def _read(request: Request, query_id: int, user: User) -> DiscoveryResult:
     app = request.app
-    with app.state.sessionmaker() as session:
+    # read-only: on SQLite a snapshot beside the writers, not a turn in their queue
+    with app.state.read_sessionmaker() as session:
         query = discovery.get_query(session, query_id=query_id, user=user)
         return discovery.query_result(session, query=query, user=user, settings=app.state.settings)
 
@@ -67,15 +68,19 @@ async def count(
     return await _wait(request, query_id, task_id, user, wait)
 
 
+def _task_of(request: Request, query_id: int, user: User) -> int:
+    with request.app.state.read_sessionmaker() as session:
+        query = discovery.get_query(session, query_id=query_id, user=user)
+        return int(query.task_id or 0)
+
+
 @router.get("/queries/{query_id}")
 async def get_query(
     query_id: int,
     request: Request,
     user: CurrentUser,
-    session: SessionDep,
     wait: float = Query(default=0.0, ge=0, le=120),
 ) -> DiscoveryResult:
-    query = discovery.get_query(session, query_id=query_id, user=user)
-    task_id = int(query.task_id or 0)
-    session.commit()
+    # database work in the thread pool only: a waiting writer never stalls the event loop
+    task_id = await run_in_threadpool(_task_of, request, query_id, user)
     return await _wait(request, query_id, task_id, user, wait)

@@ -29,7 +29,9 @@ from medfed.common.learning_resources import (
 )
 from medfed.common.resources import TaskPublic
 from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
+from medfed.hub.api.limits import stream_to_store
 from medfed.hub.api.routes.tasks import task_public
+from medfed.hub.db.models import User
 from medfed.hub.dispatch import commit
 from medfed.hub.services import tasks
 from medfed.hub.services.learning import blobs, budget, plans, progress, registry
@@ -56,27 +58,31 @@ def get_plan(plan_hash: str, user: CurrentUser, session: SessionDep) -> PlanSour
     return PlanSource.model_validate(plans.get_plan(session, plan_hash_=plan_hash))
 
 
-def _register(request: Request, sha: str, size: int) -> None:
+def _register(request: Request, sha: str, size: int, user_id: int) -> None:
     with request.app.state.sessionmaker() as session:
-        blobs.register(session, sha256=sha, size=size, kind="initial")
+        blobs.register(session, sha256=sha, size=size, kind="initial", user_id=user_id)
         session.commit()
+
+
+def _allowance(request: Request, user: User) -> int:
+    with request.app.state.read_sessionmaker() as session:
+        return blobs.upload_allowance(session, user=user, settings=request.app.state.settings)
 
 
 @router.put("/blobs")
 async def put_blob(
     request: Request, user: CurrentUser, x_content_sha256: str = Header()
 ) -> BlobStored:
-    """Initial weights (safetensors) for a training; streamed to disk, hash checked."""
-    settings = request.app.state.settings
-    writer = blobs.store_for(settings).writer(settings.max_blob_bytes)
-    try:
-        async for chunk in request.stream():
-            writer.write(chunk)
-    except BaseException:
-        writer.abort()
-        raise
-    sha, size = writer.finish(x_content_sha256)
-    await run_in_threadpool(_register, request, sha, size)
+    """Initial weights (safetensors) for a training; streamed to disk, hash checked.
+
+    Researchers only, each within ``blob_quota_bytes`` in all (413 beyond it).
+    """
+    allowed = await run_in_threadpool(_allowance, request, user)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > allowed:
+        raise blobs.QuotaExceeded(f"the blob is larger than the {allowed} bytes you may upload")
+    sha, size = await stream_to_store(request, allowed, x_content_sha256)
+    await run_in_threadpool(_register, request, sha, size, user.id)
     return BlobStored(sha256=sha, size=size)
 
 

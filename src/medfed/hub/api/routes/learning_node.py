@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from medfed.hub.api.deps import CurrentNode, SessionDep, SettingsDep
+from medfed.hub.api.limits import stream_to_store
 from medfed.hub.services.learning import blobs, plans
 
 router = APIRouter(prefix="/api/node", tags=["node"])
@@ -66,13 +67,6 @@ async def put_run_blob(
     settings = request.app.state.settings
     node_id = node.id
     task_id, kind = await run_in_threadpool(_check, request, node_id, run_id, x_lease_id)
-    writer = blobs.store_for(settings).writer(settings.max_blob_bytes)
-    try:
-        async for chunk in request.stream():
-            writer.write(chunk)
-    except BaseException:
-        writer.abort()
-        raise
-    sha, size = writer.finish(x_content_sha256)
+    sha, size = await stream_to_store(request, settings.max_blob_bytes, x_content_sha256)
     await run_in_threadpool(_register, request, node_id, task_id, kind, sha, size)
     return {"sha256": sha, "size": size}

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from medfed.common.errors import BadRequest
 from medfed.common.resources import (
+    AirlockEvent,
     DatasetPublic,
     DatasetRegister,
     Heartbeat,
@@ -26,6 +27,7 @@ from medfed.common.resources import (
     RunOutcome,
 )
 from medfed.hub.api.deps import CurrentNode, NotifierDep, SessionDep, SettingsDep
+from medfed.hub.api.limits import json_problem
 from medfed.hub.db.models import Node
 from medfed.hub.dispatch import commit
 from medfed.hub.services import datasets, nodes, runs
@@ -48,6 +50,18 @@ def register_dataset(
     dataset = datasets.register(session, node=node, data=body)
     commit(session, notifier)
     return public_of(dataset)
+
+
+@router.post("/runs/{run_id}/airlock")
+def airlock_event(
+    run_id: int, body: AirlockEvent, node: CurrentNode, session: SessionDep, notifier: NotifierDep
+) -> dict[str, str]:
+    """The node's airlock held, released or refused a run's outputs (a ledger entry)."""
+    runs.airlock_event(
+        session, node=node, run_id=run_id, event=body.event, outputs_sha256=body.outputs_sha256
+    )
+    commit(session, notifier)
+    return {"event": body.event}
 
 
 @router.post("/heartbeat")
@@ -130,7 +144,9 @@ def _post(request: Request, node_id: int, run_id: int, outcome: RunOutcome, dige
 )
 async def post_outcome(run_id: int, request: Request, node: CurrentNode) -> dict[str, str]:
     """Accept the node's answer; the ledger records the SHA-256 of exactly these bytes."""
-    raw = await request.body()
+    raw = await request.body()  # after authentication; the edge caps its size
+    if (problem := json_problem(raw, ids=False)) is not None:
+        raise BadRequest(str(problem))
     try:
         outcome = RunOutcome.model_validate_json(raw)
     except ValidationError as exc:

@@ -5,7 +5,9 @@ A client that asks for JSON (``Accept: application/json`` or ``?format=json``) g
 ``/datasets/{id}``. An invalidated version answers with its tombstone instead: JSON
 with ``tombstone: true``, the label and the reason, or a small HTML page with the same
 (status 200: the link still works).
-Anonymous callers may resolve pids; the page behind the redirect applies visibility.
+Anonymous callers may resolve the pids of published versions; a version the caller may not
+see (a released one, for anyone but its authors and entitled projects) answers 404 like an
+unknown pid, in JSON and HTML alike.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from medfed.hub.api.deps import SessionDep
 from medfed.hub.api.routes.catalogue import OptionalUser
+from medfed.hub.db.models import User
 from medfed.hub.services.catalogue import pids
 
 router = APIRouter()
@@ -32,7 +35,7 @@ def _wants_json(request: Request) -> bool:
 @router.get("/pid/{pid}", tags=["catalogue"], response_model=None)
 def resolve(pid: str, request: Request, user: OptionalUser, session: SessionDep) -> Response:
     """Resolve a hub pid (``mfd.<id>``)."""
-    return _answer(pid, request, session)
+    return _answer(pid, request, user, session)
 
 
 @router.get("/pid/{prefix}/{suffix}", tags=["catalogue"], response_model=None)
@@ -40,11 +43,11 @@ def resolve_doi(
     prefix: str, suffix: str, request: Request, user: OptionalUser, session: SessionDep
 ) -> Response:
     """Resolve a DOI (``10.5281/zenodo.123``)."""
-    return _answer(f"{prefix}/{suffix}", request, session)
+    return _answer(f"{prefix}/{suffix}", request, user, session)
 
 
-def _answer(pid: str, request: Request, session: SessionDep) -> Response:
-    dataset = pids.resolve_pid(session, pid)
+def _answer(pid: str, request: Request, user: User | None, session: SessionDep) -> Response:
+    dataset = pids.resolve_pid(session, pid, user=user)
     base = str(request.base_url).rstrip("/")
     page = f"{base}/datasets/{dataset.id}"
     found = pids.pid_record(dataset, pid=pid, url=page)

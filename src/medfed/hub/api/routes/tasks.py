@@ -13,39 +13,61 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from medfed.common.resources import NodeRunStatus, RunStatus, TaskCreate, TaskPublic, TaskStatus
+from medfed.common.resources import (
+    NodeRunStatus,
+    RunStatus,
+    TaskCreate,
+    TaskPublic,
+    TaskStatus,
+    progress_mark,
+)
 from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
-from medfed.hub.db.models import Task, User
+from medfed.hub.db.models import Run, Task, User
 from medfed.hub.dispatch import commit
 from medfed.hub.services import tasks
+from medfed.hub.services.accounts import require_superuser
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
 
 def task_public(session: Session, task: Task) -> TaskPublic:
+    """The task as a project member sees it: each node's first-round run, never later ones.
+
+    Rounds after the first go only to the nodes that contributed to the first (a GLM's
+    iterations, a training's rounds): listing them per node would say which node withheld.
+    ``round`` and the counts say how far the task is; :func:`runs_public` (hub admins)
+    lists every run.
+    """
     public = TaskPublic.model_validate(task)
     runs = tasks.runs_of(session, task)
-    public.runs = [
-        NodeRunStatus(
-            run_id=run.id,
-            node_id=run.node_id,
-            node_name=node_name,
-            dataset_id=run.dataset_id,
-            round=run.round,
-            status=RunStatus(run.status),
-            output_status=None,  # which node withheld is not shown; the counts are
-            attempts=run.attempts,
-            error=run.error,
-        )
-        for run, node_name in runs
-    ]
+    first = min((run.round for run, _ in runs), default=0)
+    public.runs = [_run_status(run, name) for run, name in runs if run.round == first]
     latest = max((run.round for run, _ in runs), default=0)
-    done = [r for r, _ in runs if r.round == latest and r.status == RunStatus.done.value]
-    public.contributing_nodes = len({r.node_id for r in done if r.output_status == "ok"})
-    public.withheld_nodes = len({r.node_id for r in done if r.output_status != "ok"})
+    entered = {r.node_id for r, _ in runs if r.round == first and r.status == "done"}
+    contributed = {
+        r.node_id
+        for r, _ in runs
+        if r.round == latest and r.status == RunStatus.done.value and r.output_status == "ok"
+    }
+    public.contributing_nodes = len(contributed)
+    public.withheld_nodes = len(entered - contributed)
     if task.status != TaskStatus.completed.value:
         public.result = None
     return public
+
+
+def _run_status(run: Run, node_name: str) -> NodeRunStatus:
+    return NodeRunStatus(
+        run_id=run.id,
+        node_id=run.node_id,
+        node_name=node_name,
+        dataset_id=run.dataset_id,
+        round=run.round,
+        status=RunStatus(run.status),
+        output_status=None,  # which node withheld is not shown; the counts are
+        attempts=run.attempts,
+        error=run.error,
+    )
 
 
 @router.post(
@@ -86,6 +108,25 @@ def get_task(task_id: int, user: CurrentUser, session: SessionDep) -> TaskPublic
     return task_public(session, tasks.get_task(session, task_id=task_id, user=user))
 
 
+@router.get("/tasks/{task_id}/runs")
+def runs_public(task_id: int, user: CurrentUser, session: SessionDep) -> list[NodeRunStatus]:
+    """Every run of every round, with each node's output status: the hub administrator's view.
+
+    Operators need it to see which node is stuck in which round; researchers get only the
+    first round (:func:`task_public`), because later rounds list only the contributors.
+    """
+    require_superuser(user, "listing every run of a task")
+    return every_run(session, tasks.get_task(session, task_id=task_id, user=user))
+
+
+def every_run(session: Session, task: Task) -> list[NodeRunStatus]:
+    """All runs of all rounds with their output status (for the hub administrator only)."""
+    return [
+        _run_status(run, name).model_copy(update={"output_status": run.output_status})
+        for run, name in tasks.runs_of(session, task)
+    ]
+
+
 def _read(request: Request, task_id: int, user: User) -> TaskPublic:
     # read-only: on SQLite a snapshot beside the writers, not a turn in their queue
     with request.app.state.read_sessionmaker() as session:
@@ -108,7 +149,7 @@ async def wait_task(
         subscription = notifier.subscribe(f"task:{task_id}")
         try:
             public = await run_in_threadpool(_read, request, task_id, user)
-            done = sum(1 for r in public.runs if r.status not in ("pending", "claimed"))
+            done = progress_mark(public)
             if public.status != TaskStatus.running or done != seen_runs_done:
                 if seen_runs_done >= 0 or public.status != TaskStatus.running:
                     return public

@@ -9,7 +9,10 @@ edits); draft/submitted/returned/approved → closed (by the applicant); approve
   datasets (the nodes' organization), or the hub administrator.
 
 An application asks for dataset versions held by one organization (its DAC decides); a
-project that needs data of several hospitals sends one application to each. DUO
+project that needs data of several hospitals sends one application to each. It may name
+only versions the applicant may see (``lifecycle.can_see``) or released ones (what
+applications are for); any other id — a draft of another organization — is answered
+exactly like a missing dataset, without naming its holder. DUO
 mismatches between each dataset's codes and the intended use are computed at submission
 and shown to the DAC (they inform, they do not decide). Approval needs an end date (at
 most the duration asked for) and creates the entitlements; revoking or closing an
@@ -40,7 +43,9 @@ from medfed.common.resources import Role
 from medfed.common.timeutil import utcnow
 from medfed.hub.db.models import Dataset, Node, User
 from medfed.hub.db.models_access import AccessApplication, AccessEvent
+from medfed.hub.keys import write_private
 from medfed.hub.services import datasets as dataset_service
+from medfed.hub.services.catalogue.lifecycle import State, can_see
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.projects import get_project, is_member
 from medfed.ledger.entries import content_hash
@@ -137,9 +142,19 @@ def application_public(session: Session, application: AccessApplication) -> Appl
     return public
 
 
-def _datasets(session: Session, dataset_ids: list[int]) -> tuple[list[Dataset], int]:
+def _applicable(session: Session, user: User, dataset_id: int) -> Dataset:
+    """The version if ``user`` may name it in an application; NotFound as for a missing one."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or not (
+        dataset.state == State.released.value or can_see(session, user, dataset)
+    ):
+        raise NotFound(f"dataset {dataset_id} not found")
+    return dataset
+
+
+def _datasets(session: Session, user: User, dataset_ids: list[int]) -> tuple[list[Dataset], int]:
     """The dataset versions and the one organization that holds them all."""
-    found = [dataset_service.get_dataset(session, i) for i in dict.fromkeys(dataset_ids)]
+    found = [_applicable(session, user, i) for i in dict.fromkeys(dataset_ids)]
     holders: dict[int, str] = {}
     for dataset in found:
         if getattr(dataset, "state", None) == "invalidated":
@@ -205,7 +220,7 @@ def create_application(
 ) -> AccessApplication:
     """A draft application of ``data.project_id`` (the actor must be a member)."""
     get_project(session, project_id=data.project_id, user=actor)
-    found, organization_id = _datasets(session, data.datasets)
+    found, organization_id = _datasets(session, actor, data.datasets)
     application = AccessApplication(
         project_id=data.project_id,
         organization_id=organization_id,
@@ -237,7 +252,7 @@ def update_application(
             "application can be edited"
         )
     if data.datasets is not None:
-        found, organization_id = _datasets(session, data.datasets)
+        found, organization_id = _datasets(session, actor, data.datasets)
         application.dataset_ids = [d.id for d in found]
         application.organization_id = organization_id
     if data.intended_use is not None:
@@ -273,12 +288,10 @@ def attach_ethics_file(
     if len(content) > MAX_ETHICS_FILE:
         raise BadRequest(f"the ethics approval file exceeds {MAX_ETHICS_FILE // 2**20} MiB")
     digest = hashlib.sha256(content).hexdigest()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / digest
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(content)
-        tmp.replace(path)
+        write_private(path, content)  # 0600: an ethics document names people
     application.ethics_file_name = Path(filename).name[:300] or "ethics"
     application.ethics_file_sha256 = digest
     application.updated_at = utcnow()

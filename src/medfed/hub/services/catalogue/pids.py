@@ -5,6 +5,9 @@ reserved and published (``zenodo.py``), replaces it as the version's ``pid``. Bo
 resolving: the DOI by lookup, ``mfd.<id>`` by its id. A pid is never reused and never
 disappears: an invalidated version answers with a tombstone (its name, version, the
 label and the reason) instead of its metadata. Drafts have no pid and do not resolve.
+A pid resolves only for those who may see its version (``lifecycle.can_see``: anyone for
+published versions and their tombstones; authors and entitled projects for released
+ones); for everyone else it answers exactly like an unknown pid (no existence oracle).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from medfed.common.catalogue_resources import PidRecord
 from medfed.common.errors import NotFound
-from medfed.hub.db.models import Dataset
+from medfed.hub.db.models import Dataset, User
+from medfed.hub.services.catalogue.lifecycle import can_see
 
 __all__ = ["HUB_PID", "hub_pid", "label_of", "pid_record", "resolve_pid"]
 
@@ -36,14 +40,22 @@ def label_of(dataset: Dataset) -> str:
     return dataset.state.upper()
 
 
-def resolve_pid(session: Session, pid: str) -> Dataset:
-    """The version a pid names (a DOI or ``mfd.<id>``); NotFound for unknown pids and drafts."""
+def resolve_pid(session: Session, pid: str, *, user: User | None) -> Dataset:
+    """The version a pid names (a DOI or ``mfd.<id>``) if ``user`` may see it.
+
+    NotFound, with one message, for unknown pids, drafts and versions hidden from ``user``.
+    """
     dataset = session.scalar(select(Dataset).where(Dataset.pid == pid))
     if dataset is None:
         match = HUB_PID.match(pid)
         if match is not None:
             dataset = session.get(Dataset, int(match.group(1)))
-    if dataset is None or dataset.state == "draft" or dataset.pid is None:
+    if (
+        dataset is None
+        or dataset.state == "draft"
+        or dataset.pid is None
+        or not can_see(session, user, dataset)
+    ):
         raise NotFound(f"persistent id '{pid}' not found")
     return dataset
 

@@ -16,6 +16,13 @@ at Zenodo (``DELETE``; status ``deleted``) — or, if that fails too, its id is 
 status ``orphaned`` for a retry — the failure row and its audit entry are committed, the
 dataset's state and pid stay as they were, and :class:`PublishFailed` (502) names the step.
 
+The Zenodo endpoint must be on the hub's allow-list (``zenodo_urls`` in the hub settings,
+default ``https://zenodo.org`` and its sandbox): another URL is refused (422) when set and,
+should one be stored from before, when used — before any request leaves the hub. The token
+is stored sealed (``medfed.hub.keys.seal``: Fernet under a key derived from the hub's
+secret) and opened only for the calls; :func:`seal_stored_tokens` seals tokens stored in
+plain text by earlier versions when the hub starts.
+
 Zenodo cannot delete a published record, so invalidation withdraws it: ``actions/edit``,
 ``PUT`` metadata whose title and description say the dataset was withdrawn (and why), then
 ``actions/publish`` (status ``withdrawn``). Invalidation at the hub never waits on Zenodo:
@@ -32,11 +39,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medfed.common.catalogue_resources import ZenodoSettingsPublic, ZenodoSettingsUpdate
-from medfed.common.errors import Forbidden, MedfedError
+from medfed.common.errors import BadRequest, Forbidden, MedfedError, NotFound
 from medfed.common.resources import Role
 from medfed.common.timeutil import utcnow
+from medfed.hub.config import SETTINGS_INFO, HubSettings
 from medfed.hub.db.models import Dataset, Node, Organization, User
 from medfed.hub.db.models_catalogue import CatalogueSettings, ZenodoDeposition
+from medfed.hub.keys import UnsealError, is_sealed, seal, unseal
 from medfed.hub.services.accounts import has_role
 from medfed.hub.services.ledger import actor_of, record
 from medfed.ledger.entries import content_hash
@@ -48,6 +57,7 @@ __all__ = [
     "depositions_of",
     "get_settings",
     "publish_if_configured",
+    "seal_stored_tokens",
     "set_settings",
     "withdraw_if_deposited",
     "zenodo_metadata",
@@ -114,6 +124,21 @@ class ZenodoClient:
 # --------------------------------------------------------------------------- settings
 
 
+def _hub(session: Session) -> HubSettings:
+    found = session.info.get(SETTINGS_INFO)
+    if not isinstance(found, HubSettings):
+        raise RuntimeError("Zenodo settings need a session made by the hub app (its settings)")
+    return found
+
+
+def _require_allowed(hub: HubSettings, url: str) -> None:
+    if not hub.zenodo_url_allowed(url):
+        raise BadRequest(
+            f"Zenodo URL '{url}' is not allowed; this hub allows {', '.join(hub.zenodo_urls)} "
+            "(zenodo_urls in the hub settings)"
+        )
+
+
 def _require_org_admin(actor: User, organization_id: int) -> None:
     if actor.is_superuser:
         return
@@ -137,15 +162,15 @@ def set_settings(
     """Store the organization's Zenodo endpoint and token (``token=None`` removes it)."""
     _require_org_admin(actor, organization_id)
     if session.get(Organization, organization_id) is None:
-        from medfed.common.errors import NotFound
-
         raise NotFound(f"organization {organization_id} not found")
+    hub = _hub(session)
+    _require_allowed(hub, body.url)
     row = session.get(CatalogueSettings, organization_id)
     if row is None:
         row = CatalogueSettings(organization_id=organization_id)
         session.add(row)
     row.zenodo_url = body.url
-    row.zenodo_token = body.token
+    row.zenodo_token = None if body.token is None else seal(hub.secret_key, body.token)
     row.updated_at = utcnow()
     session.flush()
     record(
@@ -163,6 +188,31 @@ def _settings_for(session: Session, dataset: Dataset) -> CatalogueSettings | Non
     assert node is not None
     row = session.get(CatalogueSettings, node.organization_id)
     return row if row is not None and row.zenodo_token else None
+
+
+def _client_for(session: Session, settings: CatalogueSettings) -> ZenodoClient:
+    """A client for the organization's endpoint, checked against the allow-list first."""
+    hub = _hub(session)
+    _require_allowed(hub, settings.zenodo_url)
+    assert settings.zenodo_token is not None
+    try:
+        token = unseal(hub.secret_key, settings.zenodo_token)
+    except UnsealError as exc:
+        raise BadRequest(f"organization {settings.organization_id}'s Zenodo token: {exc}") from None
+    return ZenodoClient(settings.zenodo_url, token)
+
+
+def seal_stored_tokens(session: Session, *, secret_key: str) -> int:
+    """Seal tokens stored in plain text (by an earlier version); returns how many."""
+    rows = session.scalars(
+        select(CatalogueSettings).where(CatalogueSettings.zenodo_token.is_not(None))
+    )
+    sealed = 0
+    for row in rows:
+        if row.zenodo_token is not None and not is_sealed(row.zenodo_token):
+            row.zenodo_token = seal(secret_key, row.zenodo_token)
+            sealed += 1
+    return sealed
 
 
 def depositions_of(session: Session, dataset_id: int) -> list[ZenodoDeposition]:
@@ -224,8 +274,7 @@ def publish_if_configured(session: Session, *, actor: User, dataset: Dataset) ->
     settings = _settings_for(session, dataset)
     if settings is None:
         return
-    assert settings.zenodo_token is not None
-    client = ZenodoClient(settings.zenodo_url, settings.zenodo_token)
+    client = _client_for(session, settings)
     deposition_id: int | None = None
     try:
         created = client.create()
@@ -288,20 +337,23 @@ def withdraw_if_deposited(session: Session, *, actor: User, dataset: Dataset) ->
     settings = _settings_for(session, dataset)
     if row is None or row.deposition_id is None or settings is None:
         return
-    assert settings.zenodo_token is not None
-    client = ZenodoClient(settings.zenodo_url, settings.zenodo_token)
     reason = dataset.invalidation_reason or "invalidated"
     try:
-        client.action(row.deposition_id, "edit")
-        client.update(row.deposition_id, zenodo_metadata(session, dataset, withdrawn=reason))
-        client.action(row.deposition_id, "publish")
-        row.status, row.error = "withdrawn", None
-    except ZenodoError as exc:
-        with contextlib.suppress(ZenodoError):
-            client.action(row.deposition_id, "discard")
-        row.status, row.error = "withdraw_failed", str(exc)
-    finally:
-        client.close()
+        client = _client_for(session, settings)
+    except BadRequest as refused:  # never blocks the invalidation; nothing was sent
+        row.status, row.error = "withdraw_failed", refused.message
+    else:
+        try:
+            client.action(row.deposition_id, "edit")
+            client.update(row.deposition_id, zenodo_metadata(session, dataset, withdrawn=reason))
+            client.action(row.deposition_id, "publish")
+            row.status, row.error = "withdrawn", None
+        except ZenodoError as exc:
+            with contextlib.suppress(ZenodoError):
+                client.action(row.deposition_id, "discard")
+            row.status, row.error = "withdraw_failed", str(exc)
+        finally:
+            client.close()
     row.updated_at = utcnow()
     session.flush()
     record(

@@ -17,13 +17,26 @@ import os
 import tempfile
 from pathlib import Path
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from medfed.common.errors import BadRequest, Forbidden, NotFound
+from medfed.common.errors import BadRequest, Forbidden, MedfedError, NotFound
+from medfed.common.resources import Role
 from medfed.hub.config import HubSettings
+from medfed.hub.db.models import User
 from medfed.hub.db.models_fl import Blob
+from medfed.hub.services.accounts import has_role
 
-__all__ = ["NODE_READABLE", "BlobStore", "BlobWriter", "HubBlobAccess", "register", "store_for"]
+__all__ = [
+    "NODE_READABLE",
+    "BlobStore",
+    "BlobWriter",
+    "HubBlobAccess",
+    "QuotaExceeded",
+    "register",
+    "store_for",
+    "upload_allowance",
+]
 
 NODE_READABLE = frozenset({"initial", "global"})
 _HASH_CHARS = frozenset("0123456789abcdef")
@@ -117,14 +130,53 @@ def register(
     kind: str,
     task_id: int | None = None,
     node_id: int | None = None,
+    user_id: int | None = None,
 ) -> Blob:
-    """The blob's row (the first registration of a content wins; later ones are no-ops)."""
+    """The blob's row (the first registration of a content wins, with one exception).
+
+    The hub writing weights (``global``) whose bytes equal an update already stored
+    (one node, all-zero initial weights: the new model *is* the update) makes the blob
+    node-readable: the hub published those bytes as the model, so handing them to nodes
+    reveals nothing the model does not. An update equal to published weights stays
+    readable. Nodes still never fetch an update that is not also weights.
+    """
     blob = session.get(Blob, sha256)
     if blob is None:
-        blob = Blob(sha256=sha256, size=size, kind=kind, task_id=task_id, node_id=node_id)
+        blob = Blob(
+            sha256=sha256, size=size, kind=kind, task_id=task_id, node_id=node_id, user_id=user_id
+        )
         session.add(blob)
         session.flush()
+    elif kind in NODE_READABLE and blob.kind not in NODE_READABLE:
+        blob.kind = kind
+        session.flush()
     return blob
+
+
+def upload_allowance(session: Session, *, user: User, settings: HubSettings) -> int:
+    """How many bytes ``user`` may still upload to ``PUT /api/blobs`` (one request's cap).
+
+    Only researchers (and the hub administrator) upload weights; nodes upload updates on
+    their own route. Each user's first-stored blobs count against ``blob_quota_bytes``.
+    """
+    if not has_role(user, Role.researcher):
+        raise Forbidden("only researchers upload weights (PUT /api/blobs)")
+    used = session.scalar(
+        select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.user_id == user.id)
+    )
+    left = settings.blob_quota_bytes - int(used or 0)
+    if left <= 0:
+        raise QuotaExceeded(
+            f"your blob quota of {settings.blob_quota_bytes} bytes is used up; "
+            "ask the hub administrator to raise blob_quota_bytes"
+        )
+    return min(left, settings.max_blob_bytes)
+
+
+class QuotaExceeded(MedfedError):
+    """An upload beyond the uploader's blob quota (HTTP 413)."""
+
+    status_code = 413
 
 
 def node_readable(session: Session, store: BlobStore, sha256: str) -> Path:

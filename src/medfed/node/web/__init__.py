@@ -1,0 +1,1 @@
+"""The node's steward web app (local only): see :mod:`medfed.node.web.app`."""
