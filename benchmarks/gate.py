@@ -8,7 +8,8 @@ row-set memory starts cut into ``M`` cells, as 10,000 released row sets that nes
 range of ``visit``) would leave it. Each task then does what the node does for a
 ``mean`` over a filter: ``RecordingData.select`` (DuckDB query, row ids, keyed
 fingerprints of the row set and of each column's non-null rows) and
-``RowSetMemory.release`` (refine, check, write when the partition changed). A third of
+``RowSetMemory.release`` (refine, check, write when the partition changed) and the
+dominance rules on the selected values (``magnitude`` + ``dominated``). A third of
 the tasks select a union of remembered cells (released, nothing written), a third cut
 cells into large parts (released, the new partition written), a third cut cells into
 parts of 1-4 rows (refused). Reported per task, p50 and p99: the whole recorded select;
@@ -31,6 +32,7 @@ import pandas as pd
 
 from medfed.common.filters import parse_filter
 from medfed.node.gate import RecordingData, RowSetMemory
+from medfed.node.gate.dominance import DominancePolicy, dominated, magnitude
 from medfed.node.stores.tables import TableStore
 
 K = 5
@@ -78,9 +80,10 @@ def main() -> None:
             plain.append(time.perf_counter() - started)
             data = RecordingData(store, key=b"k" * 32)
             started = time.perf_counter()
-            data.select(["age"], where)
+            selected_rows = data.select(["age"], where)
             selected = time.perf_counter()
             decision = memory.release(data.labelings, K)
+            dominated({"age": magnitude(selected_rows["age"])}, DominancePolicy())
             done = time.perf_counter()
             recorded.append(done - started)
             gate.append((done - selected) + ((selected - started) - plain[-1]))

@@ -14,28 +14,18 @@ import json
 import secrets
 from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from browsertools import SHOTS, shot, sign_in
+from playwright.sync_api import Browser, Page, expect
 
 from medfed.testing.demo import load_gbsg2, split_gbsg2
 from medfed.testing.federation import Federation
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HOSPITAL = "hospital-a"
 
 
@@ -59,34 +49,6 @@ def federation(
         extra_policy="sole_release = true",
     ) as federation:
         yield federation
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(browser: Browser, url: str, username: str, password: str) -> Page:
-    page = browser.new_context(base_url=url).new_page()
-    page.set_default_timeout(15_000)
-    page.goto("/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    expect(page.locator("header .who")).to_contain_text(username)
-    return page
 
 
 def run_task(

@@ -12,16 +12,12 @@ airlock's ``held`` and ``released`` entries. Screenshots go to ``build/screensho
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from browsertools import node_web, shot
+from playwright.sync_api import Browser, expect
 
 from medfed.algorithms.scripts.script import ScriptParams, script_envelope
 from medfed.common.resources import TaskStatus
@@ -30,12 +26,9 @@ from medfed.node.plans import PlanApprovals
 from medfed.node.web.session import steward_token
 from medfed.testing.demo import load_gbsg2, split_gbsg2
 from medfed.testing.federation import Federation
-from medfed.testing.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 HOSPITAL = "hospital-a"
 SCRIPT = """
 import medfed_script as ms
@@ -60,54 +53,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 @pytest.fixture(scope="module")
 def steward_pages(fed: Federation) -> Iterator[str]:
-    folder = fed.nodes[HOSPITAL].folder
-    port = free_port()
-    log = open(folder / "web.log", "wb")  # noqa: SIM115 - closed after the process
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "medfed.cli.main",
-            "node",
-            "web",
-            "-c",
-            str(folder / "node.toml"),
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/login", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"medfed node web did not start; see {folder / 'web.log'}")
-            time.sleep(0.2)
+    """``medfed node web`` for the hospital, as its steward starts it."""
+    with node_web(fed.nodes[HOSPITAL].folder) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_an_unclassifiable_output_leaves_only_after_the_steward_releases_it(
@@ -141,13 +89,12 @@ def test_an_unclassifiable_output_leaves_only_after_the_steward_releases_it(
     page.fill("input[name=token]", steward_token(state)[0])
     page.click("button[type=submit]")
     expect(page.locator("#held")).to_contain_text("note")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "airlock-list.png"), full_page=True)
+    shot(page, "airlock-list")
     page.click(f"a[href='/airlock/{item.id}']")
     held = page.locator(".output[data-name=note]")
     expect(held).to_contain_text("review")
     expect(held.locator("pre")).to_contain_text('"iterations": 7')
-    page.screenshot(path=str(SHOTS / "airlock-item.png"), full_page=True)
+    shot(page, "airlock-item")
     page.click("#release")
     expect(page.locator("#status")).to_contain_text("released")
 
@@ -163,7 +110,7 @@ def test_an_unclassifiable_output_leaves_only_after_the_steward_releases_it(
     assert node.outputs["grades"].status == "released"
     page.reload()
     expect(page.locator("#status")).to_contain_text("sent to the hub")
-    page.screenshot(path=str(SHOTS / "airlock-released.png"), full_page=True)
+    shot(page, "airlock-released")
     page.close()
 
     bodies = [json.loads(e.body) for e in fed.admin.ledger.entries()]

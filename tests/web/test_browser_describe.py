@@ -14,10 +14,10 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from browsertools import SHOTS, shot, sign_in
+from playwright.sync_api import Browser, expect
 
 from medfed.hub.bootstrap import init_hub
 from medfed.hub.config import HubSettings
@@ -27,16 +27,6 @@ from medfed.testing.processes import HubProcess, NodeProcess
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WORD = "mastectomy"
 DESCRIPTION = f"Recurrence-free survival after {WORD} in node-positive breast cancer (GBSG2)."
 
@@ -88,34 +78,6 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital]:
         if node is not None:
             node.stop()
         hub.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(browser: Browser, url: str, username: str, password: str) -> Page:
-    page = browser.new_context(base_url=url).new_page()
-    page.set_default_timeout(15_000)
-    page.goto("/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    expect(page.locator("header .who")).to_contain_text(username)
-    return page
 
 
 def test_describe_a_draft_in_the_browser_and_find_it_by_its_description(

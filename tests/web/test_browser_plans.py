@@ -11,18 +11,13 @@ approval. Screenshots go to ``build/screenshots/``.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from browsertools import node_web, shot
+from playwright.sync_api import Browser, expect
 
 from medfed.algorithms.learning.examples import TABULAR_LOGREG, breast_cancer_shares
 from medfed.algorithms.learning.plan import plan_hash
@@ -30,12 +25,9 @@ from medfed.node.plans import PlanApprovals
 from medfed.node.web.session import steward_token
 from medfed.testing.federation import Federation
 from medfed.testing.plans import approve_training
-from medfed.testing.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 HOSPITAL = "hospital-a"
 COLUMNS = [*(f"f{i}" for i in range(30)), "label"]
 VERSION_2 = TABULAR_LOGREG.replace(
@@ -64,40 +56,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory, share: pd.DataFrame) -> Iterat
 @pytest.fixture(scope="module")
 def steward_pages(fed: Federation) -> Iterator[str]:
     """``medfed node web`` for the hospital, as its steward starts it."""
-    folder = fed.nodes[HOSPITAL].folder
-    port = free_port()
-    argv = [sys.executable, "-m", "medfed.cli.main", "node", "web"]
-    argv += ["-c", str(folder / "node.toml"), "--port", str(port)]
-    with open(folder / "web.log", "wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/login", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"medfed node web did not start; see {folder / 'web.log'}")
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with node_web(fed.nodes[HOSPITAL].folder) as url:
+        yield url
 
 
 def test_the_steward_reviews_a_request_with_its_diff_and_envelope_and_approves_it(
@@ -134,8 +94,7 @@ def test_the_steward_reviews_a_request_with_its_diff_and_envelope_and_approves_i
     page.click("button[type=submit]")
     expect(page.locator("#pending")).to_contain_text(digest[:16])
     expect(page.locator("#pending")).to_contain_text(str(refused.id))  # the task that asked
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "plans-pending.png"), full_page=True)
+    shot(page, "plans-pending")
 
     page.click(f"a[href='/plans/{digest}']")
     expect(page.locator("#status")).to_have_text("pending")
@@ -146,7 +105,7 @@ def test_the_steward_reviews_a_request_with_its_diff_and_envelope_and_approves_i
     diff = page.locator("#diff")
     expect(diff.locator(".del")).to_contain_text("return torch.sigmoid(model(x)).reshape(-1)")
     expect(diff.locator(".add")).to_contain_text("torch.sigmoid(model(x).clamp(-30, 30))")
-    page.screenshot(path=str(SHOTS / "plans-request.png"), full_page=True)
+    shot(page, "plans-request")
 
     page.fill("form[action$='/approve'] input[name=reason]", "IRB 2024-17, v2 reviewed")
     page.click("#approve")
@@ -165,7 +124,7 @@ def test_the_steward_reviews_a_request_with_its_diff_and_envelope_and_approves_i
     expect(page.locator("#runs")).to_contain_text("evaluate")
     for row in runs.all()[1:]:
         expect(row.locator("td").first).to_have_text(str(ran.id))
-    page.screenshot(path=str(SHOTS / "plans-history.png"), full_page=True)
+    shot(page, "plans-history")
     page.goto(f"{steward_pages}/plans")
     expect(page.locator("#decisions")).to_contain_text("IRB 2024-17, v2 reviewed")
     page.close()

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from test_browser import CHROMIUM_ARGS, SHOTS, shot, sign_in
+from browsertools import SHOTS, shot, sign_in
+from playwright.sync_api import Browser, Page, expect
 
 from medfed.testing.demo import load_gbsg2, split_gbsg2
 from medfed.testing.federation import Federation
@@ -39,18 +39,6 @@ def federation(
     tables = {name: {"gbsg2": share} for name, share in shares.items()}
     with Federation(root, tables) as federation:
         yield federation
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def choose(page: Page, algorithm: str) -> None:
@@ -79,9 +67,9 @@ def see_the_plot(page: Page) -> None:
 
 
 def test_km_and_glm_from_the_generated_form_show_their_plots(
-    federation: Federation, chromium: Browser
+    federation: Federation, browser: Browser
 ) -> None:
-    page = sign_in(chromium, federation.hub.url, "researcher", federation.researcher_password)
+    page = sign_in(browser, federation.hub.url, "researcher", federation.researcher_password)
     page.goto(f"/projects/{federation.project_id}")
     expect(page.locator("input.dataset-pick:checked")).to_have_count(3)
 

@@ -1,4 +1,4 @@
-"""``medfed node start | web | ingest dicom | ingest table | export … | plans … | airlock …``.
+"""``medfed node start | web | datasets … | ingest … | export … | plans … | airlock …``.
 
 ``start`` runs the node agent in the foreground until SIGTERM or Ctrl-C. The node's
 code (DuckDB, Parquet, pydicom) is imported only when a command runs, so ``--help``
@@ -15,7 +15,7 @@ from types import FrameType
 
 import typer
 
-from medfed.cli import airlock, export, ingest_dicom, ingest_table, plans
+from medfed.cli import airlock, export, ingest_dicom, ingest_table, node_datasets, plans
 from medfed.common.extras import needed, require
 
 app = typer.Typer(help="Run a node.", no_args_is_help=True)
@@ -129,3 +129,4 @@ app.add_typer(ingest, name="ingest")
 app.add_typer(export.app, name="export")
 app.add_typer(plans.app, name="plans")
 app.add_typer(airlock.app, name="airlock")
+app.add_typer(node_datasets.app, name="datasets")

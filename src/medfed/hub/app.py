@@ -2,11 +2,11 @@
 
 On start the app migrates its database to the newest Alembic revision and starts two
 background loops (asyncio tasks): every ``sweep_seconds`` expired leases are handed back
-out (or their runs failed), and every ``checkpoint_seconds`` the audit log's new head is
-signed as a checkpoint. Errors become JSON ``{"detail": message, "errors": [...]}``
-(:mod:`medfed.hub.api.errors`; a database outage is a 503 with ``Retry-After``), and
-:class:`~medfed.hub.api.limits.EdgeMiddleware` applies body limits and input checks
-before any route runs.
+out (or their runs failed), runs past their deadline are failed, and every
+``checkpoint_seconds`` the audit log's new head is signed as a checkpoint. Errors become
+JSON ``{"detail": message, "errors": [...]}`` (:mod:`medfed.hub.api.errors`; a database
+outage is a 503 with ``Retry-After``), and :class:`~medfed.hub.api.limits.EdgeMiddleware`
+applies body limits and input checks before any route runs.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from medfed.hub.dispatch import Notifier, commit
 from medfed.hub.hardening import secure_storage
 from medfed.hub.services import ledger
 from medfed.hub.services.login_throttle import LoginThrottle
-from medfed.hub.services.runs import expire_leases
+from medfed.hub.services.runs import expire_leases, fail_overdue_runs
 from medfed.hub.services.tasks import close_overdue_rounds
 from medfed.hub.web import pages
 from medfed.hub.web.headers import SecurityHeaders
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 def _sweep_once(app: FastAPI) -> None:
     with app.state.sessionmaker() as session:
         expired = expire_leases(session, settings=app.state.settings)
+        expired += fail_overdue_runs(session, settings=app.state.settings)
         if close_overdue_rounds(session, settings=app.state.settings) or expired:
             commit(session, app.state.notifier)
 

@@ -43,6 +43,19 @@ class HubSettings(BaseSettings):
     )
     lease_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    run_deadline_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="a run not answered this long after it was created (its node offline, "
+        "or never claiming it) is failed by the sweeper, and its task ends; per algorithm "
+        "in run_deadlines",
+    )
+    run_deadlines: dict[str, float] = Field(
+        default_factory=lambda: {"script.run": 14 * 86400.0, "fl.train": 7 * 86400.0},
+        description="run deadline in seconds per algorithm name (JSON in the environment, "
+        "e.g. MEDFED_RUN_DEADLINES='{\"glm\": 600}'); a steward's airlock decision and a "
+        "training round may take days",
+    )
     long_poll_seconds: float = Field(default=25.0, gt=0, le=120)
     recheck_seconds: float = Field(
         default=0.5, gt=0, description="how often a waiting long poll re-reads the database"
@@ -127,6 +140,17 @@ class HubSettings(BaseSettings):
                 "print(secrets.token_hex(32))')"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_deadlines(self) -> HubSettings:
+        for name, seconds in self.run_deadlines.items():
+            if not seconds > 0:
+                raise ValueError(f"run_deadlines: '{name}' needs a deadline above 0 seconds")
+        return self
+
+    def run_deadline(self, algorithm: str) -> float:
+        """Seconds a run of ``algorithm`` may stay unanswered before the sweeper fails it."""
+        return self.run_deadlines.get(algorithm, self.run_deadline_seconds)
 
     def zenodo_url_allowed(self, url: str) -> bool:
         """Whether ``url`` is one of :attr:`zenodo_urls` (a trailing slash aside)."""

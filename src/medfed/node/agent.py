@@ -2,8 +2,15 @@
 
 How it runs:
 
-* On start it opens its tables, registers each dataset at the hub (name, description,
-  column schema, row count rounded to the policy threshold) and learns its identity.
+* On start it opens its tables and compares each with the version it registered before
+  (``medfed.node.drift``): an unchanged file or one with new content under the same schema
+  is registered at the hub (name, description, column schema, row count rounded to the
+  policy threshold, manifest root; new content becomes the hub's next version), a changed
+  schema or an unreadable file is refused — logged, neither registered nor served — until
+  the steward acts. Runs for another version of a dataset than the one held are refused.
+* Then it re-sends every result still in its outbox (``medfed.node.outbox``: results are
+  written there atomically before they are posted and removed once the hub answered), so a
+  node killed between computing and delivering loses nothing and doubles nothing.
 * The main thread long-polls ``GET /api/node/runs/next``: the hub answers the moment a
   run for this node is committed, or with 204 after the wait; then it polls again.
 * A witness thread checks each new checkpoint of the hub's audit log for consistency
@@ -32,7 +39,11 @@ How it runs:
   outcome carries the filter hash, one fingerprint of the row sets and the rule's category
   to the hub's audit (``medfed.node.audit``), never the reason.
 
-All connections are outbound; a hub that is down is retried with backoff.
+All connections are outbound. Every hub error that may pass (cannot connect, timeout, 5xx,
+a JSON 503 during a database outage, 429) is retried with capped, jittered exponential
+backoff for as long as it lasts (``medfed.node.hubclient``); the node exits only on a
+local fatal error (a bad secret, a full disk) or when stopped — run it under a supervisor
+that restarts it on failure (``docs/medfed-node.service``).
 """
 
 from __future__ import annotations
@@ -57,6 +68,7 @@ from medfed.ledger.checkpoint import Checkpoint
 from medfed.node import entitlements
 from medfed.node.audit import outcome_audit
 from medfed.node.config import NodeConfig
+from medfed.node.drift import DriftRecord
 from medfed.node.executors.plan_process import PlanFailed
 from medfed.node.executors.scripts import ScriptExecutor
 from medfed.node.executors.services import NodeLearning
@@ -66,6 +78,7 @@ from medfed.node.gate.dominance import DominancePolicy, dominated
 from medfed.node.gate.dp import privatize
 from medfed.node.hubclient import NodeHubClient
 from medfed.node.manifest import manifest_root
+from medfed.node.outbox import Outbox, Pending
 from medfed.node.runlog import RunLog, canonical_json, file_hash, sha256_hex
 from medfed.node.stores.tables import TableStore
 from medfed.node.witness import BadCheckpoint, ForkDetected, Witness
@@ -101,6 +114,12 @@ class NodeAgent:
         self.hub = NodeHubClient(config.hub_url, config.node_secret(), stop=self.stop_event)
         self.stores: dict[str, TableStore] = {}
         self.hashes: dict[str, str] = {}
+        #: datasets withheld at this node (changed schema, unreadable file) and why
+        self.refused: dict[str, str] = {}
+        #: the hub's id of the version of each dataset this node holds (once registered)
+        self.dataset_ids: dict[str, int] = {}
+        self.drift = DriftRecord(config.data_dir)
+        self.outbox = Outbox(config.data_dir / "outbox")
         self.rowsets: dict[str, RowSetMemory] = {}
         #: dp mode's ε per project and dataset (created on the first dp run)
         self.budget = BudgetLedger(config.data_dir / "dp" / "budget.sqlite3")
@@ -123,7 +142,11 @@ class NodeAgent:
 
     def open_datasets(self) -> None:
         for dataset in self.config.datasets:
-            store = TableStore.open(dataset.path)
+            try:
+                store = TableStore.open(dataset.path)
+            except BadRequest as exc:  # the others are still served
+                self._withhold(dataset.name, f"dataset '{dataset.name}': {exc.message}")
+                continue
             self.stores[dataset.name] = store
             self.hashes[dataset.name] = file_hash(dataset.path)
             self.rowsets[dataset.name] = RowSetMemory(
@@ -135,23 +158,55 @@ class NodeAgent:
         secret = self.config.node_secret().encode()
         return hmac.new(secret, b"medfed row-set audit", hashlib.sha256).digest()
 
+    def _withhold(self, name: str, message: str) -> None:
+        """Neither register nor serve ``name``; the steward reads why in the node's log."""
+        log.error("%s", message)
+        self.refused[name] = message
+        store = self.stores.pop(name, None)
+        if store is not None:
+            store.close()
+        self.rowsets.pop(name, None)
+        self.runlog.append({"alarm": "dataset", "dataset": name, "problem": message})
+
     def register(self) -> None:
         identity = self.hub.me()
         self.node_id = identity.id
         threshold = self.config.policy.min_cell_count
         for dataset in self.config.datasets:
-            store = self.stores[dataset.name]
-            self.hub.register_dataset(
+            store = self.stores.get(dataset.name)
+            if store is None:
+                continue  # withheld when opened
+            root = manifest_root(store)
+            verdict = self.drift.check(dataset.name, store.columns, root)
+            if verdict.kind == "schema":
+                self._withhold(dataset.name, verdict.message(dataset.name))
+                continue
+            if verdict.kind == "content":
+                log.warning(
+                    "dataset '%s': the file's content changed since version %s (same schema); "
+                    "registering it as a new version",
+                    dataset.name,
+                    verdict.version,
+                )
+            answer = self.hub.register_dataset(
                 DatasetRegister(
                     name=dataset.name,
                     description=dataset.description,
                     columns=store.columns,
                     row_count=rounded_count(store.row_count, threshold),
                     summary=read_summary(dataset.summary_path()),
-                    manifest_root=manifest_root(store),
+                    manifest_root=root,
                 )
             )
-        log.info("node %s registered %d dataset(s)", identity.name, len(self.config.datasets))
+            self.dataset_ids[dataset.name] = int(answer["id"])
+            self.drift.registered(
+                dataset.name,
+                columns=store.columns,
+                manifest_root=root,
+                dataset_id=int(answer["id"]),
+                version=int(answer.get("version", 1)),
+            )
+        log.info("node %s registered %d dataset(s)", identity.name, len(self.dataset_ids))
 
     def run_forever(self) -> None:
         self.open_datasets()
@@ -164,12 +219,16 @@ class NodeAgent:
         watch.start()
         airlock = threading.Thread(target=self._airlock_loop, name="airlock", daemon=True)
         airlock.start()
+        for item in self.outbox.pending():  # results a previous run of the node computed
+            log.info("run %s: re-sending the result kept on disk", item.run_id)
+            if not self.deliver(item):
+                break
         while not self.stop_event.is_set():
             try:
                 assignment = self.hub.next_run(self.config.poll_wait_seconds)
             except HubUnreachable:
                 break  # only raised once stop was requested
-            except MedfedError as exc:
+            except MedfedError as exc:  # a 4xx: an answer, not an outage
                 log.error("polling the hub failed: %s", exc.message)
                 self.stop_event.wait(1.0)
                 continue
@@ -184,11 +243,13 @@ class NodeAgent:
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.wait(self.config.heartbeat_seconds):
             with self._lock:
-                current = sorted(self._current | set(self.scripts.held_runs()))
-            try:
-                self.hub.heartbeat(current)
+                current = self._current | set(self.scripts.held_runs())
+            try:  # results waiting in the outbox keep their leases too
+                self.hub.heartbeat(sorted(current | set(self.outbox.run_ids())))
             except MedfedError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
+            except Exception:  # a malformed answer (a proxy's page): try again next beat
+                log.exception("heartbeat failed")
 
     def _airlock_loop(self) -> None:
         """Post the outcome of each run the steward released or refused from the airlock."""
@@ -197,6 +258,8 @@ class NodeAgent:
                 self.scripts.deliver()
             except MedfedError as exc:
                 log.warning("airlock delivery failed: %s", exc.message)
+            except Exception:  # kept on disk: delivered on a later pass
+                log.exception("airlock delivery failed")
 
     def witness_once(self) -> bool:
         """Check the hub's newest checkpoint and cosign it; False once a fork was seen."""
@@ -228,6 +291,8 @@ class NodeAgent:
                     return
             except MedfedError as exc:
                 log.warning("witness check failed: %s", exc.message)
+            except Exception:  # a malformed answer: checked again on the next pass
+                log.exception("witness check failed")
 
     def check_policy(self, run: RunAssignment) -> str | None:
         policy = self.config.policy
@@ -235,8 +300,19 @@ class NodeAgent:
             return f"policy: project {run.project_id} is not allowed at this node"
         if not policy.allows_algorithm(run.algorithm):
             return f"policy: algorithm '{run.algorithm}' is not allowed at this node"
+        if run.dataset_name in self.refused:
+            return (
+                f"policy: dataset '{run.dataset_name}' is withheld at this node until its "
+                "steward registers its changed file as a new version"
+            )
         if run.dataset_name not in self.stores:
             return f"policy: dataset '{run.dataset_name}' is not held at this node"
+        held = self.dataset_ids.get(run.dataset_name)
+        if held is not None and run.dataset_id != held:
+            return (
+                f"policy: dataset id {run.dataset_id} is not the version of "
+                f"'{run.dataset_name}' this node holds now (id {held}); its file changed"
+            )
         if run.task_nodes < 2 and not run.discovery and not policy.sole_release:
             return "policy: this node does not release results of single-node tasks"
         refusal = entitlements.check_run(self, run)
@@ -450,13 +526,10 @@ class NodeAgent:
             audit["rowset_fingerprint"] = summary["rowset_fingerprint"]
             outcome = outcome.model_copy(update=summary)
             sent = canonical_json(outcome.model_dump(mode="json"))
-            try:
-                self.hub.post_outcome(run.run_id, sent)
-                accepted = True
-            except (Conflict, NotFound) as exc:
-                log.warning("run %s not accepted: %s", run.run_id, exc.message)
-                accepted = False
-            self.runlog.append(
+            item = self.outbox.put(
+                run.run_id,
+                run.lease_id,
+                sent,
                 {
                     "run_id": run.run_id,
                     "task_id": run.task_id,
@@ -469,13 +542,46 @@ class NodeAgent:
                     "status": outcome.status,
                     "output_status": outcome.output_status,
                     "sent_sha256": sha256_hex(sent),
-                    "accepted": accepted,
                     **audit,
-                }
+                },
             )
         finally:
             with self._lock:
                 self._current.discard(run.run_id)
+        self.deliver(item)
+
+    def deliver(self, item: Pending) -> bool:
+        """Post a stored result until the hub answers it; False if the node stops first.
+
+        Accepted, or refused for good (409: the lease is gone and the run was handed out
+        again; 404), the file is removed and the run log says which. Any other 4xx means
+        this answer can never be accepted (too large, malformed): the run is answered
+        ``failed`` with a fixed text instead, so its task does not wait for it.
+        """
+        try:
+            self.hub.post_outcome(item.run_id, item.body)
+            accepted = True
+        except (Conflict, NotFound) as exc:
+            log.warning("run %s: result dropped, the hub refused it: %s", item.run_id, exc.message)
+            accepted = False
+        except HubUnreachable:
+            log.info("run %s: stopping; the result stays on disk for the next start", item.run_id)
+            return False
+        except MedfedError as exc:
+            log.error("run %s: the hub refused the result: %s", item.run_id, exc.message)
+            accepted = False
+            failed = RunOutcome(
+                lease_id=item.lease_id,
+                status="failed",
+                error=f"the hub refused this node's answer (HTTP {exc.status_code})",
+            )
+            try:
+                self.hub.post_outcome(item.run_id, canonical_json(failed.model_dump(mode="json")))
+            except MedfedError as again:
+                log.error("run %s: could not report the failure: %s", item.run_id, again.message)
+        self.runlog.append({**item.entry, "accepted": accepted})
+        self.outbox.remove(item)
+        return True
 
 
 def start(config: NodeConfig) -> NodeAgent:

@@ -1,18 +1,26 @@
 """The node's outbound connection to the hub (the only connection a node makes).
 
-Every call retries while the hub cannot be reached (a restarting hub), with backoff up to
-``max_backoff`` seconds, until the agent stops. HTTP errors are not retried: they are
-answers (a stale lease gets 409 and the node drops that run).
+The calls the agent cannot do without (identity, registration, polling, posting an outcome,
+airlock events, the witness key) go through :meth:`NodeHubClient._call`, which retries every
+transient hub error — cannot connect, connection reset, timed out, any 5xx (a JSON 503 with
+``Retry-After`` during a database outage, a proxy's 502) and 429 — with capped exponential
+backoff and full jitter (``min_backoff`` doubling up to ``max_backoff`` seconds; a
+``Retry-After`` is honoured up to ``max_backoff``), for as long as it takes, until the agent
+stops: then it raises :class:`~medfed.sdk.http.HubUnreachable`. A 4xx other than 429 is an
+answer and is raised at once (a stale lease gets 409 and the node drops that result).
+Periodic calls (heartbeat, witness checks) try once: their loops come round again anyway.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
 from typing import Any
 
 import httpx
 
-from medfed.common.errors import NotFound
+from medfed.common.errors import MedfedError, NotFound, RateLimited
 from medfed.common.resources import (
     ConsistencyProof,
     DatasetRegister,
@@ -22,7 +30,14 @@ from medfed.common.resources import (
     NodeIdentity,
     RunAssignment,
 )
-from medfed.sdk.http import HubHTTP, HubUnreachable
+from medfed.sdk.http import HubBusy, HubHTTP, HubUnreachable
+
+log = logging.getLogger(__name__)
+
+
+def transient(error: MedfedError) -> bool:
+    """Whether ``error`` may pass by itself: unreachable, 5xx or 429 (never another 4xx)."""
+    return isinstance(error, HubUnreachable | RateLimited) or error.status_code >= 500
 
 
 class NodeHubClient:
@@ -32,22 +47,46 @@ class NodeHubClient:
         secret: str,
         *,
         stop: threading.Event | None = None,
-        max_backoff: float = 2.0,
+        min_backoff: float = 0.1,
+        max_backoff: float = 5.0,
         http_client: httpx.Client | None = None,
     ) -> None:
         self._http = HubHTTP(url, secret, http_client=http_client, timeout=30.0)
         self._stop = stop or threading.Event()
+        self._min_backoff = min_backoff
         self._max_backoff = max_backoff
 
+    def backoff(self, attempt: int, error: MedfedError) -> float:
+        """Seconds before retry ``attempt`` (0-based): capped, jittered, ``Retry-After``."""
+        cap = min(self._min_backoff * 2.0**attempt, self._max_backoff)
+        wait = cap / 2 + random.random() * cap / 2  # jitter: nodes never retry in step
+        if isinstance(error, HubBusy) and error.retry_after is not None:
+            wait = max(wait, min(error.retry_after, self._max_backoff))
+        return wait
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        delay = 0.05
+        attempt = 0
         while True:
             try:
                 return self._http.request(method, path, **kwargs)
-            except HubUnreachable:
-                if self._stop.wait(delay):
+            except MedfedError as exc:
+                if not transient(exc):
                     raise
-                delay = min(delay * 2, self._max_backoff)
+                wait = self.backoff(attempt, exc)
+                if attempt in (0, 5) or attempt % 20 == 0:  # a few lines, not one per try
+                    log.warning(
+                        "%s %s: %s; retrying in %.1f s (try %d)",
+                        method,
+                        path,
+                        exc.message,
+                        wait,
+                        attempt + 1,
+                    )
+                if self._stop.wait(wait):
+                    if isinstance(exc, HubUnreachable):
+                        raise
+                    raise HubUnreachable(f"stopped while retrying: {exc.message}") from None
+                attempt += 1
 
     def me(self) -> NodeIdentity:
         return NodeIdentity.model_validate(self._call("GET", "/api/node/me"))

@@ -176,6 +176,63 @@ def expire_leases(session: Session, *, settings: HubSettings, node_id: int | Non
     return len(expired)
 
 
+def fail_overdue_runs(session: Session, *, settings: HubSettings) -> int:
+    """Fail each pending or claimed run older than its algorithm's deadline; end its round.
+
+    Deadlines count from the run's creation (``HubSettings.run_deadline``), so a run whose
+    node never comes back, or never claims it, ends; :func:`finish_round` then fails the
+    task with the reason (or goes on without it where the algorithm allows). The reason
+    names the deadline and the run's state, nothing of the node's data.
+    """
+    shortest = min([settings.run_deadline_seconds, *settings.run_deadlines.values()])
+    now = utcnow()
+    query = (
+        select(Run.id, Task.algorithm, Run.created_at)
+        .join(Task, Task.id == Run.task_id)
+        .where(
+            Run.status.in_([RunStatus.pending.value, RunStatus.claimed.value]),
+            Task.status == TaskStatus.running.value,
+            Run.created_at < now - timedelta(seconds=shortest),
+        )
+        .order_by(Run.id)
+    )
+    overdue = [
+        run_id
+        for run_id, algorithm, created in session.execute(query)
+        if created < now - timedelta(seconds=settings.run_deadline(algorithm))
+    ]
+    failed = 0
+    for run_id in overdue:
+        locked = select(Run).where(Run.id == run_id)
+        if not is_sqlite(session):  # one hub worker fails a run; the others skip it
+            locked = locked.with_for_update(skip_locked=True)
+        run = session.scalar(locked)
+        if run is None or run.status not in (RunStatus.pending.value, RunStatus.claimed.value):
+            continue
+        task = session.get(Task, run.task_id)
+        assert task is not None
+        deadline = settings.run_deadline(task.algorithm)
+        state = "never claimed" if run.status == RunStatus.pending.value else "claimed"
+        run.error = f"deadline: no answer within {deadline:g} s ({state})"
+        run.status = RunStatus.failed.value
+        run.lease_id = None
+        run.lease_expires_at = None
+        run.finished_at = now
+        session.flush()
+        record(
+            session,
+            action="run.fail",
+            actor="hub",
+            objects={"run": run.id, "task": run.task_id, "attempt": run.attempts},
+            hashes={"error": content_hash(run.error)},
+        )
+        want_wake(session, f"task:{task.id}")
+        want_wake(session, f"node:{run.node_id}")
+        finish_round(session, task=task, settings=settings)
+        failed += 1
+    return failed
+
+
 def post_outcome(
     session: Session,
     *,

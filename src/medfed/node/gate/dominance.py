@@ -24,8 +24,6 @@ cancellation. A total of zero dominates nothing.
 
 from __future__ import annotations
 
-import heapq
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -60,13 +58,13 @@ def magnitude(values: npt.ArrayLike) -> Magnitude:
     array = array[np.isfinite(array)]
     if len(array) == 0:
         return Magnitude(total=0.0, top1=0.0, top2=0.0, rows=0)
-    largest = heapq.nlargest(2, array.tolist())
-    return Magnitude(
-        total=math.fsum(array.tolist()),
-        top1=largest[0],
-        top2=largest[1] if len(largest) > 1 else 0.0,
-        rows=len(array),
-    )
+    # O(n) in numpy: a partition for the two largest, a pairwise sum for the total (its
+    # rounding error, ~1e-16 x log2(n) relative, is far inside the rules' 1e-12 tolerance)
+    if len(array) > 1:
+        top2, top1 = np.partition(array, len(array) - 2)[-2:]
+    else:
+        top1, top2 = array[0], 0.0
+    return Magnitude(total=float(array.sum()), top1=float(top1), top2=float(top2), rows=len(array))
 
 
 def _rule(m: Magnitude, policy: DominancePolicy) -> str | None:

@@ -1,7 +1,10 @@
 """Tabular data on a node: a CSV or Parquet file, queried through DuckDB.
 
 How it runs: :meth:`TableStore.open` reads the whole file once with pandas (pyarrow for
-Parquet), normalises the columns to medfed's small type set and infers the
+Parquet) — a CSV file is first checked with the ``csv`` module, which refuses a header that
+names a column twice (pandas would rename it ``age.1``) and any row with more or fewer
+fields than the header (pandas would shift values or fill blanks) with the line number and
+field counts, never a value — normalises the columns to medfed's small type set and infers the
 :class:`~medfed.common.schemas.ColumnSchema` list. The frame is registered as a view in a
 private in-memory DuckDB connection. Every query compiles the structured filter with
 :func:`~medfed.common.filters.compile_filter` — quoted identifiers taken from the schema,
@@ -16,6 +19,8 @@ so the node's row-set memory (``medfed.node.gate.rowsets``) knows which rows a s
 
 from __future__ import annotations
 
+import csv
+import gzip
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +35,7 @@ from medfed.common.errors import BadRequest
 from medfed.common.filters import Filter, compile_filter, quote_identifier
 from medfed.common.schemas import ColumnSchema, ColumnType
 
-__all__ = ["TableStore", "infer_columns"]
+__all__ = ["TableStore", "check_csv_shape", "infer_columns"]
 
 _VIEW = "medfed_table"
 #: the hidden row-id column of the view; a table may not have a column of this name
@@ -82,12 +87,40 @@ def infer_columns(frame: pd.DataFrame) -> list[ColumnSchema]:
     return columns
 
 
+def check_csv_shape(path: Path) -> None:
+    """Refuse duplicate header names and ragged rows (blank lines are skipped, as pandas)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise BadRequest(f"table: {path.name} is empty (no header line)")
+            seen: dict[str, int] = {}
+            for position, name in enumerate(header, start=1):
+                if name in seen:
+                    raise BadRequest(
+                        f"table: {path.name}: column '{name}' appears twice in the header "
+                        f"(fields {seen[name]} and {position}); rename one"
+                    )
+                seen[name] = position
+            for row in reader:
+                if row and len(row) != len(header):
+                    raise BadRequest(
+                        f"table: {path.name} line {reader.line_num} has {len(row)} field(s), "
+                        f"the header has {len(header)}; fix or remove that row"
+                    )
+    except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise BadRequest(f"table: cannot read {path.name}: {exc}") from None
+
+
 def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise BadRequest(f"table: file not found: {path}")
     name = path.name.lower()
     try:
         if name.endswith(_CSV_SUFFIXES):
+            check_csv_shape(path)
             return pd.read_csv(path)
         if name.endswith(_PARQUET_SUFFIXES):
             return pd.read_parquet(path, engine="pyarrow")
