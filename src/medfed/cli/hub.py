@@ -58,7 +58,9 @@ def init(
 def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000, envvar="MEDFED_PORT", help="port (MEDFED_PORT)"),
-    workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
+    workers: int = typer.Option(
+        1, min=1, envvar="MEDFED_WORKERS", help="uvicorn worker processes (MEDFED_WORKERS)"
+    ),
     data_dir: Path | None = typer.Option(None),
     database_url: str | None = typer.Option(None),
     dev: bool = typer.Option(False),
