@@ -36,7 +36,10 @@ PG_URL = os.environ.get("MEDFED_TEST_DATABASE_URL")
 LONG_LEASES = {
     "MEDFED_LEASE_SECONDS": "60",
     "MEDFED_SWEEP_SECONDS": "0.3",
-    "MEDFED_SQLITE_BUSY_SECONDS": "0.3",
+    # short enough that an upload meets a 503 while the test holds the lock (the outage
+    # lasts until every node retries), long enough that setup writes on a loaded machine
+    # wait out a peer's write instead of failing (0.3 s failed a federation's setup)
+    "MEDFED_SQLITE_BUSY_SECONDS": "5",
 }
 
 
