@@ -39,26 +39,24 @@ import contextlib
 import json
 import os
 import re
-import secrets
-import sqlite3
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pandas as pd
-import sqlalchemy as sa
 from rich.table import Table
 
 from benchmarks.dispatch import Laps, Stats, console, machine, workdir
 from medfed.common.resources import TaskStatus
 from medfed.sdk.client import Client
 from medfed.testing.demo import load_gbsg2
+from medfed.testing.faults import pg_database, pg_outage, sqlite_outage
 from medfed.testing.federation import Federation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
@@ -162,55 +160,6 @@ def researcher_loop(client: Client, rec: Recorder, end: float, stop_waiting: flo
                 rec.failed[(done.error or done.status.value)[:120]] += 1
 
 
-@contextlib.contextmanager
-def sqlite_outage(database: Path) -> Iterator[None]:
-    """Hold the write lock of the hub's SQLite file (as ``tests/e2e/test_faults_outage``)."""
-    con = sqlite3.connect(database, timeout=60, isolation_level=None)
-    con.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        con.execute("ROLLBACK")
-        con.close()
-
-
-@contextlib.contextmanager
-def pg_outage(url: str) -> Iterator[None]:
-    """No new connections to the hub's database, and its open ones terminated."""
-    server = sa.engine.make_url(url)
-    admin = sa.create_engine(
-        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
-    )
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'ALTER DATABASE "{server.database}" ALLOW_CONNECTIONS false')
-        conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (server.database,),
-        )
-        try:
-            yield
-        finally:
-            conn.exec_driver_sql(f'ALTER DATABASE "{server.database}" ALLOW_CONNECTIONS true')
-    admin.dispose()
-
-
-@contextlib.contextmanager
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one cell, dropped after it."""
-    server = sa.engine.make_url(PG_URL)
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"medfed_load_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
 def outage_thread(
     fed: Federation, url: str | None, at: float, seconds: float, window: list[float]
 ) -> threading.Thread:
@@ -252,7 +201,7 @@ def cell(
 ) -> dict[str, Any]:
     laps = Laps()
     with workdir() as root, contextlib.ExitStack() as stack:
-        url = stack.enter_context(pg_database()) if db == "postgres" else None
+        url = stack.enter_context(pg_database(PG_URL, "medfed_load_")) if db == "postgres" else None
         fed = stack.enter_context(
             Federation(
                 root,

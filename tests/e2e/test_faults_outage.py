@@ -10,22 +10,19 @@ conditions with generous deadlines, never on the machine's speed.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import signal
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from medfed.common.resources import TaskPublic
 from medfed.sdk.client import Client
 from medfed.testing.demo import split_gbsg2
+from medfed.testing.faults import pg_database, pg_outage, sqlite_outage
 from medfed.testing.federation import Federation
 from medfed.testing.processes import NodeProcess
 
@@ -88,40 +85,6 @@ def _federation(
     return Federation(root, shares, hub_env=env, heartbeat_seconds=0.4, database_url=url)
 
 
-@contextlib.contextmanager
-def _sqlite_outage(database: Path) -> Iterator[None]:
-    """Hold the write lock of the hub's SQLite file: every write waits, then gets 503."""
-    con = sqlite3.connect(database, timeout=60, isolation_level=None)
-    con.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        con.execute("ROLLBACK")
-        con.close()
-
-
-@contextlib.contextmanager
-def _pg_outage(url: str) -> Iterator[None]:
-    """No new connections to the database, and the hub's open ones terminated."""
-    server = sa.engine.make_url(url)
-    name = server.database
-    admin = sa.create_engine(
-        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
-    )
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        try:
-            yield
-        finally:
-            conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-    admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"] if PG_URL else ["sqlite"])
 def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """None (SQLite in the hub's folder) or a fresh PostgreSQL database for this test."""
@@ -129,17 +92,8 @@ def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
         yield None
         return
     assert PG_URL is not None
-    server = sa.engine.make_url(PG_URL)
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"medfed_faults_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with pg_database(PG_URL, "medfed_faults_") as url:
+        yield url
 
 
 def test_a_database_outage_during_result_uploads_loses_and_doubles_nothing(
@@ -149,7 +103,7 @@ def test_a_database_outage_during_result_uploads_loses_and_doubles_nothing(
         client = fed.researcher
         task = client.tasks.submit("noop", datasets=["gbsg2"], seconds=1.5)
         _wait_until(lambda: _claimed(client, task.id) == set(fed.nodes), what="all claimed")
-        outage = _pg_outage(database) if database else _sqlite_outage(fed.hub.data_dir / "hub.db")
+        outage = pg_outage(database) if database else sqlite_outage(fed.hub.data_dir / "hub.db")
         with outage:
             # every node computed its result, stored it and met the outage posting it
             _wait_until(
