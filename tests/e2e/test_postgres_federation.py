@@ -7,16 +7,15 @@ federated results still equal the pooled ones; the audit log verifies.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from medfed.sdk import audit
 from medfed.testing.demo import split_gbsg2
+from medfed.testing.faults import pg_database
 from medfed.testing.federation import Federation
 
 URL = os.environ.get("MEDFED_TEST_DATABASE_URL")
@@ -26,17 +25,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     assert URL is not None
-    server = sa.engine.make_url(URL)
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"medfed_e2e_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with pg_database(URL, "medfed_e2e_") as url:
+        yield url
 
 
 def test_a_federation_on_postgresql_gives_the_pooled_results(
