@@ -28,6 +28,15 @@ pytestmark = SQLITE_ONLY  # these checks run before storage; tests/contract cove
 EXEMPT = {
     "/api/health",
     "/api/auth/login",
+    # single sign-on: the provider list and the device grant come before any token
+    "/api/auth/sso/providers",
+    "/api/auth/sso/{provider}/device",
+    "/api/auth/sso/{provider}/device/token",
+    # a second factor enrolled by password (an account the MFA policy refuses a token)
+    "/api/auth/mfa/enrol",
+    "/api/auth/mfa/confirm",
+    # the keys that verify the hub's GA4GH visas: public, as any JWKS
+    "/.well-known/jwks.json",
     "/openapi.json",
     "/docs",
     "/docs/oauth2-redirect",

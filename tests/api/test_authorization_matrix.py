@@ -127,6 +127,12 @@ PAGES: dict[tuple[str, str], int] = {
     ("GET", "/catalogue"): 200,
     ("GET", "/login"): 200,
     ("GET", "/datasets/{dataset_id}"): 404,
+    # single sign-on with a provider the hub does not have
+    ("GET", "/auth/sso/{provider}/start"): 404,
+    ("GET", "/auth/sso/{provider}/callback"): 404,
+    # the sign-in's second step without its pending cookie: "the sign-in has expired"
+    ("GET", "/login/otp"): 401,
+    ("GET", "/login/enrol"): 401,
     **{
         ("GET", path): SIGN_IN
         for path in (
@@ -144,6 +150,9 @@ PAGES: dict[tuple[str, str], int] = {
             "/tasks/{task_id}",
             "/tasks/{task_id}/plot.png",
             "/tasks/{task_id}/status",
+            "/projects/{project_id}/validation",
+            "/validation/{study_id}",
+            "/validation/{study_id}/report.html",
         )
     },
     **{
@@ -156,6 +165,8 @@ PAGES: dict[tuple[str, str], int] = {
             "/dac/applications/{application_id}",
             "/datasets/{dataset_id}/describe",
             "/login",
+            "/login/enrol",
+            "/login/otp",
             "/logout",
             "/projects",
             "/projects/{project_id}/tasks",
@@ -187,11 +198,126 @@ def _new(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
+#: the smallest Circe definition: everyone with a condition of concept 2000000100
+COHORT: dict[str, Any] = {
+    "ConceptSets": [
+        {
+            "id": 0,
+            "name": "breast cancer",
+            "expression": {"items": [{"concept": {"CONCEPT_ID": 2000000100}}]},
+        }
+    ],
+    "PrimaryCriteria": {
+        "CriteriaList": [{"ConditionOccurrence": {"CodesetId": 0}}],
+        "ObservationWindow": {"PriorDays": 0, "PostDays": 0},
+    },
+}
+
+
+def _cohort(c: Ctx) -> int:
+    """A cohort of project P, saved by its member rita."""
+    body = {"project_id": c.project, "name": _new("cohort"), "definition": COHORT}
+    made = c.world.api.post("/api/cohorts", json=body, headers=c.headers["member"])
+    assert made.status_code == 201, made.text
+    return int(made.json()["id"])
+
+
 _u = Row  # short alias for the table below
 
 
 ROUTES.update(
     {
+        # ------------------------------------------ second factor (TOTP) and GA4GH visas
+        # by password: a pending enrolment for rita; confirming with none pending is 404
+        ("POST", "/api/auth/mfa/enrol"): _u(
+            "open", "/api/auth/mfa/enrol", lambda c: {"username": "rita", "password": PASSWORD}, 201
+        ),
+        ("POST", "/api/auth/mfa/confirm"): _u(
+            "open",
+            "/api/auth/mfa/confirm",
+            lambda c: {"username": "rita", "password": PASSWORD, "code": "000000"},
+            404,
+        ),
+        ("GET", "/api/me/mfa"): _u("user", "/api/me/mfa"),
+        ("POST", "/api/me/mfa/enrol"): _u("user", "/api/me/mfa/enrol", allowed=201),
+        ("POST", "/api/me/mfa/confirm"): _u(
+            "user", "/api/me/mfa/confirm", lambda c: {"otp": "000000"}, 404
+        ),
+        ("POST", "/api/me/mfa/disable"): _u(
+            "user", "/api/me/mfa/disable", lambda c: {"otp": "000000"}, 404
+        ),
+        ("POST", "/api/me/mfa/recovery-codes"): _u(
+            "user", "/api/me/mfa/recovery-codes", lambda c: {"otp": "000000"}, 409
+        ),
+        ("DELETE", "/api/users/{user_id}/mfa"): _u(
+            "user", lambda c: f"/api/users/{c.world.researcher.id}/mfa", allowed=403
+        ),
+        ("GET", "/.well-known/jwks.json"): _u("open", "/.well-known/jwks.json"),
+        ("GET", "/ga4gh/passport/v1/visas"): _u("user", "/ga4gh/passport/v1/visas"),
+        ("GET", "/ga4gh/passport/v1"): _u("user", "/ga4gh/passport/v1"),
+        ("POST", "/api/access/applications/{application_id}/visas"): _u(
+            "user",
+            lambda c: f"/api/access/applications/{c.draft_app}/visas",
+            lambda c: {"visa": "not-a-visa-at-all"},
+            404,
+        ),
+        ("GET", "/api/access/applications/{application_id}/visas"): _u(
+            "user", lambda c: f"/api/access/applications/{c.draft_app}/visas", allowed=404
+        ),
+        # --------------------------------------------------- saved cohorts (project P's)
+        ("POST", "/api/cohorts"): _u(
+            "user",
+            "/api/cohorts",
+            lambda c: {"project_id": c.project, "name": _new("cohort"), "definition": COHORT},
+            403,
+        ),
+        ("GET", "/api/projects/{project_id}/cohorts"): _u(
+            "user", lambda c: f"/api/projects/{c.project}/cohorts", allowed=403
+        ),
+        ("GET", "/api/cohorts/{cohort_id}"): _u(
+            "user", lambda c: f"/api/cohorts/{_cohort(c)}", allowed=404
+        ),
+        # ------------------------- model validation (project P's; no model file uploaded)
+        ("POST", "/api/validation/models"): _u(
+            "user",
+            "/api/validation/models",
+            lambda c: {
+                "project_id": c.project,
+                "name": "m",
+                "sha256": H0,
+                "features": ["age"],
+                "output": {"name": "probabilities"},
+            },
+            403,
+        ),
+        ("GET", "/api/projects/{project_id}/validation/models"): _u(
+            "user", lambda c: f"/api/projects/{c.project}/validation/models", allowed=403
+        ),
+        ("GET", "/api/validation/models/{model_id}"): _u(
+            "user", "/api/validation/models/999999", allowed=404
+        ),
+        ("POST", "/api/validation/studies"): _u(
+            "user",
+            "/api/validation/studies",
+            lambda c: {
+                "project_id": c.project,
+                "name": "s",
+                "model_id": 999999,
+                "datasets": ["cohort"],
+                "outcome": {"column": "age", "value": 50},
+            },
+            404,  # no such model, whoever asks (a model of another project is as unseen)
+        ),
+        ("GET", "/api/validation/studies/{study_id}"): _u(
+            "user", "/api/validation/studies/999999", allowed=404
+        ),
+        ("GET", "/api/projects/{project_id}/validation/studies"): _u(
+            "user", lambda c: f"/api/projects/{c.project}/validation/studies", allowed=403
+        ),
+        # a node fetches a model only for its own run of a validation of that model
+        ("GET", "/api/node/validation/models/{sha256}"): _u(
+            "node", lambda c: f"/api/node/validation/models/{H0}?run_id={c.run_id}", allowed=404
+        ),
         # ------------------------------------------------------------ tokens, me, users
         ("GET", "/api/me"): _u("user", "/api/me"),
         ("GET", "/api/tokens"): _u("user", "/api/tokens"),
@@ -387,6 +513,7 @@ ROUTES.update(
         ("POST", "/api/node/ledger/cosign"): _u(
             "node", "/api/node/ledger/cosign", lambda c: {}, 422
         ),
+        ("POST", "/api/node/ledger/fact"): _u("node", "/api/node/ledger/fact", lambda c: {}, 422),
         ("GET", "/api/node/plans"): _u("node", "/api/node/plans"),
         ("GET", "/api/node/plans/{plan_hash}"): _u("node", f"/api/node/plans/{H0}", allowed=404),
         # --------------------------------------------------------- ledger (either side)
@@ -404,6 +531,14 @@ ROUTES.update(
         ("GET", "/api/health"): _u("open", "/api/health"),
         ("POST", "/api/auth/login"): _u(
             "open", "/api/auth/login", lambda c: {"username": "rita", "password": PASSWORD}, 201
+        ),
+        # single sign-on (the world's hub has no provider: a named one is 404)
+        ("GET", "/api/auth/sso/providers"): _u("open", "/api/auth/sso/providers"),
+        ("POST", "/api/auth/sso/{provider}/device"): _u(
+            "open", "/api/auth/sso/none/device", allowed=404
+        ),
+        ("POST", "/api/auth/sso/{provider}/device/token"): _u(
+            "open", "/api/auth/sso/none/device/token", lambda c: {"device_code": "x"}, 404
         ),
         ("GET", "/openapi.json"): _u("open", "/openapi.json"),
         ("GET", "/docs"): _u("open", "/docs"),
@@ -432,6 +567,20 @@ ROUTES.update(
 #: the exceptions to each row's class defaults, in PRINCIPALS order (a state change by an
 #: earlier caller shows as 409 for a later one)
 EXPECT: dict[tuple[str, str], dict[str, int]] = {
+    # project P's validation models and studies: its member and the hub admin (the model
+    # file named was never uploaded: 404)
+    ("POST", "/api/validation/models"): {"member": 404, "superuser": 404},
+    ("GET", "/api/projects/{project_id}/validation/models"): {"member": 200, "superuser": 200},
+    ("GET", "/api/projects/{project_id}/validation/studies"): {"member": 200, "superuser": 200},
+    # project P's cohorts: its member and the hub admin
+    ("POST", "/api/cohorts"): {"member": 201, "superuser": 201},
+    ("GET", "/api/projects/{project_id}/cohorts"): {"member": 200, "superuser": 200},
+    ("GET", "/api/cohorts/{cohort_id}"): {"member": 200, "superuser": 200},
+    # an org admin resets a user's second factor (rita has none: 404); the draft's visas are
+    # its project's (rita) and the hub admin's to see ("not-a-visa…" does not parse: 422)
+    ("DELETE", "/api/users/{user_id}/mfa"): {"superuser": 404},
+    ("POST", "/api/access/applications/{application_id}/visas"): {"member": 422, "superuser": 422},
+    ("GET", "/api/access/applications/{application_id}/visas"): {"member": 200, "superuser": 200},
     ("DELETE", "/api/tokens/{token_id}"): {"member": 200, "superuser": 200},
     ("GET", "/api/access/applications/{application_id}"): {
         "member": 200,

@@ -37,7 +37,7 @@ def medfed(fed: Federation, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        timeout=300,
     )
 
 

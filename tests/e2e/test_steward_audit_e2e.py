@@ -98,7 +98,7 @@ def test_a_differencing_refusal_is_flagged_for_the_steward_with_the_hashes_in_th
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        timeout=300,
         check=False,
     )
     assert shown.returncode == 0, shown.stderr

@@ -54,7 +54,7 @@ def shot(page: Page, name: str) -> None:
 def sign_in(browser: Browser, url: str, username: str, password: str) -> Page:
     """A new page signed in to the hub at ``url`` through its login form."""
     page = browser.new_context(base_url=url).new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(90_000)
     page.goto("/login")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
@@ -73,7 +73,7 @@ def node_web(folder: Path) -> Iterator[str]:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while True:
                 try:
                     if httpx.get(f"{url}/login", timeout=2).status_code == 200:

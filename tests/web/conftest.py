@@ -6,7 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 from browsertools import launch_chromium
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
+
+# A loaded CI machine can take seconds per page; an assertion that holds returns at once.
+expect.set_options(timeout=60_000)
 
 
 @pytest.fixture(scope="module")

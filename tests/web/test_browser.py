@@ -61,7 +61,7 @@ def run_task(
     if columns:
         page.select_option("#param-columns", list(columns))
     page.click("#run-task")
-    expect(page.locator("#task-state")).to_have_text("completed", timeout=30_000)
+    expect(page.locator("#task-state")).to_have_text("completed", timeout=180_000)
     result: dict[str, Any] = json.loads(page.locator("#result-json").text_content() or "")
     return result
 

@@ -49,7 +49,7 @@ def choose(page: Page, algorithm: str) -> None:
 
 def see_the_plot(page: Page) -> None:
     """The plot <img> loaded, and what it loaded is a PNG."""
-    expect(page.locator("#task-state")).to_have_text("completed", timeout=40_000)
+    expect(page.locator("#task-state")).to_have_text("completed", timeout=180_000)
     image = page.locator("#result-plot")
     expect(image).to_be_visible()
     # polled from the test (the page's CSP forbids the eval that wait_for_function uses)

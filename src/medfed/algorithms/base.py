@@ -40,6 +40,11 @@ if TYPE_CHECKING:
     from medfed.common.filters import Filter
 
 
+#: task parameters that belong to the task, not to its algorithm: a saved cohort and the
+#: feature specification its variables come from (``medfed.algorithms.cohorts``)
+TASK_KEYS = frozenset({"cohort", "features"})
+
+
 class LocalData(Protocol):
     """Read access to one dataset on a node, as the local step sees it."""
 
@@ -227,7 +232,13 @@ class Algorithm(ABC, Generic[P]):
     Result: ClassVar[type[BaseModel]]
 
     def parse_params(self, raw: dict[str, Any]) -> P:
-        """Validate raw parameters; a :class:`BadRequest` names the first problem."""
+        """Validate raw parameters; a :class:`BadRequest` names the first problem.
+
+        The task-level keys of :data:`TASK_KEYS` (a saved cohort and its features) are
+        not the algorithm's and are left out.
+        """
+        if isinstance(raw, dict) and TASK_KEYS & raw.keys():
+            raw = {key: value for key, value in raw.items() if key not in TASK_KEYS}
         try:
             return self.Params.model_validate(raw)  # type: ignore[return-value]
         except ValidationError as exc:

@@ -101,3 +101,23 @@ def _scripts() -> list[Algorithm[Any]]:
 
 
 _ALGORITHMS.update({algorithm.name: algorithm for algorithm in _scripts()})
+
+
+def _validation() -> list[Algorithm[Any]]:
+    """Validation of ONNX models on each site's patients (issue 17)."""
+    from medfed.algorithms.validation.algorithm import Validation
+
+    return [Validation()]
+
+
+_ALGORITHMS.update({algorithm.name: algorithm for algorithm in _validation()})
+
+
+def _cohorts() -> list[Algorithm[Any]]:
+    """A saved cohort's counts and attrition at each OMOP node (issue 16)."""
+    from medfed.algorithms.cohorts.counts import CohortCounts
+
+    return [CohortCounts()]
+
+
+_ALGORITHMS.update({algorithm.name: algorithm for algorithm in _cohorts()})

@@ -38,6 +38,16 @@ def _source(source: str, config: Path) -> Path:
     raise BadRequest(f"'{source}' is neither a file nor a dataset in {config}")
 
 
+def _person_column(source: Path, config: Path, given: str | None) -> str | None:
+    """The opt-out column: the option, else that of the node.toml dataset at this path."""
+    if given is not None:
+        return given
+    for dataset in load_config(config).datasets:
+        if dataset.path.resolve() == source.resolve():
+            return dataset.person_column
+    return None
+
+
 @app.command()
 def build(
     source: str = typer.Argument(..., help="CSV/Parquet file or dataset name in node.toml"),
@@ -49,6 +59,12 @@ def build(
     where: str | None = typer.Option(None, "--where", "-w", help="cohort filter, e.g. age>=50"),
     table_format: str = typer.Option("parquet", "--format", help="parquet or csv"),
     sign_key: Path | None = typer.Option(None, "--sign-key", help="sender's Ed25519 .key"),
+    person_column: str | None = typer.Option(
+        None,
+        "--person-column",
+        help="column naming each row's person (default: the dataset's person_column): "
+        "persons in the node's opt-out register are left out",
+    ),
 ) -> None:
     """Select a cohort, pseudonymize, verify k-anonymity, encrypt, attach terms, write."""
     if table_format not in ("parquet", "csv"):
@@ -62,8 +78,16 @@ def build(
     except OSError as exc:
         raise BadRequest(f"cannot read terms {terms}: {exc.strerror}") from None
     signer = crypto.load_ed25519_private(sign_key) if sign_key else None
+    from medfed.node.stores.optout import OptOutRegister, register_path
+
+    node_config = load_config(config)
+    source_path = _source(source, config)
+    column = _person_column(source_path, config, person_column)
+    register = OptOutRegister(register_path(node_config.data_dir), secret=node_config.node_secret())
     report = build_package(
-        source=_source(source, config),
+        source=source_path,
+        person_column=column,
+        excluded_persons=register.excluded if column else None,
         out=out,
         strategy=load_strategy(strategy),
         secret=load_config(config).node_secret(),

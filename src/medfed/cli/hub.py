@@ -2,7 +2,10 @@
 
 ``serve`` checks the settings and the database driver (a PostgreSQL URL needs
 ``medfed[postgres]``) in this process, then hands over to uvicorn, which imports the app
-in each worker; its port is ``--port``, else ``MEDFED_PORT``, else 8000. ``wait`` polls
+in each worker; its port is ``--port``, else ``MEDFED_PORT``, else 8000. With
+``--ssl-certfile``/``--ssl-keyfile`` uvicorn serves HTTPS itself (a small deployment, or
+tests of the nodes' certificate pinning; a reverse proxy is the usual way, see
+``docs/deployment.md``). ``wait`` polls
 the hub's ``/api/health`` until it answers (for a hub started in the background).
 """
 
@@ -17,7 +20,6 @@ import typer
 
 from medfed.cli.common import console
 from medfed.common.errors import BadRequest
-from medfed.hub.bootstrap import init_hub
 from medfed.hub.config import HubSettings
 
 app = typer.Typer(help="Run the hub.", no_args_is_help=True)
@@ -47,6 +49,8 @@ def init(
 ) -> None:
     """Create the database and the first administrator; print its API token once."""
     _env(data_dir, database_url, dev)
+    from medfed.hub.bootstrap import init_hub  # the database layer: only this command needs it
+
     user_id, token = init_hub(
         HubSettings(), organization=organization, username=admin, password=password
     )
@@ -65,10 +69,23 @@ def serve(
     database_url: str | None = typer.Option(None),
     dev: bool = typer.Option(False),
     log_level: str = typer.Option("warning"),
+    ssl_certfile: Path | None = typer.Option(
+        None,
+        envvar="MEDFED_SSL_CERTFILE",
+        help="serve HTTPS with this PEM certificate (chain) (MEDFED_SSL_CERTFILE)",
+    ),
+    ssl_keyfile: Path | None = typer.Option(
+        None, envvar="MEDFED_SSL_KEYFILE", help="its PEM private key (MEDFED_SSL_KEYFILE)"
+    ),
 ) -> None:
     """Serve the hub's API (settings from MEDFED_* variables and these options)."""
     import uvicorn
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise BadRequest("give both --ssl-certfile and --ssl-keyfile, or neither")
+    for tls_file in (ssl_certfile, ssl_keyfile):
+        if tls_file is not None and not tls_file.is_file():
+            raise BadRequest(f"cannot read {tls_file}: not a file")
     _env(data_dir, database_url, dev)
     from medfed.hub.db.session import make_engine
 
@@ -83,6 +100,8 @@ def serve(
         log_level=log_level,
         # open long polls (up to long_poll_seconds) must not hold up a stop: cancel them
         timeout_graceful_shutdown=2,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
 
 

@@ -26,7 +26,6 @@ from medfed.common.errors import BadRequest
 from medfed.common.extras import needed, require
 from medfed.node.config import load_config
 from medfed.node.ingest.dicom.profile import Option
-from medfed.node.ingest.dicom.summary import summarize, write_summary
 
 if TYPE_CHECKING:
     from medfed.node.ingest.dicom.runner import IngestSummary
@@ -112,6 +111,8 @@ def dicom(
 
 def _write_catalogue(summary: IngestSummary, min_cell_count: int) -> Path | None:
     """``<index>.summary.json``: the aggregates the node sends to the hub's catalogue."""
+    from medfed.node.ingest.dicom.summary import summarize, write_summary  # pandas: only here
+
     aggregates = summarize(summary.index_rows, min_cell_count=min_cell_count)
     return write_summary(aggregates, summary.index_files[0])
 

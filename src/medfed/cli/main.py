@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 from typer import _click
 
-from medfed.cli import access, admin, audit, catalogue, hub, node, task
+from medfed.cli import access, admin, audit, catalogue, cohorts, hub, mfa, node, task, validation
 from medfed.cli.common import err_console
 from medfed.cli.usage import CLICK_ERRORS, command_path, no_prompts, tidy_help, usage_line
 from medfed.common.errors import MedfedError
@@ -46,8 +46,11 @@ task.datasets.registered_commands.extend(catalogue.app.registered_commands)
 app.add_typer(task.datasets, name="datasets")
 app.add_typer(task.tasks, name="task")
 app.add_typer(audit.app, name="audit")
+app.add_typer(cohorts.app, name="cohorts")
 app.add_typer(access.app, name="access")
 app.command("login")(task.login)
+app.add_typer(mfa.app, name="mfa")
+app.add_typer(validation.app, name="validation")
 
 
 @app.command("demo")

@@ -1,4 +1,4 @@
-"""``medfed node start | web | datasets … | ingest … | export … | plans … | airlock …``.
+"""``medfed node start | web | hub-fingerprint | datasets … | ingest … | export … | plans …``.
 
 ``start`` runs the node agent in the foreground until SIGTERM or Ctrl-C. The node's
 code (DuckDB, Parquet, pydicom) is imported only when a command runs, so ``--help``
@@ -15,7 +15,16 @@ from types import FrameType
 
 import typer
 
-from medfed.cli import airlock, export, ingest_dicom, ingest_table, node_datasets, plans
+from medfed.cli import (
+    airlock,
+    export,
+    ingest_dicom,
+    ingest_table,
+    node_datasets,
+    node_omop,  # noqa: F401  (registers ``medfed node omop load``)
+    node_optout,
+    plans,
+)
 from medfed.common.extras import needed, require
 
 app = typer.Typer(help="Run a node.", no_args_is_help=True)
@@ -47,6 +56,30 @@ def start(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     agent.run_forever()
+
+
+@app.command("hub-fingerprint")
+def hub_fingerprint(
+    url: str = typer.Argument(..., help="the hub's https:// URL"),
+    ca_file: Path | None = typer.Option(
+        None, "--ca-file", help="trust this PEM CA for the hub instead of the usual store"
+    ),
+    no_verify: bool = typer.Option(
+        False, "--no-verify", help="read the certificate without checking it (compare by eye)"
+    ),
+) -> None:
+    """Print the SHA-256 of the hub's TLS certificate, to pin as hub_cert_sha256."""
+    from medfed.node.tlspin import fetch_certificate
+
+    cert = fetch_certificate(url, ca_file=ca_file, verify=not no_verify)
+    typer.echo(f"subject:   {cert.subject}")
+    typer.echo(f"issuer:    {cert.issuer}")
+    typer.echo(f"not after: {cert.not_after.isoformat()}")
+    typer.echo(f"sha256:    {cert.colons}")
+    if not cert.verified:
+        typer.echo("NOT verified (--no-verify): compare the fingerprint with the hub operator's")
+    typer.echo("# in node.toml:")
+    typer.echo(f'hub_cert_sha256 = "{cert.sha256}"')
 
 
 @app.command()
@@ -130,3 +163,5 @@ app.add_typer(export.app, name="export")
 app.add_typer(plans.app, name="plans")
 app.add_typer(airlock.app, name="airlock")
 app.add_typer(node_datasets.app, name="datasets")
+app.add_typer(node_optout.app, name="optout")
+app.add_typer(node_optout.omop_app, name="omop")

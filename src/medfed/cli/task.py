@@ -26,8 +26,9 @@ from medfed.cli.common import (
     split_commas,
     table,
 )
+from medfed.cli.mfa import password_login
+from medfed.cli.sso import login_sso
 from medfed.common.errors import BadRequest
-from medfed.sdk.client import Client
 
 datasets = typer.Typer(help="Datasets in the catalogue.", no_args_is_help=True)
 tasks = typer.Typer(help="Federated tasks.", no_args_is_help=True)
@@ -145,11 +146,20 @@ def task_run(
 
 def login(
     url: str = typer.Option(..., "--url", envvar="MEDFED_URL"),
-    username: str = typer.Option(..., prompt=True),
-    password: str = typer.Option(..., prompt=True, hide_input=True, envvar="MEDFED_PASSWORD"),
+    username: str | None = typer.Option(None, help="prompted for when not given"),
+    password: str | None = typer.Option(None, hide_input=True, envvar="MEDFED_PASSWORD"),
+    sso: bool = typer.Option(False, "--sso", help="single sign-on (device grant) instead"),
+    provider: str | None = typer.Option(None, "--provider", help="with --sso: which one"),
+    otp: str | None = typer.Option(None, "--otp", help="TOTP code (asked for when needed)"),
+    recovery_code: str | None = typer.Option(None, "--recovery-code", help="instead of --otp"),
 ) -> None:
     """Log in and keep a token in ~/.config/medfed/credentials.json."""
-    session = Client.login(url, username, password)
+    if sso:
+        login_sso(url, provider)
+        return
+    username = username or typer.prompt("Username")
+    password = password or typer.prompt("Password", hide_input=True)
+    session = password_login(url, username, password, otp=otp, recovery_code=recovery_code)
     assert session.token is not None
     save_credentials(url, session.token)
     console.print(f"logged in to {url} as {username}")

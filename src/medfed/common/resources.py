@@ -38,6 +38,16 @@ class Health(BaseModel):
 class LoginRequest(BaseModel):
     username: str = Field(min_length=1, max_length=100)
     password: str = Field(min_length=1, max_length=200)
+    otp: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{6}$",
+        description="TOTP code (6 digits), for an account with a second factor",
+    )
+    recovery_code: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9 -]{12,20}$",
+        description="one single-use recovery code, instead of otp",
+    )
 
 
 class TokenCreate(BaseModel):
@@ -367,6 +377,15 @@ class ConsistencyProof(BaseModel):
 
 class WitnessKey(BaseModel):
     public_key: str = Field(min_length=40, max_length=100)
+
+
+class NodeFact(BaseModel):
+    """A keyed hash a node puts in the hub's audit log (no values: a hash of its register)."""
+
+    model_config = ConfigDict(extra="forbid")  # nothing but the kind and the hash
+
+    kind: Literal["optout.register"]
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Cosignature(BaseModel):

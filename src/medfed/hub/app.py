@@ -3,7 +3,9 @@
 On start the app migrates its database to the newest Alembic revision and starts two
 background loops (asyncio tasks): every ``sweep_seconds`` expired leases are handed back
 out (or their runs failed), runs past their deadline are failed, and every
-``checkpoint_seconds`` the audit log's new head is signed as a checkpoint. Errors become
+``checkpoint_seconds`` the audit log's new head is signed as a checkpoint. On PostgreSQL
+it also starts a :class:`~medfed.hub.wakeups.WakeListener` thread (``LISTEN medfed_wake``)
+that wakes this process's long polls when another hub process commits. Errors become
 JSON ``{"detail": message, "errors": [...]}`` (:mod:`medfed.hub.api.errors`; a database
 outage is a 503 with ``Retry-After``), and :class:`~medfed.hub.api.limits.EdgeMiddleware`
 applies body limits and input checks before any route runs.
@@ -26,9 +28,14 @@ from medfed.hub.api.limits import EdgeMiddleware
 from medfed.hub.api.routes import access as access_routes
 from medfed.hub.api.routes import accounts, catalogue, learning, learning_node, node_api, tasks
 from medfed.hub.api.routes import audit as audit_routes
+from medfed.hub.api.routes import cohorts as cohort_routes
 from medfed.hub.api.routes import discovery as discovery_routes
 from medfed.hub.api.routes import ledger as ledger_routes
+from medfed.hub.api.routes import mfa as mfa_routes
+from medfed.hub.api.routes import oidc as oidc_routes
+from medfed.hub.api.routes import passport as passport_routes
 from medfed.hub.api.routes import pid as pid_routes
+from medfed.hub.api.routes import validation as validation_routes
 from medfed.hub.config import SETTINGS_INFO, HubSettings
 from medfed.hub.db.migrate import upgrade
 from medfed.hub.db.session import make_engine, make_read_sessionmaker, make_sessionmaker
@@ -81,9 +88,18 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             asyncio.create_task(_every(app, settings.sweep_seconds, _sweep_once)),
             asyncio.create_task(_every(app, settings.checkpoint_seconds, _checkpoint_once)),
         ]
+        listener = None
+        if engine.dialect.name == "postgresql":  # wake-ups from the other hub processes
+            from medfed.hub.wakeups import WakeListener, conninfo_of
+
+            listener = WakeListener(conninfo=conninfo_of(engine), notifier=app.state.notifier)
+            listener.start()
+        app.state.wake_listener = listener
         try:
             yield
         finally:
+            if listener is not None:
+                await run_in_threadpool(listener.stop)
             for loop in loops:
                 loop.cancel()
             for loop in loops:
@@ -120,10 +136,15 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         ledger_routes,
         learning,
         learning_node,
+        mfa_routes,
+        passport_routes,  # before access: its POST …/{decision} would take …/visas
         access_routes,
         discovery_routes,
         pid_routes,
         audit_routes,
+        oidc_routes,
+        validation_routes,
+        cohort_routes,
         pages,
     )
     for module in routers:

@@ -15,8 +15,11 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from medfed.hub.keys import MIN_SECRET_BYTES, dev_secret
+from medfed.hub.services.oidc_config import OidcProvider
 
 ZENODO_URLS = ("https://zenodo.org", "https://sandbox.zenodo.org")
+#: roles that need a second factor unless ``mfa_required_roles`` says otherwise
+DEFAULT_MFA_ROLES = ("admin", "steward", "dac")
 #: key of the app's settings in ``Session.info`` (sessions made by ``create_app``)
 SETTINGS_INFO = "medfed.hub_settings"
 
@@ -87,6 +90,9 @@ class HubSettings(BaseSettings):
         ge=1024,
         description="largest multipart upload (ethics files: 20 MiB plus the form)",
     )
+    max_model_bytes: int = Field(
+        default=512 * 1024**2, ge=1, description="largest ONNX model a validation study takes"
+    )
     blob_quota_bytes: int = Field(
         default=10 * 1024**3,
         ge=0,
@@ -122,6 +128,57 @@ class HubSettings(BaseSettings):
         description="Zenodo endpoints an organization may configure (the hub sends its token "
         "there); anything else is refused",
     )
+
+    # ------------------------------------------------- OpenID Connect (issue 15, login)
+    oidc_providers: list[OidcProvider] = Field(
+        default_factory=list,
+        description="OpenID providers users may sign in with (JSON list in the environment; "
+        "see docs/identity.md and medfed.hub.services.oidc_config.OidcProvider)",
+    )
+    oidc_reauth_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24,
+        description="API tokens of a user who signs in through a provider work only this long "
+        "after the user's last login there (then: log in again, which re-reads the roles)",
+    )
+
+    # ---------------------------------------------------------------- identity (issue 15)
+    mfa_required_roles: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MFA_ROLES),
+        description="a user holding any of these roles needs a second factor to get a session "
+        "or token by password (local TOTP; for OpenID Connect users the provider's acr/amr). "
+        "In dev mode the default is no role (a laptop demo), unless this is set explicitly",
+    )
+    local_passwords: bool = Field(
+        default=True,
+        description="password login (API and web); false: single sign-on only, except a hub "
+        "administrator (superuser) with TOTP enrolled, as break-glass",
+    )
+    visa_issuer: str | None = Field(
+        default=None,
+        description="the iss of the GA4GH visas this hub signs (its public base URL, e.g. "
+        "https://hub.example.org); unset: the base URL the request came to",
+    )
+    visa_lifetime_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=30 * 86400,
+        description="a visa's lifetime (never past the end of its entitlement)",
+    )
+    trusted_visa_issuers: dict[str, str] = Field(
+        default_factory=dict,
+        description="external GA4GH visa issuers whose visas an application may carry as "
+        "evidence: issuer (iss) -> its JWKS URL (JSON in the environment, e.g. "
+        'MEDFED_TRUSTED_VISA_ISSUERS=\'{"https://rems.example.org": '
+        '"https://rems.example.org/api/jwk"}\')',
+    )
+
+    @model_validator(mode="after")
+    def _mfa_default_in_dev(self) -> HubSettings:
+        if self.dev_mode and "mfa_required_roles" not in self.model_fields_set:
+            self.mfa_required_roles = []
+        return self
 
     @model_validator(mode="after")
     def _check_secret(self) -> HubSettings:

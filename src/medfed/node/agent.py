@@ -62,6 +62,7 @@ from typing import Any
 from medfed.algorithms.base import Algorithm, LocalContext
 from medfed.algorithms.dp import DPSettings
 from medfed.algorithms.registry import get_algorithm
+from medfed.common.arrays import outcome_body
 from medfed.common.errors import BadRequest, Conflict, MedfedError, NotFound, PolicyRefused
 from medfed.common.resources import DatasetRegister, RunAssignment, RunOutcome
 from medfed.ledger.checkpoint import Checkpoint
@@ -79,7 +80,10 @@ from medfed.node.gate.dp import privatize
 from medfed.node.hubclient import NodeHubClient
 from medfed.node.manifest import manifest_root
 from medfed.node.outbox import Outbox, Pending
+from medfed.node.quality import omop_quality, table_quality, with_quality
 from medfed.node.runlog import RunLog, canonical_json, file_hash, sha256_hex
+from medfed.node.stores.omop_datasets import CohortRun, OmopDataset, cohort_of_run
+from medfed.node.stores.optout import OptOutRegister, register_path, sticky_count
 from medfed.node.stores.tables import TableStore
 from medfed.node.witness import BadCheckpoint, ForkDetected, Witness
 from medfed.sdk.http import HubUnreachable
@@ -111,8 +115,12 @@ class NodeAgent:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.stop_event = threading.Event()
-        self.hub = NodeHubClient(config.hub_url, config.node_secret(), stop=self.stop_event)
+        self.hub = NodeHubClient(
+            config.hub_url, config.node_secret(), stop=self.stop_event, verify=config.tls_verify()
+        )
         self.stores: dict[str, TableStore] = {}
+        #: OMOP CDMs (``[[omop]]``): tasks on them name a saved cohort (issue 16)
+        self.omop: dict[str, OmopDataset] = {}
         self.hashes: dict[str, str] = {}
         #: datasets withheld at this node (changed schema, unreadable file) and why
         self.refused: dict[str, str] = {}
@@ -124,6 +132,9 @@ class NodeAgent:
         #: dp mode's ε per project and dataset (created on the first dp run)
         self.budget = BudgetLedger(config.data_dir / "dp" / "budget.sqlite3")
         self.runlog = RunLog(config.data_dir / "runs.jsonl")
+        #: the patient opt-out register, applied by the stores (medfed.node.stores.optout)
+        self.optout = OptOutRegister(register_path(config.data_dir), secret=config.node_secret())
+        self._optout_digest: str | None = None
         self._current: set[int] = set()
         self._lock = threading.Lock()
         self.node_id: int | None = None
@@ -135,6 +146,7 @@ class NodeAgent:
             runlog=self.runlog,
             policy=config.policy,
             rowsets=self.rowsets,
+            verify=self.hub.verify,
         )
         self.fork: str | None = None
         #: researcher scripts: sandbox, output checks, the airlock (medfed.node.airlock)
@@ -143,15 +155,39 @@ class NodeAgent:
     def open_datasets(self) -> None:
         for dataset in self.config.datasets:
             try:
-                store = TableStore.open(dataset.path)
+                store = TableStore.open(
+                    dataset.path,
+                    person_column=dataset.person_column,
+                    excluded_persons=self.optout.excluded if dataset.person_column else None,
+                )
             except BadRequest as exc:  # the others are still served
                 self._withhold(dataset.name, f"dataset '{dataset.name}': {exc.message}")
                 continue
             self.stores[dataset.name] = store
             self.hashes[dataset.name] = file_hash(dataset.path)
             self.rowsets[dataset.name] = RowSetMemory(
-                self.config.data_dir / "rowsets", self.hashes[dataset.name], store.row_count
+                self.config.data_dir / "rowsets",
+                self.hashes[dataset.name],
+                store.row_count,
+                hidden=store.hidden_mask(),
             )
+        for cdm in self.config.omop:
+            try:
+                omop = OmopDataset.open(
+                    name=cdm.name,
+                    duckdb_path=cdm.duckdb,
+                    url=cdm.url,
+                    schema=cdm.schema_,
+                    description=cdm.description,
+                    excluded_persons=self.optout.excluded_person_ids,
+                    memory_dir=self.config.data_dir / "rowsets",
+                )
+            except BadRequest as exc:  # named; the other datasets are still served
+                self._withhold(cdm.name, f"omop dataset '{cdm.name}': {exc.message}")
+                continue
+            self.omop[cdm.name] = omop
+            self.hashes[cdm.name] = omop.sha256
+            self.rowsets[cdm.name] = omop.memory
 
     def _audit_key(self) -> bytes:
         """The key of the run log's filter hashes and row-set fingerprints (node-only)."""
@@ -188,13 +224,25 @@ class NodeAgent:
                     dataset.name,
                     verdict.version,
                 )
+            try:  # the checks declared in node.toml (docs/data-quality.md), gated
+                quality = table_quality(
+                    store,
+                    required=dataset.required,
+                    ranges=dataset.ranges,
+                    min_cell_count=threshold,
+                    rounding=threshold,
+                    table=dataset.name,
+                )
+            except BadRequest as exc:
+                self._withhold(dataset.name, f"dataset '{dataset.name}': {exc.message}")
+                continue
             answer = self.hub.register_dataset(
                 DatasetRegister(
                     name=dataset.name,
                     description=dataset.description,
                     columns=store.columns,
-                    row_count=rounded_count(store.row_count, threshold),
-                    summary=read_summary(dataset.summary_path()),
+                    row_count=self._registered_count(dataset.name, store, threshold),
+                    summary=with_quality(read_summary(dataset.summary_path()), quality),
                     manifest_root=root,
                 )
             )
@@ -206,11 +254,48 @@ class NodeAgent:
                 dataset_id=int(answer["id"]),
                 version=int(answer.get("version", 1)),
             )
+        for name, omop in self.omop.items():
+            entry = omop.registration(min_cell_count=threshold, rounding=threshold)
+            quality = omop_quality(omop.store, min_cell_count=threshold, rounding=threshold)
+            entry = entry.model_copy(update={"summary": with_quality(entry.summary, quality)})
+            answer = self.hub.register_dataset(entry)
+            self.dataset_ids[name] = int(answer["id"])
         log.info("node %s registered %d dataset(s)", identity.name, len(self.dataset_ids))
+
+    def _registered_count(self, name: str, store: TableStore, threshold: int) -> int | None:
+        """Rows after opt-out, rounded, and sticky while within one rounding step."""
+        count = sticky_count(store.count(), self.optout.previous_count(name), threshold)
+        self.optout.remember_count(name, count)
+        return count
+
+    def reconcile_optout(self) -> None:
+        """Before each run: a changed register goes to the node's log and the hub's ledger.
+
+        The stores ask the register before every query anyway; this records the change —
+        its last reconciliation time in the run log, its keyed hash at the hub — never
+        how many persons it holds.
+        """
+        digest = self.optout.digest()
+        if digest == self._optout_digest:
+            return
+        self.runlog.append(
+            {
+                "event": "optout",
+                "register_hmac": digest,
+                "reconciled_at": self.optout.last_reconciled(),
+            }
+        )
+        try:
+            self.hub.ledger_fact("optout.register", digest)
+        except MedfedError as exc:  # tried again before the next run
+            log.warning("opt-out register hash not recorded at the hub: %s", exc.message)
+            return
+        self._optout_digest = digest
 
     def run_forever(self) -> None:
         self.open_datasets()
         self.register()
+        self.reconcile_optout()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         self.hub.register_witness_key(self.witness.public_key)
@@ -305,8 +390,15 @@ class NodeAgent:
                 f"policy: dataset '{run.dataset_name}' is withheld at this node until its "
                 "steward registers its changed file as a new version"
             )
-        if run.dataset_name not in self.stores:
+        if run.dataset_name not in self.stores and run.dataset_name not in self.omop:
             return f"policy: dataset '{run.dataset_name}' is not held at this node"
+        cohort = isinstance(run.params, dict) and run.params.get("cohort") is not None
+        if run.dataset_name in self.omop and (not cohort or run.algorithm == "script.run"):
+            return f"policy: dataset '{run.dataset_name}' is an OMOP CDM: tasks name a cohort"
+        if run.dataset_name in self.omop and policy.mode == "dp":
+            return "policy: dp mode answers no cohort tasks"
+        if cohort and run.dataset_name not in self.omop:
+            return f"policy: dataset '{run.dataset_name}' is not an OMOP CDM"
         held = self.dataset_ids.get(run.dataset_name)
         if held is not None and run.dataset_id != held:
             return (
@@ -363,12 +455,32 @@ class NodeAgent:
         except MedfedError as exc:  # the parameters alone: no data behind this message
             audit["rule"] = "parameters"
             return RunOutcome(lease_id=run.lease_id, status="failed", error=exc.message), audit
+        cohort: CohortRun | None = None
+        if run.dataset_name in self.omop:  # generate the task's cohort here (issue 16)
+            try:
+                cohort = self._cohort_run(run, key, audit)
+            except MedfedError as exc:  # the definition against the vocabulary: no data
+                audit["rule"] = "parameters"
+                return RunOutcome(lease_id=run.lease_id, status="failed", error=exc.message), audit
+            except Exception as exc:  # the message could hold a data value: its type only
+                log.exception("run %s: cohort generation failed", run.run_id)
+                audit.update(rule="error", withheld=type(exc).__name__)
+                return RunOutcome(
+                    lease_id=run.lease_id,
+                    status="failed",
+                    error="cohort generation failed at the node; its steward can see why",
+                ), audit
         if alg.name == "script.run":  # sandbox, output checks, airlock
             data = RecordingData(self.stores[run.dataset_name], key=key)
             return self.scripts.compute(run, params, data, self.rowsets[run.dataset_name], audit)
         if policy.mode == "dp" and not run.discovery:
             return self._compute_dp(run, alg, params, audit, withheld)
-        data = RecordingData(self.stores[run.dataset_name], key=key)
+        data = (
+            cohort.data
+            if cohort is not None
+            else RecordingData(self.stores[run.dataset_name], key=key)
+        )
+        services: object = cohort if cohort is not None and alg.name == "cohort_counts" else None
         try:
             ctx = LocalContext(
                 data=data,
@@ -378,7 +490,7 @@ class NodeAgent:
                 min_rows=policy.min_rows,
                 max_param_fraction=policy.max_param_fraction,
                 min_residual_df=policy.min_residual_df,
-                services=self.learning.for_run(run),
+                services=services if services is not None else self.learning.for_run(run),
                 recorder=data,
             )
             output = alg.local(params, ctx)
@@ -427,6 +539,17 @@ class NodeAgent:
             duration_s=time.perf_counter() - started,
         )
         return outcome, audit
+
+    def _cohort_run(self, run: RunAssignment, key: bytes, audit: dict[str, Any]) -> CohortRun:
+        """The run's saved cohort generated over this node's CDM, features extracted."""
+        found = cohort_of_run(run.params)
+        if found is None:
+            raise BadRequest("cohort: the run names no cohort")
+        cohort, spec = found
+        audit["cohort"] = {"id": cohort.id, "version": cohort.version, "sha256": cohort.hash}
+        return self.omop[run.dataset_name].prepare(
+            cohort, spec, key=key, rounding=self.config.policy.count_rounding
+        )
 
     def _compute_dp(
         self,
@@ -514,6 +637,7 @@ class NodeAgent:
         with self._lock:
             self._current.add(run.run_id)
         try:
+            self.reconcile_optout()
             outcome, audit = self._compute(run)
             if outcome is None:  # held in the airlock: posted once the steward decided
                 self.runlog.append(
@@ -525,7 +649,7 @@ class NodeAgent:
             summary = outcome_audit(self._audit_key(), where, audit)
             audit["rowset_fingerprint"] = summary["rowset_fingerprint"]
             outcome = outcome.model_copy(update=summary)
-            sent = canonical_json(outcome.model_dump(mode="json"))
+            sent = outcome_body(outcome)  # JSON, or JSON and arrays framed (binary)
             item = self.outbox.put(
                 run.run_id,
                 run.lease_id,

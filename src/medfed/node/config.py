@@ -5,6 +5,9 @@ Example::
     hub_url = "http://127.0.0.1:8000"    # https:// unless on loopback (or insecure = true)
     secret_file = "node.secret"        # or: secret = "mfn_..."
     data_dir = "var/node-a"            # the node's own log lives here
+    # hub_cert_sha256 = "3f5a…"        # pin the hub's TLS certificate (64 hex digits, or a
+                                       #   list during a rotation; medfed node hub-fingerprint)
+    # hub_ca_file = "hub-ca.pem"       # trust only this CA for the hub (self-signed hubs)
 
     [policy]
     min_cell_count = 5                 # counts 0 < n < 5 are suppressed
@@ -42,12 +45,22 @@ Example::
     name = "gbsg2"
     path = "data/gbsg2-a.csv"          # CSV or Parquet, relative to this file
     description = "GBSG2 share of hospital A"
+    person_column = "pid"              # whose row: opted-out persons' rows are never read
+                                       #   (register: medfed node optout …, docs/optout.md)
+    required = ["age", "time"]         # data quality (docs/data-quality.md): never null
+    ranges = { age = [18, 100] }       #   and plausible ranges, gated in the catalogue
+
+    [[omop]]                           # an OMOP CDM 5.4 (docs/omop.md): cohorts run on it
+    name = "gbsg2-omop"
+    duckdb = "data/gbsg2.duckdb"       # or: url = "postgresql://user@host/db" (read only)
+    schema = "main"                    # the CDM's schema ("cdm", "public", … in PostgreSQL)
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +70,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from medfed.algorithms.dp import Bounds, check_bounds
 from medfed.common.errors import BadRequest
+from medfed.node.tlspin import hub_tls, pins_of
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +161,41 @@ class DatasetConfig(BaseModel):
         default=None,
         description="JSON of catalogue aggregates written by ingest (default: PATH.summary.json)",
     )
+    person_column: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the column naming each row's person: rows of persons in the node's "
+        "opt-out register are invisible to every query, training and export",
+    )
+    required: list[str] = Field(
+        default_factory=list,
+        description="columns that must not be null: checked (data quality) at registration",
+    )
+    ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="plausible [low, high] of numeric columns: checked at registration",
+    )
 
     def summary_path(self) -> Path:
         return self.summary or self.path.with_name(self.path.name + ".summary.json")
+
+
+class OmopConfig(BaseModel):
+    """``[[omop]]``: an OMOP CDM 5.4 the node serves cohorts from (never written to)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    duckdb: Path | None = Field(default=None, description="a DuckDB file holding the CDM")
+    url: str | None = Field(
+        default=None, description="or the hospital's PostgreSQL: postgresql://user@host/db"
+    )
+    schema_: str = Field(default="main", alias="schema", min_length=1, max_length=63)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OmopConfig:
+        if (self.duckdb is None) == (self.url is None):
+            raise ValueError(f"omop dataset '{self.name}': give exactly one of duckdb and url")
+        return self
 
 
 class NodeConfig(BaseModel):
@@ -161,6 +207,16 @@ class NodeConfig(BaseModel):
     poll_wait_seconds: float = Field(default=20.0, gt=0, le=120)
     witness_seconds: float = Field(default=5.0, gt=0, description="how often to cosign")
     hub_key: str | None = Field(default=None, description="pin the hub's checkpoint key")
+    hub_cert_sha256: list[str] = Field(
+        default_factory=list,
+        description="pin the hub's TLS certificate: SHA-256 of its DER leaf certificate, 64 "
+        "hex digits (one, or a list during a rotation); see medfed.node.tlspin",
+    )
+    hub_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) the node trusts for the hub instead of the usual "
+        "store (e.g. a self-signed hub certificate)",
+    )
     insecure: bool = Field(
         default=False,
         description="allow an http:// hub that is not on loopback (the node secret travels "
@@ -168,12 +224,26 @@ class NodeConfig(BaseModel):
     )
     policy: Policy = Field(default_factory=Policy)
     datasets: list[DatasetConfig] = Field(default_factory=list)
+    omop: list[OmopConfig] = Field(default_factory=list)
+
+    @field_validator("hub_cert_sha256", mode="before")
+    @classmethod
+    def _pins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return pins_of(value)  # 64 hex digits each, or a clear error
+        return value
 
     @model_validator(mode="after")
     def _https_hub(self) -> NodeConfig:
         url = urlsplit(self.hub_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"hub_url '{self.hub_url}' is not an http(s) URL")
+        if self.hub_cert_sha256 and url.scheme != "https":
+            raise ValueError(
+                f"hub_cert_sha256 pins a TLS certificate, but hub_url '{self.hub_url}' is not https"
+            )
         if url.scheme == "http" and not self.insecure and not _loopback(url.hostname):
             raise ValueError(
                 f"hub_url '{self.hub_url}' is plain http to another host: the node secret "
@@ -186,10 +256,14 @@ class NodeConfig(BaseModel):
     def _one_secret(self) -> NodeConfig:
         if (self.secret is None) == (self.secret_file is None):
             raise ValueError("give exactly one of secret and secret_file")
-        names = [d.name for d in self.datasets]
+        names = [d.name for d in self.datasets] + [o.name for o in self.omop]
         if len(set(names)) != len(names):
             raise ValueError("dataset names must be unique within a node")
         return self
+
+    def tls_verify(self) -> ssl.SSLContext | bool:
+        """httpx's ``verify`` for every connection to the hub (pins, CA file, or defaults)."""
+        return hub_tls(pins=self.hub_cert_sha256, ca_file=self.hub_ca_file)
 
     def node_secret(self) -> str:
         if self.secret is not None:
@@ -250,10 +324,18 @@ def load_config(path: Path) -> NodeConfig:
         where = ".".join(str(p) for p in first["loc"]) or "node.toml"
         raise BadRequest(f"{path}: {where}: {first['msg']}") from None
     base = path.parent
+    if config.hub_ca_file is not None:
+        if not config.hub_ca_file.is_absolute():
+            config.hub_ca_file = base / config.hub_ca_file
+        if not config.hub_ca_file.is_file():
+            raise BadRequest(f"{path}: hub_ca_file: {config.hub_ca_file} is not a file")
     if config.secret_file is not None and not config.secret_file.is_absolute():
         config.secret_file = base / config.secret_file
     if not config.data_dir.is_absolute():
         config.data_dir = base / config.data_dir
+    for cdm in config.omop:
+        if cdm.duckdb is not None and not cdm.duckdb.is_absolute():
+            cdm.duckdb = base / cdm.duckdb
     for dataset in config.datasets:
         if not dataset.path.is_absolute():
             dataset.path = base / dataset.path

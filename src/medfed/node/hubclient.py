@@ -9,12 +9,15 @@ backoff and full jitter (``min_backoff`` doubling up to ``max_backoff`` seconds;
 stops: then it raises :class:`~medfed.sdk.http.HubUnreachable`. A 4xx other than 429 is an
 answer and is raised at once (a stale lease gets 409 and the node drops that result).
 Periodic calls (heartbeat, witness checks) try once: their loops come round again anyway.
+``verify`` is the node's TLS setting (``NodeConfig.tls_verify``): with ``hub_cert_sha256``
+a :class:`~medfed.node.tlspin.PinnedContext`, whose mismatch error (495) is not transient.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 from typing import Any
 
@@ -50,8 +53,10 @@ class NodeHubClient:
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
         http_client: httpx.Client | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
-        self._http = HubHTTP(url, secret, http_client=http_client, timeout=30.0)
+        self.verify = verify
+        self._http = HubHTTP(url, secret, http_client=http_client, timeout=30.0, verify=verify)
         self._stop = stop or threading.Event()
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
@@ -137,6 +142,10 @@ class NodeHubClient:
         self._http.request(
             "POST", "/api/node/ledger/cosign", json={"size": size, "signature": signature}
         )
+
+    def ledger_fact(self, kind: str, digest: str) -> None:
+        """Put a keyed hash of node state (the opt-out register) in the hub's audit log."""
+        self._call("POST", "/api/node/ledger/fact", json={"kind": kind, "hash": digest})
 
     def close(self) -> None:
         self._http.close()

@@ -43,7 +43,7 @@ def manifest_leaves(store: TableStore) -> Iterator[bytes]:
     """The entries hashed into the tree: the schema, then each row."""
     columns = store.columns
     yield canonical({"columns": [c.model_dump(mode="json") for c in columns]})
-    frame = store.select([c.name for c in columns])
+    frame = store.all_rows()[[c.name for c in columns]]  # opted-out rows too: the file
     for row in frame.itertuples(index=False, name=None):
         yield canonical([_value(v) for v in row])
 

@@ -12,11 +12,13 @@ delivering re-sends the same bytes under the same lease; the hub accepts one ans
 lease (a repeat of an accepted one is a no-op), so nothing is doubled, and a lease that
 expired meanwhile gets 409: the node logs it and drops the file (the hub has handed the
 run out again and the node computes it afresh). The files hold what leaves the node
-anyway (the gated output) and the run log's keyed hashes; mode 0600.
+anyway (the gated output) and the run log's keyed hashes; mode 0600. A binary outcome
+(arrays, :mod:`medfed.common.arrays`) is kept as base64 under ``body_b64``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medfed.common.arrays import MAGIC
 from medfed.common.errors import BadRequest
 
 __all__ = ["Outbox", "Pending"]
@@ -52,7 +55,11 @@ class Outbox:
         if not re.fullmatch(r"[0-9A-Za-z_-]{1,128}", lease_id):
             raise BadRequest("outbox: a lease id of letters, digits, '-' and '_' is required")
         path = self.folder / f"{run_id}-{lease_id}.json"
-        record = {"run_id": run_id, "lease_id": lease_id, "body": body.decode(), "entry": entry}
+        record: dict[str, Any] = {"run_id": run_id, "lease_id": lease_id, "entry": entry}
+        if body.startswith(MAGIC):  # a binary outcome (medfed.common.arrays): base64
+            record["body_b64"] = base64.b64encode(body).decode()
+        else:
+            record["body"] = body.decode()
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -72,7 +79,11 @@ class Outbox:
                 continue  # a temporary file of a write that a crash interrupted
             try:
                 record = json.loads(path.read_text())
-                body = str(record["body"]).encode()
+                body = (
+                    base64.b64decode(record["body_b64"])
+                    if "body_b64" in record
+                    else str(record["body"]).encode()
+                )
                 entry = dict(record["entry"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise BadRequest(f"outbox: cannot read {path}: {exc}") from None

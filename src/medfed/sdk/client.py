@@ -11,6 +11,8 @@ from __future__ import annotations
 import builtins
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -35,12 +37,17 @@ from medfed.common.resources import (
     UserPublic,
     progress_mark,
 )
+from medfed.common.sso_resources import DeviceLoginStarted
+from medfed.sdk import sso
 from medfed.sdk.access import Access
 from medfed.sdk.audit import Ledger
 from medfed.sdk.catalogue import Catalogue
+from medfed.sdk.cohorts import Cohorts
 from medfed.sdk.http import HubBusy, HubHTTP, HubUnreachable
 from medfed.sdk.learning import Learning
+from medfed.sdk.mfa import Mfa, Visas
 from medfed.sdk.results import TaskFailed, TaskResult, TaskTimeout
+from medfed.sdk.validation import Validation
 
 
 class _Resource:
@@ -151,9 +158,16 @@ class Tasks(_Resource):
         datasets: list[int | str],
         project: int | None = None,
         where: Filter | dict[str, Any] | str | None = None,
+        idempotency_key: str | None = None,
         **params: Any,
     ) -> TaskPublic:
-        """Create a task; ``where`` is a filter (JSON form, model, or text like ``age > 50``)."""
+        """Create a task; ``where`` is a filter (JSON form, model, or text like ``age > 50``).
+
+        The request carries an ``Idempotency-Key`` (``idempotency_key``, else a new random
+        one per call) and is retried with it while the hub cannot be reached or answers 503
+        (up to the client's ``retry_seconds``): the hub creates the task once, however
+        many of the tries reached it, and answers the others with that task.
+        """
         if where is not None:
             params["where"] = _filter_json(where)
         body = {
@@ -162,7 +176,9 @@ class Tasks(_Resource):
             "datasets": datasets,
             "params": params,
         }
-        return TaskPublic.model_validate(self._http.request("POST", "/api/tasks", json=body))
+        key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
+        data = self._http.request("POST", "/api/tasks", json=body, idempotency_key=key)
+        return TaskPublic.model_validate(data)
 
     def get(self, task_id: int) -> TaskPublic:
         return TaskPublic.model_validate(self._http.request("GET", f"/api/tasks/{task_id}"))
@@ -285,7 +301,8 @@ class Client:
 
     ``Client(url, token)`` with an API token, or ``Client.login(url, username, password)``.
     ``project`` sets the default project for tasks; without it, a user who belongs to
-    exactly one project uses that one.
+    exactly one project uses that one. ``retry_seconds``: how long a task submission is
+    retried (with its ``Idempotency-Key``) while the hub is down or answers 503.
     """
 
     def __init__(
@@ -296,9 +313,18 @@ class Client:
         project: int | None = None,
         http_client: httpx.Client | None = None,
         timeout: float = 30.0,
+        retry_seconds: float = 60.0,
     ) -> None:
-        # idempotent requests ride out a hub restart or a short database outage
-        self._http = HubHTTP(url, token, http_client=http_client, timeout=timeout, retries=4)
+        # idempotent requests ride out a hub restart or a short database outage; task
+        # submissions (an Idempotency-Key each) are retried for up to retry_seconds
+        self._http = HubHTTP(
+            url,
+            token,
+            http_client=http_client,
+            timeout=timeout,
+            retries=4,
+            retry_seconds=retry_seconds,
+        )
         self.project = project
         self.organizations = Organizations(self._http)
         self.users = Users(self._http)
@@ -311,16 +337,51 @@ class Client:
         self.catalogue = Catalogue(self._http)
         self.access = Access(self._http)
         self.learning = Learning(self._http, self)
+        self.cohorts = Cohorts(self._http, self)
+        self.mfa = Mfa(self._http)
+        self.visas = Visas(self._http)
+        self.validation = Validation(self._http, self)
 
     @classmethod
     def login(
-        cls, url: str, username: str, password: str, *, http_client: httpx.Client | None = None
+        cls,
+        url: str,
+        username: str,
+        password: str,
+        *,
+        otp: str | None = None,
+        recovery_code: str | None = None,
+        http_client: httpx.Client | None = None,
     ) -> Client:
+        """Log in by password; an account with TOTP also gives ``otp`` or ``recovery_code``."""
         client = cls(url, http_client=http_client)
-        data = client._http.request(
-            "POST", "/api/auth/login", json={"username": username, "password": password}
-        )
+        body: dict[str, str] = {"username": username, "password": password}
+        if otp:
+            body["otp"] = otp
+        if recovery_code:
+            body["recovery_code"] = recovery_code
+        data = client._http.request("POST", "/api/auth/login", json=body)
         client._http.token = TokenCreated.model_validate(data).token
+        return client
+
+    @classmethod
+    def login_sso(
+        cls,
+        url: str,
+        provider: str | None = None,
+        *,
+        show: Callable[[DeviceLoginStarted], None] | None = None,
+        timeout: float = 900.0,
+        http_client: httpx.Client | None = None,
+    ) -> Client:
+        """Sign in through the hub's OpenID provider (device grant; see :mod:`medfed.sdk.sso`).
+
+        ``show`` gets the user code and URL (default: printed); returns once approved.
+        """
+        client = cls(url, http_client=http_client)
+        client._http.token = sso.device_login(
+            client._http, provider=provider, show=show, timeout=timeout
+        )
         return client
 
     @property

@@ -5,12 +5,17 @@ message; a hub that cannot be reached becomes :class:`HubUnreachable`, a 503 (th
 database unavailable for a moment) :class:`HubBusy`, its subclass. A 429 (a query budget
 used up) becomes :class:`~medfed.common.errors.RateLimited` with ``resets_at``.
 Idempotent requests are retried with capped backoff when ``retries`` > 0 (the SDK's
-``Client`` sets it; the node's client runs its own retry loop).
+``Client`` sets it; the node's client runs its own retry loop). A POST sent with an
+``idempotency_key`` counts as idempotent: the hub answers a repeat with the same key and
+body with what the first created (``POST /api/tasks``), so it is retried like a GET —
+with the same key on every try — for up to ``retry_seconds``, long enough to ride out a
+hub restart.
 """
 
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from datetime import datetime
 from typing import Any
@@ -47,7 +52,9 @@ class HubHTTP:
     A retry follows a connection error or a 503 after a capped exponential backoff
     (``backoff`` seconds doubling up to ``max_backoff``, with jitter; a 503's
     ``Retry-After`` is honoured up to ``max_backoff``). POST and PATCH are never resent
-    here: the caller knows whether its request is safe to repeat.
+    here unless the caller gives an ``idempotency_key`` (sent as ``Idempotency-Key``):
+    such a request is retried, with the same key, until ``retry_seconds`` have passed
+    (at least ``retries`` times).
     """
 
     def __init__(
@@ -60,14 +67,19 @@ class HubHTTP:
         retries: int = 0,
         backoff: float = 0.25,
         max_backoff: float = 8.0,
+        retry_seconds: float = 0.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = url.rstrip("/")
-        self._client = http_client or httpx.Client(base_url=self.url, timeout=timeout)
+        self._client = http_client or httpx.Client(
+            base_url=self.url, timeout=timeout, verify=verify
+        )
         self._own_client = http_client is None
         self.token = token
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.retry_seconds = retry_seconds
 
     def close(self) -> None:
         if self._own_client:
@@ -90,21 +102,32 @@ class HubHTTP:
         content: bytes | None = None,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
-        tries = self.retries + 1 if method.upper() in IDEMPOTENT else 1
-        for attempt in range(tries):
+        keyed = idempotency_key is not None
+        tries = self.retries + 1 if keyed or method.upper() in IDEMPOTENT else 1
+        until = time.monotonic() + self.retry_seconds if keyed else 0.0
+        attempt = 0
+        while True:
             try:
                 return self._once(
-                    method, path, json=json, content=content, params=params, timeout=timeout
+                    method,
+                    path,
+                    json=json,
+                    content=content,
+                    params=params,
+                    timeout=timeout,
+                    idempotency_key=idempotency_key,
                 )
             except HubUnreachable as exc:
-                if attempt + 1 >= tries:
-                    if tries > 1:
-                        exc.message = f"{exc.message} (tried {tries} times)"
+                wait = self.delay(attempt, exc)
+                attempt += 1
+                if attempt >= tries and time.monotonic() + wait > until:
+                    if attempt > 1:
+                        exc.message = f"{exc.message} (tried {attempt} times)"
                         exc.args = (exc.message,)
                     raise
-                time.sleep(self.delay(attempt, exc))
-        raise AssertionError("unreachable")  # pragma: no cover
+                time.sleep(wait)
 
     def _once(
         self,
@@ -115,8 +138,11 @@ class HubHTTP:
         content: bytes | None,
         params: dict[str, Any] | None,
         timeout: float | None,
+        idempotency_key: str | None = None,
     ) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         try:
             kwargs: dict[str, Any] = {"json": json, "params": params, "headers": headers}
             if content is not None:

@@ -37,6 +37,10 @@ class Federation:
     grant_access: bool = True
     #: lines added to each node's ``[policy]`` (e.g. ``sole_release = true``)
     extra_policy: str = ""
+    #: top-level lines added to each node's ``node.toml``
+    node_config: str = ""
+    #: dataset → its ``person_column`` at every node (the opt-out register applies)
+    person_columns: dict[str, str] = field(default_factory=dict)
     hub: HubProcess = field(init=False)
     nodes: dict[str, NodeProcess] = field(init=False, default_factory=dict)
     admin: Client = field(init=False)
@@ -85,6 +89,8 @@ class Federation:
                 min_cell_count=self.min_cell_count,
                 heartbeat_seconds=self.heartbeat_seconds,
                 extra_policy=self.extra_policy,
+                extra_config=self.node_config,
+                person_columns=self.person_columns,
             )
             node.start()
             self.nodes[name] = node
@@ -116,7 +122,7 @@ class Federation:
             self.researcher.access.submit(application.id)
             self.admin.access.approve(application.id, ends)
 
-    def wait_registered(self, timeout: float = 60.0) -> None:
+    def wait_registered(self, timeout: float = 180.0) -> None:
         expected = sum(len(t) for t in self.shares.values())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

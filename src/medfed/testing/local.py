@@ -8,20 +8,22 @@ gate's output rules (:func:`medfed.node.gate.apply_gate`), send it through JSON 
 wire would, and call the aggregate step until it returns
 :class:`~medfed.algorithms.base.Finished`. As at a node, a local step that refuses (a
 :class:`~medfed.common.errors.MedfedError`) withholds that table's answer; ``withheld``
-(a list) collects the refusals' texts for tests. The row-set rules need a node's durable
-memory and are not applied here. Tests and algorithm authors use it to check that a
-federated result equals the pooled one.
+(a list) collects the refusals' texts for tests; ``services(i)`` gives table ``i``'s
+local step its node services (``validation``: an in-process model scorer). The row-set
+rules need a node's durable memory and are not applied here. Tests and algorithm
+authors use it to check that a federated result equals the pooled one.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from medfed.algorithms.base import Finished, LocalContext, NodeOutput
 from medfed.algorithms.registry import get_algorithm
+from medfed.common.arrays import round_trip
 from medfed.common.errors import BadRequest, MedfedError
 from medfed.common.schemas import DatasetSchema
 from medfed.node.gate import GatePolicy, apply_gate
@@ -41,6 +43,7 @@ def run_locally(
     min_residual_df: int = 10,
     max_rounds: int | None = None,
     withheld: list[str] | None = None,
+    services: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     """The algorithm's result (validated by its ``Result`` model) over ``stores``."""
     if not stores:
@@ -71,6 +74,7 @@ def run_locally(
                 min_rows=min_rows,
                 max_param_fraction=max_param_fraction,
                 min_residual_df=min_residual_df,
+                services=None if services is None else services(i),
             )
             try:
                 gated = apply_gate(algorithm.local(params, ctx), rules, policy)
@@ -79,7 +83,7 @@ def run_locally(
                     withheld.append(exc.message)
                 outputs.append(NodeOutput(node_id=i, dataset_id=i, status="suppressed"))
                 continue
-            payload = None if gated.payload is None else json.loads(json.dumps(gated.payload))
+            payload = None if gated.payload is None else round_trip(gated.payload)
             outputs.append(
                 NodeOutput(node_id=i, dataset_id=i, status=gated.status, payload=payload)
             )

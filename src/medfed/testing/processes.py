@@ -8,9 +8,11 @@ again on the same state.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -45,6 +47,26 @@ def free_port() -> int:
             sock.close()
 
 
+#: every hub and node started here and not yet reaped: killed when the interpreter exits, so a
+#: test that fails before its clean-up leaves no process behind to load the machine
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+def _spawn(argv: list[str], *, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _LIVE.add(process)
+    return process
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for process in list(_LIVE):
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    _LIVE.clear()
+
+
 class _PortTaken(Exception):
     """The hub could not bind its port: another process took it after :func:`free_port`."""
 
@@ -63,6 +85,8 @@ class _Managed:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+        if self.process is not None:
+            _LIVE.discard(self.process)
         self._close_log()
 
     def stop(self) -> None:
@@ -86,12 +110,17 @@ class HubProcess(_Managed):
     database_url: str | None = None
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
+    #: (certificate, key) PEM files: the hub serves HTTPS (``--ssl-certfile/--ssl-keyfile``)
+    tls: tuple[Path, Path] | None = None
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else True
 
     def environment(self) -> dict[str, str]:
         env = {**os.environ, "MEDFED_DEV_MODE": "1", "MEDFED_DATA_DIR": str(self.data_dir)}
@@ -100,7 +129,7 @@ class HubProcess(_Managed):
         env.update(self.env)
         return env
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         """Start and wait for health; a port taken meanwhile is replaced (three tries)."""
         for _ in range(2):
             try:
@@ -114,11 +143,15 @@ class HubProcess(_Managed):
         log_path = self.data_dir / "hub.log"
         log_start = log_path.stat().st_size if log_path.exists() else 0
         self._log = open(log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            _medfed("hub", "serve", "--port", str(self.port)),
+        tls = (
+            ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
+            if self.tls
+            else []
+        )
+        self.process = _spawn(
+            _medfed("hub", "serve", "--port", str(self.port), *tls),
             env=self.environment(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            log=self._log,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -130,7 +163,8 @@ class HubProcess(_Managed):
                         raise _PortTaken(self.port)
                 raise RuntimeError(f"hub exited with {self.process.returncode}; see {log_path}")
             try:
-                if httpx.get(self.url + "/api/health", timeout=1.0).status_code == 200:
+                health = httpx.get(self.url + "/api/health", timeout=1.0, verify=self._verify())
+                if health.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -149,6 +183,10 @@ class NodeProcess(_Managed):
     heartbeat_seconds: float = 1.0
     witness_seconds: float = 1.0
     extra_policy: str = ""
+    #: top-level ``node.toml`` lines (e.g. ``poll_wait_seconds = 120``)
+    extra_config: str = ""
+    #: dataset → its ``person_column`` (opt-out register applied to it)
+    person_columns: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -165,6 +203,7 @@ class NodeProcess(_Managed):
             'data_dir = "state"',
             f"heartbeat_seconds = {self.heartbeat_seconds}",
             f"witness_seconds = {self.witness_seconds}",
+            self.extra_config,
             "",
             "[policy]",
             f"min_cell_count = {self.min_cell_count}",
@@ -172,15 +211,16 @@ class NodeProcess(_Managed):
         ]
         for name, path in self.datasets.items():
             lines += ["", "[[datasets]]", f'name = "{name}"', f'path = "{path}"']
+            if name in self.person_columns:
+                lines.append(f'person_column = "{self.person_columns[name]}"')
         self.config_path.write_text("\n".join(lines) + "\n")
         return self.config_path
 
     def start(self) -> None:
         self.write_config()
         self._log = open(self.folder / "node.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
+        self.process = _spawn(
             _medfed("node", "start", "--config", str(self.config_path), "-v"),
             env={**os.environ},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            log=self._log,
         )

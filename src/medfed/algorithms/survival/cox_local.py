@@ -22,6 +22,9 @@ risk-set rule of :mod:`medfed.algorithms.survival.times`)::
              (unweighted, per covariate: the values of the round at beta = 0 again),
              "tail_max": k - 1 and "coarsened": whether a stratum's tail was moved
 
+Every per-time series of round r and the last round is a numpy array (binary transport,
+:mod:`medfed.common.arrays`): the gate applies the same rules to it as to a list.
+
 with ``x`` the covariates centred and scaled by the pooled means and standard deviations,
 ``w = exp(x'beta)`` for the broadcast ``beta`` and ``t_j`` the agreed global event times
 of the stratum. Gate: ``MinRows("rows")``, ``Cells("at_risk")``, ``Cells("levels")``;
@@ -199,19 +202,19 @@ def risk_set_sums(
         for c in cols:
             tail = np.cumsum(c[order][::-1], axis=0)[::-1]
             sums.append(np.vstack([tail, np.zeros((1, c.shape[1]))])[start])
-        out["at_risk"][level] = [int(n) for n in len(ordered) - start]
+        out["at_risk"][level] = np.asarray(len(ordered) - start, dtype=np.int64)
         tied = _tied(unit, grid, cols, state["ties"].get(level, []))
         out["events"][level] = tied.pop("events")
-        out["s0"][level] = sums[0][:, 0].tolist()
-        out["s1"][level] = sums[1].tolist()
-        out["s2"][level] = sums[2].tolist()
+        out["s0"][level] = np.ascontiguousarray(sums[0][:, 0])
+        out["s1"][level] = sums[1]
+        out["s2"][level] = sums[2]
         out["t0"][level], out["t1"][level], out["t2"][level] = tied["t0"], tied["t1"], tied["t2"]
         if state.get("final"):  # the bound's round: the sums of the beta = 0 round again
             for key, c in (("u1", xs), ("u2", xs**2)):
                 tail = np.cumsum(c[order][::-1], axis=0)[::-1]
-                out.setdefault(key, {})[level] = np.vstack([tail, np.zeros((1, p))])[start].tolist()
+                out.setdefault(key, {})[level] = np.vstack([tail, np.zeros((1, p))])[start]
         xsum += xs[unit.events].sum(axis=0)
-    out["xsum"] = xsum.tolist()
+    out["xsum"] = xsum.tolist()  # p numbers: JSON
     return out
 
 
@@ -221,16 +224,28 @@ def _tied(
     """Event counts at every grid time and the tied-event sums at the ``ties`` indices."""
     died = unit.durations[unit.events]
     if len(grid) == 0:
-        return {"events": [], "t0": [], "t1": [], "t2": []}
+        p = cols[1].shape[1]
+        return {
+            "events": np.zeros(0, dtype=np.int64),
+            "t0": np.zeros(0),
+            "t1": np.zeros((0, p)),
+            "t2": np.zeros((0, cols[2].shape[1])),
+        }
     position = np.searchsorted(grid, died)
     if len(died) and not np.array_equal(grid[np.minimum(position, len(grid) - 1)], died):
         raise BadRequest("cox: an event time of this node is missing from the agreed times")
     events = np.bincount(position, minlength=len(grid))
     wanted = np.asarray(ties, dtype=np.intp)
-    out: dict[str, Any] = {"events": [int(n) for n in events]}
+    out: dict[str, Any] = {"events": np.asarray(events, dtype=np.int64)}
     for name, c in zip(("t0", "t1", "t2"), cols, strict=True):
+        # per grid time, the sum over the tied events (sorted positions: one reduceat)
+        died_rows = c[unit.events]
+        order = np.argsort(position, kind="stable")
         total = np.zeros((len(grid), c.shape[1]))
-        np.add.at(total, position, c[unit.events])
+        if len(order):
+            sorted_pos = position[order]
+            first = np.flatnonzero(np.r_[True, sorted_pos[1:] != sorted_pos[:-1]])
+            total[sorted_pos[first]] = np.add.reduceat(died_rows[order], first, axis=0)
         picked = total[wanted]
-        out[name] = picked[:, 0].tolist() if name == "t0" else picked.tolist()
+        out[name] = np.ascontiguousarray(picked[:, 0]) if name == "t0" else picked
     return out

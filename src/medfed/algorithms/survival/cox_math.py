@@ -17,7 +17,9 @@ stratum (``S0, S1, S2`` over the risk set, ``T0, T1, T2`` over the ``d_j`` tied 
 the log partial likelihood is ``beta' Σ x_events - Σ_j Σ_{l<d_j} log(S0 - l/d_j T0)``
 (Efron; Breslow takes ``l/d_j = 0``), the gradient and Hessian follow term by term with
 ``S1 - l/d_j T1`` and ``S2 - l/d_j T2``. These are the pooled likelihood's exact value,
-gradient and Hessian, summed over strata.
+gradient and Hessian, summed over strata. The per-time sums arrive as numpy arrays
+(binary transport, :mod:`medfed.common.arrays`); a NaN marks a value the node's gate
+suppressed or a non-finite sum, as ``None`` does in JSON.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medfed.algorithms.stats.crosstab import level_order
+from medfed.common.arrays import has_gaps
 from medfed.common.errors import BadRequest
 
 __all__ = ["assemble", "full_matrix", "set_up"]
@@ -117,14 +120,19 @@ def _sum(
         part = p[key].get(level)
         if part is None or len(part) == 0:
             continue
-        values = np.asarray(part, dtype=object)
-        if np.any(values == None):  # noqa: E711 - elementwise test for suppressed values
+        if has_gaps(part) if isinstance(part, np.ndarray) else _has_none(part):
             raise BadRequest(
                 "cox: a node sent non-finite sums; the fit diverged (check for a covariate "
                 "that separates events, or use fewer covariates)"
             )
         total += np.asarray(part, dtype=np.float64).reshape(shape)
     return total
+
+
+def _has_none(part: Any) -> bool:
+    """Whether a JSON series (a list, or a list of lists) holds a suppressed value."""
+    values = np.asarray(part, dtype=object)
+    return bool(np.any(values == None))  # noqa: E711 - elementwise test for suppressed values
 
 
 def assemble(

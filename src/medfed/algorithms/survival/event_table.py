@@ -13,7 +13,9 @@ What leaves a node, for the rows that match ``where`` and have a duration and an
               "boundary": {level: index of the first grid time after the unit's
                            boundary, or null when nothing was coarsened}}
 
-Round 0 agrees the global grid: the hub sends back the sorted union of every node's event
+The per-time series of round 1 (``at_risk``, ``events``) are ``int64`` numpy arrays and
+travel as binary (:mod:`medfed.common.arrays`); the gate applies its rules to them as to
+lists. Round 0 agrees the global grid: the hub sends back the sorted union of every node's event
 times (``state["times"]``). ``level`` is the group level (``"all"`` without a group).
 
 Gate: ``MinRows("rows")`` withholds the whole output when ``R < min_cell_count``;
@@ -56,6 +58,7 @@ from medfed.algorithms.survival.times import (
     require_min_rows,
     units,
 )
+from medfed.common.arrays import has_gaps
 from medfed.common.errors import BadRequest
 
 __all__ = ["EventTableAlgorithm", "PooledTable", "UnitTail", "pool_tables"]
@@ -133,8 +136,8 @@ class EventTableAlgorithm(Algorithm[P]):
             died = np.sort(unit.durations[unit.events])
             deaths = np.searchsorted(died, grid, "right") - np.searchsorted(died, grid, "left")
             out["unit_rows"][level] = len(unit.durations)
-            out["at_risk"][level] = [int(n) for n in at_risk]
-            out["events"][level] = [int(d) for d in deaths]
+            out["at_risk"][level] = np.asarray(at_risk, dtype=np.int64)  # binary transport
+            out["events"][level] = np.asarray(deaths, dtype=np.int64)
             out["boundary"][level] = (
                 int(np.searchsorted(grid, unit.boundary, side="right")) if unit.coarsened else None
             )
@@ -168,7 +171,7 @@ def pool_tables(
     zeros = np.zeros(len(grid), dtype=np.int64)
     for payload in payloads:
         for level, at_risk in payload["at_risk"].items():
-            if any(n is None for n in at_risk):
+            if has_gaps(at_risk):
                 raise BadRequest(
                     "a node's gate suppressed a risk-set count; its risk-set rule failed"
                 )

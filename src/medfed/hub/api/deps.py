@@ -77,14 +77,35 @@ CurrentNode = Annotated[Node, Depends(get_current_node)]
 
 
 def throttled_login(
-    request: Request, session: Session, username: str, password: str, *, days: int
+    request: Request,
+    session: Session,
+    username: str,
+    password: str,
+    *,
+    days: int,
+    otp: str | None = None,
+    recovery_code: str | None = None,
 ) -> tuple[ApiToken, str]:
-    """``auth.login`` behind the app's :class:`LoginThrottle` (API and web login alike)."""
+    """``auth.login`` behind the app's :class:`LoginThrottle` (API and web login alike).
+
+    A wrong password or a wrong second factor counts as a failure; a right password whose
+    second factor is still to come (``SecondFactorNeeded``) counts as neither.
+    """
     throttle: LoginThrottle = request.app.state.login_throttle
     address = request.client.host if request.client else None
     throttle.check(username, address)
     try:
-        result = auth.login(session, username=username, password=password, days=days)
+        result = auth.login(
+            session,
+            username=username,
+            password=password,
+            settings=request.app.state.settings,
+            days=days,
+            otp=otp,
+            recovery_code=recovery_code,
+        )
+    except auth.SecondFactorNeeded:
+        raise
     except Unauthorized:
         throttle.failed(username, address)
         raise

@@ -109,7 +109,12 @@ def _is_id_key(key: str) -> bool:
     return key == "id" or key.endswith(("_id", "_ids")) or key == "datasets"
 
 
-def _walk(value: Any, where: str, id_key: bool) -> None:
+#: keys whose value is an imported document with ids of its own (an ATLAS cohort's concept
+#: sets are numbered from 0): no id check inside, control characters still refused
+_DOCUMENTS = frozenset({"definition"})
+
+
+def _walk(value: Any, where: str, id_key: bool, ids: bool = True) -> None:
     if isinstance(value, str):
         if (problem := control_character_problem(value)) is not None:
             raise InvalidInput(where, problem)
@@ -117,10 +122,11 @@ def _walk(value: Any, where: str, id_key: bool) -> None:
         for key, item in value.items():
             if (problem := control_character_problem(str(key))) is not None:
                 raise InvalidInput(where, f"a key {problem}")
-            _walk(item, f"{where}.{key}", _is_id_key(str(key)))
+            inner = ids and str(key) not in _DOCUMENTS
+            _walk(item, f"{where}.{key}", inner and _is_id_key(str(key)), inner)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _walk(item, f"{where}.{index}", id_key)
+            _walk(item, f"{where}.{index}", id_key, ids)
     elif id_key and (problem := _id_problem(value)) is not None:
         raise InvalidInput(where, problem)
 

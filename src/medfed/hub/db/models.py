@@ -178,6 +178,12 @@ class Dataset(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
+    __table_args__ = (
+        # one task per (user, Idempotency-Key): a retried submission finds the first
+        UniqueConstraint(
+            "created_by", "idempotency_key", name="uq_tasks_created_by_idempotency_key"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
@@ -193,6 +199,9 @@ class Task(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    #: the submitter's Idempotency-Key and the SHA-256 of the request it came with
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class Run(Base):
@@ -212,6 +221,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     output_status: Mapped[str | None] = mapped_column(String(20))
     output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: SHA-256 of the blob holding a binary output's arrays (``medfed.common.arrays``)
+    output_blob: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     duration_s: Mapped[float | None] = mapped_column(Float)
@@ -273,4 +284,12 @@ class LedgerCosignature(Base):
 
 # Tables of the other parts live in their own modules; importing them here registers them
 # on ``Base.metadata`` (Alembic and the schema checks read that).
-from medfed.hub.db import models_access, models_catalogue, models_fl  # noqa: E402, F401
+from medfed.hub.db import (  # noqa: E402, F401
+    models_access,
+    models_catalogue,
+    models_cohorts,
+    models_fl,
+    models_identity,
+    models_mfa,
+    models_validation,
+)

@@ -99,6 +99,25 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
     )
 
 
+def has_work(session: Session, *, node_id: int) -> bool:
+    """Whether a pending run of a running task waits for ``node_id`` (one read, no lock).
+
+    A long poll's periodic re-check asks this on a read-only session before it tries
+    :func:`claim_next` (a write transaction): an idle node's re-check then costs one
+    indexed read and takes no write lock."""
+    query = (
+        select(Run.id)
+        .join(Task, Task.id == Run.task_id)
+        .where(
+            Run.node_id == node_id,
+            Run.status == RunStatus.pending.value,
+            Task.status == TaskStatus.running.value,
+        )
+        .limit(1)
+    )
+    return session.scalar(query) is not None
+
+
 def _refuse(session: Session, *, run: Run, task: Task, reason: str, settings: HubSettings) -> None:
     """Answer a pending run ``refused`` at the hub (its entitlement no longer holds)."""
     run.status = RunStatus.refused.value
@@ -241,8 +260,14 @@ def post_outcome(
     outcome: RunOutcome,
     settings: HubSettings,
     body_sha256: str | None = None,
+    arrays: bytes | None = None,
 ) -> Run:
-    """Accept a node's answer once; ``body_sha256`` is the hash of the bytes it sent."""
+    """Accept a node's answer once; ``body_sha256`` is the hash of the bytes it sent.
+
+    ``arrays`` is the safetensors part of a binary outcome (``medfed.common.arrays``,
+    already parsed by the route): stored once as an ``output`` blob, the run row keeps its
+    SHA-256 in ``output_blob`` beside the small JSON part with its references.
+    """
     query = select(Run).where(Run.id == run_id)
     if not is_sqlite(session):
         query = query.with_for_update()
@@ -265,6 +290,9 @@ def post_outcome(
     run.status = outcome.status
     run.output_status = outcome.output_status if outcome.status == "done" else None
     run.output = outcome.output if outcome.status == "done" else None
+    run.output_blob = None
+    if arrays is not None and run.output is not None:
+        run.output_blob = _store_arrays(session, arrays, run=run, settings=settings)
     run.error = outcome.error
     run.duration_s = outcome.duration_s
     run.filter_hash = outcome.filter_hash
@@ -296,6 +324,22 @@ def post_outcome(
     want_wake(session, f"task:{task.id}")
     finish_round(session, task=task, settings=settings)
     return run
+
+
+def _store_arrays(session: Session, data: bytes, *, run: Run, settings: HubSettings) -> str:
+    """Write a binary output's arrays to the blob store (once per content); its SHA-256."""
+    from medfed.hub.services.learning import blobs
+
+    digest = blobs.store_for(settings).write_bytes(data)
+    blobs.register(
+        session,
+        sha256=digest,
+        size=len(data),
+        kind="output",
+        task_id=run.task_id,
+        node_id=run.node_id,
+    )
+    return digest
 
 
 def airlock_event(

@@ -1,7 +1,10 @@
 """Tasks: creation (everything validated before anything is stored) and round aggregation.
 
 Creating a task draws on its project's query budget (``access.budgets``: 429 with the
-reset time once used up).
+reset time once used up). A submission may carry an ``Idempotency-Key``: stored with the
+task under a unique (user, key) constraint, so a retried request finds the task the first
+one made (:func:`medfed.hub.services.task_keys.submitted`) and two racing requests make
+one task.
 
 Each round has one run per dataset (leased to nodes by ``medfed.hub.services.runs``).
 When the last run of a round ends, :func:`finish_round` (same transaction) calls the
@@ -37,10 +40,12 @@ from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Run, Task, User
 from medfed.hub.db.session import is_sqlite
 from medfed.hub.dispatch import want_wake
+from medfed.hub.services import cohorts
 from medfed.hub.services import datasets as dataset_service
 from medfed.hub.services.access import budgets, entitlements
 from medfed.hub.services.catalogue import lifecycle
 from medfed.hub.services.ledger import actor_of, record
+from medfed.hub.services.outputs import payload_of
 from medfed.hub.services.projects import get_project
 from medfed.ledger.entries import content_hash
 
@@ -58,16 +63,27 @@ def create_task(
     dataset_refs: Sequence[int | str],
     raw_params: dict[str, Any],
     settings: HubSettings | None = None,
+    idempotency_key: str | None = None,
+    request_sha256: str | None = None,
 ) -> Task:
     """Validate everything and check the project's query budget, then store the task and
-    its first round of runs (``settings``: the hub's, else those of the app's session)."""
+    its first round of runs (``settings``: the hub's, else those of the app's session).
+
+    ``idempotency_key`` and ``request_sha256`` are stored with the task (see
+    :mod:`medfed.hub.services.task_keys`); a second task with the same key of the same
+    user fails the unique constraint (``IntegrityError`` at flush or commit) — the route
+    answers it with the first.
+    """
     get_project(session, project_id=project_id, user=actor)
     alg = get_algorithm(algorithm)
     found = dataset_service.resolve(session, dataset_refs)
     lifecycle.require_usable(session, found)
     entitlements.require_entitled(session, project_id=project_id, datasets=found)
-    params = alg.parse_params(raw_params)
-    alg.validate(params, [dataset_service.schema_of(d) for d in found])
+    cohort = cohorts.task_cohort(
+        session, project_id=project_id, algorithm=alg.name, raw_params=raw_params, datasets=found
+    )  # a saved cohort and its variables, when named (medfed.hub.services.cohorts)
+    params = alg.parse_params(cohort.params)
+    alg.validate(params, cohort.schemas([dataset_service.schema_of(d) for d in found]))
     budgets.require_task_budget(
         session,
         actor=actor,
@@ -78,8 +94,17 @@ def create_task(
         settings=settings,
     )
     task = store_task(
-        session, project_id=project_id, actor=actor, alg=alg, params=params, found=found
+        session,
+        project_id=project_id,
+        actor=actor,
+        alg=alg,
+        params=params,
+        found=found,
+        idempotency_key=idempotency_key,
+        request_sha256=request_sha256,
     )
+    if cohort.extra:
+        task.params = {**task.params, **cohort.extra}
     record(
         session,
         action="task.create",
@@ -104,6 +129,8 @@ def store_task(
     alg: Algorithm[Any],
     params: Any,
     found: Sequence[Dataset],
+    idempotency_key: str | None = None,
+    request_sha256: str | None = None,
 ) -> Task:
     """Add a running task (already validated) and flush it; the caller records and runs it."""
     task = Task(
@@ -114,6 +141,8 @@ def store_task(
         params=params.model_dump(mode="json", by_alias=True),
         dataset_ids=[d.id for d in found],
         status=TaskStatus.running.value,
+        idempotency_key=idempotency_key,
+        request_sha256=request_sha256,
     )
     session.add(task)
     session.flush()
@@ -239,7 +268,7 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
             node_id=r.node_id,
             dataset_id=r.dataset_id,
             status="ok" if r.output_status == "ok" else "suppressed",
-            payload=r.output,
+            payload=payload_of(r, settings),  # arrays back in place (binary outputs)
         )
         for r in answered
     ]

@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from medfed.common.errors import RateLimited, Unauthorized
+from medfed.common.errors import Forbidden, RateLimited, Unauthorized
 from medfed.hub.api.deps import SessionDep, SettingsDep, throttled_login
 from medfed.hub.api.errors import rate_limited_response
 from medfed.hub.services import auth
@@ -25,8 +25,10 @@ from medfed.hub.web import (
     admin_pages,
     audit_pages,
     catalogue_pages,
+    mfa_pages,
     project_pages,
     task_pages,
+    validation_pages,
 )
 from medfed.hub.web.session import (
     LOGIN_CSRF_COOKIE,
@@ -71,7 +73,11 @@ def login(
 ) -> Response:
     try:
         _token, plain = throttled_login(request, session, username, password, days=1)
-    except (Unauthorized, RateLimited) as exc:
+    except auth.SecondFactorNeeded as exc:
+        return mfa_pages.second_step(
+            settings, user_id=exc.user_id, enrol=exc.enrol, next_url=_safe_next(next)
+        )
+    except (Unauthorized, RateLimited, Forbidden) as exc:
         context = {"error": exc.message, "username": username, "next": _safe_next(next)}
         page = render(request, "login.html", context, status_code=exc.status_code)
         if isinstance(exc, RateLimited):
@@ -112,5 +118,7 @@ for _module in (
     task_pages,
     admin_pages,
     audit_pages,
+    mfa_pages,
+    validation_pages,
 ):
     router.include_router(_module.router)

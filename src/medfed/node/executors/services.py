@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -72,8 +73,10 @@ class NodeLearning:
         runlog: RunLog,
         policy: Policy | None = None,
         rowsets: dict[str, RowSetMemory] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.hub_url = hub_url.rstrip("/")
+        self._verify = verify  # the node's TLS setting: its hub_cert_sha256 pins hold here too
         self.policy = policy or Policy()
         #: the agent's row-set memory per dataset (filled when it opens its datasets)
         self.rowsets: dict[str, RowSetMemory] = rowsets if rowsets is not None else {}
@@ -100,6 +103,7 @@ class NodeLearning:
                     base_url=self.hub_url,
                     headers={"Authorization": f"Bearer {self._secret}"},
                     timeout=httpx.Timeout(60.0, connect=10.0),
+                    verify=self._verify,
                 )
             return self._http
 

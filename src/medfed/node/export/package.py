@@ -35,6 +35,7 @@ import shutil
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -121,8 +122,19 @@ class OpenedPackage(BaseModel):
     cohort: dict[str, Any]
 
 
-def _select(source: Path, where: str | None, strategy: Strategy) -> pd.DataFrame:
-    store = TableStore(read_table(source, text_columns=strategy.string_columns()), name=source.name)
+def _select(
+    source: Path,
+    where: str | None,
+    strategy: Strategy,
+    person_column: str | None = None,
+    excluded_persons: Callable[[], frozenset[str]] | None = None,
+) -> pd.DataFrame:
+    store = TableStore(
+        read_table(source, text_columns=strategy.string_columns()),
+        name=source.name,
+        person_column=person_column,
+        excluded_persons=excluded_persons,
+    )
     try:
         condition = parse_filter_text(where) if where else None
         return store.select([c.name for c in store.columns], condition)
@@ -141,13 +153,15 @@ def build_package(
     where: str | None = None,
     table_format: Literal["parquet", "csv"] = "parquet",
     sign_key: Ed25519PrivateKey | None = None,
+    person_column: str | None = None,
+    excluded_persons: Callable[[], frozenset[str]] | None = None,
 ) -> ExportReport:
     """Select, pseudonymize, verify, encrypt, attach terms, write the package (see above)."""
     if not terms.strip():
         raise BadRequest("export: the terms of use are empty")
     if out.exists():
         raise BadRequest(f"export: {out} exists; name a new package file")
-    cohort = _select(Path(source), where, strategy)
+    cohort = _select(Path(source), where, strategy, person_column, excluded_persons)
     if not len(cohort):
         raise BadRequest("export: the cohort filter selects no rows")
     frame, columns, kanon = deidentify_frame(cohort, strategy, secret=secret)

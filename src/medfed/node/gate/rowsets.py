@@ -25,6 +25,13 @@ differencing, trackers and colluding projects are all refused. A set that equals
 already released changes nothing and is answered like any other. The check is linear in
 the rows: a cell id times two plus the new mask, a ``bincount``, a remap.
 
+Opt-out (:mod:`medfed.node.stores.optout`): rows of opted-out persons are in no mask, so
+"the same filter before and after an opt-out change" gives two row sets that differ by the
+persons whose opt-out changed — a split of a released cell into a small part, refused like
+any differencing. Rows already hidden when the memory is first created start in a cell of
+their own (never released); a cell under ``k`` rows is tolerated only while no run uses any
+of its rows, so a person who withdraws an opt-out cannot be told apart by their return.
+
 The memory never leaves the node. The fingerprints in the run log are keyed with the
 node's secret, so the hub cannot test a guessed row set against them.
 """
@@ -85,18 +92,27 @@ def _compact(key: IntArray) -> tuple[IntArray, IntArray]:
 class RowSetMemory:
     """One dataset version's partition of its rows into released cells (durable)."""
 
-    def __init__(self, directory: Path, dataset_sha256: str, n_rows: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        dataset_sha256: str,
+        n_rows: int,
+        *,
+        hidden: npt.NDArray[np.bool_] | None = None,
+    ) -> None:
         if not dataset_sha256.isalnum():
             raise ValueError("row-set memory: the dataset hash must be hexadecimal")
         self.path = directory / f"{dataset_sha256}.npy"
         self.n_rows = n_rows
         self._lock = threading.Lock()
-        self._cells = self._load()
+        self._cells = self._load(hidden)
         self._n_cells = int(self._cells.max()) + 1 if n_rows else 0
 
-    def _load(self) -> IntArray:
+    def _load(self, hidden: npt.NDArray[np.bool_] | None) -> IntArray:
         if not self.path.exists():
-            return np.zeros(self.n_rows, dtype=np.int64)
+            if hidden is None or not hidden.any() or hidden.all():
+                return np.zeros(self.n_rows, dtype=np.int64)
+            return _compact(np.asarray(hidden, dtype=np.int64))[0]  # hidden: never released
         cells = np.load(self.path, allow_pickle=False)
         if cells.shape != (self.n_rows,):
             raise ValueError(
@@ -131,13 +147,32 @@ class RowSetMemory:
             before = self._n_cells
             cells, sizes = self.refine(labelings)
             after = len(sizes)
-            if self.n_rows and int(sizes.min()) < k:
+            if self.n_rows and self._violates(cells, sizes, labelings, k):
                 rule = "subset" if before == 1 else "differencing"
                 return Decision(False, rule, before, before)
             if after != before:
                 self._save(cells)
                 self._cells, self._n_cells = cells, after
             return Decision(True, None, before, after)
+
+    def _violates(
+        self, cells: IntArray, sizes: IntArray, labelings: Sequence[IntArray], k: int
+    ) -> bool:
+        """A part of 1..k-1 rows split off a cell, or a row of a small cell used."""
+        old_sizes = np.bincount(self._cells).astype(np.int64)
+        parent = np.zeros(len(sizes), dtype=np.int64)
+        parent[cells] = self._cells  # every new cell lies inside one old cell
+        if bool(((sizes < k) & (sizes < old_sizes[parent])).any()):
+            return True
+        small = old_sizes[self._cells] < k
+        if not small.any():
+            return False
+        for labels in labelings:
+            binary = int(labels.min(initial=0)) >= 0 and int(labels.max(initial=0)) <= 1
+            used = labels == 1 if binary else labels >= 0
+            if bool((used & small).any()):
+                return True
+        return False
 
     def _save(self, cells: IntArray) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,10 @@ returned, with that algorithm's rules (:meth:`Algorithm.disclosure`) and the nod
    float, bool, None). Anything else — a numpy scalar, a DataFrame, a set, a tuple —
    raises ``ValueError``: an algorithm that returns something odd is a bug, and the node
    reports the run as failed instead of sending it. NaN and infinities become ``None``.
+   The one exception is a numpy array of ``float64`` or ``int64`` (large aggregates that
+   travel as binary, :mod:`medfed.common.arrays`): it is copied, non-finite values become
+   NaN (the array form of ``None``), and every rule below applies to it element by element
+   exactly as to a list of numbers.
 2. :class:`MinRows` rules: when ``output[key] < min_cell_count`` — zero included, so a node
    with no usable rows looks exactly like one with a few — the whole output is withheld:
    :class:`GateResult` has status ``"suppressed"``, no payload, and ``reason`` names the
@@ -31,7 +35,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from medfed.algorithms.base import Cells, Grid, MinRows, Rule
+from medfed.common.arrays import ALLOWED_DTYPES
 
 __all__ = ["GatePolicy", "GateResult", "apply_gate", "plain"]
 
@@ -81,6 +88,11 @@ def plain(value: Any, path: str = "output", depth: int = 0) -> Any:
         return out
     if type(value) is list:
         return [plain(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if type(value) is np.ndarray and value.dtype in ALLOWED_DTYPES:
+        array = np.array(value, copy=True)
+        if array.dtype.kind == "f":
+            array[~np.isfinite(array)] = np.nan
+        return array
     raise ValueError(
         f"gate: {path} is {type(value).__module__}.{type(value).__qualname__}, "
         "not plain JSON data (dict, list, str, int, float, bool, None)"
@@ -95,10 +107,26 @@ def _count(value: Any, path: str) -> int | float:
     return value
 
 
+def _array_counts(value: np.ndarray, path: str) -> np.ndarray:
+    """Where an array of counts is positive (NaN: already suppressed); refuses negatives."""
+    with np.errstate(invalid="ignore"):
+        if bool((value < 0).any()):
+            raise ValueError(f"gate: {path} holds a negative count")
+        return np.asarray(value > 0)
+
+
 def _cells(value: Any, k: int, path: str) -> tuple[Any, int]:
     """``value`` with small counts replaced by None, and how many were replaced."""
     if value is None:
         return None, 0
+    if isinstance(value, np.ndarray):
+        small = _array_counts(value, path)
+        small &= value < k
+        if not small.any():
+            return value, 0
+        out = value.astype(np.float64)
+        out[small] = np.nan
+        return out, int(small.sum())
     if isinstance(value, list):
         items = [_cells(item, k, f"{path}[{i}]") for i, item in enumerate(value)]
         return [item for item, _ in items], sum(n for _, n in items)
@@ -115,6 +143,8 @@ def _small(value: Any, k: int, path: str) -> bool:
     """Whether any count under ``value`` is between 1 and ``k - 1``."""
     if value is None:
         return False
+    if isinstance(value, np.ndarray):
+        return bool((_array_counts(value, path) & (value < k)).any())
     if isinstance(value, list):
         return any(_small(item, k, f"{path}[{i}]") for i, item in enumerate(value))
     if isinstance(value, dict):

@@ -1,28 +1,48 @@
-"""Tabular data on a node: a CSV or Parquet file, queried through DuckDB.
+"""Tabular data on a node: a CSV or Parquet file, queried through DuckDB without loading it.
 
-How it runs: :meth:`TableStore.open` reads the whole file once with pandas (pyarrow for
-Parquet) — a CSV file is first checked with the ``csv`` module, which refuses a header that
-names a column twice (pandas would rename it ``age.1``) and any row with more or fewer
-fields than the header (pandas would shift values or fill blanks) with the line number and
-field counts, never a value — normalises the columns to medfed's small type set and infers the
-:class:`~medfed.common.schemas.ColumnSchema` list. The frame is registered as a view in a
-private in-memory DuckDB connection. Every query compiles the structured filter with
+How it runs: :meth:`TableStore.open` never reads the table into pandas. A CSV file is first
+checked, streaming, with the ``csv`` module, which refuses a header that names a column
+twice and any row with more or fewer fields than the header (line number and field counts,
+never a value); then :func:`~medfed.node.stores.table_sources.file_source` makes a DuckDB
+view over the file — typed as medfed always inferred them, with each row's position in the
+file as a hidden row-id column — in a private in-memory DuckDB database. A store built from
+a frame (an OMOP cohort, an export, a validation table) copies the normalised frame into
+that database instead. Every query compiles the structured filter with
 :func:`~medfed.common.filters.compile_filter` — quoted identifiers taken from the schema,
-values as ``?`` parameters — so no text from a request ever becomes SQL.
+values as ``?`` parameters — so no text from a request ever becomes SQL; DuckDB pushes the
+projection, the filter and any aggregate down to the file (``count`` and ``row_ids`` never
+build a frame; ``select`` returns only the rows and columns asked for; :meth:`aggregate`
+runs a whole aggregate query for the local steps that push their sums down).
 
-One lock serialises queries on the connection (a DuckDB connection is not safe for
-concurrent use); the node runs one algorithm step per dataset at a time anyway. Row order
-is the file's order. Each row's id is its position in the file: a hidden column of the
-view (not in the schema) and the index of every frame :meth:`TableStore.select` returns,
-so the node's row-set memory (``medfed.node.gate.rowsets``) knows which rows a step used.
+Concurrency: each query opens its own cursor (a DuckDB connection to the same database),
+so concurrent runs read in parallel; a lock only guards the opt-out refresh. DuckDB's
+memory use is capped (:data:`MEMORY_LIMIT`), so a table larger than memory is streamed;
+what DuckDB spills goes to a private temporary folder removed with the store.
+Row order is the file's order. Each row's id is its position in the file: a hidden column
+of the view (not in the schema) and the index of every frame :meth:`TableStore.select`
+returns, so the node's row-set memory (``medfed.node.gate.rowsets``) knows which rows a
+step used.
+
+Opt-out: a store built with ``person_column`` and ``excluded_persons`` (a callable giving
+the opted-out persons, :meth:`medfed.node.stores.optout.OptOutRegister.excluded`) asks it
+before every query; when the answer changed it recomputes which rows belong to those
+persons (the distinct person values are keyed with ``person_key``) into a hidden-row table,
+and every query reads the view without them, so ``select``, ``count`` and ``row_ids`` — and
+every algorithm, training, script and export reading through them — never see an opted-out
+person. Row ids stay file positions; ``row_count`` stays the file's rows (the length of the
+row-set memory's masks); :meth:`TableStore.count` is what is visible.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import shutil
+import tempfile
 import threading
-from collections.abc import Sequence
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +54,15 @@ from pandas.api import types as ptypes
 from medfed.common.errors import BadRequest
 from medfed.common.filters import Filter, compile_filter, quote_identifier
 from medfed.common.schemas import ColumnSchema, ColumnType
+from medfed.node.stores.table_sources import ROW_ID, file_source
 
-__all__ = ["TableStore", "check_csv_shape", "infer_columns"]
+__all__ = ["MEMORY_LIMIT", "ROW_ID", "TableStore", "check_csv_shape", "infer_columns"]
 
-_VIEW = "medfed_table"
-#: the hidden row-id column of the view; a table may not have a column of this name
-ROW_ID = "__medfed_row__"
-_CSV_SUFFIXES = (".csv", ".csv.gz")
-_PARQUET_SUFFIXES = (".parquet", ".pq")
+_TABLE = "medfed_table"
+_VIEW = "medfed_visible"
+_HIDDEN = "medfed_hidden"
+#: DuckDB's memory cap per store; beyond it DuckDB streams or spills
+MEMORY_LIMIT = "512MB"
 
 
 def _column_type(series: pd.Series) -> ColumnType:
@@ -114,44 +135,168 @@ def check_csv_shape(path: Path) -> None:
         raise BadRequest(f"table: cannot read {path.name}: {exc}") from None
 
 
-def _read(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise BadRequest(f"table: file not found: {path}")
-    name = path.name.lower()
-    try:
-        if name.endswith(_CSV_SUFFIXES):
-            check_csv_shape(path)
-            return pd.read_csv(path)
-        if name.endswith(_PARQUET_SUFFIXES):
-            return pd.read_parquet(path, engine="pyarrow")
-    except (ValueError, OSError) as exc:
-        raise BadRequest(f"table: cannot read {path.name}: {exc}") from None
-    raise BadRequest(
-        f"table: unsupported file type '{path.suffix}' for {path.name} (use .csv or .parquet)"
+def _connect(spill: str) -> duckdb.DuckDBPyConnection:
+    """A private in-memory database that spills to ``spill`` (not the working directory)."""
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "memory_limit": MEMORY_LIMIT,
+            "temp_directory": spill,
+        },
     )
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"CREATE TABLE {_HIDDEN} (id BIGINT)")
+    return con
 
 
 class TableStore:
     """One table, read-only, implementing the algorithms' ``LocalData`` protocol."""
 
-    def __init__(self, frame: pd.DataFrame, *, name: str = "table") -> None:
-        if frame.columns.duplicated().any():
-            dup = frame.columns[frame.columns.duplicated()][0]
-            raise BadRequest(f"table {name}: duplicate column '{dup}'")
+    def __init__(
+        self,
+        frame: pd.DataFrame | None = None,
+        *,
+        name: str = "table",
+        person_column: str | None = None,
+        excluded_persons: Callable[[], frozenset[str]] | None = None,
+        path: Path | None = None,
+    ) -> None:
         self.name = name
-        self._frame = _normalise(frame.reset_index(drop=True))
-        self._columns = infer_columns(self._frame)
-        self._by_name = {c.name: c for c in self._columns}
         self._lock = threading.Lock()
-        self._con = duckdb.connect(":memory:")
-        view = self._frame.assign(**{ROW_ID: np.arange(len(self._frame), dtype=np.int64)})
-        self._con.register(_VIEW, view)
+        # DuckDB creates the folder only when it spills
+        spill = str(Path(tempfile.gettempdir()) / f"medfed-duckdb-{uuid.uuid4().hex}")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, spill, ignore_errors=True)
+        self._con = _connect(spill)
+        if frame is not None:
+            if frame.columns.duplicated().any():
+                dup = frame.columns[frame.columns.duplicated()][0]
+                raise BadRequest(f"table {name}: duplicate column '{dup}'")
+            normal = _normalise(frame.reset_index(drop=True))
+            self._columns = infer_columns(normal)
+            view = normal.assign(**{ROW_ID: np.arange(len(normal), dtype=np.int64)})
+            self._con.register("medfed_frame", view)
+            self._con.execute(f"CREATE TABLE {_TABLE} AS SELECT * FROM medfed_frame")
+            self._con.unregister("medfed_frame")
+            self._row_count = len(normal)
+        elif path is not None:
+            try:
+                source = file_source(self._con, path)
+            except BadRequest:
+                self._con.close()
+                self._cleanup()
+                raise
+            self._columns = source.columns
+            self._con.execute(f"CREATE VIEW {_TABLE} AS {source.sql}")
+            self._row_count = source.row_count
+        else:
+            raise BadRequest(f"table {name}: needs a frame or a file")
+        self._by_name = {c.name: c for c in self._columns}
+        if (person_column is None) != (excluded_persons is None):
+            raise BadRequest(f"table {name}: opt-out needs both person_column and a register")
+        if person_column is not None and person_column not in self._by_name:
+            raise BadRequest(f"table {name}: person_column '{person_column}' is not a column")
+        self._person_column = person_column
+        self._excluded_persons = excluded_persons
+        self._excluded_seen: frozenset[str] | None = None
+        self._hidden_count = 0
+        self._con.execute(f"CREATE VIEW {_VIEW} AS SELECT * FROM {_TABLE}")
 
     @classmethod
-    def open(cls, path: str | Path) -> TableStore:
-        """Read a ``.csv`` or ``.parquet`` file (by suffix)."""
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        person_column: str | None = None,
+        excluded_persons: Callable[[], frozenset[str]] | None = None,
+    ) -> TableStore:
+        """A view over a ``.csv`` or ``.parquet`` file (by suffix); nothing is loaded."""
         path = Path(path)
-        return cls(_read(path), name=path.name)
+        if path.is_file() and path.name.lower().endswith((".csv", ".csv.gz")):
+            check_csv_shape(path)
+        return cls(
+            name=path.name,
+            path=path,
+            person_column=person_column,
+            excluded_persons=excluded_persons,
+        )
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own for one query (safe beside other threads' queries)."""
+        return self._con.cursor()
+
+    def _refresh(self) -> None:
+        """Ask the register; when its answer changed, hide the rows of opted-out persons."""
+        if self._excluded_persons is None or self._person_column is None:
+            return
+        current = self._excluded_persons()
+        if current is self._excluded_seen:
+            return
+        with self._lock:
+            if current is self._excluded_seen:
+                return
+            self._hide(current)
+            self._excluded_seen = current
+
+    def _hide(self, current: frozenset[str]) -> None:
+        """Recompute the hidden rows for the opted-out ``current`` (the lock is held)."""
+        from medfed.node.stores.optout import person_key
+
+        assert self._person_column is not None
+        person = quote_identifier(self._person_column)
+        rid = quote_identifier(ROW_ID)
+        with self._cursor() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            cur.execute(f"DELETE FROM {_HIDDEN}")
+            if current:
+                found = cur.execute(
+                    f"SELECT DISTINCT {person} AS v FROM {_TABLE} WHERE {person} IS NOT NULL"
+                ).df()
+                values = found[found["v"].map(person_key).isin(current)]
+                if len(values):
+                    cur.register("medfed_hidden_values", values)
+                    cur.execute(
+                        f"INSERT INTO {_HIDDEN} SELECT {rid} FROM {_TABLE} "
+                        f"WHERE {person} IN (SELECT v FROM medfed_hidden_values)"
+                    )
+                    cur.unregister("medfed_hidden_values")
+            row = cur.execute(f"SELECT count(*) FROM {_HIDDEN}").fetchone()
+            self._hidden_count = int(row[0]) if row else 0
+            body = f"SELECT * FROM {_TABLE}"
+            if self._hidden_count:
+                body += f" WHERE {rid} NOT IN (SELECT id FROM {_HIDDEN})"
+            cur.execute(f"CREATE OR REPLACE VIEW {_VIEW} AS {body}")
+            cur.execute("COMMIT")
+
+    def hidden_mask(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Per file row, whether it is hidden now (for the row-set memory; never released)."""
+        mask = np.zeros(self._row_count, dtype=bool)
+        if self._excluded_persons is None:
+            return mask
+        self._refresh()
+        with self._cursor() as cur:
+            found = cur.execute(f"SELECT id FROM {_HIDDEN}").fetchnumpy()
+        mask[np.asarray(found["id"], dtype=np.int64)] = True
+        return mask
+
+    def all_rows(self) -> pd.DataFrame:
+        """Every row of the file, opted-out ones included: only for the content manifest,
+        which hashes the file as it is (it never leaves the node as values)."""
+        return pd.concat(list(self.all_row_batches()), ignore_index=True)
+
+    def all_row_batches(self, rows: int = 100_000) -> Iterator[pd.DataFrame]:
+        """:meth:`all_rows` in file order, ``rows`` at a time (memory bounded by a batch)."""
+        rid = quote_identifier(ROW_ID)
+        with self._cursor() as cur:
+            result = cur.execute(f"SELECT * EXCLUDE ({rid}) FROM {_TABLE} ORDER BY {rid}")
+            empty = True
+            while True:
+                batch: pd.DataFrame = result.fetch_df_chunk(max(1, rows // 2048))
+                if len(batch) == 0:
+                    break
+                empty = False
+                yield batch
+            if empty:
+                yield batch
 
     @property
     def columns(self) -> list[ColumnSchema]:
@@ -159,7 +304,8 @@ class TableStore:
 
     @property
     def row_count(self) -> int:
-        return len(self._frame)
+        """Rows in the file (row ids are below it); :meth:`count` gives the visible ones."""
+        return self._row_count
 
     def _where(self, where: Filter | None) -> tuple[str, list[Any]]:
         if where is None:
@@ -167,40 +313,62 @@ class TableStore:
         sql, params = compile_filter(where, self._columns)
         return f" WHERE {sql}", params
 
-    def select(self, columns: Sequence[str], where: Filter | None = None) -> pd.DataFrame:
-        """Rows of ``columns`` (in file order) that match ``where``, indexed by row id."""
+    def _check_columns(self, columns: Sequence[str], what: str) -> list[str]:
         if isinstance(columns, str):
-            raise BadRequest("select: columns must be a list of names, not one string")
+            raise BadRequest(f"{what}: columns must be a list of names, not one string")
         names = list(dict.fromkeys(columns))
         for column in names:
             if column not in self._by_name:
-                raise BadRequest(f"select: unknown column '{column}' in {self.name}")
+                raise BadRequest(f"{what}: unknown column '{column}' in {self.name}")
+        return names
+
+    def select(self, columns: Sequence[str], where: Filter | None = None) -> pd.DataFrame:
+        """Visible rows of ``columns`` (in file order) that match ``where``, indexed by row id."""
+        names = self._check_columns(columns, "select")
         clause, params = self._where(where)
         fields = ", ".join(quote_identifier(c) for c in [ROW_ID, *names])
-        with self._lock:
-            frame: pd.DataFrame = self._con.execute(
-                f"SELECT {fields} FROM {_VIEW}{clause}", params
-            ).df()
+        self._refresh()
+        with self._cursor() as cur:
+            frame: pd.DataFrame = cur.execute(f"SELECT {fields} FROM {_VIEW}{clause}", params).df()
         frame.index = pd.Index(frame.pop(ROW_ID).to_numpy(dtype=np.int64), name=None)
         return frame
 
     def row_ids(self, where: Filter | None = None) -> np.ndarray[Any, np.dtype[np.int64]]:
         """The ids (file positions) of the rows that match ``where``, ascending."""
         clause, params = self._where(where)
-        with self._lock:
-            found = self._con.execute(
+        self._refresh()
+        with self._cursor() as cur:
+            found = cur.execute(
                 f"SELECT {quote_identifier(ROW_ID)} FROM {_VIEW}{clause}", params
             ).fetchnumpy()
-        ids = np.sort(np.asarray(found[ROW_ID], dtype=np.int64))
-        return ids
+        return np.sort(np.asarray(found[ROW_ID], dtype=np.int64))
 
     def count(self, where: Filter | None = None) -> int:
         """Number of rows that match ``where``."""
         clause, params = self._where(where)
-        with self._lock:
-            row = self._con.execute(f"SELECT count(*) FROM {_VIEW}{clause}", params).fetchone()
-        return int(row[0]) if row else 0
+        self._refresh()
+        with self._cursor() as cur:
+            rows = cur.execute(f"SELECT count(*) FROM {_VIEW}{clause}", params).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def aggregate(
+        self, expressions: Sequence[str], where: Filter | None = None, params: Sequence[Any] = ()
+    ) -> tuple[Any, ...]:
+        """One row of aggregates over the visible rows matching ``where``.
+
+        ``expressions`` are SQL built by the caller from quoted schema names and numbers only
+        (``params`` for anything else, before the filter's own); never request text.
+        """
+        clause, where_params = self._where(where)
+        self._refresh()
+        with self._cursor() as cur:
+            row = cur.execute(
+                f"SELECT {', '.join(expressions)} FROM {_VIEW}{clause}",
+                [*params, *where_params],
+            ).fetchone()
+        return tuple(row) if row is not None else ()
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
+        self._cleanup()

@@ -30,8 +30,20 @@ def health() -> Health:
 
 @router.post("/auth/login", tags=["auth"], status_code=status.HTTP_201_CREATED)
 def login(body: LoginRequest, request: Request, session: SessionDep) -> TokenCreated:
-    """A login token; after repeated failures the account and the address wait (429)."""
-    token, plain = throttled_login(request, session, body.username, body.password, days=1)
+    """A login token; after repeated failures the account and the address wait (429).
+
+    An account with TOTP sends ``otp`` (or a ``recovery_code``) too; without one the
+    answer is 401 starting "a one-time code is needed".
+    """
+    token, plain = throttled_login(
+        request,
+        session,
+        body.username,
+        body.password,
+        days=1,
+        otp=body.otp,
+        recovery_code=body.recovery_code,
+    )
     session.commit()
     return TokenCreated.model_validate(
         {**TokenPublic.model_validate(token).model_dump(), "token": plain}

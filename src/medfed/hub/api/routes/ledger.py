@@ -19,6 +19,7 @@ from medfed.common.resources import (
     LedgerCheckpointPublic,
     LedgerEntryPublic,
     LedgerKeys,
+    NodeFact,
     WitnessKey,
 )
 from medfed.hub.api.deps import CurrentNode, NotifierDep, Principal, SessionDep
@@ -110,3 +111,19 @@ def cosign(
     ledger.add_cosignature(session, node=node, tree_size=body.size, signature=body.signature)
     commit(session, notifier)
     return {"status": "cosigned"}
+
+
+@router.post("/node/ledger/fact", tags=["node"])
+def node_fact(
+    body: NodeFact, node: CurrentNode, session: SessionDep, notifier: NotifierDep
+) -> dict[str, str]:
+    """A node's keyed hash of local state (its opt-out register) into the audit log."""
+    ledger.record(
+        session,
+        action=f"node.{body.kind}",
+        actor=ledger.actor_of(node),
+        objects={"node": node.id},
+        hashes={body.kind: body.hash},
+    )
+    commit(session, notifier)
+    return {"status": "recorded"}

@@ -2,8 +2,10 @@
 
 ``GET /api/node/runs/next`` is a long poll: it subscribes to ``node:{id}``, tries to
 claim, and if nothing is pending waits until a task for this node is committed (woken at
-once in this process) or ``recheck_seconds`` pass (another hub worker may have created
-it), until ``wait`` seconds are over; then 204.
+once in this process, or through PostgreSQL ``NOTIFY`` from another hub process) or a
+re-check interval passes (``recheck_seconds``, doubling while nobody wakes it, up to
+8 s: a safety net), until ``wait`` seconds are over; then 204. A re-check nobody woke
+reads first and claims only when a run is pending.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from medfed.common.arrays import check_references, decode_arrays, decode_body, references
 from medfed.common.errors import BadRequest
 from medfed.common.resources import (
     AirlockEvent,
@@ -26,14 +29,19 @@ from medfed.common.resources import (
     RunAssignment,
     RunOutcome,
 )
+from medfed.common.timeutil import aware, utcnow
 from medfed.hub.api.deps import CurrentNode, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.api.limits import json_problem
 from medfed.hub.db.models import Node
 from medfed.hub.dispatch import commit
 from medfed.hub.services import datasets, nodes, runs
 from medfed.hub.services.catalogue.metadata import public_of
+from medfed.hub.services.nodes import TOUCH_EVERY
 
 router = APIRouter(prefix="/api/node", tags=["node"])
+
+#: an idle node poll's re-check interval doubles from ``recheck_seconds`` up to this
+RECHECK_CAP_SECONDS = 8.0
 
 
 @router.get("/me")
@@ -102,21 +110,44 @@ async def next_run(
     wait: float = Query(default=20.0, ge=0, le=120),
 ) -> RunAssignment | Response:
     deadline = time.monotonic() + min(wait, settings.long_poll_seconds)
+    # the first pass claims when the node's last_seen is due anyway (claiming touches it)
+    woken = node.last_seen_at is None or utcnow() - aware(node.last_seen_at) >= TOUCH_EVERY
+    recheck = settings.recheck_seconds
     while True:
         subscription = notifier.subscribe(f"node:{node.id}")
         try:
-            assignment = await run_in_threadpool(_claim, request, node.id)
-            if assignment is not None:
-                return assignment
+            # otherwise a pass nobody woke reads first: an idle poll takes no write lock
+            if woken or await run_in_threadpool(_has_work, request, node.id):
+                assignment = await run_in_threadpool(_claim, request, node.id)
+                if assignment is not None:
+                    return assignment
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return Response(status_code=status.HTTP_204_NO_CONTENT)
-            await subscription.wait(min(remaining, settings.recheck_seconds))
+            woken = await subscription.wait(min(remaining, recheck))
+            # a safety net, not the path: un-woken re-checks back off (1000 idle nodes)
+            recheck = (
+                settings.recheck_seconds
+                if woken
+                else min(recheck * 2, max(settings.recheck_seconds, RECHECK_CAP_SECONDS))
+            )
         finally:
             subscription.close()
 
 
-def _post(request: Request, node_id: int, run_id: int, outcome: RunOutcome, digest: str) -> str:
+def _has_work(request: Request, node_id: int) -> bool:
+    with request.app.state.read_sessionmaker() as session:
+        return runs.has_work(session, node_id=node_id)
+
+
+def _post(
+    request: Request,
+    node_id: int,
+    run_id: int,
+    outcome: RunOutcome,
+    digest: str,
+    arrays: bytes | None = None,
+) -> str:
     app = request.app
     with app.state.sessionmaker() as session:
         node = session.get(Node, node_id)
@@ -128,6 +159,7 @@ def _post(request: Request, node_id: int, run_id: int, outcome: RunOutcome, dige
             outcome=outcome,
             settings=app.state.settings,
             body_sha256=digest,
+            arrays=arrays,
         )
         commit(session, app.state.notifier)
         return run.status
@@ -143,16 +175,25 @@ def _post(request: Request, node_id: int, run_id: int, outcome: RunOutcome, dige
     },
 )
 async def post_outcome(run_id: int, request: Request, node: CurrentNode) -> dict[str, str]:
-    """Accept the node's answer; the ledger records the SHA-256 of exactly these bytes."""
+    """Accept the node's answer; the ledger records the SHA-256 of exactly these bytes.
+
+    The body is the outcome as JSON, or (large aggregates) the JSON part and its arrays
+    framed as :mod:`medfed.common.arrays` describes, recognised by its leading magic.
+    """
     raw = await request.body()  # after authentication; the edge caps its size
-    if (problem := json_problem(raw, ids=False)) is not None:
+    document, binary = decode_body(raw)
+    if (problem := json_problem(document, ids=False)) is not None:
         raise BadRequest(str(problem))
     try:
-        outcome = RunOutcome.model_validate_json(raw)
+        outcome = RunOutcome.model_validate_json(document)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise BadRequest(f"{where}: {first['msg']}") from None
+    if binary is not None:  # parsed here once: a malformed part is refused before storing
+        check_references(outcome.output, decode_arrays(binary))
+    elif references(outcome.output):
+        raise BadRequest("arrays: the output refers to arrays but the body carries none")
     digest = hashlib.sha256(raw).hexdigest()
-    status_ = await run_in_threadpool(_post, request, node.id, run_id, outcome, digest)
+    status_ = await run_in_threadpool(_post, request, node.id, run_id, outcome, digest, binary)
     return {"status": status_}

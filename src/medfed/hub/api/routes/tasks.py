@@ -2,15 +2,18 @@
 
 ``GET /api/tasks/{id}/wait`` returns as soon as the task changes (a run claimed or
 answered, a round aggregated) or after ``timeout`` seconds, so clients follow progress
-without sleeping between polls.
+without sleeping between polls. ``POST /api/tasks`` takes an ``Idempotency-Key`` header
+(Stripe style): clients may resend a submission whose answer they lost.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from medfed.common.resources import (
@@ -22,10 +25,12 @@ from medfed.common.resources import (
     progress_mark,
 )
 from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
+from medfed.hub.api.errors import ErrorBody
 from medfed.hub.db.models import Run, Task, User
 from medfed.hub.dispatch import commit
-from medfed.hub.services import tasks
+from medfed.hub.services import task_keys, tasks
 from medfed.hub.services.accounts import require_superuser
+from medfed.ledger.entries import content_hash
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -70,10 +75,44 @@ def _run_status(run: Run, node_name: str) -> NodeRunStatus:
     )
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=task_keys.MAX_IDEMPOTENCY_KEY,
+        description="a key for this logical submission (1 to 255 printable ASCII "
+        "characters, e.g. a UUID), scoped to the user: a repeat with the same key and the "
+        "same body returns the task the first request created (200, header "
+        "Idempotent-Replayed: true) instead of creating another; the same key with another "
+        "body is refused (422). Keys are kept as long as their task.",
+    ),
+]
+
+
 @router.post(
     "/tasks",
     status_code=status.HTTP_201_CREATED,
-    responses={429: {"description": "the project's query budget is used up (see resets_at)"}},
+    responses={
+        200: {
+            "model": TaskPublic,
+            "description": "a repeat of an earlier submission (same Idempotency-Key and body): "
+            "the task it created, as it is now",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "true: this answer repeats an earlier submission",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        422: {
+            "model": ErrorBody,
+            "description": "invalid input, or an Idempotency-Key already used with another body",
+        },
+        429: {
+            "model": ErrorBody,
+            "description": "the project's query budget is used up (see resets_at)",
+        },
+    },
 )
 def create_task(
     body: TaskCreate,
@@ -81,18 +120,52 @@ def create_task(
     session: SessionDep,
     settings: SettingsDep,
     notifier: NotifierDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    """Start a task; 429 (``resets_at``, ``Retry-After``) once the query budget is used up."""
-    task = tasks.create_task(
-        session,
-        actor=user,
-        project_id=body.project_id,
-        algorithm=body.algorithm,
-        dataset_refs=body.datasets,
-        raw_params=body.params,
-        settings=settings,
-    )
-    commit(session, notifier)
+    """Start a task; 429 (``resets_at``, ``Retry-After``) once the query budget is used up.
+
+    With an ``Idempotency-Key``, a repeat of the request returns the task the first one
+    created (200) — also when two copies race: the unique (user, key) constraint lets one
+    insert win and the other answers with the winner.
+    """
+    digest = content_hash(body.model_dump(mode="json"))
+    if idempotency_key is not None:
+        task_keys.check_idempotency_key(idempotency_key)
+        earlier = task_keys.submitted(
+            session, actor=user, key=idempotency_key, request_sha256=digest
+        )
+        if earlier is not None:
+            return _replayed(session, earlier, response)
+    try:
+        task = tasks.create_task(
+            session,
+            actor=user,
+            project_id=body.project_id,
+            algorithm=body.algorithm,
+            dataset_refs=body.datasets,
+            raw_params=body.params,
+            settings=settings,
+            idempotency_key=idempotency_key,
+            request_sha256=digest,
+        )
+        commit(session, notifier)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        session.rollback()  # a concurrent request with this key committed first
+        earlier = task_keys.submitted(
+            session, actor=user, key=idempotency_key, request_sha256=digest
+        )
+        if earlier is None:
+            raise
+        return _replayed(session, earlier, response)
+    return task_public(session, task)
+
+
+def _replayed(session: Session, task: Task, response: Response) -> TaskPublic:
+    response.status_code = status.HTTP_200_OK
+    response.headers["Idempotent-Replayed"] = "true"
     return task_public(session, task)
 
 

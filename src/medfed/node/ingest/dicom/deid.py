@@ -66,7 +66,7 @@ from medfed.node.ingest.dicom.profile import (
 )
 from medfed.node.ingest.dicom.uids import UidMapper
 from medfed.node.ingest.dicom.walk import Walk
-from medfed.node.ingest.keys import derive_key, hmac_hex
+from medfed.node.ingest.keys import derive_key, patient_pseudonym
 
 __all__ = ["DeidResult", "Deidentifier", "Quarantined"]
 
@@ -114,7 +114,7 @@ class Deidentifier:
 
     def pseudonym(self, patient_id: str) -> str:
         """The keyed pseudonym that replaces Patient ID (and Patient's Name)."""
-        return "P" + hmac_hex(self._patient_key, "patient", patient_id.strip())[:16].upper()
+        return patient_pseudonym(self._patient_key, patient_id)
 
     def date_offset(self, patient_id: str) -> int:
         return patient_offset(self._date_key, patient_id.strip())

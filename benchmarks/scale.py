@@ -1,0 +1,285 @@
+"""Hub scale (issue 18): CPU per run, dispatch latency and throughput with simulated nodes.
+
+Run it as ``.venv/bin/python -m benchmarks.scale`` (options: ``--nodes 1 10 100 1000``,
+``--runs 100`` single-node noop tasks per node count, ``--pg URL`` to add the
+PostgreSQL throughput part, ``--workers 2``, ``--seconds 20``). How it runs:
+
+1. For each node count N: a fresh hub process (SQLite in a temporary folder, one
+   worker), an organization with N nodes made through the admin API (real secrets), and
+   one simulator process (:mod:`medfed.testing.simulator`) that registers a 60-row table
+   at every node and keeps every node in its long poll. The datasets are released and
+   the researcher's project is approved for all of them (one application).
+2. ``--runs`` times, one after another, the researcher submits a ``noop`` task on ONE
+   dataset (rotating over the nodes) and times submit → completed (the SDK's long poll):
+   the dispatch latency. The hub's CPU time (``/proc``, the hub and its worker children)
+   over those tasks divided by their count is the hub CPU per run.
+3. One ``noop`` task over all N datasets: time from submit to completed, and the hub's
+   CPU per run within it.
+4. With ``--pg``: a hub with ``--workers`` uvicorn workers on a fresh PostgreSQL
+   database (LISTEN/NOTIFY wake-ups between the workers), 100 simulated nodes, and 8
+   researcher threads submitting ``noop`` tasks over all 100 datasets for ``--seconds``:
+   completed runs per second.
+
+It prints a table and writes ``benchmarks/results/scale.json``. Every process is stopped
+on the way out; everything listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from medfed.hub.bootstrap import init_hub
+from medfed.hub.config import HubSettings
+from medfed.sdk.client import Client
+from medfed.testing.faults import pg_database
+from medfed.testing.processes import HubProcess
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
+TASK_TIMEOUT_S = 120.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its children (uvicorn workers), from ``/proc``."""
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    for each in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+@dataclass
+class Setup:
+    hub: HubProcess
+    simulator: subprocess.Popen[bytes]
+    researcher: Client
+    datasets: list[int]
+
+    @property
+    def hub_cpu(self) -> float:
+        assert self.hub.process is not None
+        return cpu_seconds(self.hub.process.pid)
+
+
+@contextlib.contextmanager
+def federation(
+    root: Path, nodes: int, *, database_url: str | None = None, workers: int = 1
+) -> Iterator[Setup]:
+    hub_dir = root / "hub"
+    settings = HubSettings(data_dir=hub_dir, database_url=database_url, dev_mode=True)
+    _, token = init_hub(
+        settings, organization="Hub", username="admin", password=secrets.token_urlsafe(12)
+    )
+    env = {
+        "MEDFED_WORKERS": str(workers),
+        "MEDFED_SECRET_KEY": secrets.token_hex(32),
+        "MEDFED_MIN_NODES": "1",  # single-dataset dispatch tasks complete
+    }
+    hub = HubProcess(hub_dir, database_url=database_url, env=env)
+    hub.start()
+    simulator = None
+    try:
+        admin = Client(hub.url, token)
+        org = admin.organizations.create("Simulated hospitals")
+        node_secrets = [
+            admin.nodes.create(f"sim{i:04d}", organization_id=org.id).secret for i in range(nodes)
+        ]
+        (root / "secrets").write_text("\n".join(node_secrets) + "\n")
+        ready = root / "ready"
+        log = open(root / "simulator.log", "ab")  # noqa: SIM115
+        simulator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "medfed.testing.simulator",
+                "--hub",
+                hub.url,
+                "--secrets",
+                str(root / "secrets"),
+                "--register",
+                "--ready",
+                str(ready),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 600
+        while not ready.exists():
+            if simulator.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"simulator did not start; see {root / 'simulator.log'}")
+            time.sleep(0.1)
+        datasets = [d.id for d in admin.datasets.list()]
+        for dataset_id in datasets:
+            admin.catalogue.release(dataset_id)
+        password = secrets.token_urlsafe(12)
+        institute = admin.organizations.create("Research Institute")
+        admin.users.create(
+            "researcher", password, organization_id=institute.id, roles=["researcher"]
+        )
+        researcher = Client.login(hub.url, "researcher", password)
+        project = researcher.projects.create("scale", "scale benchmark").id
+        researcher.project = project
+        for first in range(0, len(datasets), 200):  # an application names at most 200
+            application = researcher.access.apply(
+                project,
+                datasets[first : first + 200],
+                purpose="benchmark",
+                ethics_reference="EC-1",
+                codes=["HMB"],
+                duration_days=30,
+            )
+            researcher.access.submit(application.id)
+            admin.access.approve(application.id, datetime.now(UTC) + timedelta(days=29))
+        yield Setup(hub, simulator, researcher, datasets)
+    finally:
+        if simulator is not None:
+            simulator.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                simulator.wait(30)
+            if simulator.poll() is None:
+                simulator.kill()
+        hub.stop()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_task(client: Client, datasets: list[int]) -> float:
+    started = time.perf_counter()
+    task = client.tasks.submit("noop", datasets=list(datasets))
+    done = client.tasks.wait(task.id, timeout=TASK_TIMEOUT_S, progress=False)
+    if done.status != "completed":
+        raise RuntimeError(f"task {task.id} ended {done.status}: {done.error}")
+    return time.perf_counter() - started
+
+
+def measure_nodes(root: Path, nodes: int, runs: int) -> dict[str, Any]:
+    with federation(root, nodes) as setup:
+        client, datasets = setup.researcher, setup.datasets
+        run_task(client, datasets[:1])  # warm-up
+        cpu0 = setup.hub_cpu
+        latencies = [run_task(client, [datasets[i % nodes]]) for i in range(runs)]
+        cpu_single = (setup.hub_cpu - cpu0) / runs
+        cpu0 = setup.hub_cpu
+        fan_out = run_task(client, datasets)
+        cpu_fan = (setup.hub_cpu - cpu0) / nodes
+    ms = [x * 1000 for x in latencies]
+    return {
+        "nodes": nodes,
+        "runs": runs,
+        "dispatch_p50_ms": statistics.median(ms),
+        "dispatch_p99_ms": percentile(ms, 0.99),
+        "hub_cpu_ms_per_run": cpu_single * 1000,
+        "all_nodes_task_s": fan_out,
+        "all_nodes_hub_cpu_ms_per_run": cpu_fan * 1000,
+    }
+
+
+def measure_throughput(root: Path, url: str, workers: int, seconds: float) -> dict[str, Any]:
+    nodes = 100
+    with (
+        pg_database(url, "medfed_scale_") as db,
+        federation(root, nodes, database_url=db, workers=workers) as setup,
+    ):
+        run_task(setup.researcher, setup.datasets)  # warm-up
+        done = [0]
+        lock = threading.Lock()
+        stop = time.monotonic() + seconds
+        token = setup.researcher.token
+
+        def researcher() -> None:
+            client = Client(setup.hub.url, token)
+            client.project = setup.researcher.project
+            while time.monotonic() < stop:
+                run_task(client, setup.datasets)
+                with lock:
+                    done[0] += nodes
+
+        cpu0, started = setup.hub_cpu, time.perf_counter()
+        threads = [threading.Thread(target=researcher) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        cpu = setup.hub_cpu - cpu0
+    return {
+        "workers": workers,
+        "nodes": nodes,
+        "runs": done[0],
+        "seconds": elapsed,
+        "runs_per_s": done[0] / elapsed,
+        "hub_cpu_ms_per_run": cpu / done[0] * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="*", default=[1, 10, 100, 1000])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--pg", default=os.environ.get("MEDFED_TEST_DATABASE_URL"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--no-pg", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="medfed-scale-") as tmp:
+        for n in args.nodes:
+            row = measure_nodes(Path(tmp) / f"n{n}", n, args.runs)
+            rows.append(row)
+            print(
+                f"{n:>5} nodes: dispatch p50 {row['dispatch_p50_ms']:.1f} ms, "
+                f"p99 {row['dispatch_p99_ms']:.1f} ms, hub CPU {row['hub_cpu_ms_per_run']:.2f}"
+                f" ms/run; task over all {n}: {row['all_nodes_task_s']:.2f} s, "
+                f"{row['all_nodes_hub_cpu_ms_per_run']:.2f} ms CPU/run",
+                flush=True,
+            )
+        throughput = None
+        if args.pg and not args.no_pg:
+            throughput = measure_throughput(Path(tmp) / "pg", args.pg, args.workers, args.seconds)
+            print(
+                f"PostgreSQL, {args.workers} workers, 100 nodes: "
+                f"{throughput['runs_per_s']:.0f} runs/s ({throughput['runs']} runs in "
+                f"{throughput['seconds']:.1f} s), hub CPU {throughput['hub_cpu_ms_per_run']:.2f}"
+                " ms/run",
+                flush=True,
+            )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(),
+                "cpus": os.cpu_count(),
+                "loadavg": os.getloadavg(),
+                "nodes": rows,
+                "throughput": throughput,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

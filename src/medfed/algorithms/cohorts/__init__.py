@@ -1,0 +1,1 @@
+"""Cohorts on OMOP CDM data: Circe definitions (circe) and feature specifications (features)."""

@@ -1,0 +1,1 @@
+"""Validation of outside (ONNX) or registry models on each node's own patients (issue 17)."""

@@ -1,0 +1,51 @@
+"""How long a single-sign-on user's API tokens work: bounded by their last SSO login.
+
+A user who signs in through an OpenID provider gets their roles from the provider's claims
+at each login (:mod:`medfed.hub.services.oidc_login`). So that a role taken away at the
+institution cannot live on in a long-lived API token, :func:`check_reauth` runs on every
+request that authenticates a user token (``medfed.hub.services.auth.authenticate``): if
+the user has an identity at a provider and their last login there is older than
+``oidc_reauth_hours`` (at most 24), every token of theirs is refused until they log in
+again (web or ``medfed login --sso``), and that login re-reads the claims. Users without
+an identity (local accounts) are not touched. The cost is one indexed query per request.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from medfed.common.errors import Unauthorized
+from medfed.common.timeutil import aware, utcnow
+from medfed.hub.config import SETTINGS_INFO, HubSettings
+from medfed.hub.db.models import User
+from medfed.hub.db.models_identity import UserIdentity
+
+__all__ = ["DEFAULT_REAUTH_HOURS", "check_reauth", "reauth_hours"]
+
+DEFAULT_REAUTH_HOURS = 24.0
+
+
+def reauth_hours(session: Session) -> float:
+    """The app's ``oidc_reauth_hours`` (from the session's settings; 24 without an app)."""
+    settings = session.info.get(SETTINGS_INFO)
+    if isinstance(settings, HubSettings):
+        return settings.oidc_reauth_hours
+    return DEFAULT_REAUTH_HOURS
+
+
+def check_reauth(session: Session, *, user: User) -> None:
+    """Refuse the tokens of an SSO user whose last provider login is too old."""
+    last = session.scalar(
+        select(func.max(UserIdentity.last_login_at)).where(UserIdentity.user_id == user.id)
+    )
+    if last is None:
+        return
+    hours = reauth_hours(session)
+    if aware(last) + timedelta(hours=hours) <= utcnow():
+        raise Unauthorized(
+            f"your single sign-on is older than {hours:g} hours: sign in again through your "
+            "institution (web page, or 'medfed login --sso')"
+        )

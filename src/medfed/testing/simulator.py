@@ -1,0 +1,201 @@
+"""Many lightweight nodes in one asyncio process, for scale benchmarks (not the product).
+
+How it runs: :class:`Simulator` gets the hub's URL and one real node secret per simulated
+node (made by the hub administrator, as for any node). :meth:`Simulator.register` has
+each node register one small table as a dataset (``POST /api/node/datasets``, the
+columns and rounded row count a node would send). :meth:`Simulator.serve` then runs one
+task per node on one ``httpx.AsyncClient`` (HTTP keep-alive, no connection cap): each
+long-polls ``GET /api/node/runs/next``, answers a run with the algorithm's real local step
+on the shared table (a :class:`~medfed.node.stores.tables.TableStore`, so DuckDB and the
+schema checks are real) passed through the node's disclosure gate
+(:func:`medfed.node.gate.apply_gate`, the algorithm's own output rules), and posts the
+outcome. ``noop`` runs (dispatch measurements) take the same path with nothing to gate.
+What a full node adds and this leaves out: policy checks from ``node.toml``, row-set
+memory, dominance rules, the airlock, the outbox, heartbeats and the run log — so its
+answers are what a node would send for plain aggregate algorithms, no more.
+
+Every node counts the runs it answered (``answered``); ``python -m
+medfed.testing.simulator --hub URL --secrets FILE`` runs it as its own process (one
+secret a line), so a benchmark can read the hub's CPU apart from the nodes'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from medfed.algorithms.base import LocalContext
+from medfed.algorithms.registry import get_algorithm
+from medfed.common.errors import MedfedError
+from medfed.common.resources import DatasetRegister, RunAssignment, RunOutcome
+from medfed.node.gate import GatePolicy, apply_gate
+from medfed.node.stores.tables import TableStore
+
+__all__ = ["Simulator", "default_table"]
+
+
+def default_table(rows: int = 60) -> pd.DataFrame:
+    """A small deterministic table: an integer id, a number and a two-level group."""
+    return pd.DataFrame(
+        {
+            "x": [float((i * 37) % 101) for i in range(rows)],
+            "group": ["a" if i % 2 else "b" for i in range(rows)],
+        }
+    )
+
+
+@dataclass
+class Simulator:
+    hub_url: str
+    secrets: Sequence[str]
+    dataset: str = "sim"
+    table: pd.DataFrame = field(default_factory=default_table)
+    min_cell_count: int = 5
+    poll_wait: float = 20.0
+    #: an httpx transport (tests: ``httpx.ASGITransport(app)``); None: real HTTP
+    transport: httpx.AsyncBaseTransport | None = None
+    #: runs answered, per node index
+    answered: list[int] = field(init=False)
+    errors: list[str] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.answered = [0] * len(self.secrets)
+        self._store = TableStore(self.table, name=self.dataset)
+        self._stop = asyncio.Event()
+
+    def _client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        return httpx.AsyncClient(
+            base_url=self.hub_url,
+            limits=limits,
+            timeout=self.poll_wait + 60.0,
+            transport=self.transport,
+        )
+
+    async def register(self, concurrency: int = 16) -> list[int]:
+        """Register the dataset at every node; the dataset ids, in node order."""
+        body = DatasetRegister(
+            name=self.dataset,
+            columns=self._store.columns,
+            row_count=len(self.table) // self.min_cell_count * self.min_cell_count,
+        ).model_dump_json(exclude_none=True)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(client: httpx.AsyncClient, secret: str) -> int:
+            async with gate:
+                answer = await client.post(
+                    "/api/node/datasets",
+                    content=body,
+                    headers={
+                        "Authorization": f"Bearer {secret}",
+                        "Content-Type": "application/json",
+                    },
+                )
+                answer.raise_for_status()
+                return int(answer.json()["id"])
+
+        async with self._client() as client:
+            return list(await asyncio.gather(*(one(client, s) for s in self.secrets)))
+
+    def answer(self, run: RunAssignment) -> RunOutcome:
+        """The local step on the shared table, through the gate (what a node would send)."""
+        started = time.perf_counter()
+        alg = get_algorithm(run.algorithm)
+        try:
+            params = alg.parse_params(run.params)
+            ctx = LocalContext(
+                data=self._store,
+                round=run.round,
+                state=run.state,
+                min_cell_count=self.min_cell_count,
+            )
+            gated = apply_gate(
+                alg.local(params, ctx),
+                alg.disclosure(params),
+                GatePolicy(min_cell_count=self.min_cell_count),
+            )
+        except MedfedError as exc:
+            return RunOutcome(lease_id=run.lease_id, status="refused", error=exc.message)
+        return RunOutcome(
+            lease_id=run.lease_id,
+            status="done",
+            output_status=gated.status,
+            output=gated.payload if gated.status == "ok" else None,
+            duration_s=time.perf_counter() - started,
+        )
+
+    async def _node(self, client: httpx.AsyncClient, index: int) -> None:
+        headers = {"Authorization": f"Bearer {self.secrets[index]}"}
+        while not self._stop.is_set():
+            try:
+                got = await client.get(
+                    "/api/node/runs/next", params={"wait": self.poll_wait}, headers=headers
+                )
+                if got.status_code == 204:
+                    continue
+                got.raise_for_status()
+                run = RunAssignment.model_validate_json(got.content)
+                outcome = self.answer(run)
+                posted = await client.post(
+                    f"/api/node/runs/{run.run_id}/outcome",
+                    content=outcome.model_dump_json(exclude_none=True),
+                    headers={**headers, "Content-Type": "application/json"},
+                )
+                posted.raise_for_status()
+                self.answered[index] += 1
+            except (httpx.HTTPError, ValueError) as exc:
+                if self._stop.is_set():
+                    return
+                self.errors.append(f"node {index}: {type(exc).__name__}: {exc}"[:300])
+                await asyncio.sleep(0.5)
+
+    async def serve(self) -> None:
+        """Run every node until :meth:`stop`."""
+        async with self._client() as client:
+            tasks = [asyncio.create_task(self._node(client, i)) for i in range(len(self.secrets))]
+            await self._stop.wait()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hub", required=True)
+    parser.add_argument("--secrets", type=Path, required=True, help="one node secret a line")
+    parser.add_argument("--dataset", default="sim")
+    parser.add_argument("--register", action="store_true", help="register the dataset first")
+    parser.add_argument("--ready", type=Path, help="file written once every node polls")
+    args = parser.parse_args(argv)
+    secrets = [s for s in args.secrets.read_text().split() if s]
+
+    async def run() -> None:
+        sim = Simulator(args.hub, secrets, dataset=args.dataset)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sim.stop)
+        if args.register:
+            await sim.register()
+        serving = asyncio.create_task(sim.serve())
+        if args.ready is not None:
+            args.ready.write_text("ready\n")
+        await serving
+        if sim.errors:
+            print("\n".join(sim.errors[:20]))
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
