@@ -21,8 +21,9 @@ from rich.table import Table
 from medfed.common.errors import BadRequest, Unauthorized
 from medfed.sdk.client import Client
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# no emoji codes: a fingerprint such as ``A7:CD:ED`` must not print ``:cd:`` as a disc
+console = Console(soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 CREDENTIALS = Path(os.environ.get("MEDFED_CONFIG_DIR", "~/.config/medfed")).expanduser() / (
     "credentials.json"

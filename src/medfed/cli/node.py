@@ -129,7 +129,7 @@ def queries(
             str(entry.get("filter_hmac", ""))[:12],
             str(len(entry.get("rowsets") or [])),
         )
-    Console().print(table)
+    Console(emoji=False).print(table)
 
 
 @app.command()
