@@ -23,6 +23,15 @@ import statsmodels.api as sm
 import statsmodels.formula.api as smf
 from lifelines import CoxPHFitter
 
+from circetools import (
+    BREAST,
+    GRADE3,
+    HORMONAL,
+    NODES,
+    RECURRENCE,
+    cohort,
+    concept_set,
+)
 from medfed.algorithms.cohorts.circe import definition_hash, parse_definition
 from medfed.algorithms.cohorts.features import FeatureSpec
 from medfed.common.errors import BadRequest
@@ -37,34 +46,6 @@ from medfed.testing.local import run_locally
 ROOT = Path(__file__).resolve().parents[2]
 MAPPING = ROOT / "examples" / "omop" / "gbsg2.toml"
 INDEX = pd.Timestamp("2000-01-01")
-BREAST, GRADE3, NODES, TAMOXIFEN, HORMONAL, RECURRENCE = (
-    2000000100,
-    2000000103,
-    2000001002,
-    2000002001,
-    2000002000,
-    2000000150,
-)
-
-
-def concept_set(i: int, concept: int, descendants: bool) -> dict[str, Any]:
-    item = {"concept": {"CONCEPT_ID": concept}, "includeDescendants": descendants}
-    return {"id": i, "name": f"set {i}", "expression": {"items": [item]}}
-
-
-def cohort(entry: dict[str, Any], sets: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {
-        "ConceptSets": sets,
-        "PrimaryCriteria": {
-            "CriteriaList": [entry],
-            "ObservationWindow": {"PriorDays": 0, "PostDays": 0},
-            "PrimaryCriteriaLimit": {"Type": "First"},
-        },
-        "QualifiedLimit": {"Type": "First"},
-        "ExpressionLimit": {"Type": "First"},
-        "CollapseSettings": {"CollapseType": "ERA", "EraPad": 0},
-        **extra,
-    }
 
 
 def windowed(criteria: dict[str, Any], start: int, end: int) -> dict[str, Any]:
