@@ -28,7 +28,7 @@ lint: $(STAMP)
 JOBS ?= 3
 
 test: lint
-	$(BIN)/pytest -q -n $(JOBS) --dist loadfile
+	$(BIN)/pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -7,7 +7,7 @@ gate) and prints its time, its peak RSS and, for count and mean, the ratio to Du
 
 Command (the figures in ``docs/benchmarks.md``)::
 
-    .venv/bin/python -m benchmarks.bigtable --rows 50000000 --steps count,mean
+    .venv/bin/python -m benchmarks.bigtable --rows 50000000 --steps count,mean,variance
 """
 
 from __future__ import annotations

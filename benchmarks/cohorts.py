@@ -8,7 +8,8 @@ size) and a recurrence condition for about half. The cohort: entry = the diagnos
 Measured: (1) ``generate_cohort`` through ``OmopStore`` (opt-out views, result tables
 in memory) and ``extract_features`` + a Cox fit (medfed's federated Cox, run locally on
 the one node); (2) the same compiled Circe SQL run directly on a DuckDB connection to
-the file. Peak RSS is the process's (ru_maxrss) after each step.
+the file. Peak RSS is the process's (ru_maxrss, cumulative) after each step: the direct
+SQL runs first, so ``rss_after_direct_mb`` is its peak and the later ones add medfed's steps.
 
     .venv/bin/python benchmarks/cohorts.py --persons 1000000 --events 20000000
 """
@@ -84,7 +85,6 @@ def build(path: Path, persons: int, events: int) -> None:
     con = duckdb.connect(str(path))
     create_cdm(con)
     load_test_vocabulary(con)
-    per = max(1, events // persons)
     con.execute(f"""
         INSERT INTO person (person_id, gender_concept_id, year_of_birth, race_concept_id,
                             ethnicity_concept_id)
@@ -110,7 +110,6 @@ def build(path: Path, persons: int, events: int) -> None:
             CAST(hash(j) % 40 AS DOUBLE)
         FROM range(0, {max(events - persons * 3 // 2, persons)}) t(j)""")
     con.close()
-    del per
 
 
 def rss_mb() -> float:
@@ -147,11 +146,13 @@ def main() -> None:
     figures["direct_sql_s"] = time.perf_counter() - t0
     figures["direct_persons"] = int(con.execute("SELECT count(*) FROM r.cohort").fetchall()[0][0])
     con.close()
+    figures["rss_after_direct_mb"] = rss_mb()
     store = OmopStore(duckdb_path=path, name="bench")
     t0 = time.perf_counter()
     generated = generate_cohort(store, cohort)
     figures["generate_s"] = time.perf_counter() - t0
     figures["persons_in_cohort"] = generated.persons
+    figures["rss_after_generate_mb"] = rss_mb()
     spec = FeatureSpec.model_validate(
         {
             "covariates": [
@@ -170,6 +171,7 @@ def main() -> None:
     t0 = time.perf_counter()
     table = cohort_table(store, generated, spec)
     figures["features_s"] = time.perf_counter() - t0
+    figures["rss_after_features_mb"] = rss_mb()
     t0 = time.perf_counter()
     params = {
         "duration": "recurrence_time",

@@ -2,13 +2,17 @@
 
 Run it as ``.venv/bin/python -m benchmarks.scale`` (options: ``--nodes 1 10 100 1000``,
 ``--runs 100`` single-node noop tasks per node count, ``--pg URL`` to add the
-PostgreSQL throughput part, ``--workers 2``, ``--seconds 20``). How it runs:
+PostgreSQL throughput part, ``--workers 2``, ``--seconds 20``, ``--before DIR`` to
+measure a hub run from another source tree too, e.g. ``git archive`` of an earlier
+commit's ``src``: each figure then has its "before" from the same run). How it runs:
 
 1. For each node count N: a fresh hub process (SQLite in a temporary folder, one
-   worker), an organization with N nodes made through the admin API (real secrets), and
-   one simulator process (:mod:`medfed.testing.simulator`) that registers a 60-row table
-   at every node and keeps every node in its long poll. The datasets are released and
-   the researcher's project is approved for all of them (one application).
+   worker), an organization with N nodes made through the admin API (real secrets, four
+   calls at a time), a simulator process (:mod:`medfed.testing.simulator`,
+   ``--register-only``) that registers a 60-row table at every node and exits; the
+   datasets are released and the researcher's project is approved for all of them (an
+   application per 200), all with no poll open; then one simulator process keeps every
+   node in its long poll.
 2. ``--runs`` times, one after another, the researcher submits a ``noop`` task on ONE
    dataset (rotating over the nodes) and times submit → completed (the SDK's long poll):
    the dispatch latency. The hub's CPU time (``/proc``, the hub and its worker children)
@@ -38,10 +42,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from medfed.hub.bootstrap import init_hub
 from medfed.hub.config import HubSettings
@@ -80,10 +87,48 @@ class Setup:
         return cpu_seconds(self.hub.process.pid)
 
 
+def _simulator(hub: HubProcess, root: Path, *flags: str) -> subprocess.Popen[bytes]:
+    log = open(root / "simulator.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medfed.testing.simulator",
+            "--hub",
+            hub.url,
+            "--secrets",
+            str(root / "secrets"),
+            *flags,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _each(work: Any, items: list[Any], threads: int = 4) -> list[Any]:
+    """``work`` over ``items`` on a few threads (admin set-up calls), in order."""
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(work, items))
+
+
 @contextlib.contextmanager
 def federation(
-    root: Path, nodes: int, *, database_url: str | None = None, workers: int = 1
+    root: Path,
+    nodes: int,
+    *,
+    database_url: str | None = None,
+    workers: int = 1,
+    hub_src: Path | None = None,
+    long_poll: float | None = None,
 ) -> Iterator[Setup]:
+    """A hub process and one simulator process serving ``nodes`` nodes, set up for use.
+
+    The set-up runs with no poll open: the nodes are created (admin API, a few threads),
+    a first simulator process registers their datasets and exits, the datasets are
+    released and the researcher's project approved; only then does the serving simulator
+    start. ``hub_src``: run the hub from that source tree (``PYTHONPATH``), e.g. an
+    earlier commit's ``src`` for a before/after comparison in one run.
+    """
     hub_dir = root / "hub"
     settings = HubSettings(data_dir=hub_dir, database_url=database_url, dev_mode=True)
     _, token = init_hub(
@@ -94,42 +139,25 @@ def federation(
         "MEDFED_SECRET_KEY": secrets.token_hex(32),
         "MEDFED_MIN_NODES": "1",  # single-dataset dispatch tasks complete
     }
+    if hub_src is not None:
+        env["PYTHONPATH"] = str(hub_src)
+    if long_poll is not None:
+        env["MEDFED_LONG_POLL_SECONDS"] = str(long_poll)
     hub = HubProcess(hub_dir, database_url=database_url, env=env)
     hub.start()
     simulator = None
     try:
         admin = Client(hub.url, token)
         org = admin.organizations.create("Simulated hospitals")
-        node_secrets = [
-            admin.nodes.create(f"sim{i:04d}", organization_id=org.id).secret for i in range(nodes)
-        ]
-        (root / "secrets").write_text("\n".join(node_secrets) + "\n")
-        ready = root / "ready"
-        log = open(root / "simulator.log", "ab")  # noqa: SIM115
-        simulator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "medfed.testing.simulator",
-                "--hub",
-                hub.url,
-                "--secrets",
-                str(root / "secrets"),
-                "--register",
-                "--ready",
-                str(ready),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        node_secrets = _each(
+            lambda i: admin.nodes.create(f"sim{i:04d}", organization_id=org.id).secret,
+            list(range(nodes)),
         )
-        deadline = time.monotonic() + 600
-        while not ready.exists():
-            if simulator.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"simulator did not start; see {root / 'simulator.log'}")
-            time.sleep(0.1)
+        (root / "secrets").write_text("\n".join(node_secrets) + "\n")
+        if _simulator(hub, root, "--register-only").wait() != 0:
+            raise RuntimeError(f"simulator could not register; see {root / 'simulator.log'}")
         datasets = [d.id for d in admin.datasets.list()]
-        for dataset_id in datasets:
-            admin.catalogue.release(dataset_id)
+        _each(admin.catalogue.release, datasets)
         password = secrets.token_urlsafe(12)
         institute = admin.organizations.create("Research Institute")
         admin.users.create(
@@ -149,6 +177,14 @@ def federation(
             )
             researcher.access.submit(application.id)
             admin.access.approve(application.id, datetime.now(UTC) + timedelta(days=29))
+        ready = root / "ready"
+        wait = ["--poll-wait", str(long_poll)] if long_poll is not None else []
+        simulator = _simulator(hub, root, "--ready", str(ready), *wait)
+        deadline = time.monotonic() + 600
+        while not ready.exists():
+            if simulator.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"simulator did not start; see {root / 'simulator.log'}")
+            time.sleep(0.1)
         yield Setup(hub, simulator, researcher, datasets)
     finally:
         if simulator is not None:
@@ -165,27 +201,41 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_task(client: Client, datasets: list[int]) -> float:
+def run_task(client: Client, datasets: list[int], timeout: float = TASK_TIMEOUT_S) -> float:
     started = time.perf_counter()
     task = client.tasks.submit("noop", datasets=list(datasets))
-    done = client.tasks.wait(task.id, timeout=TASK_TIMEOUT_S, progress=False)
+    done = client.tasks.wait(task.id, timeout=timeout, progress=False)
     if done.status != "completed":
         raise RuntimeError(f"task {task.id} ended {done.status}: {done.error}")
     return time.perf_counter() - started
 
 
-def measure_nodes(root: Path, nodes: int, runs: int) -> dict[str, Any]:
-    with federation(root, nodes) as setup:
+def measure_nodes(
+    root: Path,
+    nodes: int,
+    runs: int,
+    hub_src: Path | None = None,
+    fan_timeout: float = 600.0,
+    long_poll: float | None = None,
+) -> dict[str, Any]:
+    with federation(root, nodes, hub_src=hub_src, long_poll=long_poll) as setup:
         client, datasets = setup.researcher, setup.datasets
         run_task(client, datasets[:1])  # warm-up
         cpu0 = setup.hub_cpu
         latencies = [run_task(client, [datasets[i % nodes]]) for i in range(runs)]
         cpu_single = (setup.hub_cpu - cpu0) / runs
         cpu0 = setup.hub_cpu
-        fan_out = run_task(client, datasets)
+        failed: str | None = None
+        try:
+            fan_out: float | None = run_task(client, datasets, timeout=fan_timeout)
+        except Exception as exc:  # the dispatch figures above still stand
+            fan_out, failed = None, f"{type(exc).__name__}: {exc}"
         cpu_fan = (setup.hub_cpu - cpu0) / nodes
     ms = [x * 1000 for x in latencies]
     return {
+        "all_nodes_error": failed,
+        "hub": "before" if hub_src is not None else "after",
+        "long_poll_s": long_poll,
         "nodes": nodes,
         "runs": runs,
         "dispatch_p50_ms": statistics.median(ms),
@@ -196,11 +246,13 @@ def measure_nodes(root: Path, nodes: int, runs: int) -> dict[str, Any]:
     }
 
 
-def measure_throughput(root: Path, url: str, workers: int, seconds: float) -> dict[str, Any]:
+def measure_throughput(
+    root: Path, url: str, workers: int, seconds: float, hub_src: Path | None = None
+) -> dict[str, Any]:
     nodes = 100
     with (
         pg_database(url, "medfed_scale_") as db,
-        federation(root, nodes, database_url=db, workers=workers) as setup,
+        federation(root, nodes, database_url=db, workers=workers, hub_src=hub_src) as setup,
     ):
         run_task(setup.researcher, setup.datasets)  # warm-up
         done = [0]
@@ -225,6 +277,7 @@ def measure_throughput(root: Path, url: str, workers: int, seconds: float) -> di
         elapsed = time.perf_counter() - started
         cpu = setup.hub_cpu - cpu0
     return {
+        "hub": "before" if hub_src is not None else "after",
         "workers": workers,
         "nodes": nodes,
         "runs": done[0],
@@ -232,6 +285,35 @@ def measure_throughput(root: Path, url: str, workers: int, seconds: float) -> di
         "runs_per_s": done[0] / elapsed,
         "hub_cpu_ms_per_run": cpu / done[0] * 1000,
     }
+
+
+def measure_floor(root: Path, requests: int = 300) -> dict[str, float]:
+    """Hub CPU per request of an empty route and of an authenticated read (the stack's
+    floor under any run: HTTP, middlewares, a bearer check), over one keep-alive client."""
+    hub_dir = root / "hub"
+    settings = HubSettings(data_dir=hub_dir, dev_mode=True)
+    _, token = init_hub(
+        settings, organization="Hub", username="admin", password=secrets.token_urlsafe(12)
+    )
+    hub = HubProcess(hub_dir, env={"MEDFED_SECRET_KEY": secrets.token_hex(32)})
+    hub.start()
+    floor: dict[str, float] = {}
+    try:
+        assert hub.process is not None
+        with httpx.Client(base_url=hub.url) as client:
+            for name, path, headers in (
+                ("empty_route_ms", "/api/health", {}),
+                ("authenticated_read_ms", "/api/me", {"Authorization": f"Bearer {token}"}),
+            ):
+                for _ in range(20):
+                    client.get(path, headers=headers).raise_for_status()
+                cpu0 = cpu_seconds(hub.process.pid)
+                for _ in range(requests):
+                    client.get(path, headers=headers).raise_for_status()
+                floor[name] = (cpu_seconds(hub.process.pid) - cpu0) / requests * 1000
+    finally:
+        hub.stop()
+    return floor
 
 
 def main() -> None:
@@ -242,29 +324,70 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--no-pg", action="store_true")
+    parser.add_argument(
+        "--long-poll",
+        type=float,
+        help="the hub's MEDFED_LONG_POLL_SECONDS and the nodes' poll wait (at most 120): "
+        "1,000 idle nodes renew their polls 1,000/wait times a second",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also measure a hub run from this source tree (e.g. `git archive` of an earlier "
+        "commit's src), each figure next to today's in the same run",
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure the hub CPU of an empty request"
+    )
     args = parser.parse_args()
+    variants: list[Path | None] = [args.before, None] if args.before else [None]
     rows = []
+    throughput = []
     with tempfile.TemporaryDirectory(prefix="medfed-scale-") as tmp:
         for n in args.nodes:
-            row = measure_nodes(Path(tmp) / f"n{n}", n, args.runs)
-            rows.append(row)
+            for hub_src in variants:
+                name = "before" if hub_src is not None else "after"
+                try:
+                    row = measure_nodes(
+                        Path(tmp) / f"n{n}{name}", n, args.runs, hub_src, long_poll=args.long_poll
+                    )
+                except Exception as exc:  # a figure that could not be taken is a finding
+                    rows.append({"hub": name, "nodes": n, "error": f"{type(exc).__name__}: {exc}"})
+                    print(f"{n:>5} nodes ({name}): FAILED {exc}", flush=True)
+                    continue
+                rows.append(row)
+                print(
+                    f"{n:>5} nodes ({name}): dispatch p50 {row['dispatch_p50_ms']:.1f} ms, "
+                    f"p99 {row['dispatch_p99_ms']:.1f} ms, hub CPU "
+                    f"{row['hub_cpu_ms_per_run']:.2f} ms/run; task over all {n}: "
+                    + (
+                        f"{row['all_nodes_task_s']:.2f} s, "
+                        f"{row['all_nodes_hub_cpu_ms_per_run']:.2f} ms CPU/run"
+                        if row["all_nodes_error"] is None
+                        else f"FAILED {row['all_nodes_error']}"
+                    ),
+                    flush=True,
+                )
+        floor = measure_floor(Path(tmp) / "floor") if args.floor else None
+        if floor is not None:
             print(
-                f"{n:>5} nodes: dispatch p50 {row['dispatch_p50_ms']:.1f} ms, "
-                f"p99 {row['dispatch_p99_ms']:.1f} ms, hub CPU {row['hub_cpu_ms_per_run']:.2f}"
-                f" ms/run; task over all {n}: {row['all_nodes_task_s']:.2f} s, "
-                f"{row['all_nodes_hub_cpu_ms_per_run']:.2f} ms CPU/run",
+                f"floor: empty route {floor['empty_route_ms']:.2f} ms, authenticated read "
+                f"{floor['authenticated_read_ms']:.2f} ms of hub CPU per request",
                 flush=True,
             )
-        throughput = None
         if args.pg and not args.no_pg:
-            throughput = measure_throughput(Path(tmp) / "pg", args.pg, args.workers, args.seconds)
-            print(
-                f"PostgreSQL, {args.workers} workers, 100 nodes: "
-                f"{throughput['runs_per_s']:.0f} runs/s ({throughput['runs']} runs in "
-                f"{throughput['seconds']:.1f} s), hub CPU {throughput['hub_cpu_ms_per_run']:.2f}"
-                " ms/run",
-                flush=True,
-            )
+            for hub_src in variants:
+                name = "before" if hub_src is not None else "after"
+                got = measure_throughput(
+                    Path(tmp) / f"pg{name}", args.pg, args.workers, args.seconds, hub_src
+                )
+                throughput.append(got)
+                print(
+                    f"PostgreSQL ({name}), {args.workers} workers, 100 nodes: "
+                    f"{got['runs_per_s']:.0f} runs/s ({got['runs']} runs in "
+                    f"{got['seconds']:.1f} s), hub CPU {got['hub_cpu_ms_per_run']:.2f} ms/run",
+                    flush=True,
+                )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -274,6 +397,7 @@ def main() -> None:
                 "loadavg": os.getloadavg(),
                 "nodes": rows,
                 "throughput": throughput,
+                "floor": floor,
             },
             indent=2,
         )

@@ -35,12 +35,18 @@ from hubtools import ADMIN_PASSWORD, ADMIN_USERNAME, TestClient, World, build_wo
 from medfed.hub.app import create_app
 from medfed.hub.bootstrap import init_hub
 from medfed.hub.config import HubSettings
+from scheduling import slowest_files_first
 
 PG_ENV = "MEDFED_TEST_DATABASE_URL"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hub(**settings): HubSettings overrides for hub_app")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slowest files first, so that parallel workers finish together (:mod:`scheduling`)."""
+    items[:] = slowest_files_first(items)
 
 
 def backends() -> list[Any]:

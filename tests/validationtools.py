@@ -1,21 +1,31 @@
-"""Models and data for the validation tests: real data, real exporters (skl2onnx, torch)."""
+"""Models and data for the validation tests: real data, real exporters (skl2onnx, torch).
+
+Imaging: :func:`dicom_site` ingests copies of pydicom's bundled CT_small.dcm (GE) and
+MR_small.dcm (a second manufacturer) with the node's real DICOM ingest; each copy is a
+patient of its own with the image's rows rolled by a few pixels (so that images differ).
+Their labels are synthetic — no real labelled images ship offline.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pandas as pd
+import pytest
 from onnx import TensorProto, helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from statsmodels.stats.proportion import proportion_confint
 
 from medfed.algorithms.validation.local import logit
 from medfed.algorithms.validation.params import ModelRef
@@ -132,3 +142,100 @@ def recalibration_reference(y: np.ndarray, scores: np.ndarray) -> tuple[float, f
         tol=1e-12, maxiter=200
     )
     return float(fit.params[0]), float(fit.params[1])
+
+
+def check_against_pooled(result: dict[str, Any], y: np.ndarray, s: np.ndarray) -> None:
+    """The pooled result equals scikit-learn and statsmodels on the pooled (y, score)."""
+    tol = 1e-9
+    overall = result["overall"]
+    assert overall["n"] == len(y) and overall["n_pos"] == int(y.sum())
+    checked = 0
+    for entry in overall["thresholds"]:
+        if entry["nodes_left_out"]:
+            continue
+        checked += 1
+        tn, fp, fn, tp = confusion_matrix(y, (s >= entry["threshold"]).astype(int)).ravel()
+        assert (entry["tp"], entry["fp"], entry["fn"], entry["tn"]) == (tp, fp, fn, tn)
+        for name, (k, n) in {
+            "sensitivity": (tp, tp + fn),
+            "specificity": (tn, tn + fp),
+            "ppv": (tp, tp + fp),
+            "npv": (tn, tn + fn),
+        }.items():
+            got = entry[name]
+            assert got["value"] == pytest.approx(k / n, abs=tol)
+            assert got["wilson"] == pytest.approx(
+                list(proportion_confint(k, n, method="wilson")), abs=tol
+            )
+            assert got["clopper_pearson"] == pytest.approx(
+                list(proportion_confint(k, n, method="beta")), abs=tol
+            )
+    assert checked >= 1
+    assert overall["brier"] == pytest.approx(brier_score_loss(y, s), abs=tol)
+    a, b = recalibration_reference(y, s)
+    assert result["calibration_intercept"]["estimate"] == pytest.approx(a, abs=tol)
+    assert result["calibration_slope"]["estimate"] == pytest.approx(b, abs=tol)
+    auc = overall["auc"]
+    true_auc = roc_auc_score(y, s)
+    assert auc["lower_bound"] - tol <= true_auc <= auc["upper_bound"] + tol
+    assert auc["lower_bound"] <= auc["estimate"] <= auc["upper_bound"]
+    bins = overall["calibration"]
+    assert sum(b["n"] for b in bins) == len(y)
+    assert sum(b["events"] for b in bins) == int(y.sum())
+
+
+def cnn_onnx(shape: tuple[int, int, int] = (1, 32, 32)) -> bytes:
+    """A tiny CNN (strided conv, ReLU, linear over the map, sigmoid) by torch.onnx.export."""
+    import torch
+
+    torch.manual_seed(0)
+    c, h, w = shape
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(c, 4, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * ((h + 1) // 2) * ((w + 1) // 2), 1),
+        torch.nn.Sigmoid(),
+    )
+    with torch.no_grad():  # spread the scores over (0, 1)
+        net[3].weight.mul_(6.0)
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        net.eval(),
+        (torch.zeros(1, *shape),),
+        buffer,
+        input_names=["image"],
+        output_names=["risk"],
+        dynamic_axes={"image": {0: "n"}, "risk": {0: "n"}},
+        dynamo=False,
+    )
+    return buffer.getvalue()
+
+
+def dicom_site(folder: Path, name: str, images: int, first: int = 0) -> Path:
+    """Ingest ``images`` copies of CT_small and MR_small (alternating); the index file.
+
+    Copy ``k`` is patient ``{name}-{k}`` with instance number ``k`` and the pixel rows
+    rolled by ``k``.
+    """
+    import pydicom
+    from pydicom.data import DATA_ROOT
+
+    from medfed.node.ingest.dicom.runner import ingest_dicom
+
+    sources = [Path(DATA_ROOT, "test_files", f) for f in ("CT_small.dcm", "MR_small.dcm")]
+    src = folder / f"{name}-src"
+    src.mkdir(parents=True)
+    for k in range(first, first + images):
+        ds = pydicom.dcmread(sources[k % 2])
+        ds.PatientID, ds.PatientName = f"{name}-{k}", f"Patient^{name}{k}"
+        uid = f"1.2.826.0.1.77.{sum(map(ord, name))}.{k}"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = f"{uid}.1", f"{uid}.2"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{uid}.3"
+        ds.InstanceNumber = k
+        ds.PixelData = np.roll(ds.pixel_array, 3 * k, axis=0).tobytes()
+        ds.save_as(src / f"img{k:03d}.dcm")
+    out = folder / f"{name}-out"
+    summary = ingest_dicom(src, out, secret="mfn_node_secret_for_tests", workers=1, progress=False)
+    assert summary.ok and summary.done == images, summary.quarantined
+    return out / "index.parquet"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hubtools import COLUMNS, SQLITE_ONLY, Person, World, make_person
+from medfed.hub.services.learning.blobs import store_for
 
 pytestmark = SQLITE_ONLY
 
@@ -214,8 +215,8 @@ def test_ethics_file_is_stored_by_its_sha256(world: World, q: int) -> None:
     digest = hashlib.sha256(content).hexdigest()
     assert response.json()["ethics_file_sha256"] == digest
     assert response.json()["ethics_file_name"] == "approval.pdf"
-    folder = world.app.state.settings.data_dir / "access" / "ethics"
-    assert (folder / digest).read_bytes() == content
+    # in the hub's blob store (PostgreSQL's on PostgreSQL: every hub process sees it)
+    assert store_for(world.app.state.settings).read(digest) == content
 
 
 def test_due_view_lists_pending_with_age_and_entitlements_ending_soon(

@@ -141,10 +141,15 @@ PAGES: dict[tuple[str, str], int] = {
             "/applications/new",
             "/applications/{application_id}",
             "/audit/queries",
+            "/cohorts/{cohort_id}",
+            "/cohorts/{cohort_id}/counts/{task_id}",
+            "/cohorts/{cohort_id}/run-form",
             "/dac",
             "/models/{model_id}/download",
             "/projects",
             "/projects/{project_id}",
+            "/projects/{project_id}/cohorts",
+            "/projects/{project_id}/cohorts/new",
             "/projects/{project_id}/models",
             "/projects/{project_id}/run-form",
             "/tasks/{task_id}",
@@ -162,6 +167,8 @@ PAGES: dict[tuple[str, str], int] = {
             "/admin/users",
             "/applications",
             "/applications/{application_id}/{step}",
+            "/cohorts/{cohort_id}/counts",
+            "/cohorts/{cohort_id}/tasks",
             "/dac/applications/{application_id}",
             "/datasets/{dataset_id}/describe",
             "/login",
@@ -169,6 +176,7 @@ PAGES: dict[tuple[str, str], int] = {
             "/login/otp",
             "/logout",
             "/projects",
+            "/projects/{project_id}/cohorts",
             "/projects/{project_id}/tasks",
         )
     },
@@ -313,6 +321,10 @@ ROUTES.update(
         ),
         ("GET", "/api/projects/{project_id}/validation/studies"): _u(
             "user", lambda c: f"/api/projects/{c.project}/validation/studies", allowed=403
+        ),
+        # a study's recalibrated model: whoever reads the study (no such study: 404)
+        ("POST", "/api/validation/studies/{study_id}/recalibrated-model"): _u(
+            "user", "/api/validation/studies/999999/recalibrated-model", allowed=404
         ),
         # a node fetches a model only for its own run of a validation of that model
         ("GET", "/api/node/validation/models/{sha256}"): _u(

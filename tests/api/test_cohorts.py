@@ -13,8 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hubtools import World, _ok, bearer, done, grant_access
+from hubtools import World, _ok, done
 from medfed.algorithms.cohorts.circe import definition_hash, parse_definition
+from omoptools import omop_datasets
 
 BREAST = 2000000100
 
@@ -121,40 +122,6 @@ def test_unknown_construct_is_named_and_nothing_stored(world: World) -> None:
     )
     assert other.status_code in (403, 404)
     assert world.count("cohorts") == 0
-
-
-OMOP_COLUMNS = [
-    {"name": "person.person_id", "type": "integer"},
-    {"name": "person.year_of_birth", "type": "integer"},
-]
-
-
-def omop_datasets(world: World) -> list[int]:
-    """Each node registers an OMOP CDM 'cdm'; released and granted to the project."""
-    ids = []
-    for node in (world.node_a, world.node_b):
-        body = {
-            "name": "cdm",
-            "columns": OMOP_COLUMNS,
-            "row_count": 340,
-            "summary": {
-                "omop": {
-                    "cdm_version": "5.4",
-                    "vocabulary_version": "v",
-                    "tables": {"person": 340},
-                }
-            },
-        }
-        found = _ok(world.api.post("/api/node/datasets", json=body, headers=node.headers), 200)
-        _ok(
-            world.api.post(f"/api/datasets/{found['id']}/release", headers=world.admin.headers), 200
-        )
-        ids.append(found["id"])
-    for one in ids:  # one application per holding organization
-        grant_access(
-            world.api, bearer(world.admin.token), world.researcher, world.project_id, [one]
-        )
-    return ids
 
 
 def test_tasks_name_a_cohort_and_nodes_get_its_definition(world: World) -> None:

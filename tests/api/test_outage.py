@@ -149,7 +149,7 @@ def test_tasks_wait_follows_a_task_through_an_outage(world: World) -> None:
 
 
 @SQLITE_ONLY
-@pytest.mark.hub(sqlite_busy_seconds=10.0)
+@pytest.mark.hub(sqlite_busy_seconds=120.0)
 def test_concurrent_ethics_uploads_and_discovery_reads_never_500_nor_stall(
     world: World,
 ) -> None:
@@ -224,4 +224,26 @@ def test_concurrent_ethics_uploads_and_discovery_reads_never_500_nor_stall(
     durations = sorted(t for _, _, t in timings)
     p99 = durations[int(len(durations) * 0.99) - 1]
     print(f"{len(timings)} requests, p99 {p99:.3f} s, max {durations[-1]:.3f} s")
-    assert durations[-1] < 2.0, durations[-5:]
+    # a stall waits out the 120 s busy timeout; a loaded machine answers far below half of it
+    assert durations[-1] < 60.0, durations[-5:]
+
+
+@SQLITE_ONLY
+def test_a_task_wait_authenticates_and_answers_while_a_writer_holds_the_sqlite_lock(
+    world: World,
+) -> None:
+    """Authentication reads a snapshot (deferred BEGIN): read-only routes don't queue."""
+    task = world.create_task()
+    with sqlite_locked(world):
+        waited = world.api.get(
+            f"/api/tasks/{task['id']}/wait",
+            params={"timeout": 0},
+            headers=world.researcher.headers,
+        )
+        # a route that writes still waits for the lock (here: gives up, 503)
+        writes = world.api.post(
+            "/api/projects", json={"name": "Q"}, headers=world.researcher.headers
+        )
+    assert waited.status_code == 200, waited.text
+    assert waited.json()["id"] == task["id"]
+    assert writes.status_code == 503

@@ -90,9 +90,9 @@ def test_the_data_folder_database_and_ethics_files_are_private(
         headers=world.researcher.headers,
     )
     assert uploaded.status_code == 200, uploaded.text
-    folder = world.app.state.settings.data_dir / "access" / "ethics"
-    (stored,) = list(folder.iterdir())
-    assert _mode(stored) == 0o600 and _mode(folder) == 0o700
+    digest = uploaded.json()["ethics_file_sha256"]
+    stored = world.app.state.settings.data_dir / "blobs" / digest[:2] / digest  # SQLite: files
+    assert _mode(stored) == 0o600 and _mode(stored.parent) == 0o700
 
 
 # --------------------------------------------------------------------------- headers

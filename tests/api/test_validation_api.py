@@ -5,7 +5,9 @@ otto and node-b; each node holds ``cohort`` (age, grade, size). Here each node's
 half of GBSG2 (age, tumour grade, tumour size); the model is a scikit-learn logistic
 regression of grade III on age and size, exported by skl2onnx and uploaded by rita.
 The tests act as the nodes: claim each run, run the real local step with an in-process
-scorer, pass the real gate and post the answer, round after round.
+scorer, pass the real gate and post the answer, round after round. Checks that refuse
+before anything is stored run on SQLite only; the studies that store tasks, runs and
+results run on SQLite and, when ``MEDFED_TEST_DATABASE_URL`` names a server, PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ from medfed.algorithms.registry import get_algorithm
 from medfed.algorithms.validation.scoring import Consent, InProcessScorer
 from medfed.node.gate import GatePolicy, apply_gate
 from medfed.node.stores.tables import TableStore
-from validationtools import pooled_scores, sklearn_onnx
-
-pytestmark = SQLITE_ONLY
+from validationtools import cnn_onnx, pooled_scores, sklearn_onnx
 
 FEATURES = ["age", "size"]
 
@@ -44,7 +44,12 @@ MODEL = sklearn_onnx(
 SHA = hashlib.sha256(MODEL).hexdigest()
 
 
-def _upload(world: World, data: bytes = MODEL, person: Person | None = None) -> Any:
+def _upload(
+    world: World,
+    data: bytes = MODEL,
+    person: Person | None = None,
+    **declared: Any,
+) -> Any:
     who = person or world.researcher
     digest = hashlib.sha256(data).hexdigest()
     stored = world.api.put(
@@ -63,6 +68,7 @@ def _upload(world: World, data: bytes = MODEL, person: Person | None = None) -> 
         "sha256": digest,
         "features": FEATURES,
         "output": {"name": "probabilities", "positive_index": 1},
+        **declared,
     }
     return world.api.post("/api/validation/models", json=body, headers=who.headers)
 
@@ -132,6 +138,7 @@ def _serve(world: World, consents: dict[str, dict[int, Consent]] | None = None) 
     raise AssertionError("the study did not finish")
 
 
+@SQLITE_ONLY
 def test_model_registered_and_bad_models_refused(world: World) -> None:
     created = _upload(world)
     assert created.status_code == 201, created.text
@@ -148,6 +155,38 @@ def test_model_registered_and_bad_models_refused(world: World) -> None:
     assert world.count("fl_onnx_models") == before
 
 
+@SQLITE_ONLY
+def test_image_model_shape_is_checked_against_the_graph_and_nothing_stored(world: World) -> None:
+    cnn = cnn_onnx((1, 32, 32))
+    image_model = {"features": [], "output": {"name": "risk", "positive_index": 0}}
+    wrong = _upload(world, cnn, image={"shape": [1, 64, 64]}, **image_model)
+    assert wrong.status_code == 422
+    assert (
+        "has shape [n, 1, 32, 32] but the declared image shape is [N, 1, 64, 64]"
+        in (wrong.json()["detail"])
+    )
+    mixed = _upload(world, cnn, image={"shape": [1, 32, 32]})  # with the GBSG2 features
+    assert mixed.status_code == 422 and "declare no feature columns" in mixed.json()["detail"]
+    assert world.count("fl_onnx_models") == 0
+    spec = {"shape": [1, 32, 32], "window": {"center": 40.0, "width": 400.0}}
+    created = _upload(world, cnn, image=spec, **image_model)
+    assert created.status_code == 201, created.text
+    assert created.json()["image"]["shape"] == [1, 32, 32] and created.json()["features"] == []
+    # the cohort datasets are tables, not imaging indexes: refused before anything runs
+    body = {
+        "project_id": world.project_id,
+        "name": "images on a table",
+        "model_id": created.json()["id"],
+        "datasets": [world.node_a.dataset_id],
+        "outcome": {"column": "grade", "positive": "III"},
+        "labels": {"dataset": "labels"},
+    }
+    study = world.api.post("/api/validation/studies", json=body, headers=world.researcher.headers)
+    assert study.status_code == 422 and "has no column 'path'" in study.json()["detail"]
+    assert world.count("validation_studies") == 0 and world.count("runs") == 0
+
+
+@SQLITE_ONLY
 def test_mismatched_inputs_are_refused_before_anything_runs(world: World) -> None:
     model_id = _upload(world).json()["id"]
     runs_before = world.count("runs")
@@ -250,3 +289,87 @@ def test_withheld_consent_contributes_nothing(world: World) -> None:
     sites = {s["dataset_id"]: s for s in result["sites"]}
     assert sites[world.node_b.dataset_id]["status"] == "withheld"
     assert sites[world.node_b.dataset_id]["summary"] is None
+
+
+def _recalibrate(world: World, study_id: int, person: Person | None = None) -> Any:
+    who = person or world.researcher
+    path = f"/api/validation/studies/{study_id}/recalibrated-model"
+    return world.api.post(path, headers=who.headers)
+
+
+def test_recalibrated_model_is_calibrated_on_the_study_rows(world: World) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import statsmodels.api as sm
+    from scipy.special import expit
+
+    from medfed.algorithms.validation.local import logit
+    from medfed.hub.services.learning.blobs import store_for
+
+    source = _upload(world).json()
+    study_id = _study(world, source["id"], "private", [world.node_a.dataset_id]).json()["id"]
+    _serve(world)
+    study = world.api.get(f"/api/validation/studies/{study_id}", headers=world.researcher.headers)
+    fit = study.json()["result"]["recalibration"]
+    a, b = fit["intercept"], fit["slope"]
+    created = _recalibrate(world, study_id)
+    assert created.status_code == 201, created.text
+    derived = created.json()
+    assert derived["features"] == FEATURES and derived["output"] == {
+        "name": "recalibrated",
+        "positive_index": 0,
+    }
+    assert derived["provenance"] == {
+        "kind": "recalibration",
+        "model": source["id"],
+        "study": study_id,
+        "mode": "private",
+        "intercept": a,
+        "slope": b,
+        "clip": 1e-7,
+    }
+    assert _recalibrate(world, study_id).json()["id"] == derived["id"]  # derived once
+    # score the study's rows with both models, as a deployment would
+    data = store_for(world.app.state.settings).read(derived["sha256"])
+    rows = FRAMES["node-a"]
+    p = pooled_scores(
+        MODEL,
+        {"sha256": SHA, "features": FEATURES, "input": "input", "output": source["output"]},
+        rows,
+    )
+    q = ort.InferenceSession(data).run(None, {"input": rows[FEATURES].to_numpy(np.float32)})[0]
+    assert q.dtype == np.float32 and q.shape == (len(rows),)
+    np.testing.assert_allclose(q, expit(a + b * logit(p)), rtol=0, atol=1e-6)
+    # on the same rows the derived model has calibration intercept 0 and slope 1
+    y = (rows.grade == "III").to_numpy(int)
+    refit = sm.GLM(y, sm.add_constant(logit(q)), family=sm.families.Binomial()).fit(tol=1e-12)
+    assert abs(refit.params[0]) < 1e-6 and refit.params[1] == pytest.approx(1.0, rel=1e-6)
+    # a private study's model stays in its organization, even for a project member
+    assert _recalibrate(world, study_id, world.outsider).status_code == 404
+    world.api.post(
+        f"/api/projects/{world.project_id}/members",
+        json={"user_id": world.outsider.id},
+        headers=world.researcher.headers,
+    )
+    assert _recalibrate(world, study_id, world.outsider).status_code == 404
+    path = f"/api/validation/models/{derived['id']}"
+    assert world.api.get(path, headers=world.outsider.headers).status_code == 404
+    listed = world.api.get(
+        f"/api/projects/{world.project_id}/validation/models", headers=world.outsider.headers
+    )
+    assert [m["id"] for m in listed.json()] == [source["id"]]
+
+
+@SQLITE_ONLY
+def test_recalibrated_model_refused_before_the_study_completes(world: World) -> None:
+    model_id = _upload(world).json()["id"]
+    study_id = _study(world, model_id, "private", [world.node_a.dataset_id]).json()["id"]
+    models, blob_rows = world.count("fl_onnx_models"), world.count("fl_blobs")
+    refused = _recalibrate(world, study_id)
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == (
+        f"validation study {study_id} is running: a recalibrated model is derived from a "
+        "completed study"
+    )
+    assert _recalibrate(world, 999999).status_code == 404
+    assert (world.count("fl_onnx_models"), world.count("fl_blobs")) == (models, blob_rows)

@@ -13,9 +13,7 @@ holding that person must withhold (row-set memory: differencing).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,13 +24,11 @@ from lifelines import CoxPHFitter
 from circetools import BREAST, HORMONAL, NODES, RECURRENCE, cohort, concept_set
 from medfed.algorithms.cohorts.counts import CohortCountsResult, gate_count
 from medfed.algorithms.survival.results import CoxResult
-from medfed.node.omop_load import load_mapping, load_table
 from medfed.testing.federation import Federation
+from omoptools import halves, omop_federation
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-MAPPING = ROOT / "examples" / "omop" / "gbsg2.toml"
 K, ROUNDING = 3, 10  # the nodes' min_cell_count; count_rounding is the default 10
 COVARIATES = ["age", "tsize", "pnodes", "progrec", "horTh", "post"]
 
@@ -78,33 +74,12 @@ FEATURES = {
 }
 
 
-def halves(gbsg2: pd.DataFrame) -> list[pd.DataFrame]:
-    return [gbsg2.iloc[i::2].reset_index(drop=True) for i in (0, 1)]
-
-
 @pytest.fixture(scope="module")
 def federation(
     tmp_path_factory: pytest.TempPathFactory, gbsg2: pd.DataFrame
 ) -> Iterator[Federation]:
-    root = tmp_path_factory.mktemp("cohorts")
-    names = ["node-a", "node-b"]
-    for name, share in zip(names, halves(gbsg2), strict=True):
-        (root / name / "data").mkdir(parents=True)
-        load_table(
-            mapping=load_mapping(MAPPING), table=share, cdm=root / name / "data" / "cdm.duckdb"
-        )
-    omop = '\n[[omop]]\nname = "cdm"\nduckdb = "data/cdm.duckdb"\n'
-    fed = Federation(
-        root, {name: {} for name in names}, min_cell_count=K, grant_access=False, extra_policy=omop
-    )
-    with fed:
-        deadline = time.monotonic() + 180
-        while len(fed.admin.datasets.list()) < 2:
-            assert time.monotonic() < deadline, "the OMOP datasets were not registered"
-            time.sleep(0.2)
-        for registered in fed.admin.datasets.list():
-            fed.admin.catalogue.release(registered.id)
-        fed.grant_all_access()
+    shares = dict(zip(["node-a", "node-b"], halves(gbsg2), strict=True))
+    with omop_federation(tmp_path_factory.mktemp("cohorts"), shares, min_cell_count=K) as fed:
         yield fed
 
 
@@ -181,8 +156,8 @@ def test_differencing_two_cohorts_by_one_person_is_refused(
 ) -> None:
     client = federation.researcher
     everyone = client.cohorts.import_atlas(EVERYONE, name="everyone")
-    first = client.cohorts.counts(everyone.id, datasets=["cdm"], progress=False).result
-    assert all(not n.withheld for n in first.nodes)
+    first = client.cohorts.counts(everyone.id, datasets=["cdm"], progress=False)
+    assert first.withheld_nodes == 0  # both nodes released the whole cohort
     # the youngest woman of node-a is the only one of her age there: leave her out
     share = halves(gbsg2)[0]
     youngest = int(share.age.min())
@@ -195,8 +170,8 @@ def test_differencing_two_cohorts_by_one_person_is_refused(
         [concept_set(0, BREAST, True)],
     )
     half = client.cohorts.import_atlas(older, name="older half")
-    halved = client.cohorts.counts(half.id, datasets=["cdm"], progress=False).result
-    assert all(not n.withheld for n in halved.nodes)
+    halved = client.cohorts.counts(half.id, datasets=["cdm"], progress=False)
+    assert halved.withheld_nodes == 0
     but_one = cohort(
         {"ConditionOccurrence": {"CodesetId": 0, "Age": {"Value": youngest, "Op": "gt"}}},
         [concept_set(0, BREAST, True)],

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 PG_URL = os.environ.get("MEDFED_TEST_DATABASE_URL")
 #: leases long enough that a result held up by the fault is accepted under its first lease
 LONG_LEASES = {
-    "MEDFED_LEASE_SECONDS": "60",
+    "MEDFED_LEASE_SECONDS": "600",  # a loaded machine may keep the hub down a minute
     "MEDFED_SWEEP_SECONDS": "0.3",
     # short enough that an upload meets a 503 while the test holds the lock (the outage
     # lasts until every node retries), long enough that setup writes on a loaded machine
@@ -156,7 +156,7 @@ def test_a_node_stopped_past_its_lease_recovers_and_an_unclaimed_run_fails_its_t
     tmp_path: Path, gbsg2: pd.DataFrame
 ) -> None:
     env = {
-        "MEDFED_LEASE_SECONDS": "2",
+        "MEDFED_LEASE_SECONDS": "6",  # the other nodes' 1 s steps end well inside it
         "MEDFED_SWEEP_SECONDS": "0.3",
         "MEDFED_RUN_DEADLINES": '{"count": 3}',
     }

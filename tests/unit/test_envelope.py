@@ -182,15 +182,16 @@ def test_global_weights_equal_to_an_update_stay_fetchable_by_nodes(tmp_path: obj
 
     from medfed.hub.db.models import Base
     from medfed.hub.services.learning import blobs
+    from medfed.hub.services.learning.blob_files import FileBlobStore
 
     engine = create_engine(f"sqlite:///{Path(str(tmp_path)) / 'hub.db'}")
     Base.metadata.create_all(engine)
-    store = blobs.BlobStore(Path(str(tmp_path)) / "blobs")
+    store = FileBlobStore(Path(str(tmp_path)) / "blobs")
     data = b"one node, zero initial weights: the new model is the update"
     with Session(engine) as session:
         sha = store.write_bytes(data)
         blobs.register(session, sha256=sha, size=len(data), kind="update")
         with pytest.raises(Exception, match="is a update blob"):
-            blobs.node_readable(session, store, sha)
+            blobs.require_node_readable(session, store, sha)
         blobs.HubBlobAccess(store, session, task_id=None).write(data, kind="global")  # type: ignore[arg-type]
-        assert blobs.node_readable(session, store, sha) == store.path(sha)
+        blobs.require_node_readable(session, store, sha)  # now readable: no error

@@ -10,6 +10,7 @@ UCUM, a DICOM modality). The CDM is a real DuckDB file made by ``create_cdm``.
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -448,3 +449,53 @@ def test_a_bad_line_is_named_and_nothing_is_written(tmp_path: Path) -> None:
     (folder / "x.ndjson").write_text(_line(good) + "{not json\n")
     with pytest.raises(BadRequest, match=r"x\.ndjson line 2 is not JSON"):
         ingest_fhir(folder, cdm=cdm, secret=SECRET)
+
+
+def _cdm_with_vocabulary(path: Path) -> Path:
+    con = duckdb.connect(str(path))
+    create_cdm(con)
+    con.executemany(
+        "INSERT INTO concept (concept_id, concept_name, domain_id, vocabulary_id, "
+        "concept_class_id, standard_concept, concept_code, valid_start_date, valid_end_date) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, DATE '1970-01-01', DATE '2099-12-31')",
+        VOCAB,
+    )
+    con.close()
+    return path
+
+
+def _cdm_tables(cdm: Path) -> dict[str, list[tuple[Any, ...]]]:
+    con = duckdb.connect(str(cdm), read_only=True)
+    try:
+        names = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        return {t: con.execute(f'SELECT * FROM "{t}" ORDER BY ALL').fetchall() for t in names}
+    finally:
+        con.close()
+
+
+def test_small_batches_stream_into_the_same_cdm_as_one_batch(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    streams = to_ndjson(generate_cohort(count=20, seed=11))
+    for kind, text in streams.items():
+        if kind == "Observation":  # one file compressed, as bulk exports may be
+            (export / f"{kind}.ndjson.gz").write_bytes(gzip.compress(text.encode()))
+        else:
+            (export / f"{kind}.ndjson").write_text(text)
+    patients = [json.loads(line) for line in streams["Patient"].splitlines()]
+    for name, text in edge_cases(patients[0]["id"], patients[1]["id"]).items():
+        (export / name).write_text(text)
+
+    whole = _cdm_with_vocabulary(tmp_path / "whole.duckdb")
+    small = _cdm_with_vocabulary(tmp_path / "small.duckdb")
+    one = ingest_fhir(export, cdm=whole, secret=SECRET, batch_size=None)
+    many = ingest_fhir(export, cdm=small, secret=SECRET, batch_size=7)
+
+    assert one == many
+    assert one.rows["measurement"] > 7 * 10  # many batches of 7 rows each
+    expected, got = _cdm_tables(whole), _cdm_tables(small)
+    assert set(got) == set(expected)
+    for table, rows in expected.items():
+        assert got[table] == rows, table
+    with pytest.raises(BadRequest, match="batch size"):
+        ingest_fhir(export, cdm=small, secret=SECRET, batch_size=0)

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines.datasets import load_gbsg2
-from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score
-from statsmodels.stats.proportion import proportion_confint
+from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from medfed.algorithms.validation.scoring import InProcessScorer
 from medfed.node.stores.tables import TableStore
@@ -27,10 +26,10 @@ from medfed.testing.demo import split_gbsg2
 from medfed.testing.local import run_locally
 from validationtools import (
     breast_cancer,
+    check_against_pooled,
     identity_onnx,
     model_ref,
     pooled_scores,
-    recalibration_reference,
     sklearn_onnx,
     torch_onnx,
 )
@@ -58,44 +57,6 @@ def _run(
     )
 
 
-def _check_against_pooled(result: dict[str, Any], y: np.ndarray, s: np.ndarray) -> None:
-    overall = result["overall"]
-    assert overall["n"] == len(y) and overall["n_pos"] == int(y.sum())
-    checked = 0
-    for entry in overall["thresholds"]:
-        if entry["nodes_left_out"]:
-            continue
-        checked += 1
-        tn, fp, fn, tp = confusion_matrix(y, (s >= entry["threshold"]).astype(int)).ravel()
-        assert (entry["tp"], entry["fp"], entry["fn"], entry["tn"]) == (tp, fp, fn, tn)
-        for name, (k, n) in {
-            "sensitivity": (tp, tp + fn),
-            "specificity": (tn, tn + fp),
-            "ppv": (tp, tp + fp),
-            "npv": (tn, tn + fn),
-        }.items():
-            got = entry[name]
-            assert got["value"] == pytest.approx(k / n, abs=TOL)
-            assert got["wilson"] == pytest.approx(
-                list(proportion_confint(k, n, method="wilson")), abs=TOL
-            )
-            assert got["clopper_pearson"] == pytest.approx(
-                list(proportion_confint(k, n, method="beta")), abs=TOL
-            )
-    assert checked >= 1
-    assert overall["brier"] == pytest.approx(brier_score_loss(y, s), abs=TOL)
-    a, b = recalibration_reference(y, s)
-    assert result["calibration_intercept"]["estimate"] == pytest.approx(a, abs=TOL)
-    assert result["calibration_slope"]["estimate"] == pytest.approx(b, abs=TOL)
-    auc = overall["auc"]
-    true_auc = roc_auc_score(y, s)
-    assert auc["lower_bound"] - TOL <= true_auc <= auc["upper_bound"] + TOL
-    assert auc["lower_bound"] <= auc["estimate"] <= auc["upper_bound"]
-    bins = overall["calibration"]
-    assert sum(b["n"] for b in bins) == len(y)
-    assert sum(b["events"] for b in bins) == int(y.sum())
-
-
 @pytest.fixture(scope="module")
 def cancer() -> tuple[pd.DataFrame, list[str]]:
     frame = breast_cancer()
@@ -112,7 +73,7 @@ def test_breast_cancer_sklearn_model_is_exact(cancer: tuple[pd.DataFrame, list[s
     params = {"model": ref, "outcome": {"column": "y", "positive": 1}, "thresholds": [0.5, 0.9]}
     result = _run(shares, {ref["sha256"]: data}, params, k=3)  # DataSHIELD's nfilter.tab
     s = pooled_scores(data, ref, test)
-    _check_against_pooled(result, test.y.to_numpy(), s)
+    check_against_pooled(result, test.y.to_numpy(), s)
     # between 0.5 and 0.9 each site has 1..2 negatives: both keep the 0.9 counts back
     high = result["overall"]["thresholds"][1]
     assert high["threshold"] == 0.9 and high["nodes_left_out"] == 2
@@ -129,7 +90,7 @@ def test_breast_cancer_torch_model_is_exact(cancer: tuple[pd.DataFrame, list[str
     shares = [test[test.index % 2 == i] for i in range(2)]
     params = {"model": ref, "outcome": {"column": "y", "positive": 1}}
     result = _run(shares, {ref["sha256"]: data}, params, k=3)
-    _check_against_pooled(result, test.y.to_numpy(), pooled_scores(data, ref, test))
+    check_against_pooled(result, test.y.to_numpy(), pooled_scores(data, ref, test))
 
 
 GBSG2_FEATURES = ["age", "tsize", "pnodes", "progrec", "estrec", "hormone"]
@@ -161,7 +122,7 @@ def test_gbsg2_recurrence_model_with_subgroups(
     pooled = pd.concat(shares, ignore_index=True)
     s = pooled_scores(data, ref, pooled)
     y = pooled.cens.to_numpy()
-    _check_against_pooled(result, y, s)
+    check_against_pooled(result, y, s)
     for name, column in (("menopause", "menostat"), ("age", "age")):
         group = result["subgroups"][name]
         assert group["sites_reporting"], name  # at least one site releases each variable

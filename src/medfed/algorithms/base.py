@@ -23,7 +23,7 @@ An algorithm is stateless: everything a round needs travels in ``params`` and ``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from medfed.common.filters import Filter
+    from medfed.node.gate.dominance import Magnitude
 
 
 #: task parameters that belong to the task, not to its algorithm: a saved cohort and the
@@ -57,6 +58,28 @@ class LocalData(Protocol):
 
     def count(self, where: Filter | None = None) -> int:
         """Number of rows that match ``where``."""
+        ...
+
+    def select_batches(
+        self, columns: Sequence[str], where: Filter | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """:meth:`select` in batches (each indexed by row id; at least one, maybe empty),
+        for a step that sums over rows without holding them all."""
+        ...
+
+    def aggregate(
+        self,
+        expressions: Sequence[str],
+        where: Filter | None = None,
+        params: Sequence[Any] = (),
+        *,
+        columns: Sequence[str] = (),
+    ) -> tuple[Any, ...]:
+        """One row of SQL aggregates over the rows that match ``where``, run by DuckDB on
+        the table (pushed down: no frame). ``expressions`` are built from quoted column
+        names only (``medfed.common.sqlvalues``), anything else goes in ``params``;
+        ``columns`` names the columns they read (their non-null rows are recorded as for
+        :meth:`select`)."""
         ...
 
 
@@ -94,10 +117,20 @@ class LocalContext:
         if self.recorder is not None:
             self.recorder.cells(labels)
 
+    def grid(self) -> CellGrid:
+        """A grid declared batch by batch (:meth:`cells` over all its batches at once)."""
+        return self.recorder.grid() if self.recorder is not None else _NoGrid()
+
     def magnitudes(self, label: str, values: Sequence[float] | np.ndarray) -> None:
         """Declare the row values behind a released sum or mean (dominance rules)."""
         if self.recorder is not None:
             self.recorder.magnitudes(label, values)
+
+    def magnitude(self, label: str, figures: Magnitude) -> None:
+        """:meth:`magnitudes` for a sum pushed down to DuckDB: its figures, computed there
+        (``medfed.node.gate.dominance.magnitude_sql``)."""
+        if self.recorder is not None:
+            self.recorder.magnitude(label, figures)
 
 
 class HubBlobs(Protocol):
@@ -164,6 +197,24 @@ class Cells:
 Rule = MinRows | Grid | Cells
 
 
+class CellGrid(Protocol):
+    """One grid's cells declared batch by batch: ``add`` per batch, ``close`` once after."""
+
+    def add(self, labels: pd.Series) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _NoGrid:
+    """The grid of a step run outside a node: nothing to record."""
+
+    def add(self, labels: pd.Series) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 class CellRecorder(Protocol):
     """The node's row-set memory as a local step sees it (``medfed.node.gate.rowsets``).
 
@@ -175,6 +226,10 @@ class CellRecorder(Protocol):
 
     def cells(self, labels: pd.Series) -> None: ...
 
+    def grid(self) -> CellGrid:
+        """A grid recorded like :meth:`cells`, its labels given batch by batch."""
+        ...
+
     def magnitudes(self, label: str, values: Sequence[float] | np.ndarray) -> None:
         """Record the values (one per row) that a released sum or mean adds up.
 
@@ -182,6 +237,10 @@ class CellRecorder(Protocol):
         withholds the run when one or two rows dominate the total (``medfed.node.gate.
         dominance``); the values themselves never leave the node.
         """
+        ...
+
+    def magnitude(self, label: str, figures: Magnitude) -> None:
+        """Record a released sum's total and two largest contributions, computed by SQL."""
         ...
 
 

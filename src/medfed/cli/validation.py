@@ -1,9 +1,12 @@
 """``medfed validation …``: validate an ONNX model on each site's own patients.
 
 Researchers (a vendor or a clinic): ``upload`` streams an ONNX file and registers it
-(checked at the hub without running it), ``create`` starts a study on datasets with an
+(checked at the hub without running it; ``--image-shape C,H,W`` with ``--window`` and
+``--mean``/``--std`` declares an image model), ``create`` (``--labels DATASET[:KEY]``
+joins an imaging index to a labels table) starts a study on datasets with an
 outcome, thresholds and subgroups, ``show`` prints its status and results, ``report``
-writes the study's HTML report (ROC, calibration, subgroups, the models x sites matrix).
+writes the study's HTML report (ROC, calibration, subgroups, the models x sites matrix),
+``recalibrate`` registers a completed study's weak recalibration as a new model.
 Stewards: ``consent`` records at the node (``DATA_DIR/validation/consents.json``) that
 this site takes part in a *shared* study and whether its own results may be shown to
 the study's owner; ``--withdraw`` removes it.
@@ -62,13 +65,49 @@ def _subgroup(spec: str) -> dict[str, Any]:
     return out
 
 
+def _numbers(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not a list of numbers", param_hint=option) from None
+
+
+def _image(
+    shape: str | None, window: str | None, mean: str | None, std: str | None
+) -> dict[str, Any] | None:
+    """The image spec from ``--image-shape C,H,W [--window C,W --mean M --std S]``."""
+    if shape is None:
+        if window or mean or std:
+            raise BadRequest("--window, --mean and --std go with --image-shape")
+        return None
+    dims = _numbers(shape, "--image-shape") or []
+    spec: dict[str, Any] = {"shape": [int(d) for d in dims]}
+    center_width = _numbers(window, "--window")
+    if center_width is not None:
+        if len(center_width) != 2:
+            raise typer.BadParameter("give the window as CENTER,WIDTH", param_hint="--window")
+        spec["window"] = {"center": center_width[0], "width": center_width[1]}
+    for key, value in (("mean", _numbers(mean, "--mean")), ("std", _numbers(std, "--std"))):
+        if value is not None:
+            spec[key] = value
+    return spec
+
+
 @app.command("upload")
 def upload(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, help="the ONNX file"),
     name: str = typer.Option(..., "--name", help="the model's name in the project"),
     features: list[str] = typer.Option(
-        ..., "--features", "-f", callback=split_commas, help=comma_help("input columns, in order")
+        [], "--features", "-f", callback=split_commas, help=comma_help("input columns, in order")
     ),
+    image_shape: str | None = typer.Option(
+        None, "--image-shape", help="an image model's input C,H,W (instead of --features)"
+    ),
+    window: str | None = typer.Option(None, "--window", help="intensity window CENTER,WIDTH"),
+    mean: str | None = typer.Option(None, "--mean", help="per-channel mean (after [0, 1])"),
+    std: str | None = typer.Option(None, "--std", help="per-channel standard deviation"),
     output: str = typer.Option(..., "--output", help="the model output holding the scores"),
     positive_index: int = typer.Option(1, "--positive-index", help="column of the positive class"),
     derived_from: int | None = typer.Option(
@@ -88,6 +127,7 @@ def upload(
         positive_index=positive_index,
         derived_from=derived_from,
         project=project_id(hub, project),
+        image=_image(image_shape, window, mean, std),
     )
     console.print(f"model {model.id} '{model.name}' sha256 {model.sha256}", highlight=False)
 
@@ -112,6 +152,9 @@ def create(
         [], "--subgroup", "-s", help="name=column or name=column:50,65 (repeat)"
     ),
     mode: str = typer.Option("private", "--mode", help="private or shared"),
+    labels: str | None = typer.Option(
+        None, "--labels", help="image models: the node's labels table DATASET[:KEY]"
+    ),
     project: int | None = ProjectOption,
     url: str | None = UrlOption,
     token: str | None = TokenOption,
@@ -131,6 +174,9 @@ def create(
     if where is not None:
         f = parse_filter_text(where)
         extra["where"] = filter_to_json(f) if f is not None else None
+    if labels is not None:
+        table, _, key = labels.partition(":")
+        extra["labels"] = {"dataset": table, **({"key": key} if key else {})}
     hub = client(url, token)
     refs: list[int | str] = [int(d) if d.isdigit() else d for d in datasets]
     study = hub.validation.create(
@@ -181,6 +227,23 @@ def report(
     study = client(url, token).validation.get(study_id)
     out.write_text(render_report(study))
     console.print(f"wrote {out}", highlight=False)
+
+
+@app.command("recalibrate")
+def recalibrate(
+    study_id: int = typer.Argument(..., help="a completed study"),
+    url: str | None = UrlOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Register the study's model, recalibrated by the study's pooled fit, as a new model."""
+    model = client(url, token).validation.recalibrate(study_id)
+    fit = model.provenance or {}
+    console.print(
+        f"model {model.id} '{model.name}' sha256 {model.sha256} "
+        f"(output '{model.output.name}': expit({fit.get('intercept')} + "
+        f"{fit.get('slope')} * logit p))",
+        highlight=False,
+    )
 
 
 @app.command("consent")

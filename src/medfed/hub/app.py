@@ -114,6 +114,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    settings.attach_engine(engine)  # the database blob store shares the app's pool
     app.state.sessionmaker = make_sessionmaker(engine)
     # services that apply a hub limit (query budgets) read the settings from their session
     app.state.sessionmaker.configure(info={SETTINGS_INFO: settings})

@@ -4,18 +4,24 @@ Outside dev mode the hub refuses to start without ``MEDFED_SECRET_KEY`` or with 
 than 32 bytes; in dev mode without one it uses a random key generated once per data folder
 (``medfed.hub.keys.dev_secret``), never a public default. The database is a SQLite file
 under ``data_dir`` unless ``MEDFED_DATABASE_URL`` names another (for example
-``postgresql+psycopg://user@host/db``).
+``postgresql+psycopg://user@host/db``). Blobs (weights, models, binary outputs) live in that
+PostgreSQL database, or under ``data_dir/blobs`` on SQLite (``blob_store``).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine
 
-from medfed.hub.keys import MIN_SECRET_BYTES, dev_secret
+from medfed.hub.keys import DEV_KEY_FILE, MIN_SECRET_BYTES, dev_secret
 from medfed.hub.services.oidc_config import OidcProvider
+
+log = logging.getLogger(__name__)
 
 ZENODO_URLS = ("https://zenodo.org", "https://sandbox.zenodo.org")
 #: roles that need a second factor unless ``mfa_required_roles`` says otherwise
@@ -92,6 +98,11 @@ class HubSettings(BaseSettings):
     )
     max_model_bytes: int = Field(
         default=512 * 1024**2, ge=1, description="largest ONNX model a validation study takes"
+    )
+    blob_store: Literal["database", "files"] | None = Field(
+        default=None,
+        description="where blobs live: 'database' (chunks in PostgreSQL; the default there, "
+        "so hub processes share them) or 'files' (under data_dir/blobs; the default on SQLite)",
     )
     blob_quota_bytes: int = Field(
         default=10 * 1024**3,
@@ -190,11 +201,30 @@ class HubSettings(BaseSettings):
                     "print(secrets.token_hex(32))') or set MEDFED_DEV_MODE=1"
                 )
             self.secret_key = dev_secret(self.data_dir)
+            if self.on_postgresql:
+                log.warning(
+                    "dev mode: the secret key is %s, this data folder's own; every hub "
+                    "process on this PostgreSQL database needs the same MEDFED_SECRET_KEY",
+                    self.data_dir / DEV_KEY_FILE,
+                )
         elif not self.dev_mode and len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"MEDFED_SECRET_KEY has {len(self.secret_key.encode())} bytes; it needs at "
                 f"least {MIN_SECRET_BYTES} (python -c 'import secrets; "
                 "print(secrets.token_hex(32))')"
+            )
+        return self
+
+    #: the engine of the app these settings belong to (``create_app`` attaches it; the
+    #: database blob store uses it, so its connections close with the app's)
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_blob_store(self) -> HubSettings:
+        if self.blob_store == "database" and not self.on_postgresql:
+            raise ValueError(
+                "blob_store = 'database' needs a PostgreSQL database_url (on SQLite a blob "
+                "write would queue behind the hub's own write lock); use 'files'"
             )
         return self
 
@@ -205,6 +235,20 @@ class HubSettings(BaseSettings):
                 raise ValueError(f"run_deadlines: '{name}' needs a deadline above 0 seconds")
         return self
 
+    def attach_engine(self, engine: Engine) -> None:
+        """The engine of the app these settings serve (see :func:`engine`)."""
+        self._engine = engine
+
+    def engine(self) -> Engine:
+        """The attached engine, or one made here once (scripts that build no app)."""
+        if self._engine is None:
+            from medfed.hub.db.session import make_engine
+
+            self._engine = make_engine(
+                self.effective_database_url, busy_timeout=self.sqlite_busy_seconds
+            )
+        return self._engine
+
     def run_deadline(self, algorithm: str) -> float:
         """Seconds a run of ``algorithm`` may stay unanswered before the sweeper fails it."""
         return self.run_deadlines.get(algorithm, self.run_deadline_seconds)
@@ -212,6 +256,17 @@ class HubSettings(BaseSettings):
     def zenodo_url_allowed(self, url: str) -> bool:
         """Whether ``url`` is one of :attr:`zenodo_urls` (a trailing slash aside)."""
         return url.rstrip("/") in {u.rstrip("/") for u in self.zenodo_urls}
+
+    @property
+    def on_postgresql(self) -> bool:
+        return self.effective_database_url.startswith("postgresql")
+
+    @property
+    def blob_backend(self) -> Literal["database", "files"]:
+        """``blob_store`` as set, else ``database`` on PostgreSQL and ``files`` on SQLite."""
+        if self.blob_store is not None:
+            return self.blob_store
+        return "database" if self.on_postgresql else "files"
 
     @property
     def effective_database_url(self) -> str:

@@ -83,7 +83,8 @@ from medfed.node.outbox import Outbox, Pending
 from medfed.node.quality import omop_quality, table_quality, with_quality
 from medfed.node.runlog import RunLog, canonical_json, file_hash, sha256_hex
 from medfed.node.stores.omop_datasets import CohortRun, OmopDataset, cohort_of_run
-from medfed.node.stores.optout import OptOutRegister, register_path, sticky_count
+from medfed.node.stores.optout import OptOutRegister, register_path
+from medfed.node.stores.registered import registered_count
 from medfed.node.stores.tables import TableStore
 from medfed.node.witness import BadCheckpoint, ForkDetected, Witness
 from medfed.sdk.http import HubUnreachable
@@ -148,6 +149,8 @@ class NodeAgent:
             rowsets=self.rowsets,
             verify=self.hub.verify,
         )
+        self.learning.tables = self.stores  # the same dict: image validation's labels
+        self.learning.dataset_paths = {d.name: d.path for d in config.datasets}
         self.fork: str | None = None
         #: researcher scripts: sandbox, output checks, the airlock (medfed.node.airlock)
         self.scripts = ScriptExecutor(config, self.runlog, self.hub)
@@ -232,6 +235,7 @@ class NodeAgent:
                     min_cell_count=threshold,
                     rounding=threshold,
                     table=dataset.name,
+                    memory=self.optout,
                 )
             except BadRequest as exc:
                 self._withhold(dataset.name, f"dataset '{dataset.name}': {exc.message}")
@@ -255,8 +259,12 @@ class NodeAgent:
                 version=int(answer.get("version", 1)),
             )
         for name, omop in self.omop.items():
-            entry = omop.registration(min_cell_count=threshold, rounding=threshold)
-            quality = omop_quality(omop.store, min_cell_count=threshold, rounding=threshold)
+            entry = omop.registration(
+                min_cell_count=threshold, rounding=threshold, memory=self.optout
+            )
+            quality = omop_quality(
+                omop.store, min_cell_count=threshold, rounding=threshold, memory=self.optout
+            )
             entry = entry.model_copy(update={"summary": with_quality(entry.summary, quality)})
             answer = self.hub.register_dataset(entry)
             self.dataset_ids[name] = int(answer["id"])
@@ -264,9 +272,13 @@ class NodeAgent:
 
     def _registered_count(self, name: str, store: TableStore, threshold: int) -> int | None:
         """Rows after opt-out, rounded, and sticky while within one rounding step."""
-        count = sticky_count(store.count(), self.optout.previous_count(name), threshold)
-        self.optout.remember_count(name, count)
-        return count
+        return registered_count(
+            store.count(),
+            key=name,
+            memory=self.optout,
+            min_cell_count=threshold,
+            rounding=threshold,
+        )
 
     def reconcile_optout(self) -> None:
         """Before each run: a changed register goes to the node's log and the hub's ledger.

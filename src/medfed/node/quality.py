@@ -20,9 +20,19 @@ OHDSI Data Quality Dashboard's check types:
 
 A check fails when its failing rows exceed ``threshold`` percent of the rows looked at.
 :func:`gated_summary` is what leaves the node (catalogue entry, web page): per check its
-name, category, ``table.field``, threshold and pass/fail, the failing rows exact only when
-0 or at least ``min_cell_count`` (else ``"<k"``, with no percentage), and the rows looked
-at rounded to ``rounding``. The exact results stay at the node.
+name, category, ``table.field``, threshold and pass/fail, and its counts, each through
+:func:`~medfed.node.stores.registered.registered_count` — the rule of every registered
+count: rounded to ``rounding`` and sticky against the value last registered (the node's
+register is the memory), so a patient who opts out with a defect changes no number:
+
+* failing rows: ``0`` when none fail, ``"<k"`` (no percentage) when fewer than
+  ``min_cell_count`` do, else the registered count;
+* rows looked at: the registered count (None under ``min_cell_count``);
+* percentage and pass/fail: computed from those released numbers, never from the exact
+  ones (a flip at the threshold would tell a one-row change). A ``"<k"`` check passes
+  only if ``k - 1`` failing rows would pass.
+
+The exact results stay at the node (:func:`as_rows`, the steward's own view).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from medfed.common.errors import BadRequest
+from medfed.node.stores.registered import CountMemory, registered_count
 
 log = logging.getLogger(__name__)
 
@@ -250,33 +261,79 @@ def run_checks(
     return out
 
 
-def _rounded(n: int, step: int) -> int:
-    return int(round(n / step) * step) if step > 1 else n
+def _released(
+    result: CheckResult,
+    *,
+    min_cell_count: int,
+    rounding: int,
+    memory: CountMemory | None,
+    dataset: str,
+) -> dict[str, Any]:
+    """One check's entry in the summary (see the module docstring)."""
+    key = f"quality:{dataset}:{result.name}:{result.table}.{result.field}"
+
+    def count(n: int, part: str) -> int | None:
+        return registered_count(
+            n,
+            key=f"{key}:{part}",
+            memory=memory,
+            min_cell_count=min_cell_count,
+            rounding=rounding,
+        )
+
+    rows = count(result.rows, "rows")
+    released = count(result.failed, "failed") if result.failed >= min_cell_count else None
+    failed: int | str
+    pct: float | None = None
+    if result.failed == 0:
+        failed, pct, passed = 0, 0.0, True
+    elif released is None:  # small: shown as "<bound"; the worst case under it decides
+        bound = min_cell_count if result.failed < min_cell_count else rounding
+        failed = f"<{bound}"
+        passed = bool(rows) and 100.0 * (bound - 1) / float(rows or 1) <= result.threshold
+    else:
+        failed = released
+        pct = round(100.0 * released / rows, 1) if rows else None
+        passed = pct is not None and pct <= result.threshold
+    return {
+        "name": result.name,
+        "category": result.category,
+        "field": f"{result.table}.{result.field}",
+        "threshold_pct": result.threshold,
+        "status": "pass" if passed else "fail",
+        "failed": failed,
+        "pct": pct,
+        "rows": rows,
+    }
 
 
 def gated_summary(
-    results: list[CheckResult], *, min_cell_count: int, rounding: int = 10
+    results: list[CheckResult],
+    *,
+    min_cell_count: int,
+    rounding: int = 10,
+    memory: CountMemory | None = None,
+    dataset: str = "",
 ) -> dict[str, Any]:
-    """What may leave the node: small failing counts as ``"<k"``, row totals rounded."""
-    checks = []
-    for result in results:
-        small = 0 < result.failed < min_cell_count
-        entry: dict[str, Any] = {
-            "name": result.name,
-            "category": result.category,
-            "field": f"{result.table}.{result.field}",
-            "threshold_pct": result.threshold,
-            "status": "pass" if result.passed else "fail",
-            "failed": f"<{min_cell_count}" if small else result.failed,
-            "pct": None if small else round(result.pct, 1),
-            "rows": _rounded(result.rows, rounding) if result.rows >= min_cell_count else None,
-        }
-        checks.append(entry)
-    failed = sum(1 for r in results if not r.passed)
+    """What may leave the node: every count gated, rounded and sticky (module docstring).
+
+    ``memory``: the node's register of counts it registered before, the counts of
+    ``dataset`` kept under ``quality:dataset:check:table.field``; None: rounded only.
+    """
+    checks = [
+        _released(
+            result,
+            min_cell_count=min_cell_count,
+            rounding=rounding,
+            memory=memory,
+            dataset=dataset,
+        )
+        for result in results
+    ]
     return {
         "data_quality": {
-            "checks_run": len(results),
-            "checks_failed": failed,
+            "checks_run": len(checks),
+            "checks_failed": sum(1 for c in checks if c["status"] == "fail"),
             "checks": checks,
         }
     }
@@ -287,7 +344,13 @@ def as_rows(results: list[CheckResult]) -> list[dict[str, Any]]:
     return [{**asdict(r), "pct": r.pct, "passed": r.passed} for r in results]
 
 
-def omop_quality(store: OmopStore, *, min_cell_count: int, rounding: int) -> dict[str, Any] | None:
+def omop_quality(
+    store: OmopStore,
+    *,
+    min_cell_count: int,
+    rounding: int,
+    memory: CountMemory | None = None,
+) -> dict[str, Any] | None:
     """The battery over an OMOP store's opt-out views, gated: its catalogue summary part.
 
     A check the database cannot run (an unusual dialect, a hand-made CDM) leaves the
@@ -300,7 +363,13 @@ def omop_quality(store: OmopStore, *, min_cell_count: int, rounding: int) -> dic
         log.error("data quality of %s not computed: %s", store.name, type(exc).__name__)
         log.debug("data quality failure", exc_info=True)
         return None
-    return gated_summary(results, min_cell_count=min_cell_count, rounding=rounding)
+    return gated_summary(
+        results,
+        min_cell_count=min_cell_count,
+        rounding=rounding,
+        memory=memory,
+        dataset=store.name,
+    )
 
 
 def table_checks(
@@ -361,12 +430,15 @@ def table_quality(
     min_cell_count: int,
     rounding: int,
     table: str = "table",
+    memory: CountMemory | None = None,
 ) -> dict[str, Any] | None:
     """A table dataset's gated summary part; None when it declares no check."""
     if not required and not ranges:
         return None
     results = table_checks(store, required=required, ranges=ranges, table=table)
-    return gated_summary(results, min_cell_count=min_cell_count, rounding=rounding)
+    return gated_summary(
+        results, min_cell_count=min_cell_count, rounding=rounding, memory=memory, dataset=table
+    )
 
 
 def with_quality(

@@ -9,6 +9,7 @@ A study in three calls::
     study = client.validation.wait(study.id)
     print(client.validation.result(study.id).summary())
 
+``recalibrate(study_id)`` registers a completed study's weak recalibration as a new model.
 ``upload`` streams the file to the hub's blob store (``PUT /api/blobs``) and registers it
 (the hub checks the graph without running it). ``wait`` polls until the study's task ends.
 """
@@ -47,21 +48,27 @@ class Validation:
         model: bytes | Path,
         *,
         name: str,
-        features: builtins.list[str],
+        features: builtins.list[str] | None = None,
         output: str,
         positive_index: int = 1,
         derived_from: int | None = None,
         project: int | None = None,
+        image: dict[str, Any] | None = None,
     ) -> OnnxModelPublic:
-        """Stream the ONNX file to the hub and register it in the project's registry."""
+        """Stream the ONNX file to the hub and register it in the project's registry.
+
+        A tabular model names its ``features``; an image model gives ``image`` instead
+        (``{"shape": [C, H, W], "window": {"center", "width"}, "mean": [..], "std": [..]}``).
+        """
         sha = self._client.learning.upload_weights(model)
         body = {
             "project_id": self._project(project),
             "name": name,
             "sha256": sha,
-            "features": features,
+            "features": features or [],
             "output": {"name": output, "positive_index": positive_index},
             "derived_from": derived_from,
+            **({"image": image} if image is not None else {}),
         }
         return OnnxModelPublic.model_validate(
             self._http.request("POST", "/api/validation/models", json=body)
@@ -115,6 +122,16 @@ class Validation:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"validation study {study_id} still {study.status}")
             time.sleep(poll)
+
+    def recalibrate(self, study_id: int) -> OnnxModelPublic:
+        """Register the completed study's weak recalibration as a new model (its id, …).
+
+        The new model is the study's model with ``expit(a + b·logit p)`` on its score
+        (output ``recalibrated``, column 0); deriving again returns the same model.
+        """
+        return OnnxModelPublic.model_validate(
+            self._http.request("POST", f"/api/validation/studies/{study_id}/recalibrated-model")
+        )
 
     def result(self, study_id: int) -> ValidationResult:
         study = self.get(study_id)

@@ -6,7 +6,8 @@ survival time ``time``/``event`` whose true log-hazard coefficients are :data:`T
 :func:`run_steps` starts a fresh Python process (:func:`child`) that opens the file as a
 node does (``TableStore.open``: a DuckDB view, nothing loaded), runs the algorithms' real
 local and aggregate steps through the gate (``run_locally``) and reports, per step, its
-seconds and the process's peak RSS (``VmHWM``). Used by
+seconds and the process's peak RSS (``VmHWM``); each step's first round also runs as at a
+node, through the row-set memory (:func:`node_round`). Used by
 ``tests/unit/test_bigtable.py`` (2 M rows) and ``benchmarks/bigtable.py`` (50 M rows);
 not by the product.
 """
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STEPS", "TRUE_COX", "child", "rss_mb", "run_steps", "write_table"]
+__all__ = ["STEPS", "TRUE_COX", "child", "node_round", "rss_mb", "run_steps", "write_table"]
 
 #: the generating log-hazard ratios of ``x1`` and ``x2`` (Cox) — also the logistic ones
 TRUE_COX = {"x1": 0.5, "x2": -0.25}
@@ -29,6 +30,7 @@ TRUE_COX = {"x1": 0.5, "x2": -0.25}
 STEPS: dict[str, tuple[str, dict[str, Any]]] = {
     "count": ("count", {}),
     "mean": ("mean", {"columns": ["x1", "age"]}),
+    "variance": ("variance", {"columns": ["x1", "age"]}),
     "glm": (
         "glm",
         {"outcome": "y", "covariates": ["x1", "x2", "age"], "family": "binomial"},
@@ -97,28 +99,63 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def node_round(store: Any, name: str, params: dict[str, Any], memory: Any) -> dict[str, Any]:
+    """Round 0 of ``name`` as a node agent runs it: the local step over
+    :class:`~medfed.node.gate.RecordingData`, the gate, the dominance rules and the row-set
+    memory's release (its decision and cell count)."""
+    from medfed.algorithms.base import LocalContext
+    from medfed.algorithms.registry import get_algorithm
+    from medfed.node.gate import GatePolicy, RecordingData, apply_gate
+    from medfed.node.gate.dominance import DominancePolicy, dominated
+
+    algorithm = get_algorithm(name)
+    parsed = algorithm.parse_params(params)
+    data = RecordingData(store, key=b"bigtable" * 4)
+    output = algorithm.local(parsed, LocalContext(data=data, recorder=data))
+    gated = apply_gate(output, algorithm.disclosure(parsed), GatePolicy(min_cell_count=5))
+    decision = memory.release(data.labelings, 5)
+    return {
+        "gate": gated.status,
+        "dominance": dominated(data.magnitudes_seen, DominancePolicy()),
+        "released": decision.released,
+        "cells": decision.cells_after,
+    }
+
+
 def child(path: str, steps: list[str]) -> list[dict[str, Any]]:
-    """Run ``steps`` over the file in this process: per step its seconds, peak RSS, result."""
+    """Run ``steps`` over the file in this process: per step its seconds, peak RSS, result.
+
+    Each step's round 0 first runs as at a node (:func:`node_round`: row sets recorded and
+    released in a row-set memory), then the whole algorithm through ``run_locally``; the
+    seconds are the latter's, the peak RSS covers both.
+    """
+    import tempfile
+
+    from medfed.node.gate import RowSetMemory
     from medfed.node.stores.tables import TableStore
     from medfed.testing.local import run_locally
 
     before = rss_mb()
     store = TableStore.open(path)
     out: list[dict[str, Any]] = []
-    for step in steps:
-        name, params = STEPS[step]
-        start = time.perf_counter()
-        result = run_locally(name, params, [store])
-        seconds = time.perf_counter() - start
-        out.append(
-            {
-                "step": step,
-                "seconds": seconds,
-                "rss_before_mb": before,
-                "peak_rss_mb": rss_mb(),
-                "result": result,
-            }
-        )
+    with tempfile.TemporaryDirectory() as folder:
+        memory = RowSetMemory(Path(folder), "b1" * 32, store.row_count, hidden=store.hidden_mask())
+        for step in steps:
+            name, params = STEPS[step]
+            node = node_round(store, name, params, memory)
+            start = time.perf_counter()
+            result = run_locally(name, params, [store])
+            seconds = time.perf_counter() - start
+            out.append(
+                {
+                    "step": step,
+                    "seconds": seconds,
+                    "rss_before_mb": before,
+                    "peak_rss_mb": rss_mb(),
+                    "node": node,
+                    "result": result,
+                }
+            )
     store.close()
     return out
 

@@ -16,13 +16,17 @@ answers are what a node would send for plain aggregate algorithms, no more.
 
 Every node counts the runs it answered (``answered``); ``python -m
 medfed.testing.simulator --hub URL --secrets FILE`` runs it as its own process (one
-secret a line), so a benchmark can read the hub's CPU apart from the nodes'.
+secret a line), so a benchmark can read the hub's CPU apart from the nodes';
+``--register-only`` registers the datasets and exits, so a benchmark can release them
+before any poll is open. Each node's poll asks for a wait drawn between half and all of
+``poll_wait`` (seeded by its index): polls started together do not all renew together.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import signal
 import time
 from collections.abc import Sequence
@@ -134,10 +138,13 @@ class Simulator:
 
     async def _node(self, client: httpx.AsyncClient, index: int) -> None:
         headers = {"Authorization": f"Bearer {self.secrets[index]}"}
+        jitter = random.Random(index)
         while not self._stop.is_set():
             try:
+                # polls of nodes started together would renew together: spread them out
+                wait = round(self.poll_wait * jitter.uniform(0.5, 1.0), 2)
                 got = await client.get(
-                    "/api/node/runs/next", params={"wait": self.poll_wait}, headers=headers
+                    "/api/node/runs/next", params={"wait": wait}, headers=headers
                 )
                 if got.status_code == 204:
                     continue
@@ -176,17 +183,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--secrets", type=Path, required=True, help="one node secret a line")
     parser.add_argument("--dataset", default="sim")
     parser.add_argument("--register", action="store_true", help="register the dataset first")
+    parser.add_argument(
+        "--register-only", action="store_true", help="register the dataset at every node, exit"
+    )
     parser.add_argument("--ready", type=Path, help="file written once every node polls")
+    parser.add_argument(
+        "--poll-wait", type=float, default=20.0, help="seconds each long poll asks to wait"
+    )
     args = parser.parse_args(argv)
     secrets = [s for s in args.secrets.read_text().split() if s]
 
     async def run() -> None:
-        sim = Simulator(args.hub, secrets, dataset=args.dataset)
+        sim = Simulator(args.hub, secrets, dataset=args.dataset, poll_wait=args.poll_wait)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, sim.stop)
-        if args.register:
+        if args.register or args.register_only:
             await sim.register()
+        if args.register_only:
+            return
         serving = asyncio.create_task(sim.serve())
         if args.ready is not None:
             args.ready.write_text("ready\n")

@@ -15,7 +15,12 @@ the others rounded to the node's ``count_rounding`` (as discovery counts are). G
 ``Cells`` on every count (a second guard; the attrition is a shrinking series, so a
 null's position tells nothing the released counts do not).
 
-The result lists each node's counts and a total per step where no node withheld it.
+The result lists each node's counts and a total per step where every node released it.
+A node whose whole answer was withheld (``suppressed``: a row-set rule, an error of the
+data) gets the same entry as one whose every count is under ``min_cell_count``: its
+counts are null and nothing marks it, so the result never says which node withheld its
+answer (docs/privacy.md, "Uniform answers": the task says only how many nodes
+contributed and how many withheld).
 """
 
 from __future__ import annotations
@@ -84,9 +89,10 @@ class CohortCountsParams(BaseModel):
 
 
 class NodeCounts(BaseModel):
+    """One node's released counts; null where under ``min_cell_count`` or withheld."""
+
     node_id: int
     dataset_id: int
-    withheld: bool = False
     base_persons: int | None = None
     attrition: list[int | None] = Field(default_factory=list)
     persons: int | None = None
@@ -95,7 +101,7 @@ class NodeCounts(BaseModel):
 class CohortCountsResult(BaseModel):
     rules: list[str]
     nodes: list[NodeCounts]
-    #: sums over the nodes; None for a step where a node withheld its count
+    #: sums over the nodes; None for a step where a node released no count
     total_base_persons: int | None
     total_attrition: list[int | None]
     total_persons: int | None
@@ -157,31 +163,29 @@ class CohortCounts(Algorithm[CohortCountsParams]):
         state: dict[str, Any],
         outputs: Sequence[NodeOutput],
     ) -> Finished | NextRound:
-        rules: list[str] = []
-        nodes: list[NodeCounts] = []
-        for out in sorted(outputs, key=lambda o: (o.node_id, o.dataset_id)):
-            if out.status != "ok" or out.payload is None:
-                nodes.append(
-                    NodeCounts(node_id=out.node_id, dataset_id=out.dataset_id, withheld=True)
-                )
-                continue
-            rules = rules or [str(r) for r in out.payload.get("rules") or []]
-            nodes.append(
-                NodeCounts(
-                    node_id=out.node_id,
-                    dataset_id=out.dataset_id,
-                    base_persons=out.payload.get("base_persons"),
-                    attrition=list(out.payload.get("attrition") or []),
-                    persons=out.payload.get("persons"),
-                )
-            )
+        answers = sorted(outputs, key=lambda o: (o.node_id, o.dataset_id))
+        released = [o.payload for o in answers if o.status == "ok" and o.payload is not None]
+        rules = next(([str(r) for r in p.get("rules") or []] for p in released), [])
         width = len(rules)
-        steps = [n.attrition if not n.withheld else [None] * width for n in nodes]
+        nodes = [_node_counts(out, width) for out in answers]
         result = CohortCountsResult(
             rules=rules,
             nodes=nodes,
             total_base_persons=_total([n.base_persons for n in nodes]),
-            total_attrition=[_total([s[i] for s in steps]) for i in range(width)],
+            total_attrition=[_total([n.attrition[i] for n in nodes]) for i in range(width)],
             total_persons=_total([n.persons for n in nodes]),
         )
         return Finished(result.model_dump())
+
+
+def _node_counts(out: NodeOutput, width: int) -> NodeCounts:
+    """A node's entry; a withheld answer reads as counts all under ``min_cell_count``."""
+    payload = out.payload if out.status == "ok" and out.payload is not None else {}
+    steps: list[int | None] = list(payload.get("attrition") or [])
+    return NodeCounts(
+        node_id=out.node_id,
+        dataset_id=out.dataset_id,
+        base_persons=payload.get("base_persons"),
+        attrition=(steps + [None] * width)[:width],
+        persons=payload.get("persons"),
+    )

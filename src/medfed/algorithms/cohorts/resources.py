@@ -92,3 +92,5 @@ class ResolvedCohort(BaseModel):
     version: int
     hash: str = Field(pattern=HASH)
     definition: dict[str, Any]
+    #: the cohort's name, for people (the task page); the nodes go by the hash
+    name: str | None = None

@@ -1,6 +1,8 @@
 """The node's step of ``glm``: level counts in round 0, IRLS sums in every later round.
 
-Runs on the node over the rows of its dataset that match ``where``, have no null in the
+Runs on the node over the rows of its dataset that match ``where`` — read in batches
+(``select_batches``, the sums added over them, so no step holds the whole table) — have
+no null in the
 outcome, a covariate, the weight or the offset, and (with ``freq_weights``) a frequency
 weight above 0 (``n`` rows). Frequency weights are checked first, over every row ``where``
 selects: a null, negative, fractional or infinite weight fails the run with a
@@ -55,6 +57,7 @@ answers one such matrix per round at coefficients the hub chose, never the resea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,23 +130,38 @@ def check_freq_weights(series: pd.Series, column: str) -> Array:
     return values
 
 
-def read_rows(params: GLMParams, ctx: LocalContext) -> Rows:
-    """Select the model's columns and keep complete cases; check the values' ranges.
+def read_rows(params: GLMParams, ctx: LocalContext) -> Iterator[Rows]:
+    """The model's complete cases, batch by batch; the values' ranges checked per batch.
 
     Frequency weights are checked over every selected row before incomplete rows are left
     out, and rows of weight 0 are then dropped (they count for nothing, rules included).
+    The batches come from ``select_batches``: no step holds the whole table; the sums the
+    steps build are added over the batches.
     """
-    frame = ctx.data.select(params.columns, params.filter)
-    if params.freq_weights is not None:
-        frame = frame[check_freq_weights(frame[params.freq_weights], params.freq_weights) > 0]
-    frame = frame.dropna()
     # the row sets this fit releases aggregates of: its complete cases, and per categorical
     # covariate the cells of its levels (the node's row-set memory checks them)
-    ctx.cells(pd.Series(0, index=frame.index))
+    complete = ctx.grid()
+    grids = {c: ctx.grid() for c in params.covariates}
+    used: set[str] = set()
+    for frame in ctx.data.select_batches(params.columns, params.filter):
+        if params.freq_weights is not None:
+            weights = check_freq_weights(frame[params.freq_weights], params.freq_weights)
+            frame = frame[weights > 0]
+        frame = frame.dropna()
+        complete.add(pd.Series(0, index=frame.index))
+        for column in params.covariates:
+            if column in params.categorical or column_kind(frame[column]) != "number":
+                grids[column].add(frame[column])
+                used.add(column)
+        yield _checked(params, frame.reset_index(drop=True))
+    complete.close()
     for column in params.covariates:
-        if column in params.categorical or column_kind(frame[column]) != "number":
-            ctx.cells(frame[column])
-    frame = frame.reset_index(drop=True)
+        if column in used:
+            grids[column].close()
+
+
+def _checked(params: GLMParams, frame: pd.DataFrame) -> Rows:
+    """One batch of complete cases as arrays; a clear error for an out-of-range value."""
     y = _numbers(frame, params.outcome, "outcome")
     if params.family == "binomial" and not np.isin(y, (0.0, 1.0)).all():
         raise BadRequest(f"glm: binomial outcome '{params.outcome}' must be 0/1 or boolean")
@@ -187,35 +205,37 @@ def check_rows(params: GLMParams, ctx: LocalContext, n: int, p: int) -> None:
 
 def round0(params: GLMParams, ctx: LocalContext) -> dict[str, Any]:
     """Row count, level counts of categorical covariates, outcome counts, a few sums."""
-    rows = read_rows(params, ctx)
+    n = ones = 0
     kinds: dict[str, str] = {}
-    levels: dict[str, dict[str, int]] = {}
-    for column in params.covariates:
-        kind = column_kind(rows.frame[column])
-        if column not in params.categorical and kind == "number":
-            continue
-        counts = level_counts(rows.frame[column])
-        kinds[column] = kind
-        levels[column] = {level: c for level, c in counts.items() if c > 0}
+    counted: dict[str, dict[str, int]] = {}
+    totals = dict.fromkeys(("y", "w", "wy", "log_w", "nobs"), 0.0)
+    for rows in read_rows(params, ctx):
+        n += rows.n
+        for column in params.covariates:
+            kind = column_kind(rows.frame[column])
+            if column not in params.categorical and kind == "number":
+                continue
+            kinds[column] = kind
+            merged = counted.setdefault(column, {})
+            for level, c in level_counts(rows.frame[column]).items():
+                merged[level] = merged.get(level, 0) + c
+        ones += int(np.count_nonzero(rows.y == 1.0))
+        totals["y"] += float(np.sum(rows.y))
+        totals["w"] += float(np.sum(rows.w))
+        totals["wy"] += float(np.sum(rows.w * rows.y))
+        totals["log_w"] += float(np.sum(rows.f * np.log(rows.v)))
+        totals["nobs"] += rows.nobs
+    levels = {c: {level: k for level, k in v.items() if k > 0} for c, v in counted.items()}
     local = Design(params.intercept, params.covariates, {c: sorted(v) for c, v in levels.items()})
-    check_rows(params, ctx, rows.n, local.size)
-    outcome_counts: list[int] = []
-    if params.family == "binomial":
-        ones = int(np.count_nonzero(rows.y == 1.0))
-        outcome_counts = [rows.n - ones, ones]  # a class of 1..k-1 rows: Grid withholds
-    sums = {
-        "y": float(np.sum(rows.y)),
-        "w": float(np.sum(rows.w)),
-        "wy": float(np.sum(rows.w * rows.y)),
-        "log_w": float(np.sum(rows.f * np.log(rows.v))),
-        "nobs": rows.nobs,
-    }
+    check_rows(params, ctx, n, local.size)
+    # binomial: a class of 1..k-1 rows and Grid withholds
+    outcome_counts = [n - ones, ones] if params.family == "binomial" else []
     return {
-        "rows": rows.n,
+        "rows": n,
         "kinds": kinds,
         "levels": levels,
         "outcome_counts": outcome_counts,
-        "sums": sums,
+        "sums": totals,
         "boundary": 0,
     }
 
@@ -232,12 +252,52 @@ def _fitted(
 
 
 def irls_sums(params: GLMParams, ctx: LocalContext) -> dict[str, Any]:
-    """One IRLS round's sums at the broadcast coefficients (see the module docstring)."""
+    """One IRLS round's sums at the broadcast coefficients (see the module docstring),
+    added over the batches of rows."""
     state = ctx.state
-    family = FAMILIES[params.family]
     design = Design(params.intercept, params.covariates, dict(state["levels"]))
-    rows = read_rows(params, ctx)
-    check_rows(params, ctx, rows.n, design.size)
+    total: dict[str, Any] | None = None
+    for rows in read_rows(params, ctx):
+        part = _batch_sums(params, state, design, rows)
+        total = part if total is None else _added(total, part)
+    assert total is not None  # read_rows yields at least one (maybe empty) batch
+    check_rows(params, ctx, total["rows"], design.size)
+    out: dict[str, Any] = {
+        "rows": total["rows"],
+        "levels": {},
+        "outcome_counts": [],
+        "xtwx": total["xtwx"].tolist(),
+        "score": total["score"].tolist(),
+        "x2": total["x2"].tolist(),
+        "deviance": total["deviance"],
+        "pearson": total["pearson"],
+        "loglik": total["loglik"],
+        "boundary": total["boundary"],
+        "xtwx_prev": None if total["xtwx_prev"] is None else total["xtwx_prev"].tolist(),
+        "null": total["null"],
+    }
+    return out
+
+
+def _added(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two batches' sums added (matrices, sums, counts, and the null model's sums)."""
+    out: dict[str, Any] = {}
+    for key, value in a.items():
+        other = b[key]
+        if value is None:
+            out[key] = None
+        elif isinstance(value, dict):
+            out[key] = {k: value[k] + other[k] for k in value}
+        else:
+            out[key] = value + other
+    return out
+
+
+def _batch_sums(
+    params: GLMParams, state: dict[str, Any], design: Design, rows: Rows
+) -> dict[str, Any]:
+    """One batch's IRLS sums (numpy arrays and floats; added by :func:`_added`)."""
+    family = FAMILIES[params.family]
     x = design.matrix(rows.frame)
     ybar = float(state["ybar"])
     beta = state["beta"]
@@ -248,11 +308,9 @@ def irls_sums(params: GLMParams, ctx: LocalContext) -> dict[str, Any]:
     work = resid + lin if beta is None else resid  # X'Wz at the start, X'W r after
     out: dict[str, Any] = {
         "rows": rows.n,
-        "levels": {},
-        "outcome_counts": [],
-        "xtwx": (x.T @ (x * weight[:, None])).tolist(),
-        "score": (x.T @ (weight * work)).tolist(),
-        "x2": np.sum(rows.f[:, None] * x * x, axis=0).tolist(),
+        "xtwx": x.T @ (x * weight[:, None]),
+        "score": x.T @ (weight * work),
+        "x2": np.sum(rows.f[:, None] * x * x, axis=0),
         "deviance": family.deviance(rows.y, mu, rows.w),
         "pearson": family.pearson(rows.y, mu, rows.w),
         "loglik": family.loglik(rows.y, mu, rows.w),
@@ -262,7 +320,7 @@ def irls_sums(params: GLMParams, ctx: LocalContext) -> dict[str, Any]:
     if state.get("has_prev"):
         _, mu_prev = _fitted(family, rows, x, state["beta_prev"], ybar)
         w_prev = rows.w * family.variance(mu_prev)
-        out["xtwx_prev"] = (x.T @ (x * w_prev[:, None])).tolist()
+        out["xtwx_prev"] = x.T @ (x * w_prev[:, None])
     out["null"] = None
     if state["null_beta"] is None:  # the null model has converged
         return out

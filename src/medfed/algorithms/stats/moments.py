@@ -41,7 +41,6 @@ from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from medfed.algorithms.base import (
@@ -58,11 +57,11 @@ from medfed.algorithms.dp import DPResult, DPRule, check_bounds, privacy_of
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
-    declare_moments,
     gated_payloads,
     require_column,
 )
 from medfed.algorithms.stats._dp import moments_local, moments_noise, pool_moments
+from medfed.algorithms.stats._sums import pushed_moments
 from medfed.algorithms.stats._text import number, text_table
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
@@ -188,35 +187,31 @@ class Mean(Algorithm[MomentsParams]):
         )
 
     def local(self, params: MomentsParams, ctx: LocalContext) -> dict[str, Any]:
-        frame = ctx.data.select(params.columns, params.filter)
         if ctx.dp is not None:
             return moments_local(
-                frame,
+                ctx.data.select(params.columns, params.filter),
                 ctx.dp,
                 params.columns,
                 params.bounds,
                 spread=self.spread,
                 with_bounds=self.bounds,
             )
-        counts: dict[str, int] = {}
+        rows, counts, sums = pushed_moments(
+            ctx, params.columns, params.filter, spread=self.spread, bounds=self.bounds
+        )
         stats: dict[str, dict[str, float] | None] = {}
-        for column in params.columns:
-            values = frame[column].dropna().to_numpy(dtype=np.float64)
-            n = len(values)
-            counts[column] = n
-            if n == 0:
+        for column, found in sums.items():
+            if found is None:
                 stats[column] = None
                 continue
-            declare_moments(ctx, column, values, spread=self.spread)
-            total = math.fsum(values)
-            out = {"sum": total}
+            out = {"sum": found["sum"]}
             if self.spread:
-                out["m2"] = math.fsum((values - total / n) ** 2)
+                out["m2"] = found["m2"]
             if self.bounds:
-                out["min_bound"] = outward_round(float(values.min()), up=False)
-                out["max_bound"] = outward_round(float(values.max()), up=True)
+                out["min_bound"] = outward_round(found["min"], up=False)
+                out["max_bound"] = outward_round(found["max"], up=True)
             stats[column] = out
-        return {"rows": len(frame), "n": counts, "stats": stats}
+        return {"rows": rows, "n": counts, "stats": stats}
 
     def aggregate(
         self,

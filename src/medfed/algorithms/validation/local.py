@@ -7,7 +7,10 @@ Round 0 at a node (``ValidationServices`` from the node, see :mod:`.scoring`):
 2. The test rows: the dataset's rows matching ``where`` with no missing feature or
    outcome; for a model from medfed's registry trained here, its training rows are left
    out (the training's split, recomputed: :func:`medfed.algorithms.learning.holdout.split`).
-3. The features go to the model (in the node's sandbox); each row gets a score.
+   For an image model the rows are the imaging index's files with pixels (``rows`` not
+   missing), joined to the ``labels`` table by its key (:func:`_image_rows`).
+3. The features — or the images, read and preprocessed by :func:`.images.load_images`
+   — go to the model (in the node's sandbox); each row gets a score.
 4. The histograms per class on the fine grid, coarsened (:mod:`.binning`), for the
    overall rows and each released subgroup variable; per group the sum of squared errors
    (Brier) and, per calibration bin, the sum of scores.
@@ -40,7 +43,8 @@ import pandas as pd
 from medfed.algorithms.base import LocalContext
 from medfed.algorithms.learning.holdout import split
 from medfed.algorithms.validation.binning import fine_bins, layout, leaf_counts
-from medfed.algorithms.validation.params import Subgroup, ValidationParams
+from medfed.algorithms.validation.images import load_images
+from medfed.algorithms.validation.params import IMAGE_COLUMNS, Subgroup, ValidationParams
 from medfed.algorithms.validation.scoring import ValidationServices
 from medfed.common.errors import Refused
 from medfed.common.filters import And
@@ -100,11 +104,41 @@ def subgroup_levels(frame: pd.DataFrame, group: Subgroup) -> pd.Series:
     )
 
 
+def _image_rows(
+    params: ValidationParams, ctx: LocalContext, services: ValidationServices
+) -> pd.DataFrame:
+    """The imaging index's files with pixels, joined to the labels table (if any)."""
+    present = {c.name for c in ctx.data.columns}
+    labels = params.labels
+    own = [c for c in params.columns if c in present]
+    frame = ctx.data.select(own, params.filter).dropna(subset=IMAGE_COLUMNS)
+    if labels is None:
+        return frame
+    table = services.table(labels.dataset)
+    wanted = [labels.key, *[c for c in params.columns if c not in present]]
+    have = {c.name for c in table.columns}
+    for name in wanted:
+        if name not in have:
+            raise Refused(f"validation: the labels table '{labels.dataset}' has no column '{name}'")
+    joined = table.select(list(dict.fromkeys(wanted))).dropna(subset=[labels.key])
+    if joined[labels.key].duplicated().any():
+        raise Refused(
+            f"validation: the labels table '{labels.dataset}' holds more than one row per "
+            f"'{labels.key}'"
+        )
+    extra = joined.set_index(labels.key)
+    extra = extra[[c for c in extra.columns if c not in frame.columns]]
+    return frame.join(extra, on=labels.key, how="inner")
+
+
 def select_rows(
     params: ValidationParams, ctx: LocalContext, services: ValidationServices
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The test rows (features, subgroup columns) and their outcome (0/1)."""
-    frame = ctx.data.select(params.columns, params.filter)
+    if params.model.image is not None:
+        frame = _image_rows(params, ctx, services)
+    else:
+        frame = ctx.data.select(params.columns, params.filter)
     needed = list(params.model.features)
     if params.outcome.column is not None:
         needed.append(params.outcome.column)
@@ -146,7 +180,12 @@ def local_step(params: ValidationParams, ctx: LocalContext) -> dict[str, Any]:
     kept = services.recall(key) if ctx.round > 0 else None
     if kept is None:
         frame, y = select_rows(params, ctx, services)
-        features = frame[params.model.features].to_numpy(dtype=np.float32)
+        image = params.model.image
+        if image is not None:
+            paths = [str(p) for p in frame["path"]]
+            features = load_images(paths, services.image_root(), image)
+        else:
+            features = frame[params.model.features].to_numpy(dtype=np.float32)
         scores = services.score(params.model, features) if len(frame) else np.zeros(0)
         services.remember(key, y, scores)
     else:

@@ -11,8 +11,10 @@ How it runs: :func:`check_model` gets the file's bytes and what the uploader dec
    (``ai.onnx`` and ``ai.onnx.ml``: no custom ops, no local functions), graphs with more
    than one input;
 4. checks that the one input is a float tensor of shape ``[N, F]`` with ``F`` the number
-   of declared features, and that the named output is a float tensor ``[N]``, ``[N, 1]``
-   or ``[N, C]`` with the positive column inside it.
+   of declared features — or, for an image model (an
+   :class:`~medfed.algorithms.validation.images.ImageSpec`), ``[N, C, H, W]`` equal to
+   the declared image shape wherever the graph fixes a size — and that the named output
+   is a float tensor ``[N]``, ``[N, 1]`` or ``[N, C]`` with the positive column inside it.
 
 Every refusal is a :class:`~medfed.common.errors.BadRequest` that names the problem; the
 result, :class:`ModelDescriptor`, is what the registry stores beside the file's SHA-256.
@@ -25,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medfed.algorithms.validation.images import ImageSpec
 from medfed.common.errors import BadRequest
 
 __all__ = ["STANDARD_DOMAINS", "ModelDescriptor", "OutputSpec", "check_model"]
@@ -56,6 +59,9 @@ class ModelDescriptor(BaseModel):
     classes: int
     opsets: dict[str, int]
     producer: str = ""
+    image: ImageSpec | None = None
+    #: a derived model's origin (e.g. a study's recalibration: source model and study)
+    provenance: dict[str, Any] | None = None
 
 
 def _onnx() -> Any:
@@ -98,15 +104,50 @@ def _subgraph_nodes(graph: Any) -> list[Any]:
     return nodes
 
 
+def _check_input(given: Any, features: list[str], image: ImageSpec | None) -> str:
+    """The input's float type, once its shape fits the declared features or image."""
+    kind = _FLOAT_TYPES.get(given.type.tensor_type.elem_type)
+    dims = _dims(given)
+    if image is None:
+        if kind is None or len(dims) != 2:
+            raise BadRequest(f"the model's input '{given.name}' must be a 2-d float tensor [N, F]")
+        if isinstance(dims[1], int) and dims[1] != len(features):
+            raise BadRequest(
+                f"the model's input '{given.name}' takes {dims[1]} features but "
+                f"{len(features)} were declared"
+            )
+        return kind
+    declared = "[N, " + ", ".join(str(d) for d in image.shape) + "]"
+    graph = "[" + ", ".join(str(d) for d in dims) + "]"
+    if kind is None or len(dims) != 4:
+        raise BadRequest(
+            f"the model's input '{given.name}' is {graph}, not a 4-d float tensor "
+            f"{declared} as declared for an image model"
+        )
+    if any(isinstance(g, int) and g != d for g, d in zip(dims[1:], image.shape, strict=True)):
+        raise BadRequest(
+            f"the model's input '{given.name}' has shape {graph} but the declared image "
+            f"shape is {declared}"
+        )
+    return kind
+
+
 def check_model(
-    data: bytes, *, features: list[str], output: OutputSpec, max_bytes: int
+    data: bytes,
+    *,
+    features: list[str],
+    output: OutputSpec,
+    max_bytes: int,
+    image: ImageSpec | None = None,
 ) -> ModelDescriptor:
     """The descriptor of a model that passes every check (see the module text)."""
     if len(data) > max_bytes:
         raise BadRequest(
             f"the model is {len(data)} bytes, larger than this hub's limit of {max_bytes} bytes"
         )
-    if not features or len(set(features)) != len(features):
+    if image is not None and features:
+        raise BadRequest("an image model takes the image only: declare no feature columns")
+    if image is None and (not features or len(set(features)) != len(features)):
         raise BadRequest("declare the model's features: a list of distinct column names")
     onnx = _onnx()
     try:
@@ -132,18 +173,11 @@ def check_model(
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
         raise BadRequest(
-            f"the model must have one input (a [N, features] tensor), not {len(inputs)}"
+            f"the model must have one input (a [N, features] or [N, C, H, W] tensor), "
+            f"not {len(inputs)}"
         )
     given = inputs[0]
-    kind = _FLOAT_TYPES.get(given.type.tensor_type.elem_type)
-    dims = _dims(given)
-    if kind is None or len(dims) != 2:
-        raise BadRequest(f"the model's input '{given.name}' must be a 2-d float tensor [N, F]")
-    if isinstance(dims[1], int) and dims[1] != len(features):
-        raise BadRequest(
-            f"the model's input '{given.name}' takes {dims[1]} features but "
-            f"{len(features)} were declared"
-        )
+    kind = _check_input(given, features, image)
     outputs = {o.name: o for o in model.graph.output}
     if output.name not in outputs:
         raise BadRequest(f"the model has no output '{output.name}' (it has: {sorted(outputs)})")
@@ -167,4 +201,5 @@ def check_model(
         classes=classes,
         opsets={o.domain or "ai.onnx": int(o.version) for o in model.opset_import},
         producer=f"{model.producer_name} {model.producer_version}".strip(),
+        image=image,
     )

@@ -18,16 +18,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from medfed.algorithms.learning.holdout import HoldoutRule
 from medfed.algorithms.stats._common import WhereParams, check_where
+from medfed.algorithms.validation.images import ImageSpec
 from medfed.algorithms.validation.model_check import OutputSpec
 from medfed.common.errors import BadRequest
 from medfed.common.filters import Filter, check_filter, filter_to_json, parse_filter
 from medfed.common.schemas import DatasetSchema
 
-__all__ = ["ModelRef", "Outcome", "Subgroup", "TrainingRows", "ValidationParams"]
+__all__ = [
+    "IMAGE_COLUMNS",
+    "Labels",
+    "ModelRef",
+    "Outcome",
+    "Subgroup",
+    "TrainingRows",
+    "ValidationParams",
+]
 
 _HEX64 = r"^[0-9a-f]{64}$"
 MAX_THRESHOLDS = 50
 MAX_SUBGROUPS = 10
+#: the imaging index's columns an image model's population needs (files with pixels)
+IMAGE_COLUMNS = ["path", "rows"]
 
 
 class ModelRef(BaseModel):
@@ -36,11 +47,18 @@ class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sha256: str = Field(pattern=_HEX64)
-    features: list[str] = Field(min_length=1, max_length=10_000)
+    features: list[str] = Field(default_factory=list, max_length=10_000)
     input: str = Field(min_length=1, max_length=200)
     input_type: Literal["float", "double", "float16"] = "float"
     output: OutputSpec
     classes: int = Field(default=2, ge=1)
+    image: ImageSpec | None = None
+
+    @model_validator(mode="after")
+    def _input(self) -> ModelRef:
+        if (self.image is None) == (not self.features):
+            raise ValueError("a model takes either feature columns or an image")
+        return self
 
 
 class Outcome(BaseModel):
@@ -88,6 +106,15 @@ class Subgroup(BaseModel):
         return bands
 
 
+class Labels(BaseModel):
+    """A table of the node joined to the imaging index (one row per ``key`` value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(min_length=1, max_length=200, description="the node's table dataset")
+    key: str = Field(default="patient_pseudonym", min_length=1, max_length=200)
+
+
 class TrainingRows(BaseModel):
     """A registry model's training split, recomputed at each node to leave its rows out."""
 
@@ -110,6 +137,7 @@ class ValidationParams(WhereParams):
     grid: int = Field(default=1000, ge=10, le=10_000)
     subgroups: list[Subgroup] = Field(default_factory=list, max_length=MAX_SUBGROUPS)
     exclude_training: TrainingRows | None = None
+    labels: Labels | None = None
     max_iter: int = Field(default=100, ge=1, le=1000)
     tol: float = Field(default=1e-8, gt=0.0, le=1e-2)
 
@@ -127,6 +155,10 @@ class ValidationParams(WhereParams):
                 )
         if len({s.name for s in self.subgroups}) != len(self.subgroups):
             raise ValueError("subgroup names must be distinct")
+        if self.labels is not None and self.model.image is None:
+            raise ValueError("a labels table joins an imaging index: only for image models")
+        if self.labels is not None and self.outcome.column is None:
+            raise ValueError("with a labels table, give the outcome as a column")
         return self
 
     @property
@@ -140,8 +172,11 @@ class ValidationParams(WhereParams):
 
     @property
     def columns(self) -> list[str]:
-        """Every column the node step reads: features, outcome, subgroups."""
-        out = list(self.model.features)
+        """Every column the node step reads: features (or the image columns), the labels
+        key, outcome, subgroups."""
+        out = list(self.model.features) if self.model.image is None else list(IMAGE_COLUMNS)
+        if self.labels is not None:
+            out.append(self.labels.key)
         if self.outcome.column is not None:
             out.append(self.outcome.column)
         out += [s.column for s in self.subgroups]
@@ -153,8 +188,15 @@ def validate_params(params: ValidationParams, schemas: Sequence[DatasetSchema]) 
     check_where("validation", params, schemas)
     for schema in schemas:
         by_name = {c.name: c for c in schema.columns}
+        if params.model.image is not None:
+            for name in [*IMAGE_COLUMNS, *([params.labels.key] if params.labels else [])]:
+                if name not in by_name:
+                    raise BadRequest(
+                        f"validation: dataset '{schema.name}' has no column '{name}': an "
+                        "image model validates on an imaging index (DICOM ingest's index)"
+                    )
         for name in params.columns:
-            if name not in by_name:
+            if name not in by_name and params.labels is None:
                 raise BadRequest(
                     f"validation: dataset '{schema.name}' has no column '{name}' "
                     "(the model's inputs must match the dataset)"

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medfed.algorithms.validation.images import ImageSpec
 from medfed.algorithms.validation.model_check import OutputSpec
 
 __all__ = ["OnnxModelCreate", "OnnxModelPublic", "StudyCreate", "StudyPublic", "StudyRun"]
@@ -20,8 +21,9 @@ class OnnxModelCreate(BaseModel):
     project_id: int
     name: str = Field(min_length=1, max_length=200)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    features: list[str] = Field(min_length=1, max_length=10_000)
+    features: list[str] = Field(default_factory=list, max_length=10_000)
     output: OutputSpec
+    image: ImageSpec | None = Field(default=None, description="an image model's input")
     derived_from: int | None = Field(default=None, description="registry model it exports")
 
 
@@ -35,7 +37,11 @@ class OnnxModelPublic(BaseModel):
     features: list[str]
     output: OutputSpec
     classes: int
+    image: ImageSpec | None = None
     derived_from: int | None
+    provenance: dict[str, Any] | None = Field(
+        default=None, description="a derived model's origin (recalibration: source model, study)"
+    )
     created_at: datetime
 
 
@@ -55,11 +61,13 @@ class StudyCreate(BaseModel):
     calibration_bins: int = 10
     grid: int = 1000
     subgroups: list[dict[str, Any]] = Field(default_factory=list)
+    labels: dict[str, Any] | None = Field(
+        default=None, description="image models: {dataset, key} of the node's labels table"
+    )
 
     def definition(self) -> dict[str, Any]:
-        return self.model_dump(
-            include={"outcome", "where", "thresholds", "calibration_bins", "grid", "subgroups"}
-        )
+        fields = {"outcome", "where", "thresholds", "calibration_bins", "grid", "subgroups"}
+        return self.model_dump(include=fields | ({"labels"} if self.labels else set()))
 
 
 class StudyRun(BaseModel):

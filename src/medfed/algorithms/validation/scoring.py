@@ -5,7 +5,8 @@ On a node the agent's run services are adapted by
 hash, and scored with onnxruntime inside the sandbox that runs researcher code.
 :class:`InProcessScorer` is the same interface for tests and algorithm authors
 (``medfed.testing.local.run_locally(..., services=...)``): onnxruntime in this process,
-no sandbox, models given as bytes, study consents as a dict.
+no sandbox, models given as bytes, study consents as a dict, imaging index folders per
+dataset and labels tables by name.
 
 Scores are read from the declared output and column and must be finite and within
 ``[0, 1]``; anything else is a :class:`ModelFailed` whose text carries no input value.
@@ -15,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from medfed.algorithms.base import LocalData
 from medfed.algorithms.validation.params import ModelRef
-from medfed.common.errors import PolicyRefused
+from medfed.common.errors import PolicyRefused, Refused
 
 __all__ = [
     "Consent",
@@ -64,7 +67,16 @@ class ValidationServices(Protocol):
         ...
 
     def score(self, model: ModelRef, features: npt.NDArray[np.float32]) -> FloatArray:
-        """The positive-class score of each row (float64, within [0, 1])."""
+        """The positive-class score of each row (float64, within [0, 1]); ``features`` is
+        ``[N, F]``, or ``[N, C, H, W]`` for an image model."""
+        ...
+
+    def image_root(self) -> Path:
+        """The folder the dataset's (an imaging index's) relative file paths start from."""
+        ...
+
+    def table(self, name: str) -> LocalData:
+        """The node's table dataset ``name`` (an image study's labels)."""
         ...
 
     def remember(self, key: str, y: npt.NDArray[np.int64], scores: FloatArray) -> None:
@@ -121,6 +133,10 @@ class InProcessScorer:
     consents: dict[int | str, Consent] = field(default_factory=dict)
     dataset: int = 0
     calls: int = 0
+    #: each dataset's imaging index folder (dataset id -> folder)
+    images: dict[int, Path] = field(default_factory=dict)
+    #: labels tables by name
+    tables: dict[str, LocalData] = field(default_factory=dict)
     _cache: dict[str, FloatArray] = field(default_factory=dict)
 
     _kept: dict[str, tuple[npt.NDArray[np.int64], FloatArray]] = field(default_factory=dict)
@@ -138,8 +154,24 @@ class InProcessScorer:
     def for_dataset(self, dataset_id: int) -> InProcessScorer:
         """The scorer of another dataset, sharing the models and the kept scores."""
         return InProcessScorer(
-            self.models, self.consents, dataset_id, _cache=self._cache, _kept=self._kept
+            self.models,
+            self.consents,
+            dataset_id,
+            images=self.images,
+            tables=self.tables,
+            _cache=self._cache,
+            _kept=self._kept,
         )
+
+    def image_root(self) -> Path:
+        if self.dataset not in self.images:
+            raise Refused("validation: this dataset is not an imaging index")
+        return self.images[self.dataset]
+
+    def table(self, name: str) -> LocalData:
+        if name not in self.tables:
+            raise Refused(f"validation: this node has no table dataset '{name}'")
+        return self.tables[name]
 
     def consent(self, study_id: int | None, model: str) -> Consent | None:
         given = None if study_id is None else self.consents.get(study_id)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from medfed.common.errors import Forbidden, Unauthorized
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import ApiToken, Node, User
+from medfed.hub.db.session import READ_ONLY
 from medfed.hub.dispatch import Notifier
 from medfed.hub.services import auth
 from medfed.hub.services.login_throttle import LoginThrottle
@@ -50,6 +51,11 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_sche
 def get_principal(session: SessionDep, credentials: Credentials) -> User | Node:
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing bearer token")
+    if not session.in_transaction():
+        # the check only reads: on SQLite its transaction starts with a deferred BEGIN (a
+        # snapshot beside the writer), not a turn in the write lock's queue; the route's
+        # own transaction, after the commit below, begins as usual
+        session.connection(execution_options={READ_ONLY: True})
     principal = auth.authenticate(session, bearer=credentials.credentials)
     # End the read transaction now: on SQLite every transaction holds the write lock, and
     # a long poll must not hold it while it waits (attributes stay loaded after commit).

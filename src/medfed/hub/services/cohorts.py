@@ -15,7 +15,7 @@ How it runs:
   the raw parameters, resolves the cohort reference within the task's project, checks the
   feature specification, and gives the algorithm the columns the specification declares
   as each dataset's schema (so ``validate`` checks a Cox model's columns against the
-  cohort's variables). The stored task carries the resolved cohort (id, version, hash,
+  cohort's variables). The stored task carries the resolved cohort (id, version, hash, name,
   definition) and the specification to the nodes. OMOP datasets (registered with an
   ``omop`` summary) are only served with a cohort, and a cohort only on OMOP datasets.
 """
@@ -186,11 +186,13 @@ def resolve(session: Session, *, project_id: int, ref: CohortRef) -> ResolvedCoh
     found = session.scalar(query.order_by(CohortVersion.version.desc()).limit(1))
     if found is None:
         raise BadRequest(f"{what} not found in project {project_id}")
+    named = session.get(Cohort, found.cohort_id)
     return ResolvedCohort(
         id=found.cohort_id,
         version=found.version,
         hash=found.definition_hash,
         definition=dict(found.definition),
+        name=named.name if named is not None else None,
     )
 
 

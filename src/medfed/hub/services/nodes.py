@@ -56,7 +56,9 @@ def is_online(node: Node) -> bool:
     return node.last_seen_at is not None and utcnow() - aware(node.last_seen_at) < ONLINE_WINDOW
 
 
-TOUCH_EVERY = timedelta(seconds=5)
+#: a third of :data:`ONLINE_WINDOW`: a node whose polls renew every 25 s or less never
+#: looks offline, and an idle poll's renewal writes (claims) at most this often
+TOUCH_EVERY = timedelta(seconds=20)
 
 
 def touch(session: Session, *, node: Node) -> None:

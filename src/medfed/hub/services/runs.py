@@ -14,10 +14,13 @@ rule's category stays in the run row, for the stewards' query view.
 from __future__ import annotations
 
 import secrets
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import Engine, distinct, func, select
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
@@ -37,8 +40,9 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
     """Lease the oldest pending run of ``node``, or return None."""
     expire_leases(session, settings=settings, node_id=node.id)
     query = (
-        select(Run, Task)
+        select(Run, Task, Dataset)  # the dataset too: the grant reads it from the session
         .join(Task, Task.id == Run.task_id)
+        .join(Dataset, Dataset.id == Run.dataset_id)
         .where(
             Run.node_id == node.id,
             Run.status == RunStatus.pending.value,
@@ -52,7 +56,7 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
     row = session.execute(query).first()
     if row is None:
         return None
-    run, task = row
+    run, task, dataset = row
     grant = entitlements.grant_for_run(session, run=run, task=task, node=node, settings=settings)
     if isinstance(grant, str):  # entitlement ended or revoked since the task was created
         _refuse(session, run=run, task=task, reason=grant, settings=settings)
@@ -63,15 +67,14 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
     run.lease_id = secrets.token_hex(16)
     run.claimed_at = now
     run.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
-    dataset = session.get(Dataset, run.dataset_id)
-    assert dataset is not None
     record(
         session,
         action="run.claim",
         actor=actor_of(node),
         objects={"run": run.id, "task": task.id, "dataset": dataset.id, "attempt": run.attempts},
     )
-    want_wake(session, f"task:{task.id}")
+    # no wake-up of ``task:{id}``: a claim moves no waiter's answer (progress counts
+    # answered runs; the waits answer on progress or the end), so nobody re-reads for it
     return RunAssignment(
         run_id=run.id,
         task_id=task.id,
@@ -88,15 +91,44 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
         attempt=run.attempts,
         entitlement=grant.entitlement,
         discovery=grant.discovery,
-        task_nodes=int(
-            session.scalar(
-                select(func.count(distinct(Dataset.node_id))).where(
-                    Dataset.id.in_(task.dataset_ids)
-                )
-            )
-            or 0
-        ),
+        task_nodes=_task_nodes(session, task),
     )
+
+
+#: per engine (database), task id -> how many nodes hold its datasets (never changes)
+_TASK_NODES: weakref.WeakKeyDictionary[Engine, OrderedDict[int, int]] = weakref.WeakKeyDictionary()
+_TASK_NODES_KEPT = 4096
+_task_nodes_lock = threading.Lock()
+
+
+def _task_nodes(session: Session, task: Task) -> int:
+    """How many nodes hold the task's datasets: counted once per task, then remembered.
+
+    A task's datasets are fixed at creation and a dataset never moves to another node,
+    so the count is cached per database (engine) and task id; a claim of a 1,000-dataset
+    task then needs no query with 1,000 ids.
+    """
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else None
+    with _task_nodes_lock:
+        cached = _TASK_NODES.get(engine) if engine is not None else None
+        known = cached.get(task.id) if cached is not None else None
+    if known is not None:
+        return known
+    count = int(
+        session.scalar(
+            select(func.count(distinct(Dataset.node_id))).where(Dataset.id.in_(task.dataset_ids))
+        )
+        or 0
+    )
+    if engine is None:
+        return count
+    with _task_nodes_lock:
+        cache = _TASK_NODES.setdefault(engine, OrderedDict())
+        cache[task.id] = count
+        while len(cache) > _TASK_NODES_KEPT:
+            cache.popitem(last=False)
+    return count
 
 
 def has_work(session: Session, *, node_id: int) -> bool:
@@ -157,12 +189,15 @@ def extend_leases(
 
 def expire_leases(session: Session, *, settings: HubSettings, node_id: int | None = None) -> int:
     """Send runs whose lease ran out back to pending, or fail them after the last attempt."""
-    query = select(Run).where(
+    due = select(Run.id).where(
         Run.status == RunStatus.claimed.value, Run.lease_expires_at < utcnow()
     )
     if node_id is not None:
-        query = query.where(Run.node_id == node_id)
-    expired = list(session.scalars(query))
+        due = due.where(Run.node_id == node_id)
+    ids = list(session.scalars(due))  # ids only: every claim asks, and almost always none
+    if not ids:
+        return 0
+    expired = list(session.scalars(select(Run).where(Run.id.in_(ids)).order_by(Run.id)))
     for run in expired:
         run.lease_id = None
         run.lease_expires_at = None
@@ -268,11 +303,12 @@ def post_outcome(
     already parsed by the route): stored once as an ``output`` blob, the run row keeps its
     SHA-256 in ``output_blob`` beside the small JSON part with its references.
     """
-    query = select(Run).where(Run.id == run_id)
+    query = select(Run, Task).join(Task, Task.id == Run.task_id).where(Run.id == run_id)
     if not is_sqlite(session):
-        query = query.with_for_update()
-    run = session.scalar(query)
-    if run is None or run.node_id != node.id:
+        query = query.with_for_update(of=Run)
+    row = session.execute(query).first()
+    run, task = row if row is not None else (None, None)
+    if run is None or task is None or run.node_id != node.id:
         raise NotFound(f"run {run_id} not found")
     if run.status in TERMINAL:
         if run.lease_id == outcome.lease_id:
@@ -319,8 +355,6 @@ def post_outcome(
         },
         hashes=hashes,
     )
-    task = session.get(Task, run.task_id)
-    assert task is not None
     want_wake(session, f"task:{task.id}")
     finish_round(session, task=task, settings=settings)
     return run

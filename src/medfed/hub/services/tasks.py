@@ -28,7 +28,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, defer
 
 from medfed.algorithms.base import Algorithm, Finished, NodeOutput
@@ -76,7 +76,9 @@ def create_task(
     """
     get_project(session, project_id=project_id, user=actor)
     alg = get_algorithm(algorithm)
+    loaded = _preload(session, [int(r) for r in dataset_refs if isinstance(r, int) or r.isdigit()])
     found = dataset_service.resolve(session, dataset_refs)
+    del loaded
     lifecycle.require_usable(session, found)
     entitlements.require_entitled(session, project_id=project_id, datasets=found)
     cohort = cohorts.task_cohort(
@@ -154,6 +156,15 @@ def start_runs(session: Session, task: Task, found: Sequence[Dataset]) -> None:
     _create_runs(session, task, found)
 
 
+def _preload(session: Session, dataset_ids: Sequence[int]) -> list[Dataset]:
+    """Load these datasets in one query: while the caller holds the list (the session's
+    identity map keeps objects only weakly), lookups by id find them in the session
+    instead of asking the database once per dataset."""
+    if len(dataset_ids) < 2:
+        return []
+    return list(session.scalars(select(Dataset).where(Dataset.id.in_(dataset_ids))))
+
+
 def _participating(
     alg: Algorithm[Any], params: Any, task: Task, found: Sequence[Dataset]
 ) -> list[Dataset]:
@@ -163,12 +174,28 @@ def _participating(
 
 
 def _create_runs(session: Session, task: Task, found: Sequence[Dataset]) -> None:
-    for dataset in found:
-        session.add(
-            Run(task_id=task.id, node_id=dataset.node_id, dataset_id=dataset.id, round=task.round)
-        )
-        want_wake(session, f"node:{dataset.node_id}")
-    session.flush()
+    """Insert the round's runs in one statement (an executemany, no per-object flush)."""
+    if not found:
+        return
+    session.flush()  # the task row first
+    now = utcnow()
+    session.execute(
+        insert(Run),
+        [
+            {
+                "task_id": task.id,
+                "node_id": d.node_id,
+                "dataset_id": d.id,
+                "round": task.round,
+                "status": RunStatus.pending.value,
+                "attempts": 0,
+                "created_at": now,
+            }
+            for d in found
+        ],
+    )
+    for node_id in {d.node_id for d in found}:
+        want_wake(session, f"node:{node_id}")
 
 
 def get_task(session: Session, *, task_id: int, user: User) -> Task:
@@ -197,11 +224,35 @@ def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
     return [(run, name) for run, name in rows]
 
 
+def progress_of(session: Session, *, task_id: int) -> tuple[str, int] | None:
+    """The task's status and :func:`~medfed.common.resources.progress_mark`, from two small
+    queries (no run rows loaded); None if there is no such task. No access check: callers
+    answer with :func:`get_task`, which checks it."""
+    row = session.execute(select(Task.status, Task.round).where(Task.id == task_id)).first()
+    if row is None:
+        return None
+    status, round_ = row
+    first = select(func.min(Run.round)).where(Run.task_id == task_id).scalar_subquery()
+    answered = session.scalar(
+        select(func.count())
+        .select_from(Run)
+        .where(
+            Run.task_id == task_id,
+            Run.round == first,
+            Run.status.not_in([RunStatus.pending.value, RunStatus.claimed.value]),
+        )
+    )
+    return status, round_ * 100_000 + int(answered or 0)
+
+
 def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None:
     """If every run of the task's current round has ended, aggregate (or fail the task)."""
     if not is_sqlite(session):
         session.refresh(task, with_for_update=True)
     if task.status != TaskStatus.running.value:
+        return
+    alg = get_algorithm(task.algorithm)
+    if not _may_close(session, task, alg):
         return
     runs = list(
         session.scalars(
@@ -212,7 +263,6 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     )
     if not runs:
         return
-    alg = get_algorithm(task.algorithm)
     if any(r.status not in TERMINAL for r in runs):
         need = alg.quorum(alg.parse_params(task.params), len(runs))
         done = sum(1 for r in runs if r.status == RunStatus.done.value)
@@ -327,8 +377,33 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         objects={"task": task.id, "round": task.round},
         hashes={"state": content_hash(task.state)},
     )
+    loaded = _preload(session, task.dataset_ids)
     found = [dataset_service.get_dataset(session, i) for i in task.dataset_ids]
+    del loaded
     _create_runs(session, task, _participating(alg, params, task, found))
+
+
+def _may_close(session: Session, task: Task, alg: Algorithm[Any]) -> bool:
+    """Whether the round may end now, from one counting query (no run rows loaded).
+
+    Each answer of a 1,000-run round asks this; only the last one (or the one that
+    reaches the algorithm's quorum) goes on to load the round's runs.
+    """
+    session.flush()  # this transaction's own run changes count
+    counts = dict(
+        session.execute(
+            select(Run.status, func.count())
+            .where(Run.task_id == task.id, Run.round == task.round)
+            .group_by(Run.status)
+        ).all()
+    )
+    total = sum(counts.values())
+    if total == 0:
+        return False
+    if all(status in TERMINAL for status in counts):
+        return True
+    need = alg.quorum(alg.parse_params(task.params), total)
+    return need is not None and counts.get(RunStatus.done.value, 0) >= need
 
 
 def close_round(session: Session, *, task: Task, runs: Sequence[Run], reason: str) -> None:

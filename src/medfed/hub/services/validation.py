@@ -16,20 +16,33 @@ How it runs:
   registry makes every node leave out that training's rows.
 * :func:`get_study` — project members see a study; a private study only members of its
   organization (others get 404, as if it did not exist).
-* :func:`node_model_path` — a node fetches a model only for a run of its own whose task
+* :func:`recalibrate_study` — a finished study's weak recalibration as a new model:
+  whoever sees the study's pooled results (and may upload) gets the source model with
+  ``expit(a + b·logit p)`` appended to its graph
+  (:func:`medfed.algorithms.validation.recalibrate.recalibrated_onnx`; graph surgery,
+  nothing runs), written to the blob store under their quota and registered by
+  :func:`register_model` (the same check as an upload) with the source's declared inputs,
+  its ``derived_from`` (training rows stay excluded) and a ``provenance`` naming the
+  source model and the study. Deriving again returns the model already registered. A
+  model derived from a *private* study is seen by its organization only (as the study).
+* :func:`check_node_model` — a node fetches a model only for a run of its own whose task
   is a validation of exactly that model.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from medfed.algorithms.validation.images import ImageSpec
+from medfed.algorithms.validation.local import EPS
 from medfed.algorithms.validation.model_check import ModelDescriptor, OutputSpec, check_model
+from medfed.algorithms.validation.recalibrate import recalibrated_onnx
 from medfed.common.errors import BadRequest, Forbidden, NotFound
+from medfed.common.resources import TaskStatus
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Run, Task, User
 from medfed.hub.db.models_fl import Blob, ModelVersion
@@ -40,12 +53,13 @@ from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.projects import get_project
 
 __all__ = [
+    "check_node_model",
     "create_study",
     "get_model",
     "get_study",
     "list_models",
     "list_studies",
-    "node_model_path",
+    "recalibrate_study",
     "register_model",
 ]
 
@@ -61,6 +75,8 @@ def register_model(
     features: list[str],
     output: OutputSpec,
     derived_from: int | None = None,
+    image: ImageSpec | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> OnnxModel:
     get_project(session, project_id=project_id, user=user)
     store = blobs.store_for(settings)
@@ -75,8 +91,17 @@ def register_model(
             f"{settings.max_model_bytes} bytes"
         )
     descriptor = check_model(
-        store.read(sha256), features=features, output=output, max_bytes=settings.max_model_bytes
-    )
+        store.read(sha256),
+        features=features,
+        output=output,
+        max_bytes=settings.max_model_bytes,
+        image=image,
+    ).model_copy(update={"provenance": provenance})
+    if derived_from is not None and image is not None:
+        raise BadRequest(
+            "--derived-from names a medfed training, and those train on tables: an image "
+            "model cannot be derived from one"
+        )
     if derived_from is not None:
         source = session.get(ModelVersion, derived_from)
         if source is None or source.project_id != project_id:
@@ -106,24 +131,34 @@ def register_model(
             "model": model.id,
             "project": project_id,
             **({"derived_from": derived_from} if derived_from is not None else {}),
+            **({"study": provenance["study"]} if provenance and "study" in provenance else {}),
         },
         hashes={"onnx": sha256},
     )
     return model
 
 
+def _model_visible(model: OnnxModel, user: User) -> bool:
+    """A model derived from a private study is its organization's, like the study."""
+    provenance = (model.descriptor or {}).get("provenance") or {}
+    return (
+        provenance.get("mode") != "private"
+        or user.organization_id == model.organization_id
+        or user.is_superuser
+    )
+
+
 def list_models(session: Session, *, user: User, project_id: int) -> list[OnnxModel]:
     get_project(session, project_id=project_id, user=user)
-    return list(
-        session.scalars(
-            select(OnnxModel).where(OnnxModel.project_id == project_id).order_by(OnnxModel.id)
-        )
+    found = session.scalars(
+        select(OnnxModel).where(OnnxModel.project_id == project_id).order_by(OnnxModel.id)
     )
+    return [m for m in found if _model_visible(m, user)]
 
 
 def get_model(session: Session, *, user: User, model_id: int) -> OnnxModel:
     model = session.get(OnnxModel, model_id)
-    if model is None:
+    if model is None or not _model_visible(model, user):
         raise NotFound(f"validation model {model_id} not found")
     get_project(session, project_id=model.project_id, user=user)
     return model
@@ -175,7 +210,7 @@ def create_study(
         raise BadRequest(f"mode must be 'private' or 'shared', not {mode!r}")
     if mode == "private":
         _check_private(session, user, datasets)
-    allowed = {"outcome", "where", "thresholds", "calibration_bins", "grid", "subgroups"}
+    allowed = {"outcome", "where", "thresholds", "calibration_bins", "grid", "subgroups", "labels"}
     unknown = sorted(set(definition) - allowed)
     if unknown:
         raise BadRequest(f"unknown study fields {unknown} (known: {sorted(allowed)})")
@@ -203,6 +238,7 @@ def create_study(
             "input_type": descriptor.input_type,
             "output": descriptor.output.model_dump(),
             "classes": descriptor.classes,
+            **({"image": descriptor.image.model_dump()} if descriptor.image else {}),
         },
         "exclude_training": _exclusion(session, model),
     }
@@ -257,10 +293,79 @@ def study_task(session: Session, study: ValidationStudy) -> Task | None:
     return None if study.task_id is None else session.get(Task, study.task_id)
 
 
-def node_model_path(
-    session: Session, *, node: Node, settings: HubSettings, sha256: str, run_id: int
-) -> Path:
-    """The model file, for a node's own run of a validation of that model (else 404)."""
+def recalibrate_study(
+    session: Session, *, user: User, settings: HubSettings, study_id: int
+) -> OnnxModel:
+    """The study model recalibrated by the study's pooled fit, registered (see the module)."""
+    study = get_study(session, user=user, study_id=study_id)
+    task = study_task(session, study)
+    if task is None or task.status != TaskStatus.completed.value:
+        state = "pending" if task is None else task.status
+        raise BadRequest(
+            f"validation study {study_id} is {state}: a recalibrated model is derived from "
+            "a completed study"
+        )
+    fit = (task.result or {}).get("recalibration") or {}
+    intercept, slope = fit.get("intercept"), fit.get("slope")
+    if not isinstance(intercept, int | float) or not isinstance(slope, int | float):
+        raise BadRequest(f"validation study {study_id} has no recalibration to derive a model from")
+    source = session.get(OnnxModel, study.model_id)
+    assert source is not None
+    descriptor = ModelDescriptor.model_validate(source.descriptor)
+    store = blobs.store_for(settings)
+    data, output = recalibrated_onnx(
+        store.read(source.sha256),
+        output=descriptor.output,
+        intercept=float(intercept),
+        slope=float(slope),
+        eps=float(fit.get("clip", EPS)),
+    )
+    digest = hashlib.sha256(data).hexdigest()
+    existing = session.scalar(
+        select(OnnxModel).where(
+            OnnxModel.project_id == study.project_id, OnnxModel.sha256 == digest
+        )
+    )
+    if existing is not None:
+        return existing
+    check_model(  # refused here, before anything is stored
+        data,
+        features=descriptor.features,
+        output=output,
+        max_bytes=settings.max_model_bytes,
+        image=descriptor.image,
+    )
+    if len(data) > blobs.upload_allowance(session, user=user, settings=settings):
+        raise blobs.QuotaExceeded(
+            f"the recalibrated model ({len(data)} bytes) does not fit in your blob quota"
+        )
+    store.write_bytes(data)
+    blobs.register(session, sha256=digest, size=len(data), kind="initial", user_id=user.id)
+    return register_model(
+        session,
+        user=user,
+        settings=settings,
+        project_id=study.project_id,
+        name=f"{source.name} recalibrated (study {study.id})"[:200],
+        sha256=digest,
+        features=descriptor.features,
+        output=output,
+        derived_from=source.derived_from,
+        image=descriptor.image,
+        provenance={
+            "kind": "recalibration",
+            "model": source.id,
+            "study": study.id,
+            "mode": study.mode,
+            "intercept": float(intercept),
+            "slope": float(slope),
+            "clip": float(fit.get("clip", EPS)),
+        },
+    )
+
+
+def check_node_model(session: Session, *, node: Node, sha256: str, run_id: int) -> None:
+    """A node fetches a model only for its own run of a validation of that model (else 404)."""
     run = session.get(Run, run_id)
     task = session.get(Task, run.task_id) if run is not None else None
     if (
@@ -271,10 +376,6 @@ def node_model_path(
         or (task.params or {}).get("model", {}).get("sha256") != sha256
     ):
         raise NotFound(f"model {sha256[:12]}… not found for run {run_id}")
-    store = blobs.store_for(settings)
-    if not store.exists(sha256):
-        raise NotFound(f"model {sha256[:12]}… not found")
-    return store.path(sha256)
 
 
 def dataset_names(session: Session, ids: list[int]) -> dict[int, str]:

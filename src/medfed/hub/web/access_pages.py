@@ -21,6 +21,7 @@ from fastapi.responses import Response
 from medfed.common.errors import BadRequest
 from medfed.hub.api.deps import NotifierDep, SessionDep, SettingsDep
 from medfed.hub.dispatch import commit
+from medfed.hub.services.learning import blobs
 from medfed.hub.web import access_views
 from medfed.hub.web.session import CheckedVisitor, PageRoute, VisitorDep, redirect, render
 
@@ -89,7 +90,7 @@ def application_create(
         duration_days=duration_days,
         ethics_reference=ethics_reference.strip(),
         ethics_file=upload,
-        files_dir=settings.data_dir / "access" / "ethics",
+        store=blobs.store_for(settings),
     )
     commit(session, notifier)
     return redirect(f"/applications/{application_id}")

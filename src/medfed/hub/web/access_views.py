@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +25,7 @@ from medfed.hub.db.models_access import AccessApplication, AccessEvent
 from medfed.hub.services import accounts, datasets, projects
 from medfed.hub.services.access import applications, decisions
 from medfed.hub.services.catalogue import lifecycle, search
+from medfed.hub.services.learning.blob_store import BlobStore
 
 PURPOSES = ("GRU", "HMB", "POA")
 
@@ -67,7 +67,7 @@ def apply(
     duration_days: int,
     ethics_reference: str,
     ethics_file: tuple[str, bytes] | None,
-    files_dir: Path,
+    store: BlobStore,
 ) -> int:
     """Create, attach the ethics file and submit, as the access API's three calls would."""
     try:
@@ -93,7 +93,7 @@ def apply(
             application_id=application.id,
             filename=filename,
             content=content,
-            folder=files_dir,
+            store=store,
         )
     applications.submit(session, actor=actor, application_id=application.id)
     return application.id

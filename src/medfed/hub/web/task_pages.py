@@ -22,7 +22,7 @@ import json
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from medfed.algorithms.base import Presentable
@@ -30,6 +30,7 @@ from medfed.algorithms.learning.charts import plot_history
 from medfed.algorithms.registry import get_algorithm
 from medfed.common.errors import BadRequest, MedfedError, NotFound
 from medfed.common.resources import TaskPublic, TaskStatus
+from medfed.hub.api.blob_download import blob_response
 from medfed.hub.api.deps import NotifierDep, SessionDep, SettingsDep
 from medfed.hub.api.routes.tasks import every_run, task_public
 from medfed.hub.db.models import User
@@ -261,7 +262,7 @@ def model_download(
     """The weights, for members entitled to every dataset (as the API's download)."""
     user = visitor.require()
     model = registry.model_for_download(session, user=user, model_id=model_id)
-    path = blobs.store_for(settings).path(model.blob_sha256)
-    commit(session, notifier)
     filename = f"{model.name}-v{model.version}.safetensors"
-    return FileResponse(path, media_type="application/octet-stream", filename=filename)
+    response = blob_response(blobs.store_for(settings), model.blob_sha256, filename=filename)
+    commit(session, notifier)
+    return response

@@ -3,7 +3,9 @@
 * :func:`run_form_context` — the run-an-analysis form of one algorithm, its column
   pickers filled with the columns every chosen dataset has;
 * :func:`dataset_labels` — a task's datasets by name ("gbsg2 at hospital-a, v2");
-* :func:`param_rows` — the parameters as name and value, the filter in its text form;
+* :func:`param_rows` — the parameters as name and value, the filter in its text form, a
+  saved cohort as its name, version and short hash linked to its page
+  (:func:`cohort_text`) rather than its whole stored definition;
 * :func:`node_rows` — one row per node and dataset with its rounds folded (how many, how
   they ended), each round's status behind a ``<details>``; the run statuses and errors
   are exactly what ``GET /api/tasks/{id}`` shows — never whether a node withheld its
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from medfed.algorithms.registry import algorithm_names, get_algorithm
@@ -36,6 +39,7 @@ from medfed.hub.web.result_tables import format_value
 __all__ = [
     "DEFAULT_ALGORITHM",
     "NodeRow",
+    "cohort_text",
     "dataset_labels",
     "filter_text",
     "node_rows",
@@ -117,14 +121,30 @@ def filter_text(raw: Any, top: bool = True) -> str:
     return f"{column} {op} {_value_text(raw.get('value'))}"
 
 
+def cohort_text(cohort: Mapping[str, Any]) -> str:
+    """A task's saved cohort as its name, version and short hash, linked to its page.
+
+    Markup (every part escaped): the page shows a link where the stored definition would
+    be one long line of JSON. A task stored before cohorts carried their name reads
+    "cohort N".
+    """
+    ident, version = int(cohort["id"]), int(cohort["version"])
+    name = cohort.get("name") or f"cohort {ident}"
+    return Markup('<a class="cohort-link" href="/cohorts/{}?version={}">{}</a> v{} · {}').format(
+        ident, version, name, version, str(cohort.get("hash", ""))[:12]
+    )
+
+
 def param_rows(params: dict[str, Any]) -> list[tuple[str, str]]:
-    """The parameters a person set, as (name, value); the filter as text."""
+    """The parameters a person set, as (name, value); the filter as text, a cohort linked."""
     rows = []
     for name, value in params.items():
         if value is None or value == [] or value == {}:
             continue
         if name == "where":
             shown = filter_text(value)
+        elif name == "cohort" and isinstance(value, dict) and "definition" in value:
+            shown = cohort_text(value)
         elif isinstance(value, dict):
             shown = json.dumps(value, sort_keys=True)
         else:

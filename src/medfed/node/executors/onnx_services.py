@@ -17,6 +17,10 @@ RunServices`: the node's authenticated HTTP client, data dir and policy) as
   (:mod:`.onnx_process`) started in the sandbox with the node's limits. A failure
   raises :class:`~medfed.algorithms.validation.scoring.ModelFailed` with the runner's
   sanitized line (no input values), which the run carries to the model's owner.
+* :meth:`NodeValidation.image_root` and :meth:`NodeValidation.table` — for an image
+  model: the folder of the run's dataset file (the imaging index, whose paths are
+  relative to it) and the node's other open tables by name (the study's labels), both
+  as the agent opened them (``NodeLearning.dataset_paths`` and ``.tables``).
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from medfed.algorithms.base import LocalData
 from medfed.algorithms.validation.params import ModelRef
 from medfed.algorithms.validation.scoring import Consent, ModelFailed, scores_of
+from medfed.common.errors import Refused
 from medfed.node.executors.onnx_consent import ConsentStore
 from medfed.node.executors.sandbox import SandboxLimits, read_output, sandboxed_popen
 
@@ -124,6 +130,19 @@ class NodeValidation:
                 return np.asarray(data["y"], dtype=np.int64), np.asarray(data["scores"])
         except (OSError, KeyError, ValueError):
             return None
+
+    def image_root(self) -> Path:
+        paths: dict[str, Path] = getattr(self.owner, "dataset_paths", {})
+        path = paths.get(self.run.dataset_name)
+        if path is None:
+            raise Refused("validation: this dataset is not a file the node can find images from")
+        return Path(path).parent
+
+    def table(self, name: str) -> LocalData:
+        tables: dict[str, LocalData] = getattr(self.owner, "tables", {})
+        if name not in tables:
+            raise Refused(f"validation: this node has no table dataset '{name}'")
+        return tables[name]
 
     def consent(self, study_id: int | None, model: str) -> Consent | None:
         return ConsentStore(self.owner.data_dir).get(study_id, model=model)

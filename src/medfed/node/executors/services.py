@@ -92,6 +92,9 @@ class NodeLearning:
         )
         self.memory: dict[str, Any] = {}
         self.sources: dict[str, tuple[str, str]] = {}  # plan hash -> (source, name)
+        #: the agent's open tables and their files (image validation reads them)
+        self.tables: dict[str, Any] = {}
+        self.dataset_paths: dict[str, Path] = {}
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()
 

@@ -4,7 +4,10 @@ How it runs: a local step that releases a sum, a mean or a sum of squares declar
 values it adds up with ``ctx.magnitudes(label, values)``; the node's
 :class:`~medfed.node.gate.rowsets.RecordingData` keeps, per label, a :class:`Magnitude`
 (the total of the absolute values, the two largest absolute values and how many rows),
-never the values. After the output rules pass, the agent calls :func:`dominated` with the
+never the values. A step that pushes its sums down to DuckDB adds the three aggregates of
+:func:`magnitude_sql` to its query and hands :func:`magnitude_of` of their results to
+``ctx.magnitude`` instead (the same figures; the values never reach Python). After the
+output rules pass, the agent calls :func:`dominated` with the
 node's policy; a hit withholds the whole run, uniformly, like every other rule.
 
 The two rules are ACRO's (SACRO's automatic output checking) with its defaults:
@@ -24,13 +27,21 @@ cancellation. A total of zero dominates nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DominancePolicy", "Magnitude", "dominated", "magnitude"]
+__all__ = [
+    "DominancePolicy",
+    "Magnitude",
+    "dominated",
+    "magnitude",
+    "magnitude_of",
+    "magnitude_sql",
+]
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,27 @@ def magnitude(values: npt.ArrayLike) -> Magnitude:
     else:
         top1, top2 = array[0], 0.0
     return Magnitude(total=float(array.sum()), top1=float(top1), top2=float(top2), rows=len(array))
+
+
+def magnitude_sql(value: str) -> list[str]:
+    """Three DuckDB aggregates over the SQL expression ``value`` (per row) that
+    :func:`magnitude_of` turns into the :class:`Magnitude` of :func:`magnitude` (NULL and
+    non-finite values left out): the total and the two largest of the absolute values, and
+    their count."""
+    finite = f"CASE WHEN isfinite({value}) THEN abs({value}) END"
+    return [f"fsum({finite})", f"max({finite}, 2)", f"count({finite})"]
+
+
+def magnitude_of(results: Sequence[Any]) -> Magnitude:
+    """The :class:`Magnitude` from the three results of :func:`magnitude_sql`."""
+    total, tops, rows = results
+    top = [float(t) for t in (tops or [])]
+    return Magnitude(
+        total=float(total or 0.0),
+        top1=top[0] if top else 0.0,
+        top2=top[1] if len(top) > 1 else 0.0,
+        rows=int(rows or 0),
+    )
 
 
 def _rule(m: Magnitude, policy: DominancePolicy) -> str | None:

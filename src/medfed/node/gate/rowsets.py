@@ -43,7 +43,7 @@ import hmac
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,14 +52,25 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from medfed.common.errors import Refused
 from medfed.common.filters import Filter
 from medfed.common.schemas import ColumnSchema
+from medfed.common.sqlvalues import missing_sql
 from medfed.node.gate.dominance import Magnitude, magnitude
 from medfed.node.stores.tables import TableStore
 
-__all__ = ["Decision", "RecordingData", "RowSetMemory"]
+__all__ = ["CellGrid", "Decision", "RecordingData", "RowSetMemory"]
 
 IntArray = npt.NDArray[np.int64]
+#: a labelling of the rows: a bool (or 0/1) mask, or one integer label per row (-1: unused)
+Labels = npt.NDArray[Any]
+#: cell ids fit an int32 (half the memory) below this many rows: twice the largest id
+#: plus one (a refinement by a mask) must stay under 2**31
+_SMALL_ROWS = 2**30
+
+
+def _id_type(n_rows: int) -> type[np.signedinteger[Any]]:
+    return np.int32 if n_rows < _SMALL_ROWS else np.int64
 
 
 @dataclass(frozen=True)
@@ -74,19 +85,39 @@ class Decision:
     cells_after: int
 
 
-def _compact(key: IntArray) -> tuple[IntArray, IntArray]:
-    """Renumber ``key`` to 0..m-1; returns the new ids and each id's size."""
+def _bincount(key: Labels, chunk: int = 1 << 22) -> IntArray:
+    """``np.bincount(key)`` in slices: numpy widens its input to int64, so a whole int32
+    partition would cost eight bytes a row for the count alone."""
     if len(key) == 0:
-        return key, np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64)
+    size = int(key.max()) + 1
+    counts = np.zeros(size, dtype=np.int64)
+    for start in range(0, len(key), chunk):
+        counts += np.bincount(key[start : start + chunk], minlength=size)
+    return counts
+
+
+def _compact(key: Labels) -> tuple[Labels, IntArray]:
+    """Renumber ``key`` to 0..m-1 (as int32 when the rows allow); the ids and their sizes."""
+    kind = _id_type(len(key))
+    if len(key) == 0:
+        return key.astype(kind), np.zeros(0, dtype=np.int64)
     top = int(key.max())
     if top < 4 * len(key):
-        counts = np.bincount(key)
+        counts = _bincount(key)
         present = counts > 0
-        remap = np.cumsum(present, dtype=np.int64) - 1
+        remap = (np.cumsum(present, dtype=np.int64) - 1).astype(kind)
         return remap[key], counts[present].astype(np.int64)
     codes, _ = pd.factorize(key)
-    ids = np.asarray(codes, dtype=np.int64)
-    return ids, np.bincount(ids).astype(np.int64)
+    ids = np.asarray(codes, dtype=kind)
+    return ids, _bincount(ids)
+
+
+def _is_mask(labels: Labels) -> bool:
+    """A bool mask, or integer labels that are all 0 or 1 (a row set, not a grid)."""
+    if labels.dtype == np.bool_:
+        return True
+    return int(labels.min(initial=0)) >= 0 and int(labels.max(initial=0)) <= 1
 
 
 class RowSetMemory:
@@ -108,40 +139,49 @@ class RowSetMemory:
         self._cells = self._load(hidden)
         self._n_cells = int(self._cells.max()) + 1 if n_rows else 0
 
-    def _load(self, hidden: npt.NDArray[np.bool_] | None) -> IntArray:
+    def _load(self, hidden: npt.NDArray[np.bool_] | None) -> Labels:
+        kind = _id_type(self.n_rows)
         if not self.path.exists():
             if hidden is None or not hidden.any() or hidden.all():
-                return np.zeros(self.n_rows, dtype=np.int64)
-            return _compact(np.asarray(hidden, dtype=np.int64))[0]  # hidden: never released
+                return np.zeros(self.n_rows, dtype=kind)
+            return _compact(np.asarray(hidden, dtype=kind))[0]  # hidden: never released
         cells = np.load(self.path, allow_pickle=False)
         if cells.shape != (self.n_rows,):
             raise ValueError(
                 f"row-set memory {self.path.name} holds {cells.shape[0]} rows, "
                 f"the dataset {self.n_rows}; it belongs to another version"
             )
-        return np.asarray(cells, dtype=np.int64)
+        return np.asarray(cells, dtype=kind)
 
     @property
     def n_cells(self) -> int:
         """How many cells the released row sets cut the dataset into."""
         return self._n_cells
 
-    def refine(self, labelings: Sequence[IntArray]) -> tuple[IntArray, IntArray]:
-        """The partition refined by ``labelings`` (one label per row), and cell sizes."""
+    def refine(self, labelings: Sequence[Labels]) -> tuple[Labels, IntArray]:
+        """The partition refined by ``labelings`` (one label per row), and cell sizes.
+
+        A mask that holds every row or none cuts no cell: it is skipped (the partition is
+        kept compact, so refining by it would renumber nothing).
+        """
         key = self._cells
-        sizes = np.bincount(key).astype(np.int64) if len(key) else key
+        sizes = _bincount(key)
         for labels in labelings:
             if labels.shape != (self.n_rows,):
                 raise ValueError("row-set memory: a labelling has the wrong length")
-            low, high = (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
-            if low >= 0 and high <= 1:
-                key, sizes = _compact(key * 2 + labels)
+            if _is_mask(labels):
+                if labels.all() or not labels.any():
+                    continue
+                doubled = key * 2
+                doubled += labels  # in place: one partition-sized array, not three
+                key, sizes = _compact(doubled)
             else:
-                shifted = labels - low
-                key, sizes = _compact(key * (high - low + 1) + shifted)
+                low, high = int(labels.min()), int(labels.max())
+                shifted = labels.astype(np.int64) - low
+                key, sizes = _compact(key.astype(np.int64) * (high - low + 1) + shifted)
         return key, sizes
 
-    def release(self, labelings: Sequence[IntArray], k: int) -> Decision:
+    def release(self, labelings: Sequence[Labels], k: int) -> Decision:
         """Refuse a split into a part under ``k``; otherwise remember the new partition."""
         with self._lock:
             before = self._n_cells
@@ -156,25 +196,25 @@ class RowSetMemory:
             return Decision(True, None, before, after)
 
     def _violates(
-        self, cells: IntArray, sizes: IntArray, labelings: Sequence[IntArray], k: int
+        self, cells: Labels, sizes: IntArray, labelings: Sequence[Labels], k: int
     ) -> bool:
         """A part of 1..k-1 rows split off a cell, or a row of a small cell used."""
-        old_sizes = np.bincount(self._cells).astype(np.int64)
+        old_sizes = _bincount(self._cells)
         parent = np.zeros(len(sizes), dtype=np.int64)
         parent[cells] = self._cells  # every new cell lies inside one old cell
         if bool(((sizes < k) & (sizes < old_sizes[parent])).any()):
             return True
-        small = old_sizes[self._cells] < k
-        if not small.any():
+        small_cell = old_sizes < k
+        if not small_cell.any():
             return False
+        small = small_cell[self._cells]
         for labels in labelings:
-            binary = int(labels.min(initial=0)) >= 0 and int(labels.max(initial=0)) <= 1
-            used = labels == 1 if binary else labels >= 0
+            used = labels == 1 if _is_mask(labels) else labels >= 0
             if bool((used & small).any()):
                 return True
         return False
 
-    def _save(self, cells: IntArray) -> None:
+    def _save(self, cells: Labels) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         smallest = np.int32 if len(cells) < 2**31 else np.int64
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
@@ -189,6 +229,18 @@ class RowSetMemory:
             raise
 
 
+def _digest(key: bytes, labels: Labels, chunk: int = 1 << 22) -> bytes:
+    """The keyed fingerprint of a labelling: of its packed bits for a mask, else of its
+    labels as int64 (the same bytes whatever the array's dtype), hashed in chunks."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    if _is_mask(labels):
+        mac.update(np.packbits(labels.astype(bool, copy=False)).tobytes())
+    else:
+        for start in range(0, len(labels), chunk):
+            mac.update(labels[start : start + chunk].astype(np.int64).tobytes())
+    return mac.digest()
+
+
 class RecordingData:
     """The table as a local step sees it, recording every row set the step touches."""
 
@@ -197,7 +249,7 @@ class RecordingData:
         self._n = store.row_count
         self._key = key
         self._seen: set[bytes] = set()
-        self.labelings: list[IntArray] = []
+        self.labelings: list[Labels] = []
         #: keyed fingerprints of the recorded row sets, for the node's run log
         self.fingerprints: list[str] = []
         #: per declared sum or mean, its total and two largest contributions (dominance)
@@ -207,15 +259,32 @@ class RecordingData:
     def columns(self) -> list[ColumnSchema]:
         return self._store.columns
 
-    def _mask(self, ids: npt.NDArray[Any]) -> IntArray:
-        mask = np.zeros(self._n, dtype=np.int64)
-        mask[np.asarray(ids, dtype=np.int64)] = 1
+    def _mask(self, ids: npt.NDArray[Any]) -> Labels:
+        """The rows ``ids`` as a mask over the recorded rows (one byte per row)."""
+        mask = np.zeros(self._n, dtype=bool)
+        mask[np.asarray(ids, dtype=np.int64)] = True
         return mask
 
-    def _record(self, labels: IntArray) -> None:
-        is_mask = labels.min(initial=0) >= 0 and labels.max(initial=0) <= 1
-        packed = np.packbits(labels.astype(bool)) if is_mask else labels
-        digest = hmac.new(self._key, packed.tobytes(), hashlib.sha256).digest()
+    def _streams(self) -> bool:
+        """Whether row ids are this memory's rows (a subclass may map them, see ``_mask``)."""
+        return type(self)._mask is RecordingData._mask
+
+    def _rows(self, where: Filter | None, missing: str | None = None) -> Labels:
+        """The mask of the visible rows matching ``where`` (and missing ``missing``), from
+        DuckDB id batches — never a frame, never one id array of the whole table."""
+        if where is None and missing is None and self._streams():
+            return ~self._store.hidden_mask()
+        batches = self._store.row_id_batches(where, missing=missing)
+        if not self._streams():
+            found = [np.zeros(0, dtype=np.int64), *batches]
+            return self._mask(np.concatenate(found))
+        mask = np.zeros(self._n, dtype=bool)
+        for ids in batches:
+            mask[ids] = True
+        return mask
+
+    def _record(self, labels: Labels) -> None:
+        digest = _digest(self._key, labels)
         if digest in self._seen:
             return
         self._seen.add(digest)
@@ -232,22 +301,126 @@ class RecordingData:
                 self._record(self._mask(ids[present]))
         return frame
 
-    def count(self, where: Filter | None = None) -> int:
-        ids = self._store.row_ids(where)
-        self._record(self._mask(ids))
-        return len(ids)
+    def select_batches(
+        self, columns: Sequence[str], where: Filter | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """:meth:`select` in batches; the same row sets are recorded once the last batch
+        was read (the rows, then each column's non-missing rows where it has a gap)."""
+        if not self._streams():
+            yield self.select(columns, where)
+            return
+        found = np.zeros(self._n, dtype=bool)
+        missing: dict[str, npt.NDArray[np.bool_]] = {}
+        order: list[str] = []
+        for frame in self._store.select_batches(columns, where):
+            order = [str(c) for c in frame.columns]
+            ids = frame.index.to_numpy(dtype=np.int64)
+            found[ids] = True
+            for column in order:
+                absent = frame[column].isna().to_numpy()
+                if absent.any():
+                    gap = missing.setdefault(column, np.zeros(self._n, dtype=bool))
+                    gap[ids[absent]] = True
+            yield frame
+        self._record(found)
+        for column in order:
+            if column in missing:
+                self._record(found & ~missing[column])
 
-    def magnitudes(self, label: str, values: Sequence[float] | npt.NDArray[Any]) -> None:
-        """Record what the dominance rules need about a released sum (never the values)."""
+    def grid(self) -> CellGrid:
+        """A grid whose labels come batch by batch (see :class:`CellGrid`)."""
+        return CellGrid(self)
+
+    def aggregate(
+        self,
+        expressions: Sequence[str],
+        where: Filter | None = None,
+        params: Sequence[Any] = (),
+        *,
+        columns: Sequence[str] = (),
+    ) -> tuple[Any, ...]:
+        """:meth:`TableStore.aggregate`, recording the row sets ``select(columns, where)``
+        records — the rows ``where`` selects, and per column with a missing value among
+        them its non-missing ones — from DuckDB row ids, in the same order."""
+        names = list(dict.fromkeys(columns))
+        by_name = {c.name: c for c in self._store.columns}
+        gaps = [f"count(*) FILTER (WHERE {missing_sql(by_name[c])})" for c in names if c in by_name]
+        version = self._store.refresh()
+        row = self._store.aggregate([*expressions, *gaps], where, params, columns=names)
+        found = self._rows(where)
+        self._record(found)
+        for name, gap in zip(names, row[len(expressions) :], strict=True):
+            if gap:
+                self._record(found & ~self._rows(where, missing=name).astype(bool))
+        if self._store.refresh() != version:  # an opt-out changed between the queries
+            raise Refused(
+                "gate: the opt-out register changed while the step ran; run the task again"
+            )
+        return row[: len(expressions)]
+
+    def count(self, where: Filter | None = None) -> int:
+        if not self._streams():
+            ids = self._store.row_ids(where)
+            self._record(self._mask(ids))
+            return len(ids)
+        found = self._rows(where)
+        self._record(found)
+        return int(np.count_nonzero(found))
+
+    def _name(self, label: str) -> str:
         name, i = label, 1
         while name in self.magnitudes_seen:
             i += 1
             name = f"{label}#{i}"
-        self.magnitudes_seen[name] = magnitude(values)
+        return name
+
+    def magnitudes(self, label: str, values: Sequence[float] | npt.NDArray[Any]) -> None:
+        """Record what the dominance rules need about a released sum (never the values)."""
+        self.magnitudes_seen[self._name(label)] = magnitude(values)
+
+    def magnitude(self, label: str, figures: Magnitude) -> None:
+        """Record a released sum's :class:`Magnitude` computed by DuckDB (``magnitude_sql``)."""
+        self.magnitudes_seen[self._name(label)] = figures
 
     def cells(self, labels: pd.Series) -> None:
         """Record a grid: ``labels`` indexed by row id, one cell label per row used."""
         codes, _ = pd.factorize(labels.to_numpy(), use_na_sentinel=True)
-        full = np.full(self._n, -1, dtype=np.int64)
-        full[labels.index.to_numpy(dtype=np.int64)] = np.asarray(codes, dtype=np.int64)
+        full = np.full(self._n, -1, dtype=_id_type(self._n))
+        full[labels.index.to_numpy(dtype=np.int64)] = np.asarray(codes, dtype=full.dtype)
         self._record(full)
+
+
+class CellGrid:
+    """One grid recorded from batches: the labels :meth:`RecordingData.cells` would record
+    for all the batches' rows at once, without holding them (codes in first-seen order,
+    as ``pd.factorize`` over the whole column gives them)."""
+
+    def __init__(self, data: RecordingData) -> None:
+        self._data = data
+        self._codes: dict[Any, int] = {}
+        self._full: Labels | None = None
+        self._parts: list[pd.Series] = []
+
+    def add(self, labels: pd.Series) -> None:
+        """The next batch's rows (indexed by row id), labelled by their cell."""
+        if not self._data._streams():  # a subclass maps ids: its own ``cells`` at close
+            self._parts.append(labels)
+            return
+        n = self._data._n
+        if self._full is None:
+            self._full = np.full(n, -1, dtype=_id_type(n))
+        codes, uniques = pd.factorize(labels.to_numpy(), use_na_sentinel=True)
+        lookup = np.asarray(
+            [self._codes.setdefault(u, len(self._codes)) for u in uniques], dtype=np.int64
+        )
+        mapped = np.where(codes >= 0, lookup[np.maximum(codes, 0)] if len(lookup) else -1, -1)
+        self._full[labels.index.to_numpy(dtype=np.int64)] = mapped
+
+    def close(self) -> None:
+        """Record the grid (every row outside the batches: -1, unused)."""
+        if not self._data._streams():
+            parts = self._parts or [pd.Series([], dtype=np.int64)]
+            self._data.cells(pd.concat(parts))
+            return
+        n = self._data._n
+        self._data._record(self._full if self._full is not None else np.full(n, -1, _id_type(n)))

@@ -11,7 +11,9 @@ How it runs:
 * :meth:`OmopDataset.registration` is what the hub gets: the CDM's columns as
   ``table.column``, the person count rounded like a table's row count, and a summary
   ``{"omop": {"cdm_version", "vocabulary_version", "tables": {table: rows}}}`` whose
-  counts are each withheld under ``min_cell_count`` and rounded (gated like discovery).
+  counts are each withheld under ``min_cell_count``, rounded and sticky
+  (:func:`~medfed.node.stores.registered.registered_count`, as a table dataset's row
+  count: with the node's register as memory, a one-person opt-out moves none of them).
 * :meth:`OmopDataset.prepare` serves one run of a task that names a saved cohort: checks
   the definition's hash, generates the cohort (:func:`~medfed.node.stores.omop_cohort.
   generate_cohort`), extracts the feature specification (:func:`~medfed.node.stores.
@@ -35,7 +37,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from medfed.algorithms.cohorts.circe import definition_hash, parse_definition
-from medfed.algorithms.cohorts.counts import CohortAttrition, gate_count
+from medfed.algorithms.cohorts.counts import CohortAttrition
 from medfed.algorithms.cohorts.features import FeatureSpec
 from medfed.algorithms.cohorts.resources import ResolvedCohort
 from medfed.common.errors import BadRequest
@@ -46,6 +48,7 @@ from medfed.node.stores.omop import RESULT_TABLES, OmopStore
 from medfed.node.stores.omop_cohort import GeneratedCohort, generate_cohort
 from medfed.node.stores.omop_features import cohort_table
 from medfed.node.stores.omop_schema import cdm_spec
+from medfed.node.stores.registered import CountMemory, registered_count
 from medfed.node.stores.tables import TableStore
 
 __all__ = ["CohortRecordingData", "CohortRun", "OmopDataset", "cohort_of_run"]
@@ -178,12 +181,21 @@ class OmopDataset:
             store.close()
             raise
 
-    def registration(self, *, min_cell_count: int, rounding: int) -> DatasetRegister:
-        """What the hub's catalogue holds of this CDM (counts gated and rounded)."""
+    def registration(
+        self, *, min_cell_count: int, rounding: int, memory: CountMemory | None = None
+    ) -> DatasetRegister:
+        """What the hub's catalogue holds of this CDM (counts gated, rounded and sticky).
+
+        ``memory``: the node's register of counts it registered before (see
+        :mod:`~medfed.node.stores.registered`); the persons are kept under the dataset's
+        name, like a table dataset's rows, each table under ``name:omop:table``.
+        """
         counts = self.store.row_counts()
 
-        def gate(n: int) -> int | None:
-            return gate_count(n, min_cell_count=min_cell_count, rounding=rounding)
+        def gate(n: int, key: str) -> int | None:
+            return registered_count(
+                n, key=key, memory=memory, min_cell_count=min_cell_count, rounding=rounding
+            )
 
         spec = cdm_spec()
         columns = [
@@ -196,14 +208,17 @@ class OmopDataset:
             "omop": {
                 "cdm_version": "5.4",
                 "vocabulary_version": self.store.vocabulary_version(),
-                "tables": {table: gate(n) for table, n in sorted(counts.items())},
+                "tables": {
+                    table: gate(n, f"{self.name}:omop:{table}")
+                    for table, n in sorted(counts.items())
+                },
             }
         }
         return DatasetRegister(
             name=self.name,
             description=self.description,
             columns=columns,
-            row_count=gate(counts.get("person", 0)),
+            row_count=gate(counts.get("person", 0), self.name),
             summary=summary,
         )
 

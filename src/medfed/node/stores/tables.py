@@ -54,6 +54,7 @@ from pandas.api import types as ptypes
 from medfed.common.errors import BadRequest
 from medfed.common.filters import Filter, compile_filter, quote_identifier
 from medfed.common.schemas import ColumnSchema, ColumnType
+from medfed.common.sqlvalues import missing_sql
 from medfed.node.stores.table_sources import ROW_ID, file_source
 
 __all__ = ["MEMORY_LIMIT", "ROW_ID", "TableStore", "check_csv_shape", "infer_columns"]
@@ -145,12 +146,19 @@ def _connect(spill: str) -> duckdb.DuckDBPyConnection:
         },
     )
     con.execute("SET enable_progress_bar = false")
+    # DuckDB 2.0 propagates Parquet column statistics, which leave NaN out, into the plan:
+    # isnan(x) and nullif(x, NaN) then fold to "never" and a NaN counts as a value. The
+    # pushed-down steps read NaN as missing (as pandas did), so that optimizer is off.
+    con.execute("SET disabled_optimizers = 'statistics_propagation'")
     con.execute(f"CREATE TABLE {_HIDDEN} (id BIGINT)")
     return con
 
 
 class TableStore:
     """One table, read-only, implementing the algorithms' ``LocalData`` protocol."""
+
+    #: rows per frame of :meth:`select_batches` (a multiple of DuckDB's 2,048-row vector)
+    batch_rows: int = 262_144
 
     def __init__(
         self,
@@ -199,6 +207,8 @@ class TableStore:
         self._excluded_persons = excluded_persons
         self._excluded_seen: frozenset[str] | None = None
         self._hidden_count = 0
+        #: bumped whenever the hidden rows are recomputed (see :meth:`refresh`)
+        self._hidden_version = 0
         self._con.execute(f"CREATE VIEW {_VIEW} AS SELECT * FROM {_TABLE}")
 
     @classmethod
@@ -234,8 +244,16 @@ class TableStore:
         with self._lock:
             if current is self._excluded_seen:
                 return
-            self._hide(current)
+            if current != self._excluded_seen:  # a register may answer an equal new set
+                self._hide(current)
             self._excluded_seen = current
+
+    def refresh(self) -> int:
+        """Ask the opt-out register now; the version of the visible rows (it changes each
+        time the hidden rows are recomputed), so a caller that runs several queries can
+        tell that they all saw the same rows."""
+        self._refresh()
+        return self._hidden_version
 
     def _hide(self, current: frozenset[str]) -> None:
         """Recompute the hidden rows for the opted-out ``current`` (the lock is held)."""
@@ -266,6 +284,7 @@ class TableStore:
                 body += f" WHERE {rid} NOT IN (SELECT id FROM {_HIDDEN})"
             cur.execute(f"CREATE OR REPLACE VIEW {_VIEW} AS {body}")
             cur.execute("COMMIT")
+        self._hidden_version += 1
 
     def hidden_mask(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
         """Per file row, whether it is hidden now (for the row-set memory; never released)."""
@@ -333,6 +352,29 @@ class TableStore:
         frame.index = pd.Index(frame.pop(ROW_ID).to_numpy(dtype=np.int64), name=None)
         return frame
 
+    def select_batches(
+        self, columns: Sequence[str], where: Filter | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """:meth:`select` streamed :attr:`batch_rows` rows at a time (at least one frame,
+        maybe empty), each indexed by row id: memory bounded by a batch, not by the table."""
+        rows = self.batch_rows
+        names = self._check_columns(columns, "select")
+        clause, params = self._where(where)
+        fields = ", ".join(quote_identifier(c) for c in [ROW_ID, *names])
+        self._refresh()
+        with self._cursor() as cur:
+            result = cur.execute(f"SELECT {fields} FROM {_VIEW}{clause}", params)
+            empty = True
+            while True:
+                batch: pd.DataFrame = result.fetch_df_chunk(max(1, rows // 2048))
+                if len(batch) == 0 and not empty:
+                    break
+                batch.index = pd.Index(batch.pop(ROW_ID).to_numpy(dtype=np.int64), name=None)
+                empty = False
+                yield batch
+                if len(batch) == 0:
+                    break
+
     def row_ids(self, where: Filter | None = None) -> np.ndarray[Any, np.dtype[np.int64]]:
         """The ids (file positions) of the rows that match ``where``, ascending."""
         clause, params = self._where(where)
@@ -343,6 +385,36 @@ class TableStore:
             ).fetchnumpy()
         return np.sort(np.asarray(found[ROW_ID], dtype=np.int64))
 
+    def row_id_batches(
+        self, where: Filter | None = None, *, missing: str | None = None, rows: int = 1_000_000
+    ) -> Iterator[np.ndarray[Any, np.dtype[np.int64]]]:
+        """The ids of the visible rows matching ``where`` (and, with ``missing``, where that
+        column is null or NaN), streamed from DuckDB ``rows`` at a time, in no set order.
+
+        A float column's missing test is read per row, not put in the ``WHERE``: DuckDB
+        (2.0) prunes Parquet row groups by their statistics, which leave NaN out, so
+        ``WHERE isnan(x)`` can miss a NaN that ``count(*) FILTER (WHERE isnan(x))`` sees.
+        """
+        clause, params = self._where(where)
+        fields = quote_identifier(ROW_ID)
+        flagged = False
+        if missing is not None:
+            self._check_columns([missing], "row ids")
+            column = self._by_name[missing]
+            test = missing_sql(column)
+            if column.type == ColumnType.float:
+                fields, flagged = f"{fields}, {test}", True
+            else:
+                clause = f"{clause} AND {test}" if clause else f" WHERE {test}"
+        self._refresh()
+        with self._cursor() as cur:
+            query = cur.sql(f"SELECT {fields} FROM {_VIEW}{clause}", params=params)
+            for batch in query.to_arrow_reader(rows):
+                ids = batch.column(0).to_numpy().astype(np.int64, copy=False)
+                if flagged:
+                    ids = ids[batch.column(1).to_numpy(zero_copy_only=False)]
+                yield ids
+
     def count(self, where: Filter | None = None) -> int:
         """Number of rows that match ``where``."""
         clause, params = self._where(where)
@@ -352,13 +424,21 @@ class TableStore:
         return int(rows[0][0]) if rows else 0
 
     def aggregate(
-        self, expressions: Sequence[str], where: Filter | None = None, params: Sequence[Any] = ()
+        self,
+        expressions: Sequence[str],
+        where: Filter | None = None,
+        params: Sequence[Any] = (),
+        *,
+        columns: Sequence[str] = (),
     ) -> tuple[Any, ...]:
         """One row of aggregates over the visible rows matching ``where``.
 
         ``expressions`` are SQL built by the caller from quoted schema names and numbers only
         (``params`` for anything else, before the filter's own); never request text.
+        ``columns`` names the columns the aggregates read (checked here; the row-set memory
+        records their non-null rows, as for :meth:`select`).
         """
+        self._check_columns(columns, "aggregate")
         clause, where_params = self._where(where)
         self._refresh()
         with self._cursor() as cur:

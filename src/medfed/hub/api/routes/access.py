@@ -27,6 +27,7 @@ from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDe
 from medfed.hub.api.limits import control_character_problem
 from medfed.hub.dispatch import commit
 from medfed.hub.services.access import applications, budgets, decisions, entitlements
+from medfed.hub.services.learning import blobs
 
 router = APIRouter(prefix="/api/access", tags=["access"])
 
@@ -96,7 +97,7 @@ def upload_ethics_file(
         application_id=application_id,
         filename=filename,
         content=content,
-        folder=settings.data_dir / "access" / "ethics",
+        store=blobs.store_for(settings),
     )
     commit(session, notifier)
     return applications.application_public(session, application)

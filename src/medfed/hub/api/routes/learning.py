@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Request, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 from medfed.common.errors import NotFound
 from medfed.common.learning_resources import (
@@ -28,6 +28,7 @@ from medfed.common.learning_resources import (
     TrainingProgress,
 )
 from medfed.common.resources import TaskPublic
+from medfed.hub.api.blob_download import blob_response
 from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.api.limits import stream_to_store
 from medfed.hub.api.routes.tasks import task_public
@@ -125,19 +126,19 @@ def get_model(model_id: int, user: CurrentUser, session: SessionDep) -> ModelPub
     return ModelPublic.model_validate(registry.get_model(session, user=user, model_id=model_id))
 
 
-@router.get("/models/{model_id}/download", response_class=FileResponse)
+@router.get("/models/{model_id}/download", response_class=StreamingResponse)
 def download_model(
     model_id: int,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
     notifier: NotifierDep,
-) -> FileResponse:
+) -> StreamingResponse:
     model = registry.model_for_download(session, user=user, model_id=model_id)
-    path = blobs.store_for(settings).path(model.blob_sha256)
-    commit(session, notifier)
     filename = f"{model.name}-v{model.version}.safetensors"
-    return FileResponse(path, media_type="application/octet-stream", filename=filename)
+    response = blob_response(blobs.store_for(settings), model.blob_sha256, filename=filename)
+    commit(session, notifier)
+    return response
 
 
 @router.put("/projects/{project_id}/privacy-budget")

@@ -1,10 +1,10 @@
 """Node routes of federated learning: plan sources, weights download, update upload.
 
-``GET /api/node/blobs/{sha}`` streams a file (initial or global weights only).
-``PUT /api/node/runs/{run_id}/blob`` streams the request body to a temporary file while
+``GET /api/node/blobs/{sha}`` streams a blob (initial or global weights only).
+``PUT /api/node/runs/{run_id}/blob`` streams the request body into the blob store while
 hashing it (``X-Content-SHA256`` must match; ``X-Lease-Id`` must be the run's current
-lease; at most ``max_blob_bytes``), then moves it into the blob store — an upload is never
-held in memory whole.
+lease; at most ``max_blob_bytes``); it becomes readable whole once the hash checks — an
+upload is never held in memory whole.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
+from medfed.hub.api.blob_download import blob_response
 from medfed.hub.api.deps import CurrentNode, SessionDep, SettingsDep
 from medfed.hub.api.limits import stream_to_store
 from medfed.hub.services.learning import blobs, plans
@@ -36,12 +37,13 @@ def get_plan(plan_hash: str, node: CurrentNode, session: SessionDep) -> dict[str
     return {"hash": plan.hash, "name": plan.name, "source": plan.source}
 
 
-@router.get("/blobs/{sha256}", response_class=FileResponse)
+@router.get("/blobs/{sha256}", response_class=StreamingResponse)
 def get_blob(
     sha256: str, node: CurrentNode, session: SessionDep, settings: SettingsDep
-) -> FileResponse:
-    path = blobs.node_readable(session, blobs.store_for(settings), sha256)
-    return FileResponse(path, media_type="application/octet-stream")
+) -> StreamingResponse:
+    store = blobs.store_for(settings)
+    blobs.require_node_readable(session, store, sha256)
+    return blob_response(store, sha256)
 
 
 def _check(request: Request, node_id: int, run_id: int, lease_id: str) -> tuple[int, str]:

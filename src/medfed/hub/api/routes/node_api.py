@@ -5,13 +5,18 @@ claim, and if nothing is pending waits until a task for this node is committed (
 once in this process, or through PostgreSQL ``NOTIFY`` from another hub process) or a
 re-check interval passes (``recheck_seconds``, doubling while nobody wakes it, up to
 8 s: a safety net), until ``wait`` seconds are over; then 204. A re-check nobody woke
-reads first and claims only when a run is pending.
+reads first and claims only when a run is pending. On SQLite, claims and answers queue for
+their write transactions in :class:`WriteTurns` (answers first), not in worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import heapq
 import time
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -118,7 +123,8 @@ async def next_run(
         try:
             # otherwise a pass nobody woke reads first: an idle poll takes no write lock
             if woken or await run_in_threadpool(_has_work, request, node.id):
-                assignment = await run_in_threadpool(_claim, request, node.id)
+                async with _write_turn(request, WriteTurns.CLAIM):
+                    assignment = await run_in_threadpool(_claim, request, node.id)
                 if assignment is not None:
                     return assignment
             remaining = deadline - time.monotonic()
@@ -133,6 +139,69 @@ async def next_run(
             )
         finally:
             subscription.close()
+
+
+class WriteTurns:
+    """One write transaction at a time, answers before claims (an asyncio queue).
+
+    SQLite runs one writer anyway; without this queue, a task over 1,000 nodes wakes
+    1,000 polls whose claims each take a worker thread and nap in SQLite's busy handler
+    (up to 100 ms, the lock often free meanwhile), starving every other request. Queued
+    here, a waiting request holds no thread and the next one starts as soon as the turn
+    is free. Answers (``ANSWER``) go before claims (``CLAIM``): an answer ends work the
+    hub handed out under a lease, a claim starts new work — served first come, a round's
+    claims would push its answers past their leases.
+    """
+
+    ANSWER = 0
+    CLAIM = 1
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._count = 0
+
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: int) -> AsyncIterator[None]:
+        if self._busy or self._waiting:
+            self._count += 1
+            handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (priority, self._count, handed))
+            try:
+                await handed
+            except asyncio.CancelledError:
+                if handed.done() and not handed.cancelled():
+                    self._release()  # handed the turn just as it was cancelled: pass it on
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, handed = heapq.heappop(self._waiting)
+            if not handed.done():
+                handed.set_result(None)  # still busy: the turn passes to this waiter
+                return
+        self._busy = False
+
+
+def _write_turn(request: Request, priority: int) -> contextlib.AbstractAsyncContextManager[None]:
+    """The app's :class:`WriteTurns` turn on SQLite; nothing to wait for on PostgreSQL
+    (it locks rows)."""
+    state = request.app.state
+    if state.engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    loop = asyncio.get_running_loop()
+    held: tuple[asyncio.AbstractEventLoop, WriteTurns] | None = getattr(
+        state, "node_write_turns", None
+    )
+    if held is None or held[0] is not loop:  # one per event loop; no await in between
+        held = state.node_write_turns = (loop, WriteTurns())
+    return held[1].turn(priority)
 
 
 def _has_work(request: Request, node_id: int) -> bool:
@@ -195,5 +264,6 @@ async def post_outcome(run_id: int, request: Request, node: CurrentNode) -> dict
     elif references(outcome.output):
         raise BadRequest("arrays: the output refers to arrays but the body carries none")
     digest = hashlib.sha256(raw).hexdigest()
-    status_ = await run_in_threadpool(_post, request, node.id, run_id, outcome, digest, binary)
+    async with _write_turn(request, WriteTurns.ANSWER):
+        status_ = await run_in_threadpool(_post, request, node.id, run_id, outcome, digest, binary)
     return {"status": status_}

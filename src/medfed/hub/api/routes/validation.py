@@ -4,7 +4,9 @@ Researchers: ``POST /api/validation/models`` (register a file already uploaded w
 ``PUT /api/blobs``; checked without running it), ``GET /api/projects/{id}/validation/
 models``, ``POST /api/validation/studies`` (creates the ``validation`` task),
 ``GET /api/validation/studies/{id}`` (status, each site's run, the result),
-``GET /api/projects/{id}/validation/studies``. Nodes: ``GET /api/node/validation/models/
+``GET /api/projects/{id}/validation/studies``, ``POST /api/validation/studies/{id}/
+recalibrated-model`` (a completed study's weak recalibration registered as a new model;
+whoever may read the study's results). Nodes: ``GET /api/node/validation/models/
 {sha}?run_id=`` streams the model for a run of theirs. Logic lives in
 :mod:`medfed.hub.services.validation`.
 """
@@ -12,7 +14,7 @@ models``, ``POST /api/validation/studies`` (creates the ``validation`` task),
 from __future__ import annotations
 
 from fastapi import APIRouter, status
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from medfed.algorithms.validation.model_check import ModelDescriptor
@@ -23,11 +25,13 @@ from medfed.algorithms.validation.resources import (
     StudyPublic,
     StudyRun,
 )
+from medfed.hub.api.blob_download import blob_response
 from medfed.hub.api.deps import CurrentNode, CurrentUser, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.db.models_validation import OnnxModel, ValidationStudy
 from medfed.hub.dispatch import commit
 from medfed.hub.services import tasks
 from medfed.hub.services import validation as service
+from medfed.hub.services.learning import blobs
 
 router = APIRouter(tags=["validation"])
 
@@ -44,7 +48,9 @@ def model_public(model: OnnxModel) -> OnnxModelPublic:
         features=d.features,
         output=d.output,
         classes=d.classes,
+        image=d.image,
         derived_from=model.derived_from,
+        provenance=d.provenance,
         created_at=model.created_at,
     )
 
@@ -97,6 +103,7 @@ def register_model(
         features=body.features,
         output=body.output,
         derived_from=body.derived_from,
+        image=body.image,
     )
     public = model_public(model)
     session.commit()
@@ -137,17 +144,27 @@ def get_study(study_id: int, user: CurrentUser, session: SessionDep) -> StudyPub
     return study_public(session, service.get_study(session, user=user, study_id=study_id))
 
 
+@router.post(
+    "/api/validation/studies/{study_id}/recalibrated-model", status_code=status.HTTP_201_CREATED
+)
+def recalibrated_model(
+    study_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> OnnxModelPublic:
+    model = service.recalibrate_study(session, user=user, settings=settings, study_id=study_id)
+    public = model_public(model)
+    session.commit()
+    return public
+
+
 @router.get("/api/projects/{project_id}/validation/studies")
 def list_studies(project_id: int, user: CurrentUser, session: SessionDep) -> list[StudyPublic]:
     found = service.list_studies(session, user=user, project_id=project_id)
     return [study_public(session, s) for s in found]
 
 
-@router.get("/api/node/validation/models/{sha256}", response_class=FileResponse)
+@router.get("/api/node/validation/models/{sha256}", response_class=StreamingResponse)
 def node_model(
     sha256: str, run_id: int, node: CurrentNode, session: SessionDep, settings: SettingsDep
-) -> FileResponse:
-    path = service.node_model_path(
-        session, node=node, settings=settings, sha256=sha256, run_id=run_id
-    )
-    return FileResponse(path, media_type="application/octet-stream")
+) -> StreamingResponse:
+    service.check_node_model(session, node=node, sha256=sha256, run_id=run_id)
+    return blob_response(blobs.store_for(settings), sha256)

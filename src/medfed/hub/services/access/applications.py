@@ -23,7 +23,6 @@ are in :mod:`medfed.hub.services.access.decisions`, through :func:`transition`.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from sqlalchemy import select
@@ -43,9 +42,10 @@ from medfed.common.resources import Role
 from medfed.common.timeutil import utcnow
 from medfed.hub.db.models import Dataset, Node, User
 from medfed.hub.db.models_access import AccessApplication, AccessEvent
-from medfed.hub.keys import write_private
 from medfed.hub.services import datasets as dataset_service
 from medfed.hub.services.catalogue.lifecycle import State, can_see
+from medfed.hub.services.learning import blobs
+from medfed.hub.services.learning.blob_store import BlobStore
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.projects import get_project, is_member
 from medfed.ledger.entries import content_hash
@@ -275,9 +275,13 @@ def attach_ethics_file(
     application_id: int,
     filename: str,
     content: bytes,
-    folder: Path,
+    store: BlobStore,
 ) -> AccessApplication:
-    """Store the ethics approval document under ``folder`` by its SHA-256."""
+    """Keep the ethics approval document in the hub's blob store (kind ``ethics``).
+
+    The store is the hub's shared one (PostgreSQL's, or files under the data folder), so
+    every hub process sees it; no node ever fetches it (nodes fetch weights only).
+    """
     application = get_application(session, application_id=application_id, user=actor)
     if not _is_applicant(session, actor, application):
         raise Forbidden(f"only members of project {application.project_id} edit its application")
@@ -287,11 +291,8 @@ def attach_ethics_file(
         raise BadRequest("the ethics approval file is empty")
     if len(content) > MAX_ETHICS_FILE:
         raise BadRequest(f"the ethics approval file exceeds {MAX_ETHICS_FILE // 2**20} MiB")
-    digest = hashlib.sha256(content).hexdigest()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / digest
-    if not path.exists():
-        write_private(path, content)  # 0600: an ethics document names people
+    digest = store.write_bytes(content)  # files: 0600 in a 0700 folder (it names people)
+    blobs.register(session, sha256=digest, size=len(content), kind="ethics")
     application.ethics_file_name = Path(filename).name[:300] or "ethics"
     application.ethics_file_sha256 = digest
     application.updated_at = utcnow()

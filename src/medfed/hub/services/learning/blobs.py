@@ -1,31 +1,30 @@
-"""The hub's blob store: weights and updates as files named by their SHA-256.
+"""The hub's blobs: where their bytes live, and who may store and fetch which.
 
-Layout: ``DATA_DIR/blobs/ab/abcdef…`` (the first two hex digits as a folder). A blob is
-written to ``DATA_DIR/blobs/tmp/`` while its hash is computed chunk by chunk (an upload is
-never held in memory whole), then moved into place with ``os.replace`` — a reader sees a
-whole blob or none, and writing the same content twice is harmless. Each blob also has
-a row in ``fl_blobs`` saying what it is; nodes may fetch ``initial`` and ``global`` blobs
-only (a node never downloads another node's update).
-
-With several hub workers the data dir must be shared (one volume), as the SQLite file is.
+Bytes go through one :class:`~medfed.hub.services.learning.blob_store.BlobStore`, picked by
+:func:`store_for` from ``HubSettings.blob_backend``: chunks in the PostgreSQL database
+(``blob_database``; the default on PostgreSQL, so every hub process shares them) or files
+under ``DATA_DIR/blobs`` (``blob_files``; the default on SQLite). Either way an upload is
+hashed chunk by chunk and never held whole, a reader sees a whole blob or none, and
+writing the same content twice is harmless. Each blob also has a row in ``fl_blobs``
+saying what it is (weights, updates, run outputs, ONNX models, ethics approvals); nodes
+may fetch ``initial`` and ``global`` blobs only (a node never downloads another node's
+update, nor anything else).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-from pathlib import Path
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from medfed.common.errors import BadRequest, Forbidden, MedfedError, NotFound
+from medfed.common.errors import Forbidden, MedfedError, NotFound
 from medfed.common.resources import Role
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import User
 from medfed.hub.db.models_fl import Blob
 from medfed.hub.services.accounts import has_role
+from medfed.hub.services.learning.blob_database import DatabaseBlobStore
+from medfed.hub.services.learning.blob_files import FileBlobStore
+from medfed.hub.services.learning.blob_store import BlobStore, BlobWriter, check_sha
 
 __all__ = [
     "NODE_READABLE",
@@ -34,92 +33,19 @@ __all__ = [
     "HubBlobAccess",
     "QuotaExceeded",
     "register",
+    "require_node_readable",
     "store_for",
     "upload_allowance",
 ]
 
 NODE_READABLE = frozenset({"initial", "global"})
-_HASH_CHARS = frozenset("0123456789abcdef")
-
-
-def _check_sha(sha256: str) -> str:
-    if len(sha256) != 64 or not set(sha256) <= _HASH_CHARS:
-        raise BadRequest(f"{sha256!r} is not a SHA-256 hex digest")
-    return sha256
-
-
-class BlobWriter:
-    """One blob being written: feed chunks, then :meth:`finish` (or :meth:`abort`)."""
-
-    def __init__(self, store: BlobStore, max_bytes: int) -> None:
-        self.store = store
-        self.max_bytes = max_bytes
-        self.size = 0
-        self._hash = hashlib.sha256()
-        tmp = store.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp)
-        self._path = Path(name)
-        self._file = os.fdopen(fd, "wb")
-
-    def write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.max_bytes:
-            self.abort()
-            raise BadRequest(f"the blob is larger than the hub's limit of {self.max_bytes} bytes")
-        self._hash.update(chunk)
-        self._file.write(chunk)
-
-    def finish(self, expected_sha256: str | None = None) -> tuple[str, int]:
-        """Check the hash (when given) and move the blob into place."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        digest = self._hash.hexdigest()
-        if expected_sha256 is not None and digest != expected_sha256:
-            self._path.unlink(missing_ok=True)
-            raise BadRequest(
-                f"the body hashes to {digest}, not the {expected_sha256} the sender announced"
-            )
-        final = self.store.path(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._path, final)
-        return digest, self.size
-
-    def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self._path.unlink(missing_ok=True)
-
-
-class BlobStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, sha256: str) -> Path:
-        _check_sha(sha256)
-        return self.root / sha256[:2] / sha256
-
-    def exists(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
-
-    def writer(self, max_bytes: int) -> BlobWriter:
-        return BlobWriter(self, max_bytes)
-
-    def write_bytes(self, data: bytes) -> str:
-        writer = self.writer(max(len(data), 1))
-        writer.write(data)
-        return writer.finish()[0]
-
-    def read(self, sha256: str) -> bytes:
-        try:
-            return self.path(sha256).read_bytes()
-        except FileNotFoundError:
-            raise NotFound(f"blob {sha256} not found") from None
 
 
 def store_for(settings: HubSettings) -> BlobStore:
-    return BlobStore(settings.data_dir / "blobs")
+    """The hub's blob store: the database's (``blob_store = "database"``) or files."""
+    if settings.blob_backend == "database":
+        return DatabaseBlobStore(settings.engine())
+    return FileBlobStore(settings.data_dir / "blobs")
 
 
 def register(
@@ -179,15 +105,14 @@ class QuotaExceeded(MedfedError):
     status_code = 413
 
 
-def node_readable(session: Session, store: BlobStore, sha256: str) -> Path:
-    """The path of a blob a node may fetch (initial or global weights)."""
-    _check_sha(sha256)
+def require_node_readable(session: Session, store: BlobStore, sha256: str) -> None:
+    """Refuse unless a node may fetch the blob (stored initial or global weights)."""
+    check_sha(sha256)
     blob = session.get(Blob, sha256)
     if blob is None or not store.exists(sha256):
         raise NotFound(f"blob {sha256} not found")
     if blob.kind not in NODE_READABLE:
         raise Forbidden(f"blob {sha256[:12]}… is a {blob.kind} blob; nodes fetch weights only")
-    return store.path(sha256)
 
 
 class HubBlobAccess:

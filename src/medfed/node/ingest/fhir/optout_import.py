@@ -1,7 +1,8 @@
 """``medfed node optout import-fhir DIR``: the research Consents of an export, alone.
 
 How it runs: the export's Patients and Consents are read and validated like an ingest
-(:func:`~.runner.read_bundle`); each counting Consent (:mod:`.consent`) becomes a register
+(streamed by :func:`~.bundle.iter_bundle`: only the Patients' keys and the Consents are
+kept); each counting Consent (:mod:`.consent`) becomes a register
 decision about the patient's pseudonym — or, with a CDM of an earlier FHIR ingest, about
 the pseudonym's ``person_id`` there, which is how OMOP datasets know their persons. The
 CDM is opened read-only; nothing but the register is written.
@@ -9,14 +10,16 @@ CDM is opened read-only; nothing but the register is written.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from medfed.common.errors import BadRequest
+from medfed.node.ingest.fhir.bundle import iter_bundle
 from medfed.node.ingest.fhir.consent import consent_event
 from medfed.node.ingest.fhir.deid import FhirDeid, patient_key
-from medfed.node.ingest.fhir.runner import read_bundle
 from medfed.node.ingest.keys import derive_key
 from medfed.node.stores.optout import OptOutRegister
 
@@ -27,7 +30,14 @@ def import_consents(
     directory: Path, *, register: OptOutRegister, secret: str, cdm: Path | None = None
 ) -> int:
     """Record the export's research decisions; returns how many were new."""
-    resources, _ = read_bundle(Path(directory))
+    keys: dict[str, str] = {}
+    consents: list[Any] = []
+    for resource in iter_bundle(Path(directory), Counter()):
+        kind = resource.get_resource_type()
+        if kind == "Patient":
+            keys[str(resource.id)] = patient_key(resource)
+        elif kind == "Consent":
+            consents.append(resource)
     deid = FhirDeid(secret)
     resolve: dict[str, int] | None = None
     if cdm is not None:
@@ -39,7 +49,6 @@ def import_consents(
         finally:
             con.close()
         resolve = deid.resolve()
-    keys = {str(p.id): patient_key(p) for p in resources.get("Patient", [])}
 
     def person(fhir_id: str) -> str | None:
         pseudonym = deid.pseudonym(keys.get(fhir_id, fhir_id))
@@ -51,7 +60,7 @@ def import_consents(
     key = derive_key(secret, "fhir-consent")
     events = [
         event
-        for consent in resources.get("Consent", [])
+        for consent in consents
         if (event := consent_event(consent, person=person, key=key)) is not None
     ]
     return register.import_events(events)

@@ -2,39 +2,41 @@
 
 How it runs:
 
-1. Every ``*.ndjson`` (or ``*.ndjson.gz``) file in DIR is read line by line; each line's
-   ``resourceType`` says what it is (Bulk Data files are per type, but the name is not
-   trusted). Types other than those mapped (:data:`TYPES`) are counted and skipped. Each
-   resource is validated with the ``fhir.resources`` R4B models; a line that is not JSON or
-   not a valid resource refuses the whole ingest with the file, line and field named —
-   never a value — and nothing is written.
+1. The export is read and validated once, line by line, into a per-type spool on disk
+   (:class:`~.bundle.Spool`): each line's ``resourceType`` says what it is, types other
+   than those mapped (:data:`TYPES`) are counted and skipped, and a line that is not JSON
+   or not a valid resource refuses the whole ingest with the file, line and field named —
+   never a value — before the CDM is opened, so nothing is written.
 2. Patients first: each gets its pseudonym, day offset and ``person_id``
    (:mod:`.deid`). Then Encounters (so other resources can name their visit), then the
-   rest, mapped by :mod:`.mapping`; a resource whose patient is not in the export is
-   skipped (counted). Consents go to the opt-out register (:mod:`.consent`), not to the
-   CDM.
-3. Rows are appended in one DuckDB transaction to the CDM (created with
+   rest, mapped by :mod:`.mapping`, each type streamed back from the spool one resource
+   at a time; a resource whose patient is not in the export is skipped (counted).
+   Consents go to the opt-out register (:mod:`.consent`), not to the CDM.
+3. Rows are appended inside one DuckDB transaction to the CDM (created with
    :func:`~medfed.node.stores.omop_schema.create_cdm` when the file is new), ids after the
-   largest present, with ``observation_period`` per new person spanning their events.
-   A keyed hash of each resource's type and id goes to ``medfed_fhir_seen``, so a resource
-   already ingested is skipped on the next batch (no FHIR id is stored).
+   largest present, in batches of at most ``batch_size`` rows per table, so memory stays
+   bounded by the batch size (plus a small key per patient, encounter and resource: the
+   person and visit maps and the set of resources seen). ``observation_period`` per new
+   person spans their events (a running first and last date per person). A keyed hash of
+   each resource's type and id goes to ``medfed_fhir_seen``, so a resource already
+   ingested is skipped on the next batch (no FHIR id is stored). Any error rolls the
+   transaction back: nothing of the export is kept.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
+import datetime as dt
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
-from pydantic import ValidationError
 
 from medfed.common.errors import BadRequest
+from medfed.node.ingest.fhir.bundle import TYPES, Spool, read_bundle
 from medfed.node.ingest.fhir.consent import consent_event
 from medfed.node.ingest.fhir.deid import PERSON_MAP, FhirDeid, patient_key
 from medfed.node.ingest.fhir.mapping import Context, map_resource
@@ -43,18 +45,10 @@ from medfed.node.ingest.keys import derive_key, hmac_hex
 from medfed.node.stores.omop_schema import cdm_spec, create_cdm
 from medfed.node.stores.optout import ConsentEvent, OptOutRegister
 
-__all__ = ["TYPES", "FhirReport", "ingest_fhir", "read_bundle"]
+__all__ = ["BATCH_ROWS", "TYPES", "FhirReport", "ingest_fhir", "read_bundle"]
 
-TYPES = (
-    "Patient",
-    "Encounter",
-    "Condition",
-    "Observation",
-    "MedicationRequest",
-    "Procedure",
-    "ImagingStudy",
-    "Consent",
-)
+#: rows per table buffered before they are appended to the CDM
+BATCH_ROWS = 20_000
 _SEEN = "medfed_fhir_seen"
 _ID_COLUMN = {
     "visit_occurrence": "visit_occurrence_id",
@@ -87,56 +81,57 @@ class FhirReport:
     consents: int = 0
 
 
-def _model(resource_type: str) -> Any:
-    module = __import__(f"fhir.resources.R4B.{resource_type.lower()}", fromlist=[resource_type])
-    return getattr(module, resource_type)
+class _Writer:
+    """Buffers mapped rows per table and appends them in batches; tracks each person's span."""
 
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, batch_size: int | None, report: FhirReport
+    ) -> None:
+        self.con = con
+        self.batch_size = batch_size
+        self.report = report
+        self.buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.seen: list[str] = []
+        #: person_id → [first, last] event date of this ingest
+        self.spans: dict[int, list[dt.date]] = {}
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    yield number, line
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise BadRequest(f"fhir: cannot read {path.name}: {type(exc).__name__}") from None
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        for column in _DATE_COLUMNS.get(table, ()):
+            value = row.get(column) if column else None
+            if value is not None:
+                span = self.spans.setdefault(int(row["person_id"]), [value, value])
+                span[0] = min(span[0], value)
+                span[1] = max(span[1], value)
+        rows = self.buffers[table]
+        rows.append(row)
+        if self.batch_size is not None and len(rows) >= self.batch_size:
+            self.flush(table)
 
+    def saw(self, digest: str) -> None:
+        self.seen.append(digest)
+        if self.batch_size is not None and len(self.seen) >= self.batch_size:
+            self.flush_seen()
 
-def read_bundle(directory: Path) -> tuple[dict[str, list[Any]], Counter[str]]:
-    """Validated models per mapped type, and the count of other types skipped."""
-    files = sorted([*directory.glob("*.ndjson"), *directory.glob("*.ndjson.gz")])
-    if not directory.is_dir() or not files:
-        raise BadRequest(f"fhir: no .ndjson files in {directory}")
-    found: dict[str, list[Any]] = defaultdict(list)
-    other: Counter[str] = Counter()
-    models = {t: _model(t) for t in TYPES}
-    for path in files:
-        for number, line in _lines(path):
+    def flush(self, table: str) -> None:
+        rows = self.buffers.pop(table, [])
+        if rows:
+            _append(self.con, table, rows)
+            self.report.rows[table] += len(rows)
+
+    def flush_seen(self) -> None:
+        if self.seen:
+            frame = pd.DataFrame({"digest": self.seen})
+            self.con.register("medfed_fhir_digests", frame)
             try:
-                raw = json.loads(line)
-            except ValueError:
-                raise BadRequest(f"fhir: {path.name} line {number} is not JSON") from None
-            kind = raw.get("resourceType") if isinstance(raw, dict) else None
-            if kind not in models:
-                other[str(kind)[:40]] += 1
-                continue
-            try:
-                found[kind].append(models[kind].model_validate(raw))
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or kind
-                raise BadRequest(
-                    f"fhir: {path.name} line {number}: {kind} is not valid R4 at '{where}' "
-                    f"({first['type']})"
-                ) from None
-    return found, other
+                self.con.execute(f"INSERT INTO {_SEEN} SELECT digest FROM medfed_fhir_digests")
+            finally:
+                self.con.unregister("medfed_fhir_digests")
+            self.seen = []
 
-
-def _subject(resource: Any) -> str | None:
-    ref = getattr(resource, "subject", None) or getattr(resource, "patient", None)
-    text = str(getattr(ref, "reference", "") or "")
-    return text.rsplit("/", 1)[1] if text.startswith("Patient/") else None
+    def flush_all(self) -> None:
+        for table in list(self.buffers):
+            self.flush(table)
+        self.flush_seen()
 
 
 def ingest_fhir(
@@ -145,33 +140,56 @@ def ingest_fhir(
     cdm: Path,
     secret: str,
     register: OptOutRegister | None = None,
+    batch_size: int | None = BATCH_ROWS,
 ) -> FhirReport:
-    """Read, de-identify, map and append one export (see the module docstring)."""
-    resources, other = read_bundle(Path(directory))
-    report = FhirReport(skipped=Counter({f"type {k}": v for k, v in other.items()}))
+    """Read, de-identify, map and append one export (see the module docstring).
+
+    ``batch_size``: rows per table buffered before an append (None: no limit).
+    """
+    if batch_size is not None and batch_size < 1:
+        raise BadRequest("fhir: the batch size must be at least 1 row")
+    with Spool(Path(directory)) as spool:
+        report = FhirReport(skipped=Counter({f"type {k}": v for k, v in spool.other.items()}))
+        con = duckdb.connect(str(cdm))
+        try:
+            events = _ingest(spool, con, secret, report, batch_size)
+        finally:
+            con.close()
+    if register is not None and events:
+        report.consents = register.import_events(events)
+    return report
+
+
+def _ingest(
+    spool: Spool,
+    con: duckdb.DuckDBPyConnection,
+    secret: str,
+    report: FhirReport,
+    batch_size: int | None,
+) -> list[ConsentEvent]:
+    """Map the spooled export into ``con`` in one transaction; the Consents' events."""
     deid = FhirDeid(secret)
     seen_key = derive_key(secret, "fhir-seen")
-    con = duckdb.connect(str(cdm))
+    create_cdm(con)
+    deid.load_persons(con)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {_SEEN} (digest VARCHAR PRIMARY KEY)")
+    seen = {r[0] for r in con.execute(f"SELECT digest FROM {_SEEN}").fetchall()}
+    before = deid.known()
+    vocab = Vocabulary(con)
+    patients: dict[str, tuple[int, int, str]] = {}  # FHIR id → person, offset, pseudonym
+    for patient in spool.items("Patient"):
+        key = patient_key(patient)
+        pseudonym = deid.pseudonym(key)
+        patients[str(patient.id)] = (deid.person_id(pseudonym), deid.offset(key), pseudonym)
+    visits: dict[str, int] = {}
+    next_id = _next_ids(con)
+    writer = _Writer(con, batch_size, report)
+    con.execute("BEGIN TRANSACTION")
     try:
-        create_cdm(con)
-        deid.load_persons(con)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {_SEEN} (digest VARCHAR PRIMARY KEY)")
-        seen = {r[0] for r in con.execute(f"SELECT digest FROM {_SEEN}").fetchall()}
-        before = deid.known()
-        vocab = Vocabulary(con)
-        patients: dict[str, tuple[int, int, str]] = {}  # FHIR id → person, offset, pseudonym
-        for patient in resources.get("Patient", []):
-            key = patient_key(patient)
-            pseudonym = deid.pseudonym(key)
-            patients[str(patient.id)] = (deid.person_id(pseudonym), deid.offset(key), pseudonym)
-        tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        new_seen: list[str] = []
-        visits: dict[str, int] = {}
-        next_id = _next_ids(con)
         for kind in TYPES:
             if kind == "Consent":
                 continue
-            for resource in resources.get(kind, []):
+            for resource in spool.items(kind):
                 report.resources[kind] += 1
                 pid = str(resource.id) if kind == "Patient" else _subject(resource)
                 if pid is None or pid not in patients:
@@ -190,35 +208,31 @@ def ingest_fhir(
                         next_id[table] += 1
                     if kind == "Encounter" and resource.id:
                         visits[str(resource.id)] = row["visit_occurrence_id"]
-                    tables[table].append(row)
+                    writer.add(table, row)
                 seen.add(digest)
-                new_seen.append(digest)
-        events = _consents(resources.get("Consent", []), patients, deid, secret)
-        report.resources["Consent"] = len(resources.get("Consent", []))
-        _observation_periods(tables, next_id, new_persons={i for _, i in deid.new_persons(before)})
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for table, rows in tables.items():
-                _append(con, table, rows)
-                report.rows[table] += len(rows)
-            pairs = deid.new_persons(before)
-            if pairs:
-                con.executemany(f"INSERT INTO {PERSON_MAP} VALUES (?, ?)", pairs)
-            if new_seen:
-                con.executemany(f"INSERT INTO {_SEEN} VALUES (?)", [(d,) for d in new_seen])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.close()
-    if register is not None and events:
-        report.consents = register.import_events(events)
-    return report
+                writer.saw(digest)
+        events = _consents(spool.items("Consent"), patients, deid, secret)
+        report.resources["Consent"] = spool.counts["Consent"]
+        pairs = deid.new_persons(before)
+        _observation_periods(writer, next_id, new_persons={i for _, i in pairs})
+        writer.flush_all()
+        if pairs:
+            con.executemany(f"INSERT INTO {PERSON_MAP} VALUES (?, ?)", pairs)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return events
+
+
+def _subject(resource: Any) -> str | None:
+    ref = getattr(resource, "subject", None) or getattr(resource, "patient", None)
+    text = str(getattr(ref, "reference", "") or "")
+    return text.rsplit("/", 1)[1] if text.startswith("Patient/") else None
 
 
 def _consents(
-    consents: list[Any], patients: dict[str, tuple[int, int, str]], deid: FhirDeid, secret: str
+    consents: Iterable[Any], patients: dict[str, tuple[int, int, str]], deid: FhirDeid, secret: str
 ) -> list[ConsentEvent]:
     """Register decisions; the person is the CDM person_id (text) of the patient."""
     key = derive_key(secret, "fhir-consent")
@@ -245,27 +259,22 @@ def _next_ids(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def _observation_periods(
-    tables: dict[str, list[dict[str, Any]]], next_id: dict[str, int], *, new_persons: set[int]
+    writer: _Writer, next_id: dict[str, int], *, new_persons: set[int]
 ) -> None:
     """One observation period per new person, from their first to their last event date."""
-    spans: dict[int, list[Any]] = defaultdict(list)
-    for table, (start, end) in _DATE_COLUMNS.items():
-        for row in tables.get(table, []):
-            for column in (start, end):
-                if column and row.get(column) is not None:
-                    spans[int(row["person_id"])].append(row[column])
     for person_id in sorted(new_persons):
-        dates = spans.get(person_id)
-        if not dates:
+        span = writer.spans.get(person_id)
+        if span is None:
             continue
-        tables["observation_period"].append(
+        writer.add(
+            "observation_period",
             {
                 "observation_period_id": next_id["observation_period"],
                 "person_id": person_id,
-                "observation_period_start_date": min(dates),
-                "observation_period_end_date": max(dates),
+                "observation_period_start_date": span[0],
+                "observation_period_end_date": span[1],
                 "period_type_concept_id": 32817,
-            }
+            },
         )
         next_id["observation_period"] += 1
 

@@ -58,7 +58,7 @@ class Vocabulary:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        row = self._con.execute(
+        rows = self._con.execute(
             "SELECT c.concept_id, c.standard_concept, c.domain_id, "
             "(SELECT min(r.concept_id_2) FROM concept_relationship r "
             " WHERE r.concept_id_1 = c.concept_id AND r.relationship_id = 'Maps to' "
@@ -69,7 +69,8 @@ class Vocabulary:
             "FROM concept c WHERE c.vocabulary_id = ? AND c.concept_code = ? "
             "ORDER BY c.invalid_reason NULLS FIRST, c.concept_id LIMIT 1",
             [vocabulary_id, code],
-        ).fetchone()
+        ).fetchall()  # read to the end: the connection appends rows next
+        row = rows[0] if rows else None
         if row is None:
             found = Concept(0, 0, code[:50])
         else:

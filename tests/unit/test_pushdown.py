@@ -1,0 +1,208 @@
+"""Local steps pushed down to DuckDB equal the frame path, and record the same row sets.
+
+A Parquet file made from lifelines' GBSG2 (with nulls and a ``NaN`` written into two
+columns, and a person column) is opened as a node opens it (``TableStore.open``, a DuckDB
+view). ``mean``/``variance``/``summary`` now run as SQL aggregates
+(``medfed.algorithms.stats._sums``); their output is compared with numpy on the rows the
+frame path selected, the dominance figures with :func:`magnitude` on the same values, and
+the row sets :class:`RecordingData` records from DuckDB row ids (``aggregate``, ``count``)
+with the masks the frame path built from ``select`` (an opted-out person hidden).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from lifelines.datasets import load_gbsg2
+
+from medfed.algorithms.base import LocalContext
+from medfed.algorithms.registry import get_algorithm
+from medfed.algorithms.stats.moments import outward_round
+from medfed.common.errors import Refused
+from medfed.common.filters import Filter, parse_filter
+from medfed.node.gate import RecordingData
+from medfed.node.gate.dominance import magnitude
+from medfed.node.stores.tables import TableStore
+
+KEY = b"p" * 32
+WHERE = {"column": "horTh", "op": "==", "value": "yes"}
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    frame = load_gbsg2()
+    frame.insert(0, "pid", [f"p{i}" for i in range(len(frame))])
+    frame["age"] = frame["age"].astype(float)
+    frame.loc[[3, 40, 41], "age"] = None  # nulls
+    frame.loc[[7, 100], "tsize"] = np.nan
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # a real NaN (not a null) in a float column: pandas reads it as missing
+    tsize = pa.array(frame["tsize"].to_numpy(dtype=float), from_pandas=False)
+    table = table.set_column(table.schema.get_field_index("tsize"), "tsize", tsize)
+    out = tmp_path_factory.mktemp("pushdown") / "gbsg2.parquet"
+    pq.write_table(table, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(path: Path) -> TableStore:
+    return TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset({"p5"}))
+
+
+def old_masks(store: TableStore, columns: list[str], where: Filter | None) -> list[np.ndarray]:
+    """The frame path's masks (``select``: rows, then each column's non-missing rows)."""
+    frame = store.select(columns, where)
+    ids = frame.index.to_numpy()
+    masks = []
+    for chosen in [ids, *(ids[frame[c].notna().to_numpy()] for c in columns)]:
+        mask = np.zeros(store.row_count, dtype=np.int64)
+        mask[chosen] = 1
+        if not any(np.array_equal(mask, m) for m in masks):
+            masks.append(mask)
+    return masks
+
+
+@pytest.mark.parametrize("where", [None, WHERE])
+def test_aggregate_records_the_row_sets_select_recorded(
+    store: TableStore, where: dict[str, object] | None
+) -> None:
+    f = parse_filter(where)
+    pushed = RecordingData(store, key=KEY)
+    pushed.aggregate(["count(*)"], f, columns=["age", "tsize", "tgrade"])
+    framed = RecordingData(store, key=KEY)
+    framed.select(["age", "tsize", "tgrade"], f)
+    expected = old_masks(store, ["age", "tsize", "tgrade"], f)
+    assert [m.dtype for m in pushed.labelings] == [np.dtype(bool)] * len(expected)
+    assert [m.astype(np.int64).tolist() for m in pushed.labelings] == [m.tolist() for m in expected]
+    assert pushed.fingerprints == framed.fingerprints
+    if where is None:
+        assert len(expected) == 3  # the rows, age's and tsize's non-missing rows
+    assert not pushed.labelings[0][5]  # the opted-out person is in no row set
+
+
+def test_count_records_its_rows_from_duckdb(store: TableStore) -> None:
+    f = parse_filter(WHERE)
+    data = RecordingData(store, key=KEY)
+    n = data.count(f)
+    assert n == store.count(f) == len(store.row_ids(f))
+    assert data.labelings[0].astype(np.int64).tolist() == old_masks(store, [], f)[0].tolist()
+
+
+@pytest.mark.parametrize("name", ["mean", "variance", "summary"])
+@pytest.mark.parametrize("where", [None, WHERE])
+def test_pushed_moments_equal_the_frame_path(
+    store: TableStore, name: str, where: dict[str, object] | None
+) -> None:
+    columns = ["age", "tsize", "pnodes"]
+    algorithm = get_algorithm(name)
+    params = algorithm.parse_params({"columns": columns, "where": where})
+    data = RecordingData(store, key=KEY)
+    out = algorithm.local(params, LocalContext(data=data, recorder=data))
+    frame = store.select(columns, parse_filter(where))
+    assert out["rows"] == len(frame)
+    for column in columns:
+        values = frame[column].dropna().to_numpy(dtype=np.float64)
+        assert out["n"][column] == len(values)
+        got = out["stats"][column]
+        assert got["sum"] == pytest.approx(math.fsum(values), rel=1e-14)
+        figures = data.magnitudes_seen[f"{column}.sum"]
+        expected = magnitude(values)
+        assert (figures.top1, figures.top2, figures.rows) == (
+            expected.top1,
+            expected.top2,
+            expected.rows,
+        )
+        assert figures.total == pytest.approx(expected.total, rel=1e-14)
+        if name == "mean":
+            assert set(got) == {"sum"}
+            continue
+        deviations = (values - math.fsum(values) / len(values)) ** 2
+        assert got["m2"] == pytest.approx(math.fsum(deviations), rel=1e-12)
+        assert data.magnitudes_seen[f"{column}.m2"].top1 == pytest.approx(
+            magnitude(deviations).top1, rel=1e-12
+        )
+        if name == "summary":
+            assert got["min_bound"] == outward_round(float(values.min()), up=False)
+            assert got["max_bound"] == outward_round(float(values.max()), up=True)
+    assert list(data.magnitudes_seen) == [
+        label
+        for column in columns
+        for label in (f"{column}.sum", *([f"{column}.m2"] if name != "mean" else []))
+    ]
+
+
+def test_a_float_nan_is_missing_as_in_pandas(store: TableStore) -> None:
+    # the file holds NaN (not NULL) in two rows of tsize: SQL counts it, pandas does not
+    (sql_count,) = store.aggregate(["count(tsize)"])
+    visible = store.count()
+    assert sql_count == visible
+    params = get_algorithm("mean").parse_params({"columns": ["tsize"]})
+    data = RecordingData(store, key=KEY)
+    out = get_algorithm("mean").local(params, LocalContext(data=data, recorder=data))
+    assert out["n"]["tsize"] == visible - 2
+    assert int(data.labelings[1].sum()) == visible - 2  # its non-missing rows, recorded
+
+
+def test_an_opt_out_during_an_aggregate_refuses_the_step(path: Path) -> None:
+    # the register changes after the aggregate's first query (it is asked again by the
+    # recorded rows' query): rows aggregated and rows recorded could differ, so no answer
+    answers = iter([frozenset(), frozenset(), frozenset({"p9"})])
+    last: list[frozenset[str]] = [frozenset()]
+
+    def register() -> frozenset[str]:
+        last[0] = next(answers, last[0])
+        return last[0]
+
+    store = TableStore.open(path, person_column="pid", excluded_persons=register)
+    data = RecordingData(store, key=KEY)
+    with pytest.raises(Refused, match="opt-out register changed"):
+        data.aggregate(["count(*)"], parse_filter(WHERE), columns=["age"])
+    assert store.count() == 685  # the store itself serves the new visible rows
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+def test_glm_sums_over_batches_equal_one_batch(path: Path, family: str) -> None:
+    """GLM's local steps read ``select_batches``; 60-row batches give the sums and the
+    recorded row sets (complete cases, level cells) of one batch, i.e. of the frame path."""
+    outcome = "cens" if family == "binomial" else "pnodes"
+    raw = {
+        "outcome": outcome,
+        "covariates": ["age", "tsize", "tgrade", "horTh"],
+        "family": family,
+        "where": {"column": "menostat", "op": "==", "value": "Post"},
+    }
+    algorithm = get_algorithm("glm")
+    params = algorithm.parse_params(raw)
+    outputs, prints = [], []
+    for rows in (2048 * 8, 60):
+        store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+        store.batch_rows = rows
+        first = RecordingData(store, key=KEY)
+        zero = algorithm.local(params, LocalContext(data=first, recorder=first))
+        state = {
+            "levels": {c: sorted(v) for c, v in zero["levels"].items()},
+            "ybar": zero["sums"]["y"] / zero["rows"],
+            "beta": [0.01] * 6,
+            "beta_prev": [0.0] * 6,
+            "has_prev": True,
+            "null_beta": 0.1,
+        }
+        data = RecordingData(store, key=KEY)
+        ctx = LocalContext(data=data, recorder=data, round=1, state=state)
+        outputs.append((zero, algorithm.local(params, ctx)))
+        prints.append((first.fingerprints, data.fingerprints))
+    (zero_a, one_a), (zero_b, one_b) = outputs
+    # rows, age and tsize non-missing, complete cases, two level grids
+    assert prints[0] == prints[1] and len(prints[0][0]) == 6
+    assert zero_a["levels"] == zero_b["levels"] and zero_a["rows"] == zero_b["rows"]
+    assert zero_a["sums"] == pytest.approx(zero_b["sums"], rel=1e-13)
+    for key in ("xtwx", "score", "x2", "xtwx_prev"):
+        assert np.allclose(one_a[key], one_b[key], rtol=1e-12, atol=0), key
+    for key in ("deviance", "pearson", "loglik", "rows", "boundary"):
+        assert one_a[key] == pytest.approx(one_b[key], rel=1e-12), key
+    assert one_a["null"] == pytest.approx(one_b["null"], rel=1e-12)
