@@ -81,6 +81,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url, busy_timeout=settings.sqlite_busy_seconds)
     upgrade(engine)
+    settings.warn_of_dev_key()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -201,12 +201,7 @@ class HubSettings(BaseSettings):
                     "print(secrets.token_hex(32))') or set MEDFED_DEV_MODE=1"
                 )
             self.secret_key = dev_secret(self.data_dir)
-            if self.on_postgresql:
-                log.warning(
-                    "dev mode: the secret key is %s, this data folder's own; every hub "
-                    "process on this PostgreSQL database needs the same MEDFED_SECRET_KEY",
-                    self.data_dir / DEV_KEY_FILE,
-                )
+            self._dev_key = True
         elif not self.dev_mode and len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"MEDFED_SECRET_KEY has {len(self.secret_key.encode())} bytes; it needs at "
@@ -218,6 +213,7 @@ class HubSettings(BaseSettings):
     #: the engine of the app these settings belong to (``create_app`` attaches it; the
     #: database blob store uses it, so its connections close with the app's)
     _engine: Engine | None = PrivateAttr(default=None)
+    _dev_key: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
     def _check_blob_store(self) -> HubSettings:
@@ -234,6 +230,18 @@ class HubSettings(BaseSettings):
             if not seconds > 0:
                 raise ValueError(f"run_deadlines: '{name}' needs a deadline above 0 seconds")
         return self
+
+    def warn_of_dev_key(self) -> None:
+        """Log that a dev-mode key is this data folder's own, when other hubs share the database.
+
+        Called once the database answers (a hub that cannot reach it says only that).
+        """
+        if self._dev_key and self.on_postgresql:
+            log.warning(
+                "dev mode: the secret key is %s, this data folder's own; every hub "
+                "process on this PostgreSQL database needs the same MEDFED_SECRET_KEY",
+                self.data_dir / DEV_KEY_FILE,
+            )
 
     def attach_engine(self, engine: Engine) -> None:
         """The engine of the app these settings serve (see :func:`engine`)."""

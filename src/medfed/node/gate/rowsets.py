@@ -46,7 +46,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -57,7 +57,9 @@ from medfed.common.filters import Filter
 from medfed.common.schemas import ColumnSchema
 from medfed.common.sqlvalues import missing_sql
 from medfed.node.gate.dominance import Magnitude, magnitude
-from medfed.node.stores.tables import TableStore
+
+if TYPE_CHECKING:  # the hub imports the gate's rules without the node's DuckDB
+    from medfed.node.stores.tables import TableStore
 
 __all__ = ["CellGrid", "Decision", "RecordingData", "RowSetMemory"]
 

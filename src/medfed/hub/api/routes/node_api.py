@@ -124,6 +124,10 @@ async def next_run(
             # otherwise a pass nobody woke reads first: an idle poll takes no write lock
             if woken or await run_in_threadpool(_has_work, request, node.id):
                 async with _write_turn(request, WriteTurns.CLAIM):
+                    # a node that went away while its poll waited claims nothing: the run
+                    # stays pending for a live node instead of waiting out a lease
+                    if await request.is_disconnected():
+                        return Response(status_code=status.HTTP_204_NO_CONTENT)
                     assignment = await run_in_threadpool(_claim, request, node.id)
                 if assignment is not None:
                     return assignment
