@@ -92,9 +92,31 @@ class Postgres:
     def create(self, prefix: str, template: str | None = None) -> str:
         name = f"{prefix}{secrets.token_hex(6)}"
         clause = f' TEMPLATE "{template}"' if template else ""
+        # a copy fails while any session is connected to its template; the template
+        # takes no connections once sealed, but a backend that is still exiting (a closed
+        # wake-up listener, autovacuum) counts for a moment: try again, a bounded number
+        # of times (PostgreSQL itself waits 5 s before giving up)
+        for attempt in range(6):
+            try:
+                with self._admin.connect() as conn:
+                    conn.exec_driver_sql(f'CREATE DATABASE "{name}"{clause}')
+                return name
+            except sa.exc.OperationalError as exc:
+                if "being accessed by other users" not in str(exc) or attempt == 5:
+                    raise
+                if template:
+                    self.seal(template)
+        raise AssertionError("unreachable")
+
+    def seal(self, name: str) -> None:
+        """Let no session connect to ``name`` (a template) and end those that are."""
         with self._admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{clause}')
-        return name
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
 
     def drop(self, name: str) -> None:
         with self._admin.connect() as conn:
@@ -150,6 +172,8 @@ class Templates:
                 world = build_world(app, api, token)
         finally:
             app.state.engine.dispose()  # closes SQLite's WAL and every PostgreSQL session
+        if backend != "sqlite":
+            self.pg.seal(location)
         seed = {f.name: getattr(world, f.name) for f in dataclasses.fields(World)}
         del seed["app"], seed["api"]
         return Template(location, seed)

@@ -70,6 +70,8 @@ def test_audit_verify_trail_and_compare_from_the_cli(fed: Federation) -> None:
     assert shown.returncode == 0 and "run.finish" in shown.stdout
     for node in fed.admin.nodes.list():
         log = fed.nodes[node.name].folder / "state" / "runs.jsonl"
+        # both runs' entries are on disk (a node logs a run just after the hub accepts it)
+        fed.nodes[node.name].run_log(lambda entries: sum("accepted" in e for e in entries) >= 2)
         compared = audit.compare(fed.researcher.ledger, log, node.id)
         assert compared.ok and len(compared.matched) == 2, compared
         done = medfed(fed, "compare", "--node-log", str(log), "--node", str(node.id))

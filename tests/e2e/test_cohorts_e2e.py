@@ -182,8 +182,10 @@ def test_differencing_two_cohorts_by_one_person_is_refused(
     # node-a withheld its answer; with one node left the hub releases nothing at all
     assert ended.status == "failed" and ended.result is None
     assert (ended.withheld_nodes, ended.contributing_nodes) == (1, 1)
-    log = federation.nodes["node-a"].folder / "state" / "runs.jsonl"
-    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    refused = [e for e in entries if e.get("algorithm") == "cohort_counts"][-1]
+    ids = {r.run_id for r in ended.runs}
+    entries = federation.nodes["node-a"].run_log(
+        lambda log: any(e.get("run_id") in ids and "rule" in e for e in log)
+    )
+    refused = [e for e in entries if e.get("run_id") in ids and "rule" in e][-1]
     assert refused["rule"] == "differencing"
     assert refused["cohort"]["sha256"] == attack.definition_hash

@@ -67,11 +67,17 @@ def _run_hostile(fed: Federation, source: str) -> Any:
     return start()
 
 
-def _sandbox_entries(fed: Federation) -> list[dict[str, Any]]:
+def _sandbox_entries(fed: Federation, final: Any) -> list[dict[str, Any]]:
+    """Every node's sandbox entries, once the answered runs of ``final`` are logged."""
     entries = []
     for node in fed.nodes.values():
-        lines = (node.folder / "state" / "runs.jsonl").read_text().splitlines()
-        entries += [e for e in map(json.loads, lines) if e.get("rule") == "sandbox"]
+        mine = {
+            r.run_id
+            for r in final.runs
+            if r.node_name == node.name and r.status.value in ("done", "failed")
+        }
+        log = node.run_log(lambda log, mine=mine: mine <= {e.get("run_id") for e in log})
+        entries += [e for e in log if e.get("rule") == "sandbox"]
     return entries
 
 
@@ -93,7 +99,7 @@ def test_a_plan_reading_the_nodes_config_and_calling_the_hub_fails_without_data(
     assert REASONS["forbidden"] in (final.error or ""), final.error
     assert "mfn_" not in (final.error or "") and "hub_url" not in (final.error or "")
     assert not any(getattr(r, "output", None) for r in final.runs)  # no update left a node
-    logged = _sandbox_entries(fed)
+    logged = _sandbox_entries(fed, final)
     assert len(logged) == 2
     assert all(
         "FileNotFoundError" in e["withheld"] and "node.toml" in e["withheld"] for e in logged
@@ -111,6 +117,6 @@ def test_a_plan_reading_a_column_it_did_not_ask_for_gets_nothing(fed: Federation
     final = _run_hostile(fed, source)
     assert final.status.value == "failed"
     assert REASONS["exception"] in (final.error or ""), final.error
-    logged = [e["withheld"] for e in _sandbox_entries(fed)]
+    logged = [e["withheld"] for e in _sandbox_entries(fed, final)]
     assert logged.count("KeyError: 'hidden'") == 2  # each node's log: the column is not there
     assert str(MARK) not in json.dumps([r.model_dump(mode="json") for r in final.runs])

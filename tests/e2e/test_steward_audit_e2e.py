@@ -82,12 +82,10 @@ def test_a_differencing_refusal_is_flagged_for_the_steward_with_the_hashes_in_th
     assert finish["hashes"]["filter"] == refused.filter_hash
     assert finish["hashes"]["rowsets"] == refused.rowset_fingerprint
     assert "differencing" not in json.dumps(finish)
-    log = fed.nodes[HOSPITAL].folder / "state" / "runs.jsonl"
-    line = next(
-        json.loads(text)
-        for text in log.read_text().splitlines()
-        if json.loads(text).get("run_id") == refused.run_id
+    entries = fed.nodes[HOSPITAL].run_log(
+        lambda log: any(e.get("run_id") == refused.run_id for e in log)
     )
+    line = next(e for e in entries if e.get("run_id") == refused.run_id)
     assert line["filter_hmac"] == refused.filter_hash[:32]
     assert line["rowset_fingerprint"] == refused.rowset_fingerprint
     assert line["rule"] == "differencing"

@@ -9,6 +9,7 @@ again on the same state.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import signal
 import socket
@@ -16,9 +17,10 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -224,3 +226,22 @@ class NodeProcess(_Managed):
             env={**os.environ},
             log=self._log,
         )
+
+    def run_log(
+        self, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
+        """The node's run log entries, once ``until(entries)`` holds (``TimeoutError`` if not).
+
+        A node writes a run's entry after the hub accepted its answer (the entry says
+        whether it was), so a task can end a moment before its last entry is on disk.
+        """
+        path = self.folder / "state" / "runs.jsonl"
+        deadline = time.monotonic() + timeout
+        while True:
+            text = path.read_text() if path.exists() else ""
+            entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+            if until(entries):
+                return entries
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: the run log did not reach the expected state")
+            time.sleep(0.05)

@@ -45,14 +45,13 @@ from medfed.algorithms.learning.holdout import split
 from medfed.algorithms.validation.binning import fine_bins, layout, leaf_counts
 from medfed.algorithms.validation.images import load_images
 from medfed.algorithms.validation.params import IMAGE_COLUMNS, Subgroup, ValidationParams
+from medfed.algorithms.validation.recalibrate import EPS
 from medfed.algorithms.validation.scoring import ValidationServices
 from medfed.common.errors import Refused
 from medfed.common.filters import And
 
 __all__ = ["EPS", "glm_params", "local_step", "logit", "subgroup_levels"]
 
-#: scores are clipped to [EPS, 1 - EPS] before the logit of the recalibration
-EPS = 1e-7
 MISSING = "(missing)"
 
 

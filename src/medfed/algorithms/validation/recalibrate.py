@@ -26,7 +26,10 @@ from typing import Any
 from medfed.algorithms.validation.model_check import OutputSpec
 from medfed.common.errors import BadRequest
 
-__all__ = ["RECALIBRATED_OUTPUT", "recalibrated_onnx"]
+#: scores are clipped to [EPS, 1 - EPS] before the logit of the recalibration
+EPS = 1e-7
+
+__all__ = ["EPS", "RECALIBRATED_OUTPUT", "recalibrated_onnx"]
 
 RECALIBRATED_OUTPUT = "recalibrated"
 _PREFIX = "medfed_recalibration_"

@@ -38,9 +38,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medfed.algorithms.validation.images import ImageSpec
-from medfed.algorithms.validation.local import EPS
 from medfed.algorithms.validation.model_check import ModelDescriptor, OutputSpec, check_model
-from medfed.algorithms.validation.recalibrate import recalibrated_onnx
+from medfed.algorithms.validation.recalibrate import EPS, recalibrated_onnx
 from medfed.common.errors import BadRequest, Forbidden, NotFound
 from medfed.common.resources import TaskStatus
 from medfed.hub.config import HubSettings
