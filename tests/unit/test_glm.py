@@ -536,3 +536,20 @@ def test_a_covariate_numeric_here_and_text_there_must_be_listed_categorical() ->
     params = {**BINOMIAL, "covariates": ["age"]}
     with pytest.raises(BadRequest, match="'age' is numeric in some datasets and not in others"):
         run_locally("glm", params, stores)
+
+
+def test_convergence_is_statsmodels_rule_until_float64_cannot_resolve_tol() -> None:
+    from medfed.algorithms.glm.irls import ULPS, _settled
+
+    # deviances of usual size: exactly statsmodels' |change| <= tol
+    assert _settled(700.0, 700.0 + 0.9e-8, 1e-8)
+    assert not _settled(700.0, 700.0 + 1.1e-8, 1e-8)
+    assert not _settled(700.0, None, 1e-8)
+    # the floor stays under tol for every deviance below 2**20 (about a million)
+    assert ULPS * np.spacing(2.0**20 - 1) < 1e-8
+    # 50,000,000 rows: a deviance near 6.3e7, whose last place is 7.5e-9 — a change of a
+    # few units there (summation order, the fixed point's last bits) is no change
+    big = 63_013_995.437515
+    assert np.spacing(big) > 0.5e-8
+    assert _settled(big, big + 4 * np.spacing(big), 1e-8)
+    assert not _settled(big, big + 1e-6, 1e-8)

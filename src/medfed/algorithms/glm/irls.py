@@ -14,7 +14,11 @@ Rounds:
   starting means), and the same for the intercept-only null model (:func:`.local.irls_sums`).
   The hub pools them and takes a Newton (Fisher scoring) step, exactly statsmodels' IRLS
   step, until the deviance (divided by the scale for gaussian) changes by at most ``tol``
-  from one iteration to the next — statsmodels' own rule — then reports the coefficients
+  from one iteration to the next — statsmodels' own rule, with one addition: a change
+  within ``ULPS`` units in the last place of the deviance also counts as converged
+  (:func:`_settled`), because an absolute ``tol`` is finer than float64 can resolve once
+  the deviance is in the tens of millions (50,000,000 rows never converged; on data of
+  usual size the floor is far below ``tol`` and nothing changes) — then reports the coefficients
   of the last step with standard errors from the ``X'WX`` of that step's weights, which
   the nodes send again as ``xtwx_prev``. The null model (statsmodels' ``null_deviance``)
   is fitted alongside when there is an offset; without one it is the weighted mean of the
@@ -165,6 +169,18 @@ def _start(
     return NextRound(state)
 
 
+#: changes of the deviance within this many units in its last place count as none
+ULPS = 64
+
+
+def _settled(value: float, previous: float | None, tol: float) -> bool:
+    """statsmodels' test ``|value - previous| <= tol``, or a change at float64's noise."""
+    if previous is None:
+        return False
+    floor = ULPS * float(np.spacing(max(abs(value), abs(previous))))
+    return abs(value - previous) <= max(tol, floor)
+
+
 def _scaled_deviance(family: Family, deviance: float, pearson: float, df: int) -> float:
     """statsmodels' convergence quantity: the deviance over the scale estimate."""
     if not family.estimates_scale:
@@ -233,17 +249,12 @@ class GLM(Algorithm[GLMParams]):
         if round == 1:
             fit.check_singular(h, names)
         sdev = _scaled_deviance(family, deviance, pearson, n - p)
-        main_done = bool(hub["main_done"]) or (
-            hub["sdev"] is not None and abs(sdev - float(hub["sdev"])) <= params.tol
-        )
+        main_done = bool(hub["main_done"]) or (_settled(sdev, hub["sdev"], params.tol))
         if state["null_beta"] is not None:
             null_dev = float(fit.pooled(payloads, "null", "deviance"))
             null_pearson = float(fit.pooled(payloads, "null", "pearson"))
             null_sdev = _scaled_deviance(family, null_dev, null_pearson, n - 1)
-            if hub["null_fixed"] or (
-                hub["null_sdev"] is not None
-                and abs(null_sdev - float(hub["null_sdev"])) <= params.tol
-            ):
+            if hub["null_fixed"] or (_settled(null_sdev, hub["null_sdev"], params.tol)):
                 hub["null_deviance"] = null_dev
         boundary = fit.pooled_count(payloads, "boundary")
         if main_done:
