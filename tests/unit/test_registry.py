@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from medfed.algorithms.base import Algorithm
-from medfed.algorithms.registry import algorithm_names, get_algorithm
+from medfed.algorithms.registry import HUB_CONTEXT, algorithm_names, get_algorithm
 from medfed.common.errors import BadRequest
 
 
@@ -42,3 +42,8 @@ def test_importing_the_registry_imports_no_algorithm() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"], out.stdout
+
+
+def test_the_hub_context_set_is_exactly_the_algorithms_that_use_it() -> None:
+    using = {name for name in algorithm_names() if get_algorithm(name).uses_hub_context}
+    assert using == HUB_CONTEXT

@@ -6,7 +6,8 @@ module is imported the first time its algorithm is asked for, and the instance i
 a hub, node or CLI process pays the import of scipy, pandas or onnxruntime only for the
 algorithms it runs (importing every algorithm took about 1 s of each process's start).
 A new algorithm is added by listing its name, module and class below;
-``tests/unit/test_registry.py`` checks that every entry imports and carries its name.
+``tests/unit/test_registry.py`` checks that every entry imports and carries its name, and
+that :data:`HUB_CONTEXT` lists exactly those with ``uses_hub_context``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from medfed.algorithms.base import Algorithm
 from medfed.common.errors import BadRequest
 
-__all__ = ["algorithm_names", "get_algorithm"]
+__all__ = ["HUB_CONTEXT", "algorithm_names", "get_algorithm"]
 
 #: name -> (module, class)
 _WHERE: dict[str, tuple[str, str]] = {
@@ -51,6 +52,10 @@ _WHERE: dict[str, tuple[str, str]] = {
     # a saved cohort's counts and attrition at each OMOP node (issue 16)
     "cohort_counts": ("medfed.algorithms.cohorts.counts", "CohortCounts"),
 }
+
+#: the algorithms whose aggregate step uses the hub's context (blobs, privacy budget):
+#: outside the query budget; named here so that counting a project's tasks loads none
+HUB_CONTEXT = frozenset({"fl.train", "validation"})
 
 _LOADED: dict[str, Algorithm[Any]] = {}
 _lock = threading.Lock()

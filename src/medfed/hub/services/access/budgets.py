@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medfed.algorithms.base import Algorithm
-from medfed.algorithms.registry import algorithm_names, get_algorithm
+from medfed.algorithms.registry import HUB_CONTEXT
 from medfed.common.access_resources import ApplicationState, QueryBudgetPublic
 from medfed.common.errors import Forbidden, NotFound, RateLimited
 from medfed.common.resources import Role
@@ -100,7 +100,7 @@ def limits(
 
 def _unbudgeted() -> list[str]:
     """Algorithms outside the query budget (training: its privacy budget governs it)."""
-    return [name for name in algorithm_names() if get_algorithm(name).uses_hub_context]
+    return sorted(HUB_CONTEXT)
 
 
 def _counted(session: Session, project_id: int, since: datetime) -> list[datetime]:
