@@ -1,4 +1,4 @@
-"""A node table of 2,000,000 rows (Parquet): count, mean, GLM and Cox with bounded memory.
+"""A 2,000,000-row node table (Parquet): count, mean, histogram, GLM, Cox in bounded memory.
 
 The table is synthetic, generated from a seed by ``benchmarks.bigtable.write_table``
 (DuckDB SQL: normal covariates, a logistic outcome, exponential survival times with known
@@ -13,6 +13,7 @@ coefficients.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def steps(table: Path) -> dict[str, dict[str, Any]]:
-    done = run_steps(table, ["count", "mean", "glm_gaussian", "cox"])
+    done = run_steps(table, ["count", "mean", "histogram", "glm_gaussian", "cox"])
     return {d["step"]: d for d in done}
 
 
@@ -49,6 +50,8 @@ def test_memory_stays_bounded(steps: dict[str, dict[str, Any]]) -> None:
     # count and mean are pushed down to DuckDB (their row sets recorded as one-byte masks
     # and released through a row-set memory, as at a node): far under the whole table
     assert steps["mean"]["peak_rss_mb"] - steps["mean"]["rss_before_mb"] < 300
+    # histogram reads its column in batches (its bin cells recorded batch by batch)
+    assert steps["histogram"]["peak_rss_mb"] - steps["histogram"]["rss_before_mb"] < 300
 
 
 def test_count_and_mean_pass_the_node_rules(steps: dict[str, dict[str, Any]]) -> None:
@@ -69,6 +72,19 @@ def test_count_and_mean_equal_duckdb(table: Path, steps: dict[str, dict[str, Any
     assert means["x1"]["n"] == ROWS
     assert means["x1"]["mean"] == pytest.approx(x1, rel=1e-12, abs=1e-15)
     assert means["age"]["mean"] == pytest.approx(age, rel=1e-12)
+
+
+def test_histogram_equals_duckdb(table: Path, steps: dict[str, dict[str, Any]]) -> None:
+    edges = [-3.0, -1.0, 0.0, 1.0, 3.0]
+    cases = ", ".join(
+        f"count(*) FILTER (WHERE x1 >= {lo} AND x1 {'<=' if hi == edges[-1] else '<'} {hi})"
+        for lo, hi in itertools.pairwise(edges)
+    )
+    row = duckdb.connect().execute(f"SELECT {cases} FROM read_parquet('{table}')").fetchall()[0]
+    got = steps["histogram"]["result"]
+    assert got["counts"] == list(row)
+    node = steps["histogram"]["node"]
+    assert (node["gate"], node["released"]) == ("ok", True)
 
 
 def test_glm_equals_statsmodels(table: Path, steps: dict[str, dict[str, Any]]) -> None:

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -23,6 +24,7 @@ from lifelines.datasets import load_gbsg2
 from medfed.algorithms.base import LocalContext
 from medfed.algorithms.registry import get_algorithm
 from medfed.algorithms.stats.moments import outward_round
+from medfed.algorithms.stats.quantiles import withheld
 from medfed.common.errors import Refused
 from medfed.common.filters import Filter, parse_filter
 from medfed.node.gate import RecordingData
@@ -206,3 +208,76 @@ def test_glm_sums_over_batches_equal_one_batch(path: Path, family: str) -> None:
     for key in ("deviance", "pearson", "loglik", "rows", "boundary"):
         assert one_a[key] == pytest.approx(one_b[key], rel=1e-12), key
     assert one_a["null"] == pytest.approx(one_b["null"], rel=1e-12)
+
+
+@pytest.mark.parametrize("where", [None, WHERE])
+def test_histogram_over_batches_equals_numpy_and_records_the_frame_paths_cells(
+    path: Path, where: dict[str, object] | None
+) -> None:
+    """``histogram`` reads ``select_batches``: in 60-row batches its counts are numpy's on
+    the rows the frame path selected, and the row sets and bin cells it records are the
+    ones the frame path (``select`` + ``cells`` over the whole column) recorded."""
+    edges = [20.0, 40.0, 50.0, 60.0, 70.0]
+    algorithm = get_algorithm("histogram")
+    raw: dict[str, object] = {"column": "age", "bins": edges}
+    if where is not None:
+        raw["where"] = where
+    params = algorithm.parse_params(raw)
+    f = parse_filter(where)
+    store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+    # the frame path, as the step ran before: the whole column, one labelling of its rows
+    framed = RecordingData(store, key=KEY)
+    column = framed.select(["age"], f)["age"].dropna()
+    values = column.to_numpy(dtype=float)
+    index = np.searchsorted(edges, values, side="right") - 1
+    index[values == edges[-1]] = len(edges) - 2
+    cell = np.asarray(index, dtype=object)
+    cell[index < 0] = "below"
+    cell[index >= len(edges) - 1] = "above"
+    framed.cells(pd.Series(cell, index=column.index, dtype=object))
+    store.batch_rows = 60
+    data = RecordingData(store, key=KEY)
+    out = algorithm.local(params, LocalContext(data=data, recorder=data))
+    counts, _ = np.histogram(values, bins=edges)
+    assert out["counts"] == counts.tolist()
+    assert out["below"] == int((values < edges[0]).sum())
+    assert out["above"] == int((values > edges[-1]).sum())
+    assert data.fingerprints == framed.fingerprints and len(data.fingerprints) == 3
+
+
+@pytest.mark.parametrize("where", [None, WHERE])
+def test_quantiles_counted_by_duckdb_equal_the_frame_path(
+    store: TableStore, where: dict[str, object] | None
+) -> None:
+    """``quantiles`` counts by SQL: round 0's count and rounded extremes and a round's
+    counts below and at each cut are numpy's on the rows the frame path selected (nulls
+    and a ``NaN`` left out), and the row sets recorded are the same."""
+    algorithm = get_algorithm("quantiles")
+    raw: dict[str, object] = {"column": "tsize", "probs": [0.5]}
+    if where is not None:
+        raw["where"] = where
+    params = algorithm.parse_params(raw)
+    f = parse_filter(where)
+    framed = RecordingData(store, key=KEY)
+    values = framed.select(["tsize"], f)["tsize"].dropna().to_numpy(dtype=float)
+    values = np.sort(values[np.isfinite(values)])
+    data = RecordingData(store, key=KEY)
+    zero = algorithm.local(params, LocalContext(data=data, recorder=data))
+    assert zero["n"] == len(values)
+    assert zero["bounds"] == [
+        outward_round(float(values[0]), up=False),
+        outward_round(float(values[-1]), up=True),
+    ]
+    assert data.fingerprints == framed.fingerprints
+    cuts = [10.0, 20.0, 25.0, 25.5, 40.0, 1000.0]
+    data = RecordingData(store, key=KEY)
+    ctx = LocalContext(data=data, recorder=data, round=1, state={"cuts": cuts})
+    one = algorithm.local(params, ctx)
+    lt = np.searchsorted(values, cuts, side="left")
+    le = np.searchsorted(values, cuts, side="right")
+    k = ctx.min_cell_count
+    n = len(values)
+    assert one["lt"] == [withheld(c, n, k)[0] for c in lt.tolist()]
+    assert one["le"] == [withheld(c, n, k)[0] for c in le.tolist()]
+    assert one["le"][-1] == n  # every value is at or below the last cut
+    assert data.fingerprints == framed.fingerprints

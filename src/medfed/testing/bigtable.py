@@ -40,6 +40,8 @@ STEPS: dict[str, tuple[str, dict[str, Any]]] = {
         {"outcome": "time", "covariates": ["x1", "x2", "age"], "family": "gaussian"},
     ),
     "cox": ("cox", {"duration": "time", "event": "event", "covariates": ["x1", "x2"]}),
+    "histogram": ("histogram", {"column": "x1", "bins": [-3.0, -1.0, 0.0, 1.0, 3.0]}),
+    "quantiles": ("quantiles", {"column": "age", "probs": [0.25, 0.5, 0.75]}),
 }
 
 

@@ -9,7 +9,9 @@ What leaves a node per round (one round)::
 
     {"counts": [c_1, …, c_k], "below": b, "above": a}
 
-Every count is sent, zeros included; nothing else leaves (no range, no row values).
+Every count is sent, zeros included; nothing else leaves (no range, no row values). The
+node reads the column batch by batch (``select_batches``), so a table larger than memory
+is counted in bounded memory.
 
 Gate: ``Grid("counts")``, ``Grid("below")`` and ``Grid("above")`` — when any of these
 counts is between 1 and ``min_cell_count - 1`` the node withholds its whole answer, so
@@ -126,24 +128,27 @@ class Histogram(Algorithm[HistogramParams]):
         return [Noise(("counts", "below", "above"))]
 
     def local(self, params: HistogramParams, ctx: LocalContext) -> dict[str, Any]:
-        frame = ctx.data.select([params.column], params.filter)
-        column = frame[params.column].dropna()
-        values = column.to_numpy(dtype=np.float64)
         edges = np.asarray(params.bins, dtype=np.float64)
         k = len(edges) - 1
-        # numpy.histogram's bins: [e_i, e_{i+1}), the last one closed; -1 below, k above
-        index = np.searchsorted(edges, values, side="right") - 1
-        index[values == edges[-1]] = k - 1
-        cell = np.asarray(index, dtype=object)
-        cell[index < 0] = "below"
-        cell[index >= k] = "above"
-        ctx.cells(pd.Series(cell, index=column.index, dtype=object))
-        inside = index[(index >= 0) & (index < k)]
-        return {
-            "counts": [int(c) for c in np.bincount(inside, minlength=k)],
-            "below": int((index < 0).sum()),
-            "above": int((index >= k).sum()),
-        }
+        counts = np.zeros(k, dtype=np.int64)
+        below = above = 0
+        grid = ctx.grid()
+        # batch by batch (``select_batches``): no frame of the whole column is held
+        for frame in ctx.data.select_batches([params.column], params.filter):
+            column = frame[params.column].dropna()
+            values = column.to_numpy(dtype=np.float64)
+            # numpy.histogram's bins: [e_i, e_{i+1}), the last one closed; -1 below, k above
+            index = np.searchsorted(edges, values, side="right") - 1
+            index[values == edges[-1]] = k - 1
+            cell = np.asarray(index, dtype=object)
+            cell[index < 0] = "below"
+            cell[index >= k] = "above"
+            grid.add(pd.Series(cell, index=column.index, dtype=object))
+            counts += np.bincount(index[(index >= 0) & (index < k)], minlength=k)
+            below += int((index < 0).sum())
+            above += int((index >= k).sum())
+        grid.close()
+        return {"counts": [int(c) for c in counts], "below": below, "above": above}
 
     def aggregate(
         self,
