@@ -193,3 +193,17 @@ def test_a_dataset_smaller_than_k_releases_nothing(tmp_path: Path) -> None:
     data.select(["age"])
     decision = mem.release(data.labelings, K)
     assert not decision.released and decision.rule == "subset"
+
+
+@pytest.mark.parametrize("cells,levels", [(3, 4), (50, 7), (2000, 3), (5000, 4)])
+def test_a_grid_split_in_slices_equals_the_whole_array_split(cells: int, levels: int) -> None:
+    from medfed.node.gate.rowsets import _compact, _split
+
+    rng = np.random.default_rng(cells)
+    key = rng.integers(0, cells, size=5000).astype(np.int32)
+    labels = rng.integers(-1, levels, size=5000).astype(np.int32)  # -1: rows outside
+    whole = _compact(key.astype(np.int64) * (levels + 1) + (labels.astype(np.int64) + 1))
+    for chunk in (7, 1000, 1 << 22):
+        got = _split(key, labels, chunk=chunk)
+        assert got[0].dtype == np.int32
+        assert got[0].tolist() == whole[0].tolist() and got[1].tolist() == whole[1].tolist()

@@ -115,6 +115,35 @@ def _compact(key: Labels) -> tuple[Labels, IntArray]:
     return ids, _bincount(ids)
 
 
+def _split(key: Labels, labels: Labels, chunk: int = 1 << 22) -> tuple[Labels, IntArray]:
+    """The cells of ``key`` split by a grid's ``labels``, renumbered: :func:`_compact` of
+    ``key * width + (labels - low)``, computed in slices when the combined ids are few
+    (no row-sized int64 array: 400 MB less at 50,000,000 rows)."""
+    low, high = int(labels.min()), int(labels.max())
+    width = high - low + 1
+    top = (int(key.max(initial=0)) + 1) * width
+    if top >= 4 * len(key):
+        return _compact(key.astype(np.int64) * width + (labels.astype(np.int64) - low))
+
+    def combined(start: int) -> IntArray:
+        part = key[start : start + chunk].astype(np.int64)
+        part *= width
+        part += labels[start : start + chunk]
+        part -= low
+        return part
+
+    counts = np.zeros(top, dtype=np.int64)
+    for start in range(0, len(key), chunk):
+        counts += np.bincount(combined(start), minlength=top)
+    present = counts > 0
+    kind = _id_type(len(key))
+    remap = (np.cumsum(present, dtype=np.int64) - 1).astype(kind)
+    out = np.empty(len(key), dtype=kind)
+    for start in range(0, len(key), chunk):
+        out[start : start + chunk] = remap[combined(start)]
+    return out, counts[present]
+
+
 def _is_mask(labels: Labels) -> bool:
     """A bool mask, or integer labels that are all 0 or 1 (a row set, not a grid)."""
     if labels.dtype == np.bool_:
@@ -178,9 +207,7 @@ class RowSetMemory:
                 doubled += labels  # in place: one partition-sized array, not three
                 key, sizes = _compact(doubled)
             else:
-                low, high = int(labels.min()), int(labels.max())
-                shifted = labels.astype(np.int64) - low
-                key, sizes = _compact(key.astype(np.int64) * (high - low + 1) + shifted)
+                key, sizes = _split(key, labels)
         return key, sizes
 
     def release(self, labelings: Sequence[Labels], k: int) -> Decision:
