@@ -16,8 +16,8 @@ ages take 2, times 3). A search still open after :data:`MAX_ROUNDS` rounds is re
 bounded. Non-finite values are left out.
 
 What leaves a node, for the non-null finite values of ``column`` in rows matching
-``where`` (counted by DuckDB on the node's table — pushed down, the column never reaches
-pandas — except in dp mode, which bins the values in Python):
+``where`` (read batch by batch, so the whole column is never held — except in dp mode,
+which bins the values of one frame):
 
 - round 0: ``{"n": n, "bounds": [min_bound, max_bound] | None, "lt": [], "le": []}`` —
   bounds are the extremes rounded outward to one significant digit (as ``summary``).
@@ -91,7 +91,6 @@ from medfed.algorithms.stats._tests_common import (
 from medfed.algorithms.stats.moments import outward_round
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
-from medfed.common.sqlvalues import number_sql
 
 __all__ = ["Quantile", "Quantiles", "QuantilesParams", "QuantilesResult"]
 
@@ -344,38 +343,32 @@ class Quantiles(Algorithm[QuantilesParams]):
         return quantiles_noise(ctx.dp, params.column, params.bounds)
 
     def local(self, params: QuantilesParams, ctx: LocalContext) -> dict[str, Any]:
-        by_name = {c.name: c for c in ctx.data.columns}
-        if ctx.dp is not None or params.column not in by_name:  # the latter: select refuses
+        if ctx.dp is not None:  # one round: a histogram on the public grid (stats._dp)
             frame = ctx.data.select([params.column], params.filter)
             values = frame[params.column].dropna().to_numpy(dtype=np.float64)
-            if ctx.dp is not None:  # one round: a histogram on the public grid (stats._dp)
-                return quantiles_local(values, ctx.dp, params.column, params.bounds)
-        # pushed down to DuckDB: the count of finite values, their extremes, and per cut
-        # the counts below and at or below it; the column never reaches pandas, and the
-        # row-set memory records the row sets ``select`` recorded (``columns``)
-        v = number_sql(by_name[params.column])
-        finite = f"isfinite({v})"
-        cuts = [] if ctx.round == 0 else [float(c) for c in ctx.state["cuts"]]
-        exprs = [f"count(*) FILTER (WHERE {finite})"]
-        if ctx.round == 0:
-            exprs += [f"min({v}) FILTER (WHERE {finite})", f"max({v}) FILTER (WHERE {finite})"]
-        for op in ("<", "<="):
-            exprs += [f"count(*) FILTER (WHERE {finite} AND {v} {op} ?)" for _ in cuts]
-        row = ctx.data.aggregate(exprs, params.filter, [*cuts, *cuts], columns=[params.column])
-        n = int(row[0])
+            return quantiles_local(values, ctx.dp, params.column, params.bounds)
+        # batch by batch (``select_batches``): the count of finite values, their extremes,
+        # and per cut the counts below and at or below it; no frame of the whole column
+        cuts = np.asarray(ctx.state["cuts"] if ctx.round else [], dtype=np.float64)
+        n, low, high = 0, math.inf, -math.inf
+        below = np.zeros(len(cuts), dtype=np.int64)
+        at_or_below = np.zeros(len(cuts), dtype=np.int64)
+        for frame in ctx.data.select_batches([params.column], params.filter):
+            values = frame[params.column].dropna().to_numpy(dtype=np.float64)
+            values = np.sort(values[np.isfinite(values)])
+            if len(values) == 0:
+                continue
+            n += len(values)
+            low, high = min(low, float(values[0])), max(high, float(values[-1]))
+            below += np.searchsorted(values, cuts, side="left")
+            at_or_below += np.searchsorted(values, cuts, side="right")
         if ctx.round == 0:
             bounds = None
             if n >= ctx.min_cell_count:
-                low = outward_round(float(row[1]), up=False)
-                high = outward_round(float(row[2]), up=True)
-                bounds = [low, high]
+                bounds = [outward_round(low, up=False), outward_round(high, up=True)]
             return {"n": n, "bounds": bounds, "lt": [], "le": []}
-        m = len(cuts)
         out: dict[str, Any] = {"n": n, "k": ctx.min_cell_count}
-        for key, counts in (
-            ("lt", [int(c) for c in row[1 : 1 + m]]),
-            ("le", [int(c) for c in row[1 + m : 1 + 2 * m]]),
-        ):
+        for key, counts in (("lt", below.tolist()), ("le", at_or_below.tolist())):
             sent = [withheld(int(c), n, ctx.min_cell_count) for c in counts]
             out[key] = [count for count, _ in sent]
             out[f"{key}_tail"] = [tail for _, tail in sent]
