@@ -24,6 +24,8 @@ from typing import IO, Any
 
 import httpx
 
+from medfed.node.runlog import RunLog
+
 
 def free_port() -> int:
     """A port the kernel just found free, in this test worker's own residue class.
@@ -235,12 +237,14 @@ class NodeProcess(_Managed):
         A node writes a run's entry after the hub accepted its answer (the entry says
         whether it was), so a task can end a moment before its last entry is on disk.
         """
-        path = self.folder / "state" / "runs.jsonl"
+        log = RunLog(self.folder / "state" / "runs.jsonl")
         deadline = time.monotonic() + timeout
         while True:
-            text = path.read_text() if path.exists() else ""
-            entries = [json.loads(line) for line in text.splitlines() if line.strip()]
-            if until(entries):
+            try:
+                entries = log.entries()
+            except json.JSONDecodeError:  # read while the node was writing its last line
+                entries = None
+            if entries is not None and until(entries):
                 return entries
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name}: the run log did not reach the expected state")

@@ -249,12 +249,12 @@ class GLM(Algorithm[GLMParams]):
         if round == 1:
             fit.check_singular(h, names)
         sdev = _scaled_deviance(family, deviance, pearson, n - p)
-        main_done = bool(hub["main_done"]) or (_settled(sdev, hub["sdev"], params.tol))
+        main_done = bool(hub["main_done"]) or _settled(sdev, hub["sdev"], params.tol)
         if state["null_beta"] is not None:
             null_dev = float(fit.pooled(payloads, "null", "deviance"))
             null_pearson = float(fit.pooled(payloads, "null", "pearson"))
             null_sdev = _scaled_deviance(family, null_dev, null_pearson, n - 1)
-            if hub["null_fixed"] or (_settled(null_sdev, hub["null_sdev"], params.tol)):
+            if hub["null_fixed"] or _settled(null_sdev, hub["null_sdev"], params.tol):
                 hub["null_deviance"] = null_dev
         boundary = fit.pooled_count(payloads, "boundary")
         if main_done:
