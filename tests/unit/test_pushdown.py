@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from lifelines.datasets import load_gbsg2
 
-from medfed.algorithms.base import LocalContext
+from medfed.algorithms.base import LocalContext, NodeOutput
 from medfed.algorithms.registry import get_algorithm
 from medfed.algorithms.stats.moments import outward_round
 from medfed.algorithms.stats.quantiles import withheld
@@ -298,3 +298,73 @@ def test_quantiles_over_batches_equal_the_frame_path(
     assert one["le"] == [withheld(c, n, k)[0] for c in le.tolist()]
     assert one["le"][-1] == n  # every value is at or below the last cut
     assert data.fingerprints == framed.fingerprints
+
+
+@pytest.mark.parametrize("strata", [None, "horTh"])
+def test_cox_over_batches_equals_one_batch(path: Path, strata: str | None) -> None:
+    """Cox's node step is one pass over ``select_batches`` per round: over 37-row batches
+    its round 0 (moments, levels, coarsened event times), a Newton round and the bound's
+    round (risk-set and tied sums on a grid holding other nodes' times too, some beyond this
+    node's boundary) equal one batch's, and record the same row sets and level cells."""
+    raw: dict[str, object] = {
+        "duration": "time",
+        "event": "cens",
+        "covariates": ["age", "tsize", "tgrade"],
+        "categorical": ["tgrade"],
+        "where": {"column": "menostat", "op": "==", "value": "Post"},
+    }
+    if strata:
+        raw["strata"] = strata
+    algorithm = get_algorithm("cox")
+    params = algorithm.parse_params(raw)
+    rng = np.random.default_rng(3)
+    got, prints = [], []
+    for rows in (2048 * 8, 37):
+        store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+        store.batch_rows = rows
+        data = RecordingData(store, key=KEY)
+        zero = algorithm.local(params, LocalContext(data=data, recorder=data))
+        answer = NodeOutput(node_id=1, dataset_id=1, status="ok", payload=zero)
+        agreed = algorithm.aggregate(params, 0, {}, [answer]).state  # type: ignore[union-attr]
+        # other nodes' times: every whole day up to past the last follow-up
+        times = {s: sorted(set(t) | set(range(0, 2800, 7))) for s, t in agreed["times"].items()}
+        ties = {s: sorted(rng.choice(len(t), 30, replace=False).tolist()) for s, t in times.items()}
+        rounds = [zero]
+        prints.append(data.fingerprints)
+        for final in (False, True):
+            state = agreed | {"times": times, "ties": ties, "beta": [0.05] * len(agreed["columns"]), "final": final}
+            data = RecordingData(store, key=KEY)
+            rounds.append(
+                algorithm.local(params, LocalContext(data=data, recorder=data, round=1, state=state))
+            )
+            prints.append(data.fingerprints)
+        got.append(rounds)
+        rng = np.random.default_rng(3)
+    # the frame path's row sets: ``select`` of the columns, complete cases, the level cells
+    store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+    framed = RecordingData(store, key=KEY)
+    columns = ["time", "cens", "age", "tsize", "tgrade", *([strata] if strata else [])]
+    frame = framed.select(columns, parse_filter(raw["where"])).dropna()  # type: ignore[arg-type]
+    for column in ["tgrade", *([strata] if strata else [])]:
+        framed.cells(frame[column])
+    assert prints == [framed.fingerprints] * 6
+    (zero_a, *rest_a), (zero_b, *rest_b) = got
+    assert zero_a["coarsened"] and zero_a["times"] == zero_b["times"]
+    assert zero_a["events"] == zero_b["events"] and zero_a["levels"] == zero_b["levels"]
+    for column, moments in zero_a["moments"].items():
+        assert moments == pytest.approx(zero_b["moments"][column], rel=1e-13)
+    for a, b in zip(rest_a, rest_b, strict=True):
+        assert set(a) == set(b) and a["rows"] == b["rows"]
+        assert np.allclose(a["xsum"], b["xsum"], rtol=1e-12)
+        for key in ("at_risk", "events", "s0", "s1", "s2", "t0", "t1", "t2", "u1", "u2"):
+            for level, series in a.get(key, {}).items():
+                other = b[key][level]
+                assert series.shape == other.shape and series.dtype == other.dtype
+                assert np.allclose(series, other, rtol=1e-12, atol=0), (key, level)
+        # a risk set is 0 or at least k (none after the node's boundary, the last agreed
+        # time is past every follow-up), and no event is named after the node's last one
+        for level, counts in a["at_risk"].items():
+            assert ((counts == 0) | (counts >= 5)).all() and counts[-1] == 0
+            beyond = np.asarray(times[level]) > max(zero_a["times"][level])
+            assert beyond.any() and (a["events"][level][beyond] == 0).all()
+    assert "u1" in rest_a[1] and "u1" not in rest_a[0]

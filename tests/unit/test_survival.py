@@ -191,6 +191,22 @@ def test_cox_efron_equals_lifelines_on_lung_with_ties(lung: pd.DataFrame) -> Non
     assert_cox_equals(result, ref)
 
 
+def test_cox_efron_assembled_in_small_chunks_equals_lifelines(
+    lung: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub expands Efron's tied-event terms a chunk of times at a time (bounded memory
+    for millions of events); chunks of 2 terms give lifelines' fit on lung's ties."""
+    from medfed.algorithms.survival import cox_math
+
+    monkeypatch.setattr(cox_math, "TERMS_PER_CHUNK", 2)
+    params = {"duration": "time", "event": "status", "covariates": LUNG_COVARIATES}
+    result = run_locally("cox", params, stores(split_lung(lung)), min_cell_count=1)
+    ref = CoxPHFitter().fit(
+        lung[["time", "status", *LUNG_COVARIATES]], "time", "status", fit_options=TIGHT
+    )
+    assert_cox_equals(result, ref)
+
+
 def test_cox_stratified_equals_lifelines_strata(
     gbsg2: pd.DataFrame, gbsg2_shares: list[pd.DataFrame]
 ) -> None:

@@ -20,8 +20,11 @@ lowers the likelihood. It stops when the largest step on the scaled covariates i
 ``tol``; the reported coefficients include that last step, standard errors come from the
 inverse of the negative Hessian. A Hessian that is not clearly positive definite fails
 the task as a singular design (collinear covariates, or a covariate that separates the
-events); so does no convergence within ``max_iter`` evaluations, or a coefficient beyond
-25 per standard deviation of its covariate (a hazard ratio of e^25: monotone likelihood).
+events); so does no convergence within ``max_iter`` evaluations, a coefficient beyond
+25 per standard deviation of its covariate (a hazard ratio of e^25: monotone likelihood),
+or a coefficient whose information fell below 1e-8 of its value at ``beta = 0`` (the
+likelihood has gone flat: monotone likelihood, caught even when rounding makes the step
+look converged).
 
 When a node coarsened, one more round evaluates the converged ``beta`` and the nodes add
 the unweighted risk-set sums; the result then carries ranges for the uncoarsened fit's
@@ -67,6 +70,7 @@ Floats = NDArray[np.float64]
 
 MAX_HALVINGS = 30
 MAX_SCALED_COEF = 25.0  # |beta| per standard deviation of a covariate: e^25 is no fit
+FLAT = 1e-8  # information of a coefficient, relative to its value at beta = 0: diverging
 
 
 class CoxParams(SurvivalParams):
@@ -113,19 +117,7 @@ class Cox(Algorithm[CoxParams]):
         return [MinRows("rows"), Cells("at_risk"), Cells("levels")]
 
     def local(self, params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
-        data = cox_local.load(params, ctx)
-        if ctx.round == 0:
-            out = cox_local.round_zero(params, data, ctx.max_param_fraction, ctx.min_residual_df)
-            out["coarsened"] = any(unit.coarsened for _, unit in data.units.values())
-            return out
-        out = cox_local.risk_set_sums(
-            params, data, ctx.state, ctx.max_param_fraction, ctx.min_residual_df
-        )
-        out["levels"] = {}
-        if ctx.state.get("final"):
-            out["tail_max"] = ctx.min_cell_count - 1
-            out["coarsened"] = any(unit.coarsened for _, unit in data.units.values())
-        return out
+        return cox_local.scan(params, ctx)
 
     def aggregate(
         self,
@@ -184,13 +176,15 @@ class Cox(Algorithm[CoxParams]):
                 }
             )
         information = -(hess + hess.T) / 2
+        info0 = state.get("info0") or np.diag(information).tolist()
+        _check_flat(information, info0, state["columns"])
         delta = _newton_step(information, grad, state["columns"])
         if float(np.max(np.abs(delta), initial=0.0)) < params.tol:
             if state["coarsened"]:  # one more evaluation at the fit, for the bound
                 return NextRound(
                     state
                     | {"beta": (beta + delta).tolist(), "iteration": iteration, "ll0": ll0}
-                    | {"final": True}
+                    | {"final": True, "info0": info0}
                 )
             return Finished(_result(params, state, beta + delta, information, ll, ll0, iteration))
         self._check_budget(params, iteration, float(np.max(np.abs(delta))))
@@ -209,6 +203,7 @@ class Cox(Algorithm[CoxParams]):
                 "iteration": iteration,
                 "halvings": 0,
                 "ll0": ll0,
+                "info0": info0,
             }
         )
 
@@ -220,6 +215,20 @@ class Cox(Algorithm[CoxParams]):
                 "a coefficient may be diverging (a covariate that separates the events), or "
                 "raise max_iter"
             )
+
+
+def _check_flat(information: Floats, info0: Sequence[float], names: Sequence[str]) -> None:
+    """A coefficient whose information fell under ``FLAT`` times its value at ``beta = 0``
+    lies where the likelihood has gone flat: it diverges (monotone likelihood). Caught
+    here because such a fit can also meet the step rule by rounding (gradient and
+    information both ~1e-13)."""
+    flat = np.diag(information) < FLAT * np.asarray(info0, dtype=np.float64)
+    if flat.any():
+        raise BadRequest(
+            "cox: did not converge: the likelihood is flat in the coefficients of "
+            f"{', '.join(n for n, f in zip(names, flat, strict=True) if f)}; a covariate "
+            "separates the events (monotone likelihood)"
+        )
 
 
 def _newton_step(information: Floats, grad: Floats, names: Sequence[str]) -> Floats:

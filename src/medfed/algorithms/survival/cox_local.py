@@ -1,4 +1,4 @@
-"""The node side of ``cox``: the design matrix and the risk-set sums of one round.
+"""The node side of ``cox``: the design and the risk-set sums of one round, batch by batch.
 
 What leaves a node (all over the rows matching ``where`` with no missing value in the
 duration, event, covariates and stratum; every stratum unit coarsened first by the
@@ -34,72 +34,41 @@ than ``min_residual_df`` rows beyond the parameters. Each
 risk-set count is 0 or at least ``min_cell_count``, so every sum is over at least that
 many people. Differences of sums at consecutive times describe the people who left the
 risk set in between, which may be a single person: see ``docs/algorithms/survival.md``.
+
+How it runs: every round is one pass over the rows in batches (``select_batches``), so a
+node never holds its table — memory grows with the number of agreed event times, not
+with the rows. A row's contributions are added into the bucket of the last agreed time
+at or before its *raw* duration (``np.bincount``); the risk-set sum at ``t_j`` is the
+sum of the buckets after ``j`` (a reverse cumulative sum over times, not rows). That is
+the coarsened unit's sum at every ``t_j`` up to the stratum's boundary ``tau`` (a tail
+row, ``duration > tau``, is at risk at every such time whether moved or not); times after
+``tau`` get 0. Events are added at their own time; the tail's events, known only once
+the pass has found ``tau`` (the k-th largest duration, kept as the k largest seen), are
+moved to ``tau`` afterwards — the same sums as sorting the coarsened unit's rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from medfed.algorithms.survival.times import (
-    Coarsened,
-    coarsen,
-    event_times,
-    level_names,
-    read_survival,
-    require_min_rows,
-    units,
-)
+from medfed.algorithms.stats.crosstab import level_order
+from medfed.algorithms.survival.times import ALL, level_names, read_survival, require_min_rows
 from medfed.common.errors import BadRequest, Refused
 
 if TYPE_CHECKING:
     from medfed.algorithms.base import LocalContext
     from medfed.algorithms.survival.cox import CoxParams
 
-__all__ = ["NodeData", "check_parameters", "design", "load", "risk_set_sums", "round_zero"]
+__all__ = ["check_parameters", "design", "scan"]
 
 Floats = NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class NodeData:
-    """A node's usable rows: the raw frame and its coarsened stratum units."""
-
-    frame: pd.DataFrame
-    units: dict[str, tuple[NDArray[np.intp], Coarsened]]
-
-
-def load(params: CoxParams, ctx: LocalContext) -> NodeData:
-    """Select, drop incomplete rows, apply min rows, rare levels and the risk-set rule."""
-    columns = [params.duration, params.event, *params.covariates]
-    if params.strata:
-        columns.append(params.strata)
-    frame = ctx.data.select(columns, params.filter).dropna()
-    # strata and levels of categorical covariates are cells whose sums are released
-    for column in [*params.categorical, *([params.strata] if params.strata else [])]:
-        ctx.cells(frame[column])
-    frame = frame.reset_index(drop=True)
-    require_min_rows("cox", len(frame), ctx.min_rows)
-    durations, events = read_survival("cox", frame, params.duration, params.event)
-    k = ctx.min_cell_count
-    for column in params.categorical:
-        counts = pd.Series(level_names(frame[column])).value_counts()
-        if bool(((counts > 0) & (counts < k)).any()):
-            raise Refused(
-                f"gate: min_cell_count: a level of categorical covariate '{column}' has "
-                f"fewer than {k} rows at this node"
-            )
-    parts = {
-        level: (rows, coarsen(durations[rows], events[rows], k))
-        for level, rows in units("cox", frame, params.strata, k, "stratum").items()
-    }
-    return NodeData(frame, parts)
+Counts = NDArray[np.int64]
 
 
 def check_parameters(p: int, rows: int, fraction: float, min_df: int = 0) -> None:
@@ -116,40 +85,6 @@ def check_parameters(p: int, rows: int, fraction: float, min_df: int = 0) -> Non
             f"gate: max_param_fraction: cox has {p} parameters, more than "
             f"{fraction:.3g} of this node's rows"
         )
-
-
-def round_zero(
-    params: CoxParams, data: NodeData, fraction: float, min_df: int = 0
-) -> dict[str, Any]:
-    """Moments and levels for scaling and coding, event times and counts per stratum."""
-    frame = data.frame
-    moments: dict[str, dict[str, float]] = {}
-    levels: dict[str, dict[str, int]] = {}
-    p = 0
-    for column in params.covariates:
-        if column in params.categorical:
-            counts = pd.Series(level_names(frame[column])).value_counts()
-            levels[column] = {str(level): int(n) for level, n in counts.items()}
-            p += max(len(counts) - 1, 0)
-        else:
-            x = frame[column].to_numpy(dtype=np.float64)
-            total = math.fsum(x)
-            m2 = math.fsum((x - total / len(x)) ** 2)
-            moments[column] = {"n": len(x), "sum": total, "m2": m2}
-            p += 1
-    check_parameters(p, len(frame), fraction, min_df)
-    times: dict[str, list[float]] = {}
-    events: dict[str, list[int]] = {}
-    for level, (_, unit) in data.units.items():
-        times[level], events[level] = event_times(unit)
-    return {
-        "rows": len(frame),
-        "at_risk": {},
-        "moments": moments,
-        "levels": levels,
-        "times": times,
-        "events": events,
-    }
 
 
 def design(params: CoxParams, frame: pd.DataFrame, state: dict[str, Any]) -> Floats:
@@ -177,75 +112,283 @@ def _upper(rows: Floats, p: int) -> Floats:
     return np.asarray(rows[:, i] * rows[:, j], dtype=np.float64)
 
 
-def risk_set_sums(
-    params: CoxParams, data: NodeData, state: dict[str, Any], fraction: float, min_df: int = 0
-) -> dict[str, Any]:
-    """One Newton round's sums over the risk sets and tied events of every stratum."""
-    x = design(params, data.frame, state)
-    p = x.shape[1]
-    check_parameters(p, len(data.frame), fraction, min_df)
-    beta = np.asarray(state["beta"], dtype=np.float64)
-    out: dict[str, Any] = {"rows": len(data.frame), "at_risk": {}, "events": {}}
-    for key in ("s0", "s1", "s2", "t0", "t1", "t2"):
-        out[key] = {}
-    xsum = np.zeros(p)
-    for level, (rows, unit) in data.units.items():
-        grid = np.asarray(state["times"].get(level, []), dtype=np.float64)
-        xs = x[rows]
-        w = np.exp(xs @ beta)
-        order = np.argsort(unit.durations, kind="stable")
-        ordered = unit.durations[order]
-        cols = [w[:, None], w[:, None] * xs, w[:, None] * _upper(xs, p)]
-        start = np.searchsorted(ordered, grid, side="left")
-        # reverse cumulative sums: row i holds the sum over ordered[i:], the risk set
-        sums = []
-        for c in cols:
-            tail = np.cumsum(c[order][::-1], axis=0)[::-1]
-            sums.append(np.vstack([tail, np.zeros((1, c.shape[1]))])[start])
-        out["at_risk"][level] = np.asarray(len(ordered) - start, dtype=np.int64)
-        tied = _tied(unit, grid, cols, state["ties"].get(level, []))
-        out["events"][level] = tied.pop("events")
-        out["s0"][level] = np.ascontiguousarray(sums[0][:, 0])
-        out["s1"][level] = sums[1]
-        out["s2"][level] = sums[2]
-        out["t0"][level], out["t1"][level], out["t2"][level] = tied["t0"], tied["t1"], tied["t2"]
-        if state.get("final"):  # the bound's round: the sums of the beta = 0 round again
-            for key, c in (("u1", xs), ("u2", xs**2)):
-                tail = np.cumsum(c[order][::-1], axis=0)[::-1]
-                out.setdefault(key, {})[level] = np.vstack([tail, np.zeros((1, p))])[start]
-        xsum += xs[unit.events].sum(axis=0)
-    out["xsum"] = xsum.tolist()  # p numbers: JSON
+def _bins(index: NDArray[np.intp], values: Floats, size: int) -> Floats:
+    """Column by column, the sum of ``values``' rows in each of ``size`` buckets."""
+    out = np.zeros((size, values.shape[1]))
+    for c in range(values.shape[1]):
+        out[:, c] = np.bincount(index, weights=values[:, c], minlength=size)
     return out
 
 
-def _tied(
-    unit: Coarsened, grid: Floats, cols: Sequence[Floats], ties: Sequence[int]
-) -> dict[str, Any]:
-    """Event counts at every grid time and the tied-event sums at the ``ties`` indices."""
-    died = unit.durations[unit.events]
-    if len(grid) == 0:
-        p = cols[1].shape[1]
-        return {
-            "events": np.zeros(0, dtype=np.int64),
-            "t0": np.zeros(0),
-            "t1": np.zeros((0, p)),
-            "t2": np.zeros((0, cols[2].shape[1])),
+@dataclass
+class _Unit:
+    """What one pass keeps of a stratum unit: counts, the k largest durations, sums per
+    agreed time — never its rows."""
+
+    k: int
+    rows: int = 0
+    top: Floats = field(default_factory=lambda: np.zeros(0))
+    # round 0: distinct event durations (raw) and their counts
+    died_at: Floats = field(default_factory=lambda: np.zeros(0))
+    died_n: Counts = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # round r: per bucket (last agreed time <= raw duration; bucket 0: before the first)
+    risk_n: Counts | None = None
+    risk: Floats | None = None  # columns w, w x, w x x' (upper)
+    plain: Floats | None = None  # columns x, x² (the bound's round only)
+    # round r: per agreed time, the events whose raw duration is that time, and the
+    # events whose duration is no agreed time (valid only beyond the boundary)
+    tied_n: Counts | None = None
+    tied: Floats | None = None
+    off_n: int = 0
+    off: Floats | None = None
+    off_first: float = math.inf
+
+    def add_rows(self, durations: Floats) -> None:
+        self.rows += len(durations)
+        top = np.concatenate([self.top, durations])
+        if len(top) > self.k:
+            top = np.partition(top, len(top) - self.k)[len(top) - self.k :]
+        self.top = top
+
+    @property
+    def boundary(self) -> float:
+        """``tau``: the k-th largest duration (ties included), as ``times.coarsen``."""
+        return float(np.min(self.top))
+
+    @property
+    def tail(self) -> int:
+        return int(np.count_nonzero(self.top > self.boundary))
+
+    def add_events(self, died: Floats) -> None:
+        times, counts = np.unique(np.concatenate([self.died_at, died]), return_inverse=True)
+        weights = np.concatenate([self.died_n, np.ones(len(died), dtype=np.int64)])
+        self.died_at = times
+        self.died_n = np.bincount(counts, weights=weights, minlength=len(times)).astype(np.int64)
+
+    def add_sums(
+        self,
+        grid: Floats,
+        durations: Floats,
+        events: NDArray[np.bool_],
+        weighted: Floats,
+        plain: Floats | None,
+    ) -> None:
+        size = len(grid) + 1
+        if self.risk is None:
+            self.risk_n = np.zeros(size, dtype=np.int64)
+            self.risk = np.zeros((size, weighted.shape[1]))
+            self.tied_n = np.zeros(len(grid), dtype=np.int64)
+            self.tied = np.zeros((len(grid), weighted.shape[1]))
+            self.off = np.zeros(weighted.shape[1])
+            if plain is not None:
+                self.plain = np.zeros((size, plain.shape[1]))
+        assert self.risk_n is not None and self.tied_n is not None
+        assert self.tied is not None and self.off is not None
+        bucket = np.searchsorted(grid, durations, side="right")
+        self.risk_n += np.bincount(bucket, minlength=size)
+        self.risk += _bins(bucket, weighted, size)
+        if plain is not None and self.plain is not None:
+            self.plain += _bins(bucket, plain, size)
+        died = durations[events]
+        at = np.minimum(np.searchsorted(grid, died), max(len(grid) - 1, 0))
+        found = grid[at] == died if len(grid) else np.zeros(len(died), dtype=bool)
+        self.tied_n += np.bincount(at[found], minlength=len(grid))
+        self.tied += _bins(at[found], weighted[events][found], len(grid))
+        if not found.all():
+            self.off_n += int(np.count_nonzero(~found))
+            self.off += weighted[events][~found].sum(axis=0)
+            self.off_first = min(self.off_first, float(died[~found].min()))
+
+    def event_times(self) -> tuple[list[float], list[int]]:
+        """Distinct event times after coarsening and the events at each."""
+        tau = self.boundary
+        keep = self.died_at <= tau
+        times = [float(t) for t in self.died_at[keep]]
+        counts = [int(c) for c in self.died_n[keep]]
+        moved = int(self.died_n[~keep].sum())
+        if moved:
+            if times and times[-1] == tau:
+                counts[-1] += moved
+            else:
+                times.append(tau)
+                counts.append(moved)
+        return times, counts
+
+    def round_sums(self, grid: Floats, ties: list[int], p: int) -> dict[str, Any]:
+        """The stratum's message of a Newton round (tail moved to the boundary)."""
+        assert self.risk is not None and self.risk_n is not None
+        assert self.tied is not None and self.tied_n is not None and self.off is not None
+        tau = self.boundary
+        beyond = grid > tau  # times after the boundary: empty risk set, no event
+        last = int(np.searchsorted(grid, tau))  # the boundary's index, when it is a time
+        tied_n, tied = self.tied_n.copy(), self.tied.copy()
+        if beyond.any() or self.off_n:
+            if self.off_first <= tau:
+                raise BadRequest("cox: an event time of this node is missing from the agreed times")
+            moving = int(tied_n[beyond].sum()) + self.off_n
+            if moving and not (last < len(grid) and grid[last] == tau):
+                raise BadRequest("cox: an event time of this node is missing from the agreed times")
+            if moving:
+                tied_n[last] += moving
+                tied[last] += tied[beyond].sum(axis=0) + self.off
+            tied_n[beyond] = 0
+            tied[beyond] = 0.0
+
+        def at_risk(buckets: Floats) -> Floats:
+            # the sum over buckets after j: the rows whose duration is t_j or later
+            tail = np.cumsum(buckets[::-1], axis=0)[::-1][1:]
+            tail[beyond] = 0.0
+            return np.ascontiguousarray(tail)
+
+        n = np.cumsum(self.risk_n[::-1])[::-1][1:]
+        n[beyond] = 0
+        sums = at_risk(self.risk)
+        wanted = np.asarray(ties, dtype=np.intp)
+        out: dict[str, Any] = {
+            "at_risk": np.ascontiguousarray(n),
+            "events": tied_n,
+            "s0": np.ascontiguousarray(sums[:, 0]),
+            "s1": np.ascontiguousarray(sums[:, 1 : 1 + p]),
+            "s2": np.ascontiguousarray(sums[:, 1 + p :]),
+            "t0": np.ascontiguousarray(tied[wanted, 0]),
+            "t1": np.ascontiguousarray(tied[wanted][:, 1 : 1 + p]),
+            "t2": np.ascontiguousarray(tied[wanted][:, 1 + p :]),
         }
-    position = np.searchsorted(grid, died)
-    if len(died) and not np.array_equal(grid[np.minimum(position, len(grid) - 1)], died):
-        raise BadRequest("cox: an event time of this node is missing from the agreed times")
-    events = np.bincount(position, minlength=len(grid))
-    wanted = np.asarray(ties, dtype=np.intp)
-    out: dict[str, Any] = {"events": np.asarray(events, dtype=np.int64)}
-    for name, c in zip(("t0", "t1", "t2"), cols, strict=True):
-        # per grid time, the sum over the tied events (sorted positions: one reduceat)
-        died_rows = c[unit.events]
-        order = np.argsort(position, kind="stable")
-        total = np.zeros((len(grid), c.shape[1]))
-        if len(order):
-            sorted_pos = position[order]
-            first = np.flatnonzero(np.r_[True, sorted_pos[1:] != sorted_pos[:-1]])
-            total[sorted_pos[first]] = np.add.reduceat(died_rows[order], first, axis=0)
-        picked = total[wanted]
-        out[name] = np.ascontiguousarray(picked[:, 0]) if name == "t0" else picked
+        if self.plain is not None:
+            plain = at_risk(self.plain)
+            out["u1"] = np.ascontiguousarray(plain[:, :p])
+            out["u2"] = np.ascontiguousarray(plain[:, p:])
+        return out
+
+
+@dataclass
+class _Moments:
+    """``n``, ``Σx`` and ``Σ(x - mean)²`` added batch by batch (Chan et al.)."""
+
+    n: int = 0
+    sums: list[float] = field(default_factory=list)
+    m2: float = 0.0
+
+    def add(self, x: Floats) -> None:
+        if not len(x):
+            return
+        total = math.fsum(x)
+        m2 = math.fsum((x - total / len(x)) ** 2)
+        if self.n:
+            delta = total / len(x) - math.fsum(self.sums) / self.n
+            m2 += delta * delta * self.n * len(x) / (self.n + len(x))
+        self.n += len(x)
+        self.sums.append(total)
+        self.m2 += m2
+
+    def message(self) -> dict[str, float]:
+        return {"n": self.n, "sum": math.fsum(self.sums), "m2": self.m2}
+
+
+def scan(params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
+    """One pass over the node's rows: round 0's set-up or one Newton round's sums."""
+    k = ctx.min_cell_count
+    state = ctx.state
+    newton = ctx.round > 0
+    final = newton and bool(state.get("final"))
+    columns = [params.duration, params.event, *params.covariates]
+    if params.strata:
+        columns.append(params.strata)
+    # strata and levels of categorical covariates are cells whose sums are released
+    cells = [*params.categorical, *([params.strata] if params.strata else [])]
+    grids = {column: ctx.grid() for column in cells}
+    units: dict[str, _Unit] = {}
+    moments = {c: _Moments() for c in params.covariates if c not in params.categorical}
+    levels: dict[str, dict[str, int]] = {c: {} for c in params.categorical}
+    times_of: dict[str, Floats] = {}
+    beta = np.asarray(state.get("beta", []), dtype=np.float64)
+    xsum = np.zeros(len(beta))
+    rows = 0
+    for frame in ctx.data.select_batches(columns, params.filter):
+        frame = frame.dropna()
+        for column, grid in grids.items():
+            grid.add(frame[column])
+        frame = frame.reset_index(drop=True)
+        rows += len(frame)
+        durations, events = read_survival("cox", frame, params.duration, params.event)
+        for column in params.categorical:
+            for level, n in pd.Series(level_names(frame[column])).value_counts().items():
+                levels[column][str(level)] = levels[column].get(str(level), 0) + int(n)
+        weighted: Floats | None = None
+        plain: Floats | None = None
+        if newton:
+            x = design(params, frame, state)
+            w = np.exp(x @ beta)[:, None]
+            weighted = np.hstack([w, w * x, w * _upper(x, x.shape[1])])
+            plain = np.hstack([x, x**2]) if final else None
+            xsum += x[events].sum(axis=0)
+        else:
+            for column, m in moments.items():
+                m.add(frame[column].to_numpy(dtype=np.float64))
+        for level, chosen in _strata(params, frame):
+            unit = units.setdefault(level, _Unit(k))
+            d, e = durations[chosen], events[chosen]
+            unit.add_rows(d)
+            if weighted is None:
+                unit.add_events(d[e])
+                continue
+            if level not in times_of:
+                times_of[level] = np.asarray(state["times"].get(level, []), dtype=np.float64)
+            unit.add_sums(
+                times_of[level], d, e, weighted[chosen], None if plain is None else plain[chosen]
+            )
+    for grid in grids.values():
+        grid.close()
+    require_min_rows("cox", rows, ctx.min_rows)
+    for column in params.categorical:
+        if any(0 < n < k for n in levels[column].values()):
+            raise Refused(
+                f"gate: min_cell_count: a level of categorical covariate '{column}' has "
+                f"fewer than {k} rows at this node"
+            )
+    order = sorted(units, key=level_order)
+    if any(units[level].rows < k for level in order):
+        raise Refused(
+            f"gate: min_cell_count: a stratum level of '{params.strata}' has fewer than "
+            f"{k} rows at this node, so its event times cannot be shared"
+        )
+    coarsened = any(units[level].tail for level in order)
+    p = sum(max(len(levels[c]) - 1, 0) if c in params.categorical else 1 for c in params.covariates)
+    check_parameters(
+        p if not newton else len(beta), rows, ctx.max_param_fraction, ctx.min_residual_df
+    )
+    if not newton:
+        times: dict[str, list[float]] = {}
+        counts: dict[str, list[int]] = {}
+        for level in order:
+            times[level], counts[level] = units[level].event_times()
+        return {
+            "rows": rows,
+            "at_risk": {},
+            "moments": {c: m.message() for c, m in moments.items()},
+            "levels": {c: dict(sorted(v.items(), key=lambda i: -i[1])) for c, v in levels.items()},
+            "times": times,
+            "events": counts,
+            "coarsened": coarsened,
+        }
+    out: dict[str, Any] = {"rows": rows, "at_risk": {}, "events": {}}
+    for key in ("s0", "s1", "s2", "t0", "t1", "t2", *(("u1", "u2") if final else ())):
+        out[key] = {}
+    for level in order:
+        sums = units[level].round_sums(times_of[level], state["ties"].get(level, []), len(beta))
+        for key, value in sums.items():
+            out[key][level] = value
+    out["xsum"] = xsum.tolist()  # p numbers: JSON
+    out["levels"] = {}
+    if final:
+        out["tail_max"] = k - 1
+        out["coarsened"] = coarsened
     return out
+
+
+def _strata(params: CoxParams, frame: pd.DataFrame) -> list[tuple[str, slice | NDArray[np.intp]]]:
+    """The batch's rows of each stratum level (all rows when there is no stratum)."""
+    if not params.strata:
+        return [(ALL, slice(None))]
+    names = level_names(frame[params.strata])
+    return [(str(level), np.flatnonzero(names == level)) for level in pd.unique(names)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -135,18 +136,26 @@ def _has_none(part: Any) -> bool:
     return bool(np.any(values == None))  # noqa: E711 - elementwise test for suppressed values
 
 
+#: Efron's tied-event terms are expanded this many at a time (memory: a few of these
+#: times p x p floats), so a stratum with millions of events is assembled in bounded memory
+TERMS_PER_CHUNK = 65_536
+
+
 def assemble(
     payloads: Sequence[dict[str, Any]], state: dict[str, Any]
 ) -> tuple[float, Floats, Floats]:
-    """Pooled log partial likelihood, gradient and Hessian at ``state["beta"]``."""
+    """Pooled log partial likelihood, gradient and Hessian at ``state["beta"]``.
+
+    At a time whose ``d`` events are not tied for Efron (every time for Breslow) the ``d``
+    terms are equal: they are added as one term weighted by ``d``. Efron's tied times get
+    one term per event (fraction ``l/d``), expanded a chunk of times at a time.
+    """
     beta = np.asarray(state["beta"], dtype=np.float64)
     p = len(beta)
     xsum = np.zeros(p)
     for payload in payloads:
         xsum += np.asarray(payload["xsum"], dtype=np.float64)
-    ll = float(beta @ xsum)
-    grad = xsum.copy()
-    hess = np.zeros((p, p))
+    total = _Terms(float(beta @ xsum), xsum.copy(), np.zeros((p, p)), p)
     q = p * (p + 1) // 2
     for level, grid in state["times"].items():
         m = len(grid)
@@ -154,32 +163,56 @@ def assemble(
             continue
         s0 = _sum(payloads, "s0", level, (m,))
         s1 = _sum(payloads, "s1", level, (m, p))
-        s2 = full_matrix(_sum(payloads, "s2", level, (m, q)), p)
+        s2 = _sum(payloads, "s2", level, (m, q))
         d = _sum(payloads, "events", level, (m,))
         ties = np.asarray(state["ties"].get(level, []), dtype=np.intp)
-        # one term per event: (time index, fraction l/d) — Breslow: fraction 0
-        index = np.repeat(np.arange(m), d.astype(np.intp))
-        fraction = np.zeros(len(index))
-        if len(ties):
-            k = len(ties)
-            t0 = np.zeros(m)
-            t1 = np.zeros((m, p))
-            t2 = np.zeros((m, p, p))
-            t0[ties] = _sum(payloads, "t0", level, (k,))
-            t1[ties] = _sum(payloads, "t1", level, (k, p))
-            t2[ties] = full_matrix(_sum(payloads, "t2", level, (k, q)), p)
-            starts = np.concatenate([[0], np.cumsum(d.astype(np.intp))[:-1]])
-            fraction = (np.arange(len(index)) - starts[index]) / d[index]
-            fraction[~np.isin(index, ties)] = 0.0
-            phi = s0[index] - fraction * t0[index]
-            psi = s1[index] - fraction[:, None] * t1[index]
-            big = s2[index] - fraction[:, None, None] * t2[index]
-        else:
-            phi, psi, big = s0[index], s1[index], s2[index]
+        plain = d > 0
+        plain[ties] = False
+        times = np.flatnonzero(plain)
+        total.add(d[times], s0[times], s1[times], s2[times])
+        if not len(ties):
+            continue
+        k = len(ties)
+        t0 = _sum(payloads, "t0", level, (k,))
+        t1 = _sum(payloads, "t1", level, (k, p))
+        t2 = _sum(payloads, "t2", level, (k, q))
+        count = d[ties].astype(np.intp)
+        ends = np.cumsum(count)
+        start = 0
+        while start < k:  # tied times whose events add up to about one chunk
+            first = int(ends[start] - count[start])
+            stop = max(int(np.searchsorted(ends, first + TERMS_PER_CHUNK)), start + 1)
+            part = slice(start, stop)
+            local = np.repeat(np.arange(stop - start), count[part])
+            starts = np.concatenate([[0], np.cumsum(count[part])[:-1]])
+            fraction = (np.arange(len(local)) - starts[local]) / count[part][local]
+            rows = ties[part][local]
+            total.add(
+                np.ones(len(local)),
+                s0[rows] - fraction * t0[part][local],
+                s1[rows] - fraction[:, None] * t1[part][local],
+                s2[rows] - fraction[:, None] * t2[part][local],
+            )
+            start = stop
+    return total.ll, total.grad, total.hess
+
+
+@dataclass
+class _Terms:
+    """The log partial likelihood, gradient and Hessian, added term group by term group."""
+
+    ll: float
+    grad: Floats
+    hess: Floats
+    p: int
+
+    def add(self, weight: Floats, phi: Floats, psi: Floats, big: Floats) -> None:
+        """Terms ``weight * (log phi, psi / phi, big / phi - ratio ratio')``; ``big`` as
+        upper triangles."""
         if np.any(phi <= 0):
             raise BadRequest("cox: an empty risk set at an event time; the data are inconsistent")
-        ll -= float(np.sum(np.log(phi)))
+        self.ll -= float(np.sum(weight * np.log(phi)))
         ratio = psi / phi[:, None]
-        grad -= ratio.sum(axis=0)
-        hess -= (big / phi[:, None, None]).sum(axis=0) - ratio.T @ ratio
-    return ll, grad, hess
+        self.grad -= weight @ ratio
+        curvature = full_matrix(((weight / phi) @ big)[None, :], self.p)[0]
+        self.hess -= curvature - (ratio * weight[:, None]).T @ ratio
