@@ -26,7 +26,7 @@ import argparse
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,9 @@ class Frame:
 
     def count(self, where: Any = None) -> int:
         return len(self.frame)
+
+    def select_batches(self, columns: Sequence[str], where: Any = None) -> Iterator[pd.DataFrame]:
+        yield self.select(columns, where)  # one batch: the frame is in memory already
 
 
 def draw(nodes: int, rows: int, p: int, seed: int = 1) -> list[pd.DataFrame]:

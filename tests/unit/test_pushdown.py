@@ -332,10 +332,17 @@ def test_cox_over_batches_equals_one_batch(path: Path, strata: str | None) -> No
         rounds = [zero]
         prints.append(data.fingerprints)
         for final in (False, True):
-            state = agreed | {"times": times, "ties": ties, "beta": [0.05] * len(agreed["columns"]), "final": final}
+            state = agreed | {
+                "times": times,
+                "ties": ties,
+                "beta": [0.05] * len(agreed["columns"]),
+                "final": final,
+            }
             data = RecordingData(store, key=KEY)
             rounds.append(
-                algorithm.local(params, LocalContext(data=data, recorder=data, round=1, state=state))
+                algorithm.local(
+                    params, LocalContext(data=data, recorder=data, round=1, state=state)
+                )
             )
             prints.append(data.fingerprints)
         got.append(rounds)
@@ -368,3 +375,45 @@ def test_cox_over_batches_equals_one_batch(path: Path, strata: str | None) -> No
             beyond = np.asarray(times[level]) > max(zero_a["times"][level])
             assert beyond.any() and (a["events"][level][beyond] == 0).all()
     assert "u1" in rest_a[1] and "u1" not in rest_a[0]
+
+
+@pytest.mark.parametrize(("name", "group"), [("km", "tgrade"), ("km", None), ("logrank", "horTh")])
+def test_event_tables_over_batches_equal_one_batch(
+    path: Path, name: str, group: str | None
+) -> None:
+    """``km`` and ``logrank`` read ``select_batches`` too: over 29-row batches their round 0
+    (coarsened event times) and round 1 (risk sets, events, boundaries on a grid with
+    other nodes' times) equal one batch's, and the row sets and group cells recorded are
+    the frame path's."""
+    raw: dict[str, object] = {"duration": "time", "event": "cens", "where": WHERE}
+    if group:
+        raw["group"] = group
+    algorithm = get_algorithm(name)
+    params = algorithm.parse_params(raw)
+    got, prints = [], []
+    for rows in (2048 * 8, 29):
+        store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+        store.batch_rows = rows
+        data = RecordingData(store, key=KEY)
+        zero = algorithm.local(params, LocalContext(data=data, recorder=data))
+        own = sorted({t for times in zero["times"].values() for t in times})
+        state = {"times": sorted(set(own) | set(range(0, 2800, 11)))}
+        data_one = RecordingData(store, key=KEY)
+        ctx = LocalContext(data=data_one, recorder=data_one, round=1, state=state)
+        got.append((zero, algorithm.local(params, ctx)))
+        prints.append((data.fingerprints, data_one.fingerprints))
+    store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+    framed = RecordingData(store, key=KEY)
+    columns = ["time", "cens", *([group] if group else [])]
+    frame = framed.select(columns, parse_filter(WHERE)).dropna()
+    if group:
+        framed.cells(frame[group])
+    assert prints == [(framed.fingerprints, framed.fingerprints)] * 2
+    (zero_a, one_a), (zero_b, one_b) = got
+    assert zero_a == zero_b
+    assert one_a["boundary"] == one_b["boundary"] and one_a["unit_rows"] == one_b["unit_rows"]
+    for key in ("at_risk", "events"):
+        for level, series in one_a[key].items():
+            assert series.dtype == np.int64 and np.array_equal(series, one_b[key][level])
+    for counts in one_a["at_risk"].values():  # the risk-set rule: 0 or at least k
+        assert ((counts == 0) | (counts >= 5)).all() and counts[-1] == 0

@@ -35,16 +35,11 @@ risk-set count is 0 or at least ``min_cell_count``, so every sum is over at leas
 many people. Differences of sums at consecutive times describe the people who left the
 risk set in between, which may be a single person: see ``docs/algorithms/survival.md``.
 
-How it runs: every round is one pass over the rows in batches (``select_batches``), so a
-node never holds its table — memory grows with the number of agreed event times, not
-with the rows. A row's contributions are added into the bucket of the last agreed time
-at or before its *raw* duration (``np.bincount``); the risk-set sum at ``t_j`` is the
-sum of the buckets after ``j`` (a reverse cumulative sum over times, not rows). That is
-the coarsened unit's sum at every ``t_j`` up to the stratum's boundary ``tau`` (a tail
-row, ``duration > tau``, is at risk at every such time whether moved or not); times after
-``tau`` get 0. Events are added at their own time; the tail's events, known only once
-the pass has found ``tau`` (the k-th largest duration, kept as the k largest seen), are
-moved to ``tau`` afterwards — the same sums as sorting the coarsened unit's rows.
+How it runs: every round is one pass over the rows in batches
+(:mod:`medfed.algorithms.survival.scan`), so a node never holds its table: memory grows
+with the number of agreed event times, not with the rows. Per batch it builds the design
+and ``w``, and adds ``w``, ``w x`` and ``w x x'`` per row into the unit's tally; the
+risk-set and tied sums come out of the tally with the tail moved to the boundary.
 """
 
 from __future__ import annotations
@@ -57,8 +52,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from medfed.algorithms.stats.crosstab import level_order
-from medfed.algorithms.survival.times import ALL, level_names, read_survival, require_min_rows
+from medfed.algorithms.survival.scan import Tally, checked_units, read_batches
+from medfed.algorithms.survival.times import level_names
 from medfed.common.errors import BadRequest, Refused
 
 if TYPE_CHECKING:
@@ -112,155 +107,6 @@ def _upper(rows: Floats, p: int) -> Floats:
     return np.asarray(rows[:, i] * rows[:, j], dtype=np.float64)
 
 
-def _bins(index: NDArray[np.intp], values: Floats, size: int) -> Floats:
-    """Column by column, the sum of ``values``' rows in each of ``size`` buckets."""
-    out = np.zeros((size, values.shape[1]))
-    for c in range(values.shape[1]):
-        out[:, c] = np.bincount(index, weights=values[:, c], minlength=size)
-    return out
-
-
-@dataclass
-class _Unit:
-    """What one pass keeps of a stratum unit: counts, the k largest durations, sums per
-    agreed time — never its rows."""
-
-    k: int
-    rows: int = 0
-    top: Floats = field(default_factory=lambda: np.zeros(0))
-    # round 0: distinct event durations (raw) and their counts
-    died_at: Floats = field(default_factory=lambda: np.zeros(0))
-    died_n: Counts = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    # round r: per bucket (last agreed time <= raw duration; bucket 0: before the first)
-    risk_n: Counts | None = None
-    risk: Floats | None = None  # columns w, w x, w x x' (upper)
-    plain: Floats | None = None  # columns x, x² (the bound's round only)
-    # round r: per agreed time, the events whose raw duration is that time, and the
-    # events whose duration is no agreed time (valid only beyond the boundary)
-    tied_n: Counts | None = None
-    tied: Floats | None = None
-    off_n: int = 0
-    off: Floats | None = None
-    off_first: float = math.inf
-
-    def add_rows(self, durations: Floats) -> None:
-        self.rows += len(durations)
-        top = np.concatenate([self.top, durations])
-        if len(top) > self.k:
-            top = np.partition(top, len(top) - self.k)[len(top) - self.k :]
-        self.top = top
-
-    @property
-    def boundary(self) -> float:
-        """``tau``: the k-th largest duration (ties included), as ``times.coarsen``."""
-        return float(np.min(self.top))
-
-    @property
-    def tail(self) -> int:
-        return int(np.count_nonzero(self.top > self.boundary))
-
-    def add_events(self, died: Floats) -> None:
-        times, counts = np.unique(np.concatenate([self.died_at, died]), return_inverse=True)
-        weights = np.concatenate([self.died_n, np.ones(len(died), dtype=np.int64)])
-        self.died_at = times
-        self.died_n = np.bincount(counts, weights=weights, minlength=len(times)).astype(np.int64)
-
-    def add_sums(
-        self,
-        grid: Floats,
-        durations: Floats,
-        events: NDArray[np.bool_],
-        weighted: Floats,
-        plain: Floats | None,
-    ) -> None:
-        size = len(grid) + 1
-        if self.risk is None:
-            self.risk_n = np.zeros(size, dtype=np.int64)
-            self.risk = np.zeros((size, weighted.shape[1]))
-            self.tied_n = np.zeros(len(grid), dtype=np.int64)
-            self.tied = np.zeros((len(grid), weighted.shape[1]))
-            self.off = np.zeros(weighted.shape[1])
-            if plain is not None:
-                self.plain = np.zeros((size, plain.shape[1]))
-        assert self.risk_n is not None and self.tied_n is not None
-        assert self.tied is not None and self.off is not None
-        bucket = np.searchsorted(grid, durations, side="right")
-        self.risk_n += np.bincount(bucket, minlength=size)
-        self.risk += _bins(bucket, weighted, size)
-        if plain is not None and self.plain is not None:
-            self.plain += _bins(bucket, plain, size)
-        died = durations[events]
-        at = np.minimum(np.searchsorted(grid, died), max(len(grid) - 1, 0))
-        found = grid[at] == died if len(grid) else np.zeros(len(died), dtype=bool)
-        self.tied_n += np.bincount(at[found], minlength=len(grid))
-        self.tied += _bins(at[found], weighted[events][found], len(grid))
-        if not found.all():
-            self.off_n += int(np.count_nonzero(~found))
-            self.off += weighted[events][~found].sum(axis=0)
-            self.off_first = min(self.off_first, float(died[~found].min()))
-
-    def event_times(self) -> tuple[list[float], list[int]]:
-        """Distinct event times after coarsening and the events at each."""
-        tau = self.boundary
-        keep = self.died_at <= tau
-        times = [float(t) for t in self.died_at[keep]]
-        counts = [int(c) for c in self.died_n[keep]]
-        moved = int(self.died_n[~keep].sum())
-        if moved:
-            if times and times[-1] == tau:
-                counts[-1] += moved
-            else:
-                times.append(tau)
-                counts.append(moved)
-        return times, counts
-
-    def round_sums(self, grid: Floats, ties: list[int], p: int) -> dict[str, Any]:
-        """The stratum's message of a Newton round (tail moved to the boundary)."""
-        assert self.risk is not None and self.risk_n is not None
-        assert self.tied is not None and self.tied_n is not None and self.off is not None
-        tau = self.boundary
-        beyond = grid > tau  # times after the boundary: empty risk set, no event
-        last = int(np.searchsorted(grid, tau))  # the boundary's index, when it is a time
-        tied_n, tied = self.tied_n.copy(), self.tied.copy()
-        if beyond.any() or self.off_n:
-            if self.off_first <= tau:
-                raise BadRequest("cox: an event time of this node is missing from the agreed times")
-            moving = int(tied_n[beyond].sum()) + self.off_n
-            if moving and not (last < len(grid) and grid[last] == tau):
-                raise BadRequest("cox: an event time of this node is missing from the agreed times")
-            if moving:
-                tied_n[last] += moving
-                tied[last] += tied[beyond].sum(axis=0) + self.off
-            tied_n[beyond] = 0
-            tied[beyond] = 0.0
-
-        def at_risk(buckets: Floats) -> Floats:
-            # the sum over buckets after j: the rows whose duration is t_j or later
-            tail = np.cumsum(buckets[::-1], axis=0)[::-1][1:]
-            tail[beyond] = 0.0
-            return np.ascontiguousarray(tail)
-
-        n = np.cumsum(self.risk_n[::-1])[::-1][1:]
-        n[beyond] = 0
-        sums = at_risk(self.risk)
-        wanted = np.asarray(ties, dtype=np.intp)
-        out: dict[str, Any] = {
-            "at_risk": np.ascontiguousarray(n),
-            "events": tied_n,
-            "s0": np.ascontiguousarray(sums[:, 0]),
-            "s1": np.ascontiguousarray(sums[:, 1 : 1 + p]),
-            "s2": np.ascontiguousarray(sums[:, 1 + p :]),
-            "t0": np.ascontiguousarray(tied[wanted, 0]),
-            "t1": np.ascontiguousarray(tied[wanted][:, 1 : 1 + p]),
-            "t2": np.ascontiguousarray(tied[wanted][:, 1 + p :]),
-        }
-        if self.plain is not None:
-            plain = at_risk(self.plain)
-            out["u1"] = np.ascontiguousarray(plain[:, :p])
-            out["u2"] = np.ascontiguousarray(plain[:, p:])
-        return out
-
-
 @dataclass
 class _Moments:
     """``n``, ``Σx`` and ``Σ(x - mean)²`` added batch by batch (Chan et al.)."""
@@ -296,72 +142,59 @@ def scan(params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
         columns.append(params.strata)
     # strata and levels of categorical covariates are cells whose sums are released
     cells = [*params.categorical, *([params.strata] if params.strata else [])]
-    grids = {column: ctx.grid() for column in cells}
-    units: dict[str, _Unit] = {}
+    tallies: dict[str, Tally] = {}
     moments = {c: _Moments() for c in params.covariates if c not in params.categorical}
     levels: dict[str, dict[str, int]] = {c: {} for c in params.categorical}
-    times_of: dict[str, Floats] = {}
+    grids: dict[str, Floats] = {}
     beta = np.asarray(state.get("beta", []), dtype=np.float64)
     xsum = np.zeros(len(beta))
     rows = 0
-    for frame in ctx.data.select_batches(columns, params.filter):
-        frame = frame.dropna()
-        for column, grid in grids.items():
-            grid.add(frame[column])
-        frame = frame.reset_index(drop=True)
+    for batch in read_batches("cox", params, ctx, columns, params.strata, cells):
+        frame = batch.frame
         rows += len(frame)
-        durations, events = read_survival("cox", frame, params.duration, params.event)
         for column in params.categorical:
             for level, n in pd.Series(level_names(frame[column])).value_counts().items():
                 levels[column][str(level)] = levels[column].get(str(level), 0) + int(n)
-        weighted: Floats | None = None
+        values: Floats | None = None
         plain: Floats | None = None
         if newton:
             x = design(params, frame, state)
             w = np.exp(x @ beta)[:, None]
-            weighted = np.hstack([w, w * x, w * _upper(x, x.shape[1])])
+            values = np.hstack([w, w * x, w * _upper(x, x.shape[1])])
             plain = np.hstack([x, x**2]) if final else None
-            xsum += x[events].sum(axis=0)
+            xsum += x[batch.events].sum(axis=0)
         else:
             for column, m in moments.items():
                 m.add(frame[column].to_numpy(dtype=np.float64))
-        for level, chosen in _strata(params, frame):
-            unit = units.setdefault(level, _Unit(k))
-            d, e = durations[chosen], events[chosen]
-            unit.add_rows(d)
-            if weighted is None:
-                unit.add_events(d[e])
+        for level, chosen in batch.units:
+            tally = tallies.setdefault(level, Tally(k))
+            d, e = batch.durations[chosen], batch.events[chosen]
+            tally.add_rows(d)
+            if values is None:
+                tally.add_events(d[e])
                 continue
-            if level not in times_of:
-                times_of[level] = np.asarray(state["times"].get(level, []), dtype=np.float64)
-            unit.add_sums(
-                times_of[level], d, e, weighted[chosen], None if plain is None else plain[chosen]
+            if level not in grids:
+                grids[level] = np.asarray(state["times"].get(level, []), dtype=np.float64)
+            tally.add_sums(
+                grids[level], d, e, values[chosen], None if plain is None else plain[chosen]
             )
-    for grid in grids.values():
-        grid.close()
-    require_min_rows("cox", rows, ctx.min_rows)
+    order = checked_units("cox", tallies, rows, ctx, params.strata, "stratum")
     for column in params.categorical:
         if any(0 < n < k for n in levels[column].values()):
             raise Refused(
                 f"gate: min_cell_count: a level of categorical covariate '{column}' has "
                 f"fewer than {k} rows at this node"
             )
-    order = sorted(units, key=level_order)
-    if any(units[level].rows < k for level in order):
-        raise Refused(
-            f"gate: min_cell_count: a stratum level of '{params.strata}' has fewer than "
-            f"{k} rows at this node, so its event times cannot be shared"
-        )
-    coarsened = any(units[level].tail for level in order)
-    p = sum(max(len(levels[c]) - 1, 0) if c in params.categorical else 1 for c in params.covariates)
-    check_parameters(
-        p if not newton else len(beta), rows, ctx.max_param_fraction, ctx.min_residual_df
-    )
+    coarsened = any(tallies[level].tail for level in order)
     if not newton:
+        p = sum(
+            max(len(levels[c]) - 1, 0) if c in params.categorical else 1 for c in params.covariates
+        )
+        check_parameters(p, rows, ctx.max_param_fraction, ctx.min_residual_df)
         times: dict[str, list[float]] = {}
         counts: dict[str, list[int]] = {}
         for level in order:
-            times[level], counts[level] = units[level].event_times()
+            times[level], counts[level] = tallies[level].event_times()
         return {
             "rows": rows,
             "at_risk": {},
@@ -371,24 +204,32 @@ def scan(params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
             "events": counts,
             "coarsened": coarsened,
         }
+    p = len(beta)
+    check_parameters(p, rows, ctx.max_param_fraction, ctx.min_residual_df)
     out: dict[str, Any] = {"rows": rows, "at_risk": {}, "events": {}}
     for key in ("s0", "s1", "s2", "t0", "t1", "t2", *(("u1", "u2") if final else ())):
         out[key] = {}
     for level in order:
-        sums = units[level].round_sums(times_of[level], state["ties"].get(level, []), len(beta))
-        for key, value in sums.items():
-            out[key][level] = value
+        got = tallies[level].on_grid("cox", grids[level])
+        wanted = np.asarray(state["ties"].get(level, []), dtype=np.intp)
+        tied = got.tied[wanted]
+        series = {
+            "at_risk": got.at_risk,
+            "events": got.events,
+            "s0": got.risk[:, 0],
+            "s1": got.risk[:, 1 : 1 + p],
+            "s2": got.risk[:, 1 + p :],
+            "t0": tied[:, 0],
+            "t1": tied[:, 1 : 1 + p],
+            "t2": tied[:, 1 + p :],
+        }
+        if got.plain is not None:
+            series |= {"u1": got.plain[:, :p], "u2": got.plain[:, p:]}
+        for key, value in series.items():
+            out[key][level] = np.ascontiguousarray(value)  # binary transport
     out["xsum"] = xsum.tolist()  # p numbers: JSON
     out["levels"] = {}
     if final:
         out["tail_max"] = k - 1
         out["coarsened"] = coarsened
     return out
-
-
-def _strata(params: CoxParams, frame: pd.DataFrame) -> list[tuple[str, slice | NDArray[np.intp]]]:
-    """The batch's rows of each stratum level (all rows when there is no stratum)."""
-    if not params.strata:
-        return [(ALL, slice(None))]
-    names = level_names(frame[params.strata])
-    return [(str(level), np.flatnonzero(names == level)) for level in pd.unique(names)]

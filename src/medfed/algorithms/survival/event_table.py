@@ -25,6 +25,12 @@ either 0 or at least ``min_cell_count``, and the event counts are counts within 
 risk set. The node refuses when it has fewer than ``min_rows`` rows, or a group level
 with fewer than ``min_cell_count`` rows (the level is not named). Every round the hub
 checks that the same datasets answer as in round 0.
+
+How it runs: each round is one pass over the rows in batches
+(:mod:`medfed.algorithms.survival.scan`): per unit, its row count, its ``k`` largest
+durations and, per agreed time, its rows and events are counted; the risk sets follow
+by a reverse cumulative sum over times, the tail's events are moved to the boundary after
+the pass. A node never holds its table.
 """
 
 from __future__ import annotations
@@ -47,16 +53,12 @@ from medfed.algorithms.base import (
     Rule,
 )
 from medfed.algorithms.stats.crosstab import level_order
+from medfed.algorithms.survival.scan import Tally, checked_units, read_batches
 from medfed.algorithms.survival.times import (
     SurvivalParams,
     check_nodes,
-    coarsen,
-    event_times,
     first_round_datasets,
     merge_grid,
-    read_survival,
-    require_min_rows,
-    units,
 )
 from medfed.common.arrays import has_gaps
 from medfed.common.errors import BadRequest
@@ -107,39 +109,42 @@ class EventTableAlgorithm(Algorithm[P]):
     def local(self, params: P, ctx: LocalContext) -> dict[str, Any]:
         group = self.group_column(params)
         columns = [params.duration, params.event] + ([group] if group else [])
-        frame = ctx.data.select(columns, params.filter).dropna()
-        if group:  # each group's table is released: its rows are a cell (row-set memory)
-            ctx.cells(frame[group])
-        frame = frame.reset_index(drop=True)
-        require_min_rows(self.name, len(frame), ctx.min_rows)
-        durations, events = read_survival(self.name, frame, params.duration, params.event)
         k = ctx.min_cell_count
-        parts = {
-            level: coarsen(durations[rows], events[rows], k)
-            for level, rows in units(self.name, frame, group, k, "group").items()
-        }
+        grid = np.asarray(ctx.state.get("times", []), dtype=np.float64)
+        tallies: dict[str, Tally] = {}
+        rows = 0
+        # each group's table is released: its rows are a cell (row-set memory)
+        cells = [group] if group else []
+        for batch in read_batches(self.name, params, ctx, columns, group, cells):
+            rows += len(batch.frame)
+            for level, chosen in batch.units:
+                tally = tallies.setdefault(level, Tally(k))
+                d, e = batch.durations[chosen], batch.events[chosen]
+                tally.add_rows(d)
+                if ctx.round == 0:
+                    tally.add_events(d[e])
+                else:
+                    tally.add_sums(grid, d, e, np.zeros((len(d), 0)))  # counts only
+        order = checked_units(self.name, tallies, rows, ctx, group, "group")
         if ctx.round == 0:
-            times = {level: event_times(unit)[0] for level, unit in parts.items()}
-            return {"rows": len(frame), "at_risk": {}, "times": times}
-        grid = np.asarray(ctx.state["times"], dtype=np.float64)
+            times = {level: tallies[level].event_times()[0] for level in order}
+            return {"rows": rows, "at_risk": {}, "times": times}
         out: dict[str, Any] = {
-            "rows": len(frame),
+            "rows": rows,
             "tail_max": k - 1,
             "unit_rows": {},
             "at_risk": {},
             "events": {},
             "boundary": {},
         }
-        for level, unit in parts.items():
-            ordered = np.sort(unit.durations)
-            at_risk = len(ordered) - np.searchsorted(ordered, grid, side="left")
-            died = np.sort(unit.durations[unit.events])
-            deaths = np.searchsorted(died, grid, "right") - np.searchsorted(died, grid, "left")
-            out["unit_rows"][level] = len(unit.durations)
-            out["at_risk"][level] = np.asarray(at_risk, dtype=np.int64)  # binary transport
-            out["events"][level] = np.asarray(deaths, dtype=np.int64)
+        for level in order:
+            tally = tallies[level]
+            got = tally.on_grid(self.name, grid)
+            out["unit_rows"][level] = tally.rows
+            out["at_risk"][level] = got.at_risk  # int64: binary transport
+            out["events"][level] = got.events
             out["boundary"][level] = (
-                int(np.searchsorted(grid, unit.boundary, side="right")) if unit.coarsened else None
+                int(np.searchsorted(grid, tally.boundary, side="right")) if tally.tail else None
             )
         return out
 

@@ -10,13 +10,14 @@ before a value leaves a node, is the **risk-set rule**:
 A *unit* is the set of a node's rows that one curve or one stratum uses: all rows, or
 the rows of one group level (``km``/``logrank``) or stratum (``cox``).
 
-Coarsening (:func:`coarsen`): with ``k = min_cell_count`` and the unit's durations sorted,
-let ``tau`` be the k-th largest duration (ties included, so ``#{duration >= tau} >= k``).
-The *tail* is every row with ``duration > tau``; it has at most ``k - 1`` rows, and at any
-time ``t > tau`` the node's risk set is smaller than ``k``. The node moves every tail row
-to ``duration = tau`` and keeps its event flag: a tail event becomes an event at ``tau``,
-a tail censoring a censoring at ``tau``. After that, the unit's risk set is ``>= k`` at
-every time ``<= tau`` and empty after ``tau``, so every count and sum it sends is over at
+Coarsening (done in the local step's one pass, :mod:`medfed.algorithms.survival.scan`):
+with ``k = min_cell_count`` and the unit's durations sorted, let ``tau`` be the k-th
+largest duration (ties included, so ``#{duration >= tau} >= k``). The *tail* is every
+row with ``duration > tau``; it has at most ``k - 1`` rows, and at any time ``t > tau``
+the node's risk set is smaller than ``k``. The node moves every tail row to ``duration =
+tau`` and keeps its event flag: a tail event becomes an event at ``tau``, a tail
+censoring a censoring at ``tau``. After that, the unit's risk set is ``>= k`` at every
+time ``<= tau`` and empty after ``tau``, so every count and sum it sends is over at
 least ``k`` people, and no time beyond ``tau`` is named.
 
 What that does to exactness: nothing before ``tau``: risk sets and events at times
@@ -32,7 +33,6 @@ makes the node refuse (:class:`~medfed.common.errors.Refused`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,24 +42,20 @@ from pydantic import Field
 
 from medfed.algorithms.base import NodeOutput
 from medfed.algorithms.stats._common import WhereParams, require_column
-from medfed.algorithms.stats.crosstab import level_name, level_order
+from medfed.algorithms.stats.crosstab import level_name
 from medfed.common.errors import BadRequest, Refused
 from medfed.common.schemas import ColumnType, DatasetSchema
 
 __all__ = [
     "ALL",
-    "Coarsened",
     "SurvivalParams",
     "check_nodes",
     "check_survival_columns",
-    "coarsen",
-    "event_times",
     "first_round_datasets",
     "level_names",
     "merge_grid",
     "read_survival",
     "require_min_rows",
-    "units",
 ]
 
 ALL = "all"
@@ -115,59 +111,10 @@ def read_survival(
     return durations, raw == 1
 
 
-@dataclass(frozen=True)
-class Coarsened:
-    """A unit after the risk-set rule: durations with the tail moved to ``boundary``."""
-
-    durations: Floats
-    events: Bools
-    boundary: float
-    tail: int
-
-    @property
-    def coarsened(self) -> bool:
-        return self.tail > 0
-
-
-def coarsen(durations: Floats, events: Bools, k: int) -> Coarsened:
-    """Move the rows with a risk set under ``k`` back to the k-th largest duration."""
-    if len(durations) < k:
-        raise ValueError("a unit with fewer than k rows cannot be coarsened")
-    boundary = float(np.sort(durations)[len(durations) - k])
-    tail = durations > boundary
-    moved = np.where(tail, boundary, durations)
-    return Coarsened(moved, events.copy(), boundary, int(tail.sum()))
-
-
 def level_names(values: pd.Series) -> NDArray[np.object_]:
     """Each value as a level name (:func:`level_name`), computed once per distinct value."""
     names = {v: level_name(v) for v in pd.unique(values)}
     return np.asarray([names[v] for v in values], dtype=object)
-
-
-def units(
-    algorithm: str, frame: pd.DataFrame, column: str | None, k: int, what: str
-) -> dict[str, NDArray[np.intp]]:
-    """Row positions of each unit (level of ``column``, or ``ALL``); a rare level refuses."""
-    if column is None:
-        return {ALL: np.arange(len(frame))}
-    names = level_names(frame[column])
-    out: dict[str, NDArray[np.intp]] = {}
-    for level in sorted(set(names), key=level_order):
-        rows = np.flatnonzero(names == level)
-        if len(rows) < k:
-            raise Refused(
-                f"gate: min_cell_count: a {what} level of '{column}' has fewer than "
-                f"{k} rows at this node, so its event times cannot be shared"
-            )
-        out[str(level)] = rows
-    return out
-
-
-def event_times(unit: Coarsened) -> tuple[list[float], list[int]]:
-    """Distinct event times of a coarsened unit and the number of events at each."""
-    times, counts = np.unique(unit.durations[unit.events], return_counts=True)
-    return [float(t) for t in times], [int(c) for c in counts]
 
 
 def merge_grid(lists: Sequence[Sequence[float]]) -> list[float]:

@@ -34,7 +34,14 @@ from medfed.common.errors import BadRequest
 from medfed.common.filters import quote_identifier
 from medfed.common.schemas import ColumnSchema, ColumnType
 
-__all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "ROW_ID", "FileSource", "file_source"]
+__all__ = [
+    "CSV_SUFFIXES",
+    "PARQUET_SUFFIXES",
+    "ROW_ID",
+    "FileSource",
+    "file_source",
+    "quote_literal",
+]
 
 #: the hidden row-id column of the view; a table may not have a column of this name
 ROW_ID = "__medfed_row__"
@@ -88,7 +95,8 @@ class FileSource:
     row_count: int
 
 
-def _literal(text: str) -> str:
+def quote_literal(text: str) -> str:
+    """``text`` as an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -126,7 +134,7 @@ def _pandas_metadata(path: Path) -> tuple[set[str], set[str]]:
 
 
 def _parquet(con: duckdb.DuckDBPyConnection, path: Path) -> FileSource:
-    scan = f"read_parquet({_literal(str(path))}, file_row_number = true)"
+    scan = f"read_parquet({quote_literal(str(path))}, file_row_number = true)"
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
     except duckdb.Error as exc:
@@ -167,9 +175,9 @@ def _parquet(con: duckdb.DuckDBPyConnection, path: Path) -> FileSource:
 
 
 def _csv(con: duckdb.DuckDBPyConnection, path: Path) -> FileSource:
-    nulls = ", ".join(_literal(v) for v in _NA_TEXT)
+    nulls = ", ".join(quote_literal(v) for v in _NA_TEXT)
     scan = (
-        f"read_csv({_literal(str(path))}, header = true, all_varchar = true, "
+        f"read_csv({quote_literal(str(path))}, header = true, all_varchar = true, "
         f"parallel = false, delim = ',', quote = '\"', escape = '\"', "
         f"nullstr = [{nulls}], auto_detect = true)"
     )
@@ -180,7 +188,7 @@ def _csv(con: duckdb.DuckDBPyConnection, path: Path) -> FileSource:
     names = [str(r[0]) for r in described]
     for name in names:
         _check_name(name)
-    booleans = ", ".join(_literal(v) for v in (*_TRUE_TEXT, *_FALSE_TEXT))
+    booleans = ", ".join(quote_literal(v) for v in (*_TRUE_TEXT, *_FALSE_TEXT))
     parts = ["count(*)"]
     for name in names:
         v = quote_identifier(name)
@@ -197,7 +205,7 @@ def _csv(con: duckdb.DuckDBPyConnection, path: Path) -> FileSource:
         raise BadRequest(f"table: cannot read {path.name}: {exc}") from None
     assert row is not None
     total = int(row[0])
-    trues = ", ".join(_literal(v) for v in _TRUE_TEXT)
+    trues = ", ".join(quote_literal(v) for v in _TRUE_TEXT)
     columns: list[ColumnSchema] = []
     exprs = [f"(row_number() OVER ()) - 1 AS {quote_identifier(ROW_ID)}"]
     for i, name in enumerate(names):

@@ -55,7 +55,7 @@ from medfed.common.errors import BadRequest
 from medfed.common.filters import Filter, compile_filter, quote_identifier
 from medfed.common.schemas import ColumnSchema, ColumnType
 from medfed.common.sqlvalues import missing_sql
-from medfed.node.stores.table_sources import ROW_ID, file_source
+from medfed.node.stores.table_sources import CSV_SUFFIXES, ROW_ID, file_source, quote_literal
 
 __all__ = ["MEMORY_LIMIT", "ROW_ID", "TableStore", "check_csv_shape", "infer_columns"]
 
@@ -194,7 +194,15 @@ class TableStore:
                 self._cleanup()
                 raise
             self._columns = source.columns
-            self._con.execute(f"CREATE VIEW {_TABLE} AS {source.sql}")
+            body = source.sql
+            if path.name.lower().endswith(CSV_SUFFIXES):
+                # parsed once, into a typed Parquet copy in the store's private folder:
+                # later queries read columns instead of re-parsing the text
+                Path(spill).mkdir(parents=True, exist_ok=True)
+                copy = quote_literal(str(Path(spill) / "table.parquet"))
+                self._con.execute(f"COPY ({source.sql}) TO {copy} (FORMAT parquet)")
+                body = f"SELECT * FROM read_parquet({copy})"
+            self._con.execute(f"CREATE VIEW {_TABLE} AS {body}")
             self._row_count = source.row_count
         else:
             raise BadRequest(f"table {name}: needs a frame or a file")
