@@ -101,10 +101,19 @@ def design(params: CoxParams, frame: pd.DataFrame, state: dict[str, Any]) -> Flo
     return np.asarray((x - center) / scale, dtype=np.float64)
 
 
-def _upper(rows: Floats, p: int) -> Floats:
-    """Per row, the upper triangle of the outer product of ``rows`` with itself."""
-    i, j = np.triu_indices(p)
-    return np.asarray(rows[:, i] * rows[:, j], dtype=np.float64)
+def _products(x: Floats, w: Floats) -> Floats:
+    """``(1 + p + p(p+1)/2, n)``: per row ``w``, ``w x`` and the upper triangle of
+    ``w x x'`` (row by row), each a contiguous row (built column block by block)."""
+    xt = np.ascontiguousarray(x.T)
+    p, n = xt.shape
+    out = np.empty((1 + p + p * (p + 1) // 2, n))
+    out[0] = w
+    np.multiply(xt, w, out=out[1 : 1 + p])
+    k = 1 + p
+    for i in range(p):
+        np.multiply(out[1 + i], xt[i:], out=out[k : k + p - i])
+        k += p - i
+    return out
 
 
 @dataclass
@@ -159,9 +168,8 @@ def scan(params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
         plain: Floats | None = None
         if newton:
             x = design(params, frame, state)
-            w = np.exp(x @ beta)[:, None]
-            values = np.hstack([w, w * x, w * _upper(x, x.shape[1])])
-            plain = np.hstack([x, x**2]) if final else None
+            values = _products(x, np.exp(x @ beta))
+            plain = np.vstack([x.T, x.T**2]) if final else None
             xsum += x[batch.events].sum(axis=0)
         else:
             for column, m in moments.items():
@@ -176,7 +184,7 @@ def scan(params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
             if level not in grids:
                 grids[level] = np.asarray(state["times"].get(level, []), dtype=np.float64)
             tally.add_sums(
-                grids[level], d, e, values[chosen], None if plain is None else plain[chosen]
+                grids[level], d, e, values[:, chosen], None if plain is None else plain[:, chosen]
             )
     order = checked_units("cox", tallies, rows, ctx, params.strata, "stratum")
     for column in params.categorical:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -136,8 +135,8 @@ def _has_none(part: Any) -> bool:
     return bool(np.any(values == None))  # noqa: E711 - elementwise test for suppressed values
 
 
-#: Efron's tied-event terms are expanded this many at a time (memory: a few of these
-#: times p x p floats), so a stratum with millions of events is assembled in bounded memory
+#: Efron's tied-event terms are expanded this many at a time (memory: a few floats per
+#: term), so a stratum with millions of events is assembled in bounded memory
 TERMS_PER_CHUNK = 65_536
 
 
@@ -146,16 +145,23 @@ def assemble(
 ) -> tuple[float, Floats, Floats]:
     """Pooled log partial likelihood, gradient and Hessian at ``state["beta"]``.
 
-    At a time whose ``d`` events are not tied for Efron (every time for Breslow) the ``d``
-    terms are equal: they are added as one term weighted by ``d``. Efron's tied times get
-    one term per event (fraction ``l/d``), expanded a chunk of times at a time.
+    The ``d_j`` events at time ``t_j`` add terms with ``phi = S0 - f T0``,
+    ``psi = S1 - f T1``, ``big = S2 - f T2`` for ``f = l/d_j``, ``l < d_j`` (Efron at
+    its tied times; ``f = 0`` otherwise): ``log phi``, ``psi / phi`` and
+    ``big / phi - psi psi' / phi²``. Expanding the products, a time's terms need only
+    six scalar sums over its ``l`` — ``Σ log phi``, ``Σ 1/phi``, ``Σ f/phi``,
+    ``Σ 1/phi²``, ``Σ f/phi²``, ``Σ f²/phi²`` — so the work per event is scalar and the
+    vectors and matrices are combined once per time. Times with ``f = 0`` have them in
+    closed form (``d/S0``, …); Efron's tied times are summed a chunk of events at a time.
     """
     beta = np.asarray(state["beta"], dtype=np.float64)
     p = len(beta)
     xsum = np.zeros(p)
     for payload in payloads:
         xsum += np.asarray(payload["xsum"], dtype=np.float64)
-    total = _Terms(float(beta @ xsum), xsum.copy(), np.zeros((p, p)), p)
+    ll = float(beta @ xsum)
+    grad = xsum.copy()
+    hess = np.zeros((p, p))
     q = p * (p + 1) // 2
     for level, grid in state["times"].items():
         m = len(grid)
@@ -166,53 +172,54 @@ def assemble(
         s2 = _sum(payloads, "s2", level, (m, q))
         d = _sum(payloads, "events", level, (m,))
         ties = np.asarray(state["ties"].get(level, []), dtype=np.intp)
-        plain = d > 0
-        plain[ties] = False
-        times = np.flatnonzero(plain)
-        total.add(d[times], s0[times], s1[times], s2[times])
-        if not len(ties):
-            continue
-        k = len(ties)
-        t0 = _sum(payloads, "t0", level, (k,))
-        t1 = _sum(payloads, "t1", level, (k, p))
-        t2 = _sum(payloads, "t2", level, (k, q))
-        count = d[ties].astype(np.intp)
-        ends = np.cumsum(count)
-        start = 0
-        while start < k:  # tied times whose events add up to about one chunk
-            first = int(ends[start] - count[start])
-            stop = max(int(np.searchsorted(ends, first + TERMS_PER_CHUNK)), start + 1)
-            part = slice(start, stop)
-            local = np.repeat(np.arange(stop - start), count[part])
-            starts = np.concatenate([[0], np.cumsum(count[part])[:-1]])
-            fraction = (np.arange(len(local)) - starts[local]) / count[part][local]
-            rows = ties[part][local]
-            total.add(
-                np.ones(len(local)),
-                s0[rows] - fraction * t0[part][local],
-                s1[rows] - fraction[:, None] * t1[part][local],
-                s2[rows] - fraction[:, None] * t2[part][local],
-            )
-            start = stop
-    return total.ll, total.grad, total.hess
+        t0, t1, t2 = np.zeros(m), np.zeros((m, p)), np.zeros((m, q))
+        sums = np.zeros((6, m))  # per time: Σ log phi, 1/phi, f/phi, 1/phi², f/phi², f²/phi²
+        plain = np.flatnonzero((d > 0) & ~np.isin(np.arange(m), ties))
+        _check_positive(s0[plain])
+        sums[0, plain] = d[plain] * np.log(s0[plain])
+        sums[1, plain] = d[plain] / s0[plain]
+        sums[3, plain] = d[plain] / s0[plain] ** 2
+        if len(ties):
+            k = len(ties)
+            t0[ties] = _sum(payloads, "t0", level, (k,))
+            t1[ties] = _sum(payloads, "t1", level, (k, p))
+            t2[ties] = _sum(payloads, "t2", level, (k, q))
+            _tied_sums(sums, ties, d[ties].astype(np.intp), s0, t0)
+        ll -= float(sums[0].sum())
+        grad -= sums[1] @ s1 - sums[2] @ t1
+        second = (
+            (s1 * sums[3][:, None]).T @ s1
+            - (s1 * sums[4][:, None]).T @ t1
+            - (t1 * sums[4][:, None]).T @ s1
+            + (t1 * sums[5][:, None]).T @ t1
+        )
+        hess -= full_matrix((sums[1] @ s2 - sums[2] @ t2)[None, :], p)[0] - second
+    return ll, grad, hess
 
 
-@dataclass
-class _Terms:
-    """The log partial likelihood, gradient and Hessian, added term group by term group."""
+def _tied_sums(
+    sums: Floats, ties: NDArray[np.intp], count: NDArray[np.intp], s0: Floats, t0: Floats
+) -> None:
+    """Add the six scalar sums of Efron's terms at the tied times, chunk by chunk."""
+    ends = np.cumsum(count)
+    start = 0
+    while start < len(ties):  # tied times whose events add up to about one chunk
+        first = int(ends[start] - count[start])
+        stop = max(int(np.searchsorted(ends, first + TERMS_PER_CHUNK)), start + 1)
+        times = ties[start:stop]
+        local = np.repeat(np.arange(stop - start), count[start:stop])
+        starts = np.concatenate([[0], np.cumsum(count[start:stop])[:-1]])
+        f = (np.arange(len(local)) - starts[local]) / count[start:stop][local]
+        phi = s0[times][local] - f * t0[times][local]
+        _check_positive(phi)
+        inverse = 1 / phi
+        for row, term in enumerate(
+            (np.log(phi), inverse, f * inverse, inverse**2, f * inverse**2, (f * inverse) ** 2)
+        ):
+            sums[row, times] += np.bincount(local, weights=term, minlength=stop - start)
+        start = stop
 
-    ll: float
-    grad: Floats
-    hess: Floats
-    p: int
 
-    def add(self, weight: Floats, phi: Floats, psi: Floats, big: Floats) -> None:
-        """Terms ``weight * (log phi, psi / phi, big / phi - ratio ratio')``; ``big`` as
-        upper triangles."""
-        if np.any(phi <= 0):
-            raise BadRequest("cox: an empty risk set at an event time; the data are inconsistent")
-        self.ll -= float(np.sum(weight * np.log(phi)))
-        ratio = psi / phi[:, None]
-        self.grad -= weight @ ratio
-        curvature = full_matrix(((weight / phi) @ big)[None, :], self.p)[0]
-        self.hess -= curvature - (ratio * weight[:, None]).T @ ratio
+def _check_positive(phi: Floats) -> None:
+    if np.any(phi <= 0):
+        raise BadRequest("cox: an empty risk set at an event time; the data are inconsistent")

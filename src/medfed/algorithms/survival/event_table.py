@@ -124,7 +124,7 @@ class EventTableAlgorithm(Algorithm[P]):
                 if ctx.round == 0:
                     tally.add_events(d[e])
                 else:
-                    tally.add_sums(grid, d, e, np.zeros((len(d), 0)))  # counts only
+                    tally.add_sums(grid, d, e, np.zeros((0, len(d))))  # counts only
         order = checked_units(self.name, tallies, rows, ctx, group, "group")
         if ctx.round == 0:
             times = {level: tallies[level].event_times()[0] for level in order}

@@ -118,10 +118,11 @@ def checked_units(
 
 
 def _bins(index: NDArray[np.intp], values: Floats, size: int) -> Floats:
-    """Column by column, the sum of ``values``' rows in each of ``size`` buckets."""
-    out = np.zeros((size, values.shape[1]))
-    for c in range(values.shape[1]):
-        out[:, c] = np.bincount(index, weights=values[:, c], minlength=size)
+    """``(size, C)``: per bucket, the sums of ``values`` (``(C, n)``: one contiguous row
+    per column of sums) over the rows in that bucket."""
+    out = np.zeros((size, values.shape[0]))
+    for c in range(values.shape[0]):
+        out[:, c] = np.bincount(index, weights=values[c], minlength=size)
     return out
 
 
@@ -207,16 +208,17 @@ class Tally:
         plain: Floats | None = None,
     ) -> None:
         """A round on ``grid``: count the rows and add their ``values`` (and ``plain``:
-        over risk sets only) per bucket, the events' per time."""
+        over risk sets only) per bucket, the events' per time. ``values`` and ``plain``
+        hold one row per column of sums and one column per row of data (``(C, n)``)."""
         size = len(grid) + 1
         if self.risk_n is None:
             self.risk_n = np.zeros(size, dtype=np.int64)
-            self.risk = np.zeros((size, values.shape[1]))
+            self.risk = np.zeros((size, values.shape[0]))
             self.tied_n = np.zeros(len(grid), dtype=np.int64)
-            self.tied = np.zeros((len(grid), values.shape[1]))
-            self.off = np.zeros(values.shape[1])
+            self.tied = np.zeros((len(grid), values.shape[0]))
+            self.off = np.zeros(values.shape[0])
             if plain is not None:
-                self.plain = np.zeros((size, plain.shape[1]))
+                self.plain = np.zeros((size, plain.shape[0]))
         assert self.risk is not None and self.tied_n is not None
         assert self.tied is not None and self.off is not None
         bucket = np.searchsorted(grid, durations, side="right")
@@ -225,14 +227,14 @@ class Tally:
         if plain is not None and self.plain is not None:
             self.plain += _bins(bucket, plain, size)
         died = durations[events]
-        died_values = values[events]
+        died_values = values[:, events]
         at = np.minimum(np.searchsorted(grid, died), max(len(grid) - 1, 0))
         found = grid[at] == died if len(grid) else np.zeros(len(died), dtype=bool)
         self.tied_n += np.bincount(at[found], minlength=len(grid))
-        self.tied += _bins(at[found], died_values[found], len(grid))
+        self.tied += _bins(at[found], died_values[:, found], len(grid))
         if not found.all():
             self.off_n += int(np.count_nonzero(~found))
-            self.off += died_values[~found].sum(axis=0)
+            self.off += died_values[:, ~found].sum(axis=1)
             self.off_first = min(self.off_first, float(died[~found].min()))
 
     def on_grid(self, algorithm: str, grid: Floats) -> OnGrid:
