@@ -72,6 +72,22 @@ class Cells:
     def magnitudes(self, label: str, values: object) -> None:
         """Dominance declarations are not what these tests look at."""
 
+    def grid(self) -> CellsGrid:
+        """A grid declared batch by batch: one labelling of all its batches at close."""
+        return CellsGrid(self)
+
+
+class CellsGrid:
+    def __init__(self, owner: Cells) -> None:
+        self.owner = owner
+        self.parts: list[pd.Series] = []
+
+    def add(self, labels: pd.Series) -> None:
+        self.parts.append(labels)
+
+    def close(self) -> None:
+        self.owner.cells(pd.concat(self.parts))
+
 
 def declared(name: str, raw: dict[str, Any], store: TableStore) -> pd.Series:
     """The one grid a local step declares, by row id."""

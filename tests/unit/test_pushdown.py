@@ -417,3 +417,33 @@ def test_event_tables_over_batches_equal_one_batch(
             assert series.dtype == np.int64 and np.array_equal(series, one_b[key][level])
     for counts in one_a["at_risk"].values():  # the risk-set rule: 0 or at least k
         assert ((counts == 0) | (counts >= 5)).all() and counts[-1] == 0
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [{}, {"row_levels": ["I", "II"]}, {"row_levels": ["II", "III"], "col_levels": ["yes"]}],
+)
+def test_crosstab_over_batches_equals_the_frame_path(
+    path: Path, levels: dict[str, list[str]]
+) -> None:
+    """``crosstab`` reads ``select_batches``: over three batches its table is pandas' on the
+    rows the frame path selected, and the row sets and cells recorded (the pairs inside the
+    table) are the ones the frame path recorded with its levels known up front."""
+    algorithm = get_algorithm("crosstab")
+    params = algorithm.parse_params({"row": "tgrade", "col": "horTh", "where": WHERE, **levels})
+    store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+    framed = RecordingData(store, key=KEY)
+    frame = framed.select(["tgrade", "horTh"], parse_filter(WHERE)).dropna()
+    pairs = frame.groupby(["tgrade", "horTh"], observed=True).size()
+    rows = levels.get("row_levels") or sorted({r for r, _ in pairs.index})
+    cols = levels.get("col_levels") or sorted({c for r, c in pairs.index if r in rows})
+    inside = frame["tgrade"].isin(rows) & frame["horTh"].isin(cols)
+    triples = zip(frame.tgrade, frame.horTh, inside, strict=True)
+    labels = [(r, c) if keep else None for r, c, keep in triples]
+    framed.cells(pd.Series(labels, index=frame.index, dtype=object))
+    in_thirds(store)
+    data = RecordingData(store, key=KEY)
+    out = algorithm.local(params, LocalContext(data=data, recorder=data))
+    assert (out["row_levels"], out["col_levels"]) == (rows, cols)
+    assert out["table"] == [[int(pairs.get((r, c), 0)) for c in cols] for r in rows]
+    assert data.fingerprints == framed.fingerprints and len(data.fingerprints) == 2

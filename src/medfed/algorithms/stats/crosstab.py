@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from pydantic import BaseModel, Field, field_validator
 
 from medfed.algorithms.base import (
@@ -49,9 +50,22 @@ from medfed.algorithms.stats._text import text_table
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
 
-__all__ = ["Crosstab", "CrosstabParams", "CrosstabResult", "level_name", "level_order"]
+__all__ = [
+    "Crosstab",
+    "CrosstabParams",
+    "CrosstabResult",
+    "level_name",
+    "level_names",
+    "level_order",
+]
 
 MAX_LEVELS = 1000
+
+
+def level_names(values: pd.Series) -> NDArray[np.object_]:
+    """Each value as a level name (:func:`level_name`), computed once per distinct value."""
+    names = {v: level_name(v) for v in pd.unique(values)}
+    return np.asarray([names[v] for v in values], dtype=object)
 
 
 def level_name(value: Any) -> str:
@@ -127,30 +141,30 @@ class Crosstab(Algorithm[CrosstabParams]):
         return [Grid("table")]
 
     def local(self, params: CrosstabParams, ctx: LocalContext) -> dict[str, Any]:
-        frame = ctx.data.select([params.row, params.col], params.filter).dropna()
-        rows = [level_name(v) for v in frame[params.row]]
-        cols = [level_name(v) for v in frame[params.col]]
-        pairs = Counter(zip(rows, cols, strict=True))
         # a free dimension names only levels that occur inside the table (never a level
         # that only rows outside the other dimension's listed levels have)
-        wanted_rows = set(params.row_levels or rows)
-        wanted_cols = set(params.col_levels or cols)
-        inside = [
-            (r, c) for r, c in zip(rows, cols, strict=True) if r in wanted_rows and c in wanted_cols
-        ]
-        row_levels = params.row_levels or sorted({r for r, _ in inside}, key=level_order)
-        col_levels = params.col_levels or sorted({c for _, c in inside}, key=level_order)
-        shown_rows, shown_cols = set(row_levels), set(col_levels)
-        ctx.cells(
-            pd.Series(
-                [
-                    (r, c) if r in shown_rows and c in shown_cols else None
-                    for r, c in zip(rows, cols, strict=True)
-                ],
-                index=frame.index,
-                dtype=object,
-            )
-        )
+        wanted_rows = set(params.row_levels) if params.row_levels else None
+        wanted_cols = set(params.col_levels) if params.col_levels else None
+        pairs: Counter[tuple[str, str]] = Counter()
+        grid = ctx.grid()
+        # batch by batch (``select_batches``): the cells are the pairs inside the table
+        # (both levels listed, or free), which are the cells of the levels it names
+        for frame in ctx.data.select_batches([params.row, params.col], params.filter):
+            frame = frame.dropna()
+            rows = level_names(frame[params.row])
+            cols = level_names(frame[params.col])
+            cells = [
+                (r, c)
+                if (wanted_rows is None or r in wanted_rows)
+                and (wanted_cols is None or c in wanted_cols)
+                else None
+                for r, c in zip(rows, cols, strict=True)
+            ]
+            grid.add(pd.Series(cells, index=frame.index, dtype=object))
+            pairs.update(cell for cell in cells if cell is not None)
+        grid.close()
+        row_levels = params.row_levels or sorted({r for r, _ in pairs}, key=level_order)
+        col_levels = params.col_levels or sorted({c for _, c in pairs}, key=level_order)
         table = [[pairs.get((r, c), 0) for c in col_levels] for r in row_levels]
         return {"row_levels": row_levels, "col_levels": col_levels, "table": table}
 

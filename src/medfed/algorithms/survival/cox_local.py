@@ -52,8 +52,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from medfed.algorithms.stats.crosstab import level_names
 from medfed.algorithms.survival.scan import Tally, checked_units, read_batches
-from medfed.algorithms.survival.times import level_names
 from medfed.common.errors import BadRequest, Refused
 
 if TYPE_CHECKING:

@@ -38,11 +38,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from medfed.algorithms.stats.crosstab import level_order
+from medfed.algorithms.stats.crosstab import level_names, level_order
 from medfed.algorithms.survival.times import (
     ALL,
     SurvivalParams,
-    level_names,
     read_survival,
     require_min_rows,
 )

@@ -42,7 +42,6 @@ from pydantic import Field
 
 from medfed.algorithms.base import NodeOutput
 from medfed.algorithms.stats._common import WhereParams, require_column
-from medfed.algorithms.stats.crosstab import level_name
 from medfed.common.errors import BadRequest, Refused
 from medfed.common.schemas import ColumnType, DatasetSchema
 
@@ -52,7 +51,6 @@ __all__ = [
     "check_nodes",
     "check_survival_columns",
     "first_round_datasets",
-    "level_names",
     "merge_grid",
     "read_survival",
     "require_min_rows",
@@ -109,12 +107,6 @@ def read_survival(
     if not np.all((raw == 0) | (raw == 1)):
         raise BadRequest(f"{algorithm}: event '{event}' must be 0/1 (1 = event observed)")
     return durations, raw == 1
-
-
-def level_names(values: pd.Series) -> NDArray[np.object_]:
-    """Each value as a level name (:func:`level_name`), computed once per distinct value."""
-    names = {v: level_name(v) for v in pd.unique(values)}
-    return np.asarray([names[v] for v in values], dtype=object)
 
 
 def merge_grid(lists: Sequence[Sequence[float]]) -> list[float]:
