@@ -72,6 +72,9 @@ class Cells:
     def magnitudes(self, label: str, values: object) -> None:
         """Dominance declarations are not what these tests look at."""
 
+    def magnitude(self, label: str, figures: object) -> None:
+        """Nor are the figures of a sum added batch by batch."""
+
     def grid(self) -> CellsGrid:
         """A grid declared batch by batch: one labelling of all its batches at close."""
         return CellsGrid(self)

@@ -447,3 +447,59 @@ def test_crosstab_over_batches_equals_the_frame_path(
     assert (out["row_levels"], out["col_levels"]) == (rows, cols)
     assert out["table"] == [[int(pairs.get((r, c), 0)) for c in cols] for r in rows]
     assert data.fingerprints == framed.fingerprints and len(data.fingerprints) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("grouped_summary", {"by": "tgrade", "columns": ["age", "tsize"]}),
+        ("ttest", {"column": "tsize", "group": "horTh"}),
+        ("ttest", {"column": "age", "group": "tgrade", "groups": ["III", "I"]}),
+    ],
+)
+def test_grouped_moments_over_batches_equal_the_frame_path(
+    path: Path, name: str, raw: dict[str, object]
+) -> None:
+    """``grouped_summary`` and ``ttest`` read ``select_batches``: over three batches their
+    counts and moments are numpy's on the frame path's rows (one batch: the same ``fsum``
+    formulas), the dominance figures of each released sum and m2 are ``magnitude`` of the
+    values (the two largest squared deviations from the four extreme values), and the row
+    sets and group cells recorded are the frame path's."""
+    algorithm = get_algorithm(name)
+    params = algorithm.parse_params({**raw, "where": WHERE})
+    by = str(raw.get("by") or raw["group"])
+    columns = list(raw.get("columns") or [raw["column"]])
+    wanted = raw.get("groups")
+    store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+    framed = RecordingData(store, key=KEY)
+    frame = framed.select(
+        [*columns, by] if name == "ttest" else [by, *columns], parse_filter(WHERE)
+    )
+    frame = frame.dropna() if name == "ttest" else frame[frame[by].notna()]
+    if wanted:
+        frame = frame[frame[by].isin(wanted)]
+    framed.cells(frame[by].astype(str))
+    in_thirds(store)
+    data = RecordingData(store, key=KEY)
+    out = algorithm.local(params, LocalContext(data=data, recorder=data, min_rows=1))
+    assert data.fingerprints == framed.fingerprints
+    groups = list(wanted) if wanted else sorted(frame[by].astype(str).unique())
+    assert out["groups"] == groups and out["rows"] == len(frame)
+    for i, level in enumerate(groups):
+        for j, column in enumerate(columns):
+            values = frame.loc[frame[by].astype(str) == level, column].dropna().to_numpy(float)
+            n = out["n"][i][j] if name == "grouped_summary" else out["n"][i]
+            stats = out["stats"][i][j] if name == "grouped_summary" else out["stats"][i]
+            label = f"{level}.{column}" if name == "grouped_summary" else level
+            assert n == len(values) and n > 0
+            mean = math.fsum(values) / n
+            assert stats["sum"] == pytest.approx(math.fsum(values), rel=1e-14)
+            assert stats["m2"] == pytest.approx(math.fsum((values - mean) ** 2), rel=1e-12)
+            for key, expected in (
+                ("sum", magnitude(values)),
+                ("m2", magnitude((values - values.mean()) ** 2)),
+            ):
+                got = data.magnitudes_seen[f"{label}.{key}"]
+                assert got.rows == expected.rows
+                for part in ("total", "top1", "top2"):
+                    assert getattr(got, part) == pytest.approx(getattr(expected, part), rel=1e-12)

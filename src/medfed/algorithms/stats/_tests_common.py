@@ -1,10 +1,9 @@
-"""Small pieces the descriptives and tests share: text tables, levels, the min-rows rule.
+"""Small pieces the descriptives and tests share: text tables, pooling, the min-rows rule.
 
 Nothing here runs on its own or sends anything: :func:`text_table` lays out ``summary()``
 tables, :func:`number` formats one figure, :func:`require_min_rows` is the local-step check
 behind the ``min_rows`` policy (a test on fewer rows than the node's ``min_rows`` is
-refused with :class:`~medfed.common.errors.Refused`), :func:`levels_of` turns a column's
-values into level names the way ``crosstab`` does, and :func:`pool_moments` pools
+refused with :class:`~medfed.common.errors.Refused`), :func:`pool_moments` pools
 per-node ``(n, sum, m2)`` triples exactly (Chan, Golub and LeVeque). :func:`float_key`,
 :func:`float_from_key` and :func:`simplest_between` serve the quantile search: floats as
 integers in the same order, and the shortest decimal in an interval.
@@ -17,17 +16,13 @@ import struct
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, Decimal
 
-import pandas as pd
-
 from medfed.algorithms.base import LocalContext
 from medfed.algorithms.stats._text import number, text_table
-from medfed.algorithms.stats.crosstab import level_name
 from medfed.common.errors import Refused
 
 __all__ = [
     "float_from_key",
     "float_key",
-    "levels_of",
     "number",
     "pool_moments",
     "require_min_rows",
@@ -43,11 +38,6 @@ def require_min_rows(algorithm: str, rows: int, ctx: LocalContext) -> None:
             f"gate: min_rows: {algorithm} needs at least {ctx.min_rows} rows at a node; "
             "this node has fewer"
         )
-
-
-def levels_of(values: pd.Series) -> list[str]:
-    """Each value of ``values`` as a level name (``True`` → ``"true"``, ``2.0`` → ``"2"``)."""
-    return [level_name(v) for v in values]
 
 
 def pool_moments(parts: Sequence[tuple[int, float, float]]) -> tuple[int, float, float]:

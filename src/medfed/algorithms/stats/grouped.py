@@ -47,15 +47,15 @@ from medfed.algorithms.base import (
     Rule,
 )
 from medfed.algorithms.plotting import pyplot, save
+from medfed.algorithms.stats._batch_moments import BatchMoments
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
-    declare_moments,
     gated_payloads,
     require_column,
 )
-from medfed.algorithms.stats._tests_common import levels_of, number, pool_moments, text_table
-from medfed.algorithms.stats.crosstab import level_order
+from medfed.algorithms.stats._tests_common import number, pool_moments, text_table
+from medfed.algorithms.stats.crosstab import level_names, level_order
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
 
@@ -134,28 +134,35 @@ class GroupedSummary(Algorithm[GroupedSummaryParams]):
         return [MinRows("rows"), Grid("n")]
 
     def local(self, params: GroupedSummaryParams, ctx: LocalContext) -> dict[str, Any]:
-        frame = ctx.data.select([params.by, *params.columns], params.filter)
-        frame = frame[frame[params.by].notna()]
-        levels = np.asarray(levels_of(frame[params.by]), dtype=object)
-        ctx.cells(pd.Series(levels, index=frame.index, dtype=object))
-        named = sorted(set(levels.tolist()), key=level_order)
+        groups: dict[str, list[BatchMoments]] = {}
+        rows = 0
+        grid = ctx.grid()
+        # batch by batch (``select_batches``): per group and column, moments and the
+        # dominance figures; each used row's group is declared as it goes
+        for frame in ctx.data.select_batches([params.by, *params.columns], params.filter):
+            frame = frame[frame[params.by].notna()]
+            levels = level_names(frame[params.by])
+            grid.add(pd.Series(levels, index=frame.index, dtype=object))
+            rows += len(frame)
+            for level in pd.unique(levels):
+                chosen = frame[levels == level]
+                moments = groups.setdefault(str(level), [BatchMoments() for _ in params.columns])
+                for m, column in zip(moments, params.columns, strict=True):
+                    m.add(chosen[column].dropna().to_numpy(dtype=np.float64))
+        grid.close()
+        named = sorted(groups, key=level_order)
         counts: list[list[int]] = []
         stats: list[list[dict[str, float] | None]] = []
         for level in named:
-            rows = frame[levels == level]
-            counts.append([])
+            counts.append([m.n for m in groups[level]])
             stats.append([])
-            for column in params.columns:
-                values = rows[column].dropna().to_numpy(dtype=np.float64)
-                n = len(values)
-                counts[-1].append(n)
-                if n == 0:
+            for m, column in zip(groups[level], params.columns, strict=True):
+                if m.n == 0:
                     stats[-1].append(None)
                     continue
-                declare_moments(ctx, f"{level}.{column}", values, spread=True)
-                total = math.fsum(values)
-                stats[-1].append({"sum": total, "m2": math.fsum((values - total / n) ** 2)})
-        return {"rows": len(frame), "groups": named, "n": counts, "stats": stats}
+                m.declare(ctx, f"{level}.{column}")
+                stats[-1].append(m.message())
+        return {"rows": rows, "groups": named, "n": counts, "stats": stats}
 
     def aggregate(
         self,

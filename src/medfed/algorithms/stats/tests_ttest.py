@@ -49,21 +49,20 @@ from medfed.algorithms.base import (
     NodeOutput,
     Rule,
 )
+from medfed.algorithms.stats._batch_moments import BatchMoments
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
-    declare_moments,
     gated_payloads,
     require_column,
 )
 from medfed.algorithms.stats._tests_common import (
-    levels_of,
     number,
     pool_moments,
     require_min_rows,
     text_table,
 )
-from medfed.algorithms.stats.crosstab import level_name, level_order
+from medfed.algorithms.stats.crosstab import level_name, level_names, level_order
 from medfed.common.errors import BadRequest
 from medfed.common.schemas import DatasetSchema
 
@@ -143,29 +142,34 @@ class TTest(Algorithm[TTestParams]):
         return [Grid("n")]
 
     def local(self, params: TTestParams, ctx: LocalContext) -> dict[str, Any]:
-        frame = ctx.data.select([params.column, params.group], params.filter).dropna()
-        levels = levels_of(frame[params.group])
-        if params.groups is not None:
-            keep = [level in params.groups for level in levels]
-            frame = frame[keep]
-            levels = [level for level, k in zip(levels, keep, strict=True) if k]
-        require_min_rows(self.name, len(frame), ctx)
-        ctx.cells(pd.Series(levels, index=frame.index, dtype=object))
-        values = frame[params.column].to_numpy(dtype=float)
-        by_level: dict[str, list[float]] = {}
-        for level, value in zip(levels, values.tolist(), strict=True):
-            by_level.setdefault(level, []).append(value)
-        named = list(params.groups or sorted(by_level, key=level_order))
-        counts = [len(by_level.get(g, [])) for g in named]
+        wanted = set(params.groups) if params.groups is not None else None
+        groups: dict[str, BatchMoments] = {}
+        rows = 0
+        grid = ctx.grid()
+        # batch by batch (``select_batches``): per group, moments and dominance figures
+        for frame in ctx.data.select_batches([params.column, params.group], params.filter):
+            frame = frame.dropna()
+            levels = level_names(frame[params.group])
+            if wanted is not None:
+                keep = np.asarray([level in wanted for level in levels], dtype=bool)
+                frame, levels = frame[keep], levels[keep]
+            grid.add(pd.Series(levels, index=frame.index, dtype=object))
+            rows += len(frame)
+            values = frame[params.column].to_numpy(dtype=float)
+            for level in pd.unique(levels):
+                groups.setdefault(str(level), BatchMoments()).add(values[levels == level])
+        grid.close()
+        require_min_rows(self.name, rows, ctx)
+        named = list(params.groups or sorted(groups, key=level_order))
+        counts = [groups[g].n if g in groups else 0 for g in named]
         stats: list[dict[str, float] | None] = []
         for g, n in zip(named, counts, strict=True):
             if n == 0:
                 stats.append(None)
                 continue
-            declare_moments(ctx, g, np.asarray(by_level[g], dtype=float), spread=True)
-            total = math.fsum(by_level[g])
-            stats.append({"sum": total, "m2": math.fsum((x - total / n) ** 2 for x in by_level[g])})
-        return {"rows": len(frame), "groups": named, "n": counts, "stats": stats}
+            groups[g].declare(ctx, g)
+            stats.append(groups[g].message())
+        return {"rows": rows, "groups": named, "n": counts, "stats": stats}
 
     def aggregate(
         self,
