@@ -1,4 +1,5 @@
-"""A 2,000,000-row node table (Parquet): count, mean, histogram, GLM, Cox in bounded memory.
+"""A 2,000,000-row node table (Parquet): count, mean, histogram, GLM, Cox, KM, crosstab and
+grouped statistics in bounded memory.
 
 The table is synthetic, generated from a seed by ``benchmarks.bigtable.write_table``
 (DuckDB SQL: normal covariates, a logistic outcome, exponential survival times with known
@@ -39,7 +40,8 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def steps(table: Path) -> dict[str, dict[str, Any]]:
-    done = run_steps(table, ["count", "mean", "histogram", "glm_gaussian", "cox"])
+    steps = ["count", "mean", "histogram", "glm_gaussian", "cox", "km", "crosstab", "grouped"]
+    done = run_steps(table, steps)
     return {d["step"]: d for d in done}
 
 
@@ -109,3 +111,31 @@ def test_cox_recovers_the_generating_coefficients(steps: dict[str, dict[str, Any
     coef = dict(zip(got["covariates"], got["coef"], strict=True))
     for name, truth in TRUE_COX.items():
         assert np.isclose(coef[name], truth, atol=0.02), (name, coef[name])
+
+
+def test_batched_grids_equal_duckdb(table: Path, steps: dict[str, dict[str, Any]]) -> None:
+    """km, crosstab and grouped_summary read their columns in batches: their counts and
+    means are DuckDB's on the same file."""
+    con = duckdb.connect()
+    by_y = con.execute(
+        f"SELECT y, count(*), sum(event), avg(x1), var_samp(x1), avg(age) "
+        f"FROM read_parquet('{table}') GROUP BY y ORDER BY y"
+    ).fetchall()
+    curves = {c["group"]: c for c in steps["km"]["result"]["curves"]}
+    grouped = steps["grouped"]["result"]["groups"]
+    for y, n, events, mean_x1, var_x1, mean_age in by_y:
+        assert (curves[str(y)]["rows"], curves[str(y)]["events_total"]) == (n, events)
+        assert grouped[str(y)]["x1"]["n"] == n
+        assert grouped[str(y)]["x1"]["mean"] == pytest.approx(mean_x1, rel=1e-11, abs=1e-14)
+        assert grouped[str(y)]["x1"]["variance"] == pytest.approx(var_x1, rel=1e-11)
+        assert grouped[str(y)]["age"]["mean"] == pytest.approx(mean_age, rel=1e-12)
+    cells = con.execute(
+        f"SELECT y, event, count(*) FROM read_parquet('{table}') GROUP BY y, event"
+    ).fetchall()
+    table_ = steps["crosstab"]["result"]
+    got = {
+        (r, c): table_["table"][i][j]
+        for i, r in enumerate(table_["row_levels"])
+        for j, c in enumerate(table_["col_levels"])
+    }
+    assert got == {(str(y), str(e)): n for y, e, n in cells}

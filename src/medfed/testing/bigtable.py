@@ -42,6 +42,10 @@ STEPS: dict[str, tuple[str, dict[str, Any]]] = {
     "cox": ("cox", {"duration": "time", "event": "event", "covariates": ["x1", "x2"]}),
     "histogram": ("histogram", {"column": "x1", "bins": [-3.0, -1.0, 0.0, 1.0, 3.0]}),
     "quantiles": ("quantiles", {"column": "age", "probs": [0.25, 0.5, 0.75]}),
+    "km": ("km", {"duration": "time", "event": "event", "group": "y"}),
+    "crosstab": ("crosstab", {"row": "y", "col": "event"}),
+    "grouped": ("grouped_summary", {"by": "y", "columns": ["x1", "age"]}),
+    "ttest": ("ttest", {"column": "x1", "group": "y"}),
 }
 
 
