@@ -1,11 +1,12 @@
 """Moments of one column in one group, added batch by batch, with the dominance figures.
 
 Nothing here runs on its own or sends anything. ``grouped_summary`` and ``ttest`` read
-their columns in batches (``select_batches``) and keep one :class:`BatchMoments` per group
-and column: the row count, the sum (``math.fsum`` of each batch's ``fsum``), the sum of
-squared deviations from the mean (per batch about the batch's mean, combined by Chan,
-Golub and LeVeque's formula: one batch gives exactly ``fsum((x - mean)²)``), and what the
-node's dominance rules need about the two released sums — never the values:
+their columns in batches (``select_batches``) and keep one :class:`BatchMoments` per
+group and column (``cox`` one per numeric covariate, for its scaling): the row count,
+the sum (``math.fsum`` of each batch's ``fsum``), the sum of squared deviations from the
+mean (per batch about the batch's mean, combined by Chan, Golub and LeVeque's formula:
+one batch gives exactly ``fsum((x - mean)²)``), and what the node's dominance rules need
+about the two released sums — never the values:
 
 - ``sum``: the total of ``|x|`` and its two largest terms;
 - ``m2``: its total, and its two largest terms ``(x - mean)²``. The mean is known only
@@ -73,8 +74,12 @@ class BatchMoments:
         self.finite += len(magnitudes)
         self.absolute.append(float(magnitudes.sum()))
         self.top = _top2(np.asarray([*self.top, *_top2(magnitudes)]))
-        both = np.sort(np.concatenate([self.ends, x]))
-        self.ends = both if len(both) <= 4 else np.concatenate([both[:2], both[-2:]])
+        both = np.concatenate([self.ends, x])
+        if len(both) > 4:  # O(n): the two smallest and the two largest
+            low = np.partition(both, 1)[:2]
+            high = np.partition(both, len(both) - 2)[-2:]
+            both = np.concatenate([low, high])
+        self.ends = both
 
     def message(self) -> dict[str, float]:
         """What leaves the node: ``{"sum": Σx, "m2": Σ(x - mean)²}``."""

@@ -44,14 +44,13 @@ risk-set and tied sums come out of the tally with the tail moved to the boundary
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from medfed.algorithms.stats._batch_moments import BatchMoments
 from medfed.algorithms.stats.crosstab import level_names
 from medfed.algorithms.survival.scan import Tally, checked_units, read_batches
 from medfed.common.errors import BadRequest, Refused
@@ -63,7 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["check_parameters", "design", "scan"]
 
 Floats = NDArray[np.float64]
-Counts = NDArray[np.int64]
 
 
 def check_parameters(p: int, rows: int, fraction: float, min_df: int = 0) -> None:
@@ -116,30 +114,6 @@ def _products(x: Floats, w: Floats) -> Floats:
     return out
 
 
-@dataclass
-class _Moments:
-    """``n``, ``Σx`` and ``Σ(x - mean)²`` added batch by batch (Chan et al.)."""
-
-    n: int = 0
-    sums: list[float] = field(default_factory=list)
-    m2: float = 0.0
-
-    def add(self, x: Floats) -> None:
-        if not len(x):
-            return
-        total = math.fsum(x)
-        m2 = math.fsum((x - total / len(x)) ** 2)
-        if self.n:
-            delta = total / len(x) - math.fsum(self.sums) / self.n
-            m2 += delta * delta * self.n * len(x) / (self.n + len(x))
-        self.n += len(x)
-        self.sums.append(total)
-        self.m2 += m2
-
-    def message(self) -> dict[str, float]:
-        return {"n": self.n, "sum": math.fsum(self.sums), "m2": self.m2}
-
-
 def scan(params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
     """One pass over the node's rows: round 0's set-up or one Newton round's sums."""
     k = ctx.min_cell_count
@@ -152,7 +126,7 @@ def scan(params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
     # strata and levels of categorical covariates are cells whose sums are released
     cells = [*params.categorical, *([params.strata] if params.strata else [])]
     tallies: dict[str, Tally] = {}
-    moments = {c: _Moments() for c in params.covariates if c not in params.categorical}
+    moments = {c: BatchMoments() for c in params.covariates if c not in params.categorical}
     levels: dict[str, dict[str, int]] = {c: {} for c in params.categorical}
     grids: dict[str, Floats] = {}
     beta = np.asarray(state.get("beta", []), dtype=np.float64)
@@ -206,7 +180,7 @@ def scan(params: CoxParams, ctx: LocalContext) -> dict[str, Any]:
         return {
             "rows": rows,
             "at_risk": {},
-            "moments": {c: m.message() for c, m in moments.items()},
+            "moments": {c: {"n": m.n, **m.message()} for c, m in moments.items()},
             "levels": {c: dict(sorted(v.items(), key=lambda i: -i[1])) for c, v in levels.items()},
             "times": times,
             "events": counts,
