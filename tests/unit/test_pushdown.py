@@ -56,6 +56,13 @@ def store(path: Path) -> TableStore:
     return TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset({"p5"}))
 
 
+def batched(path: Path, rows: int) -> TableStore:
+    """The file opened as a node does, handing out ``select_batches`` frames of ``rows``."""
+    store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+    store.batch_rows = rows
+    return store
+
+
 def old_masks(store: TableStore, columns: list[str], where: Filter | None) -> list[np.ndarray]:
     """The frame path's masks (``select``: rows, then each column's non-missing rows)."""
     frame = store.select(columns, where)
@@ -182,8 +189,7 @@ def test_glm_sums_over_batches_equal_one_batch(path: Path, family: str) -> None:
     params = algorithm.parse_params(raw)
     outputs, prints = [], []
     for rows in (2048 * 8, 60):
-        store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
-        store.batch_rows = rows
+        store = batched(path, rows)
         first = RecordingData(store, key=KEY)
         zero = algorithm.local(params, LocalContext(data=first, recorder=first))
         state = {
@@ -320,8 +326,7 @@ def test_cox_over_batches_equals_one_batch(path: Path, strata: str | None) -> No
     rng = np.random.default_rng(3)
     got, prints = [], []
     for rows in (2048 * 8, 37):
-        store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
-        store.batch_rows = rows
+        store = batched(path, rows)
         data = RecordingData(store, key=KEY)
         zero = algorithm.local(params, LocalContext(data=data, recorder=data))
         answer = NodeOutput(node_id=1, dataset_id=1, status="ok", payload=zero)
@@ -392,8 +397,7 @@ def test_event_tables_over_batches_equal_one_batch(
     params = algorithm.parse_params(raw)
     got, prints = [], []
     for rows in (2048 * 8, 29):
-        store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
-        store.batch_rows = rows
+        store = batched(path, rows)
         data = RecordingData(store, key=KEY)
         zero = algorithm.local(params, LocalContext(data=data, recorder=data))
         own = sorted({t for times in zero["times"].values() for t in times})
