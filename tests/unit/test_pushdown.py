@@ -507,3 +507,41 @@ def test_grouped_moments_over_batches_equal_the_frame_path(
                 assert got.rows == expected.rows
                 for part in ("total", "top1", "top2"):
                     assert getattr(got, part) == pytest.approx(getattr(expected, part), rel=1e-12)
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_covariance_over_batches_equals_the_frame_path(path: Path, pairwise: bool) -> None:
+    """``covariance`` reads ``select_batches`` twice (sums, then deviations from each pair's
+    means): over three batches its sums are ``fsum``'s on the frame path's rows, the five
+    dominance figures per pair are ``magnitude`` of the terms, and the row sets recorded
+    (once, though read twice) are the frame path's."""
+    columns = ["age", "tsize", "pnodes"]
+    algorithm = get_algorithm("covariance")
+    params = algorithm.parse_params({"columns": columns, "pairwise": pairwise, "where": WHERE})
+    store = TableStore.open(path, person_column="pid", excluded_persons=lambda: frozenset())
+    framed = RecordingData(store, key=KEY)
+    frame = framed.select(columns, parse_filter(WHERE))
+    if not pairwise:
+        frame = frame.dropna()
+    in_thirds(store)
+    data = RecordingData(store, key=KEY)
+    out = algorithm.local(params, LocalContext(data=data, recorder=data))
+    assert data.fingerprints == framed.fingerprints and out["rows"] == len(frame)
+    index = 0
+    for a in range(len(columns)):
+        for b in range(a, len(columns)):
+            both = frame[[columns[a], columns[b]]].dropna().to_numpy(float)
+            x, y = both[:, 0], both[:, 1]
+            dx, dy = x - math.fsum(x) / len(x), y - math.fsum(y) / len(y)
+            assert out["n"][index] == len(x)
+            got = out["pairs"][index]
+            assert got["sum_a"] == pytest.approx(math.fsum(x), rel=1e-14)
+            assert got["cross"] == pytest.approx(math.fsum(dx * dy), rel=1e-12)
+            assert got["m2_b"] == pytest.approx(math.fsum(dy * dy), rel=1e-12)
+            for name, terms in (("a.sum", x), ("a.m2", dx * dx), ("cross", dx * dy)):
+                seen = data.magnitudes_seen[f"{a}-{b}.{name}"]
+                expected = magnitude(terms)
+                assert seen.rows == expected.rows
+                assert seen.top1 == pytest.approx(expected.top1, rel=1e-12)
+                assert seen.total == pytest.approx(expected.total, rel=1e-12)
+            index += 1

@@ -46,6 +46,7 @@ STEPS: dict[str, tuple[str, dict[str, Any]]] = {
     "crosstab": ("crosstab", {"row": "y", "col": "event"}),
     "grouped": ("grouped_summary", {"by": "y", "columns": ["x1", "age"]}),
     "ttest": ("ttest", {"column": "x1", "group": "y"}),
+    "covariance": ("covariance", {"columns": ["x1", "x2", "age"]}),
 }
 
 

@@ -13,8 +13,10 @@ about the two released sums — never the values:
   after the last batch, but the two largest squared deviations come from the two
   smallest or the two largest values, so those four are all that is kept.
 
-:meth:`BatchMoments.declare` records both to the node (``ctx.magnitude``) under the labels
-``declare_moments`` gives them, once the pass is done.
+:meth:`BatchMoments.declare` records both to the node (``ctx.magnitude``) as
+``<label>.sum`` and ``<label>.m2``, once the pass is done. :class:`Figures` is the
+batch-by-batch form of :func:`medfed.node.gate.dominance.magnitude` for any sum
+(``covariance`` keeps five per pair).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from medfed.node.gate.dominance import Magnitude
 if TYPE_CHECKING:
     from medfed.algorithms.base import LocalContext
 
-__all__ = ["BatchMoments"]
+__all__ = ["BatchMoments", "Figures"]
 
 Floats = NDArray[np.float64]
 
@@ -47,15 +49,35 @@ def _top2(values: Floats) -> tuple[float, float]:
 
 
 @dataclass
+class Figures:
+    """The dominance figures of one released sum, added batch by batch: the total of the
+    terms' absolute values, the two largest, and how many (finite terms only), as
+    :func:`medfed.node.gate.dominance.magnitude` gives them for all the terms at once."""
+
+    totals: list[float] = field(default_factory=list)
+    rows: int = 0
+    top: tuple[float, float] = (0.0, 0.0)
+
+    def add(self, terms: Floats) -> None:
+        magnitudes = np.abs(terms[np.isfinite(terms)])
+        self.rows += len(magnitudes)
+        self.totals.append(float(magnitudes.sum()))
+        self.top = _top2(np.asarray([*self.top, *_top2(magnitudes)]))
+
+    def magnitude(self) -> Magnitude:
+        return Magnitude(
+            total=math.fsum(self.totals), top1=self.top[0], top2=self.top[1], rows=self.rows
+        )
+
+
+@dataclass
 class BatchMoments:
     """``n``, ``Σx``, ``Σ(x - mean)²`` and the dominance figures of one column and group."""
 
     n: int = 0
     sums: list[float] = field(default_factory=list)
     m2: float = 0.0
-    absolute: list[float] = field(default_factory=list)  # per batch: Σ|x| over finite x
-    finite: int = 0
-    top: tuple[float, float] = (0.0, 0.0)  # the two largest |x|
+    figures: Figures = field(default_factory=Figures)  # of the sum: the terms |x|
     ends: Floats = field(default_factory=lambda: np.zeros(0))  # two smallest, two largest
 
     def add(self, x: Floats) -> None:
@@ -70,10 +92,7 @@ class BatchMoments:
         self.n += len(x)
         self.sums.append(total)
         self.m2 += m2
-        magnitudes = np.abs(x[np.isfinite(x)])
-        self.finite += len(magnitudes)
-        self.absolute.append(float(magnitudes.sum()))
-        self.top = _top2(np.asarray([*self.top, *_top2(magnitudes)]))
+        self.figures.add(x)
         both = np.concatenate([self.ends, x])
         if len(both) > 4:  # O(n): the two smallest and the two largest
             low = np.partition(both, 1)[:2]
@@ -86,19 +105,13 @@ class BatchMoments:
         return {"sum": math.fsum(self.sums), "m2": self.m2}
 
     def declare(self, ctx: LocalContext, label: str) -> None:
-        """Record the dominance figures of the released sum and m2 (as ``declare_moments``
-        with ``spread``)."""
-        ctx.magnitude(
-            f"{label}.sum",
-            Magnitude(
-                total=math.fsum(self.absolute), top1=self.top[0], top2=self.top[1], rows=self.finite
-            ),
-        )
+        """Record the dominance figures of the released sum and m2 (``<label>.sum``,
+        ``<label>.m2``)."""
+        ctx.magnitude(f"{label}.sum", self.figures.magnitude())
         if not self.n:
             return
         deviations = (self.ends - math.fsum(self.sums) / self.n) ** 2
         deviations = deviations[np.isfinite(deviations)]
         top1, top2 = _top2(deviations)
-        ctx.magnitude(
-            f"{label}.m2", Magnitude(total=self.m2, top1=top1, top2=top2, rows=self.finite)
-        )
+        rows = self.figures.rows
+        ctx.magnitude(f"{label}.m2", Magnitude(total=self.m2, top1=top1, top2=top2, rows=rows))

@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from medfed.algorithms.base import LocalContext, NodeOutput
+from medfed.algorithms.base import NodeOutput
 from medfed.common.errors import BadRequest
 from medfed.common.filters import Filter, check_filter, filter_to_json, parse_filter
 from medfed.common.schemas import ColumnSchema, DatasetSchema
 
-__all__ = ["WhereParams", "check_where", "declare_moments", "gated_payloads", "require_column"]
+__all__ = ["WhereParams", "check_where", "gated_payloads", "require_column"]
 
 
 class WhereParams(BaseModel):
@@ -75,11 +74,3 @@ def gated_payloads(outputs: Sequence[NodeOutput]) -> tuple[list[dict[str, Any]],
     """The payloads of outputs that passed the gate, and how many nodes were suppressed."""
     payloads = [o.payload for o in outputs if o.status == "ok" and o.payload is not None]
     return payloads, len(outputs) - len(payloads)
-
-
-def declare_moments(ctx: LocalContext, label: str, values: np.ndarray, *, spread: bool) -> None:
-    """Declare to the node's dominance rules the sum (and, with ``spread``, the sum of
-    squared deviations) that a local step releases over ``values``."""
-    ctx.magnitudes(f"{label}.sum", values)
-    if spread and len(values):
-        ctx.magnitudes(f"{label}.m2", (values - values.mean()) ** 2)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -49,10 +50,10 @@ from medfed.algorithms.base import (
     Rule,
 )
 from medfed.algorithms.plotting import pyplot, save
+from medfed.algorithms.stats._batch_moments import Figures
 from medfed.algorithms.stats._common import (
     WhereParams,
     check_where,
-    declare_moments,
     gated_payloads,
     require_column,
 )
@@ -111,17 +112,54 @@ def _pairs(p: int) -> list[tuple[int, int]]:
     return [(a, b) for a in range(p) for b in range(a, p)]
 
 
-def _local_pair(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    n = len(a)
-    mean_a, mean_b = math.fsum(a) / n, math.fsum(b) / n
-    da, db = a - mean_a, b - mean_b
-    return {
-        "sum_a": math.fsum(a),
-        "sum_b": math.fsum(b),
-        "m2_a": math.fsum(da * da),
-        "m2_b": math.fsum(db * db),
-        "cross": math.fsum(da * db),
-    }
+@dataclass
+class _Pair:
+    """One pair's sums over its rows, in two passes over the batches: ``n`` and the sums
+    (first), then the squared and crossed deviations from the pair's means (second), each
+    with the dominance figures of its terms (of the sums ``|a|`` and ``|b|``, of the m2s
+    ``(a - ā)²`` and ``(b - b̄)²``, of the cross ``|(a - ā)(b - b̄)|``)."""
+
+    n: int = 0
+    sums: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
+    spreads: tuple[list[float], list[float], list[float]] = field(
+        default_factory=lambda: ([], [], [])
+    )
+    figures: list[Figures] = field(default_factory=lambda: [Figures() for _ in range(5)])
+
+    def means(self) -> tuple[float, float]:
+        return math.fsum(self.sums[0]) / self.n, math.fsum(self.sums[1]) / self.n
+
+    def add(self, a: np.ndarray, b: np.ndarray, *, second: bool) -> None:
+        if not len(a):
+            return
+        if not second:
+            self.n += len(a)
+            for side, values, figures in ((0, a, self.figures[0]), (1, b, self.figures[2])):
+                self.sums[side].append(math.fsum(values))
+                figures.add(values)
+            return
+        mean_a, mean_b = self.means()
+        da, db = a - mean_a, b - mean_b
+        for i, (terms, figures) in enumerate(
+            ((da * da, self.figures[1]), (db * db, self.figures[3]), (da * db, self.figures[4]))
+        ):
+            self.spreads[i].append(math.fsum(terms))
+            figures.add(terms)
+
+    def declare(self, ctx: LocalContext, label: str) -> None:
+        for name, figures in zip(
+            (".a.sum", ".a.m2", ".b.sum", ".b.m2", ".cross"), self.figures, strict=True
+        ):
+            ctx.magnitude(label + name, figures.magnitude())
+
+    def message(self) -> dict[str, float]:
+        return {
+            "sum_a": math.fsum(self.sums[0]),
+            "sum_b": math.fsum(self.sums[1]),
+            "m2_a": math.fsum(self.spreads[0]),
+            "m2_b": math.fsum(self.spreads[1]),
+            "cross": math.fsum(self.spreads[2]),
+        }
 
 
 def _pool_pair(parts: Sequence[tuple[int, dict[str, float]]]) -> tuple[int, float, float, float]:
@@ -158,23 +196,25 @@ class Covariance(Algorithm[CovarianceParams]):
         return [MinRows("rows"), Grid("n")]
 
     def local(self, params: CovarianceParams, ctx: LocalContext) -> dict[str, Any]:
-        frame = ctx.data.select(params.columns, params.filter)
-        if not params.pairwise:
-            frame = frame.dropna()
-        values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
-        counts: list[int] = []
-        pairs: list[dict[str, float] | None] = []
-        for a, b in _pairs(len(params.columns)):
-            both = ~np.isnan(values[:, a]) & ~np.isnan(values[:, b])
-            n = int(both.sum())
-            counts.append(n)
-            if n > 0:
-                x, y = values[both, a], values[both, b]
-                declare_moments(ctx, f"{a}-{b}.a", x, spread=True)
-                declare_moments(ctx, f"{a}-{b}.b", y, spread=True)
-                ctx.magnitudes(f"{a}-{b}.cross", (x - x.mean()) * (y - y.mean()))
-            pairs.append(_local_pair(values[both, a], values[both, b]) if n > 0 else None)
-        return {"rows": len(frame), "n": counts, "pairs": pairs}
+        pairs = [_Pair() for _ in _pairs(len(params.columns))]
+        rows = 0
+        # two passes over ``select_batches`` (the same row sets, recorded once): the
+        # counts and sums, then the deviations from each pair's means
+        for second in (False, True):
+            for frame in ctx.data.select_batches(params.columns, params.filter):
+                if not params.pairwise:
+                    frame = frame.dropna()
+                rows += 0 if second else len(frame)
+                values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+                for pair, (a, b) in zip(pairs, _pairs(len(params.columns)), strict=True):
+                    both = ~np.isnan(values[:, a]) & ~np.isnan(values[:, b])
+                    pair.add(values[both, a], values[both, b], second=second)
+        out: list[dict[str, float] | None] = []
+        for pair, (a, b) in zip(pairs, _pairs(len(params.columns)), strict=True):
+            if pair.n:
+                pair.declare(ctx, f"{a}-{b}")
+            out.append(pair.message() if pair.n else None)
+        return {"rows": rows, "n": [pair.n for pair in pairs], "pairs": out}
 
     def aggregate(
         self,
