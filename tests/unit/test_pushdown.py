@@ -23,8 +23,10 @@ from lifelines.datasets import load_gbsg2
 
 from medfed.algorithms.base import LocalContext, NodeOutput
 from medfed.algorithms.registry import get_algorithm
+from medfed.algorithms.stats.crosstab import level_names
 from medfed.algorithms.stats.moments import outward_round
 from medfed.algorithms.stats.quantiles import withheld
+from medfed.algorithms.survival.cox_local import design
 from medfed.common.errors import Refused
 from medfed.common.filters import Filter, parse_filter
 from medfed.node.gate import RecordingData
@@ -380,6 +382,31 @@ def test_cox_over_batches_equals_one_batch(path: Path, strata: str | None) -> No
             beyond = np.asarray(times[level]) > max(zero_a["times"][level])
             assert beyond.any() and (a["events"][level][beyond] == 0).all()
     assert "u1" in rest_a[1] and "u1" not in rest_a[0]
+    # and both equal the risk-set rule's definition, computed here with numpy on the frame
+    # path's rows: each unit's tail moved to its k-th largest duration, then plain sums
+    final = rest_a[1]
+    units = level_names(frame[strata]) if strata else np.full(len(frame), "all", dtype=object)
+    x_all = design(params, frame.reset_index(drop=True), state)
+    w_all = np.exp(x_all @ np.asarray(state["beta"]))
+    for column, moments in zero_a["moments"].items():
+        assert moments["sum"] == pytest.approx(math.fsum(frame[column]), rel=1e-14)
+    assert np.allclose(final["xsum"], x_all[frame["cens"].to_numpy() == 1].sum(axis=0))
+    for level in sorted(set(units)):
+        mine = units == level
+        d = frame["time"].to_numpy(float)[mine]
+        died = frame["cens"].to_numpy()[mine] == 1
+        moved = np.minimum(d, np.sort(d)[len(d) - 5])
+        x, w = x_all[mine], w_all[mine]
+        grid = np.asarray(times[level])
+        risk = moved[None, :] >= grid[:, None]  # (times, rows)
+        at = died[None, :] & (moved[None, :] == grid[:, None])
+        assert zero_a["times"][level] == sorted(set(moved[died].tolist()))
+        assert np.array_equal(final["at_risk"][level], risk.sum(axis=1))
+        assert np.array_equal(final["events"][level], at.sum(axis=1))
+        assert np.allclose(final["s0"][level], risk @ w, rtol=1e-12)
+        assert np.allclose(final["s1"][level], risk @ (w[:, None] * x), rtol=1e-12)
+        assert np.allclose(final["t0"][level], (at @ w)[ties[level]], rtol=1e-12, atol=1e-300)
+        assert np.allclose(final["u2"][level], risk @ x**2, rtol=1e-12)
 
 
 @pytest.mark.parametrize(("name", "group"), [("km", "tgrade"), ("km", None), ("logrank", "horTh")])
@@ -421,6 +448,19 @@ def test_event_tables_over_batches_equal_one_batch(
             assert series.dtype == np.int64 and np.array_equal(series, one_b[key][level])
     for counts in one_a["at_risk"].values():  # the risk-set rule: 0 or at least k
         assert ((counts == 0) | (counts >= 5)).all() and counts[-1] == 0
+    # the rule's definition with numpy on the frame path's rows: tails moved, then counts
+    units = level_names(frame[group]) if group else np.full(len(frame), "all", dtype=object)
+    grid = np.asarray(state["times"], dtype=float)
+    for level in sorted(set(units)):
+        mine = units == level
+        d = frame["time"].to_numpy(float)[mine]
+        died = frame["cens"].to_numpy()[mine] == 1
+        moved = np.minimum(d, np.sort(d)[len(d) - 5])
+        assert zero_a["times"][level] == sorted(set(moved[died].tolist()))
+        assert np.array_equal(one_a["at_risk"][level], (moved[None, :] >= grid[:, None]).sum(1))
+        at = died[None, :] & (moved[None, :] == grid[:, None])
+        assert np.array_equal(one_a["events"][level], at.sum(axis=1))
+        assert one_a["unit_rows"][level] == len(d)
 
 
 @pytest.mark.parametrize(

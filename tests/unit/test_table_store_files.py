@@ -132,3 +132,29 @@ def test_parallel_queries_on_a_file(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_a_csv_that_cannot_be_copied_is_refused_by_name_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV is served from a typed Parquet copy in the store's private folder; when the
+    copy cannot be written (here the temporary folder is a file) the store refuses the
+    dataset with a BadRequest naming it, and no folder is left behind."""
+    import medfed.node.stores.tables as tables
+    from medfed.common.errors import BadRequest
+
+    path = tmp_path / "gbsg2.csv"
+    load_gbsg2().to_csv(path, index=False)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setattr(tables.tempfile, "gettempdir", lambda: str(blocked))
+    with pytest.raises(BadRequest, match=r"cannot copy gbsg2\.csv"):
+        TableStore.open(path)
+    assert blocked.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "gbsg2.csv",
+        "not-a-folder",
+    ]
+    monkeypatch.undo()
+    store = TableStore.open(path)  # the same file opens where the folder can be made
+    assert store.row_count == 686
+    store.close()

@@ -198,9 +198,14 @@ class TableStore:
             if path.name.lower().endswith(CSV_SUFFIXES):
                 # parsed once, into a typed Parquet copy in the store's private folder:
                 # later queries read columns instead of re-parsing the text
-                Path(spill).mkdir(parents=True, exist_ok=True)
                 copy = quote_literal(str(Path(spill) / "table.parquet"))
-                self._con.execute(f"COPY ({source.sql}) TO {copy} (FORMAT parquet)")
+                try:
+                    Path(spill).mkdir(parents=True, exist_ok=True)
+                    self._con.execute(f"COPY ({source.sql}) TO {copy} (FORMAT parquet)")
+                except (duckdb.Error, OSError) as exc:  # a half-written copy goes with it
+                    self._con.close()
+                    self._cleanup()
+                    raise BadRequest(f"table: cannot copy {path.name}: {exc}") from None
                 body = f"SELECT * FROM read_parquet({copy})"
             self._con.execute(f"CREATE VIEW {_TABLE} AS {body}")
             self._row_count = source.row_count
