@@ -35,6 +35,7 @@ import pytest
 import sqlalchemy as sa
 
 from medfed.algorithms.learning.examples import TABULAR_LOGREG, breast_cancer_shares
+from medfed.common.errors import Unauthorized
 from medfed.common.resources import DatasetRegister, RunAssignment
 from medfed.common.schemas import ColumnSchema
 from medfed.hub.dispatch import CHANNEL, Notifier
@@ -82,6 +83,8 @@ def two_hubs(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[
         "MEDFED_LONG_POLL_SECONDS": "120",
         "MEDFED_MIN_NODES": "1",  # one node answers the whole task
         "MEDFED_SECRET_KEY": secrets.token_hex(32),
+        # far above the test's bound: a refusal within it came from the NOTIFY
+        "MEDFED_PRINCIPAL_CACHE_SECONDS": "300",
     }
     with Federation(root / "a", {}, database_url=pg_url, hub_env=env) as fed:
         hub_b = HubProcess(root / "b", database_url=pg_url, env=env)
@@ -167,6 +170,30 @@ def test_a_bare_poll_at_hub_b_is_answered_when_hub_a_commits_a_run(two_hubs: Two
         f"(median {statistics.median(after_answered) * 1000:.1f})"
     )
     assert max(after_sent) < WAKE_BOUND_S
+
+
+def test_a_token_revoked_through_one_hub_is_refused_by_the_other_at_once(
+    two_hubs: TwoHubs,
+) -> None:
+    """Hub B keeps the token's principal (cache of 300 s); hub A's revocation ends it."""
+    made = two_hubs.fed.researcher.tokens.create("revoked-elsewhere")
+    at_b = Client(two_hubs.hub_b.url, made.token)
+    try:
+        assert at_b.users.me().username == "researcher"
+        assert at_b.users.me().username == "researcher"  # kept at hub B now
+        two_hubs.fed.researcher.tokens.revoke(made.id)  # through hub A
+        started = time.monotonic()
+        while True:
+            try:
+                at_b.users.me()
+            except Unauthorized as refused:
+                assert "token revoked" in str(refused)
+                break
+            assert time.monotonic() - started < WAKE_BOUND_S
+            time.sleep(0.005)
+        print(f"revoked at A → refused at B after {(time.monotonic() - started) * 1000:.0f} ms")
+    finally:
+        at_b.close()
 
 
 def test_a_training_whose_node_and_researcher_use_different_hubs_completes(

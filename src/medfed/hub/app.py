@@ -41,6 +41,7 @@ from medfed.hub.db.migrate import upgrade
 from medfed.hub.db.session import make_engine, make_read_sessionmaker, make_sessionmaker
 from medfed.hub.dispatch import Notifier, commit
 from medfed.hub.hardening import secure_storage
+from medfed.hub.principals import CACHE_INFO, PrincipalCache
 from medfed.hub.services import ledger
 from medfed.hub.services.login_throttle import LoginThrottle
 from medfed.hub.services.runs import expire_leases, fail_overdue_runs
@@ -117,10 +118,16 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.state.engine = engine
     settings.attach_engine(engine)  # the database blob store shares the app's pool
     app.state.sessionmaker = make_sessionmaker(engine)
-    # services that apply a hub limit (query budgets) read the settings from their session
-    app.state.sessionmaker.configure(info={SETTINGS_INFO: settings})
     app.state.read_sessionmaker = make_read_sessionmaker(engine)
     app.state.notifier = Notifier()
+    app.state.principals = PrincipalCache(
+        settings.principal_cache_seconds, origin=app.state.notifier.origin
+    )
+    # services that apply a hub limit (query budgets) read the settings from their session;
+    # a change of credentials tells the other hub processes under this app's origin
+    app.state.sessionmaker.configure(
+        info={SETTINGS_INFO: settings, CACHE_INFO: app.state.principals}
+    )
     app.state.ledger_key = derive_key(settings.secret_key)
     secure_storage(settings, app.state.sessionmaker)
 

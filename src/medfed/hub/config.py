@@ -69,6 +69,13 @@ class HubSettings(BaseSettings):
     recheck_seconds: float = Field(
         default=0.5, gt=0, description="how often a waiting long poll re-reads the database"
     )
+    principal_cache_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="how long a verified bearer's principal is kept in memory at most "
+        "(changes through any hub on the database end it at once; 0: off)",
+    )
     sweep_seconds: float = Field(default=1.0, gt=0)
     checkpoint_seconds: float = Field(default=2.0, gt=0, description="ledger checkpoint period")
     token_days: int = Field(default=30, ge=1)

@@ -8,7 +8,9 @@ which sets the waiting long polls' events on their event loops. When the connect
 drops (a database restart, a network cut) the thread reconnects with exponential backoff
 (``min_backoff`` doubling up to ``max_backoff`` seconds); once listening again it wakes
 every local waiter, because a notification sent while nobody listened is gone, and each
-waiter then re-reads the database. SQLite hubs start no listener.
+waiter then re-reads the database. The key ``principals`` (a committed change of users,
+tokens or nodes, :mod:`medfed.hub.principals`) and any reconnect also empty this
+process's bearer caches. SQLite hubs start no listener.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 import psycopg
 from sqlalchemy import Engine
 
+from medfed.hub import principals
 from medfed.hub.dispatch import CHANNEL, Notifier, parse_payload
 
 log = logging.getLogger(__name__)
@@ -94,9 +97,12 @@ class WakeListener:
             self.connections += 1
             self.listening.set()
             self._notifier.wake_all()  # whatever was sent while nobody listened
+            principals.clear_all()  # and any change of credentials it missed
             origin = self._notifier.origin
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=self._poll_seconds):
                     sender, keys = parse_payload(note.payload)
+                    if sender != origin and principals.KEY in keys:
+                        principals.clear_all()
                     if sender != origin and keys:
                         self._notifier.wake(keys)

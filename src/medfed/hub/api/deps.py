@@ -6,35 +6,38 @@ User tokens cannot call node routes and node secrets cannot call user routes (40
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import Forbidden, Unauthorized
+from medfed.common.security import digest
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import ApiToken, Node, User
 from medfed.hub.db.session import READ_ONLY
 from medfed.hub.dispatch import Notifier
+from medfed.hub.principals import PrincipalCache
 from medfed.hub.services import auth
 from medfed.hub.services.login_throttle import LoginThrottle
 
 bearer_scheme = HTTPBearer(auto_error=False, description="mfu_ user token or mfn_ node secret")
 
 
-def get_settings(request: Request) -> HubSettings:
+async def get_settings(request: Request) -> HubSettings:
     settings: HubSettings = request.app.state.settings
     return settings
 
 
-def get_notifier(request: Request) -> Notifier:
+async def get_notifier(request: Request) -> Notifier:
     notifier: Notifier = request.app.state.notifier
     return notifier
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     session: Session = request.app.state.sessionmaker()
     try:
         yield session
@@ -48,31 +51,50 @@ SessionDep = Annotated[Session, Depends(get_session)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-def get_principal(session: SessionDep, credentials: Credentials) -> User | Node:
+async def get_principal(
+    request: Request, session: SessionDep, credentials: Credentials
+) -> User | Node:
+    """The bearer's user or node: from the app's principal cache, else the database.
+
+    A hit costs no query and no worker thread (:mod:`medfed.hub.principals` says when
+    entries end); a miss checks in a worker thread and keeps the principal."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing bearer token")
+    cache: PrincipalCache = request.app.state.principals
+    key = digest(credentials.credentials)
+    principal = cache.lookup(session, key)
+    if principal is not None:
+        return principal
+    return await run_in_threadpool(_check, session, cache, credentials.credentials, key)
+
+
+def _check(session: Session, cache: PrincipalCache, bearer: str, key: str) -> User | Node:
+    generation = cache.generation  # before the read: a change committed during it wins
     if not session.in_transaction():
         # the check only reads: on SQLite its transaction starts with a deferred BEGIN (a
         # snapshot beside the writer), not a turn in the write lock's queue; the route's
         # own transaction, after the commit below, begins as usual
         session.connection(execution_options={READ_ONLY: True})
-    principal = auth.authenticate(session, bearer=credentials.credentials)
+    checked = auth.check_bearer(session, bearer=bearer)
     # End the read transaction now: on SQLite every transaction holds the write lock, and
     # a long poll must not hold it while it waits (attributes stay loaded after commit).
     session.commit()
-    return principal
+    cache.keep(
+        key, checked.principal, generation=generation, until=checked.until, refusal=checked.refusal
+    )
+    return checked.principal
 
 
 Principal = Annotated[User | Node, Depends(get_principal)]
 
 
-def get_current_user(principal: Principal) -> User:
+async def get_current_user(principal: Principal) -> User:
     if not isinstance(principal, User):
         raise Forbidden("node credentials cannot call user routes")
     return principal
 
 
-def get_current_node(principal: Principal) -> Node:
+async def get_current_node(principal: Principal) -> Node:
     if not isinstance(principal, Node):
         raise Forbidden("user credentials cannot call node routes")
     return principal

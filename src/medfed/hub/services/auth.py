@@ -13,7 +13,8 @@ until they expire or are revoked: the second factor guards the password, not the
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,7 +33,7 @@ from medfed.hub.config import HubSettings
 from medfed.hub.db.models import ApiToken, Node, User
 from medfed.hub.services import mfa
 from medfed.hub.services.ledger import actor_of, record
-from medfed.hub.services.oidc_reauth import check_reauth
+from medfed.hub.services.oidc_reauth import check_reauth, reauth_refusal
 
 
 class SecondFactorNeeded(Unauthorized):
@@ -171,23 +172,42 @@ def revoke_token(session: Session, *, user: User, token_id: int) -> ApiToken:
     return token
 
 
-def authenticate(session: Session, *, bearer: str) -> User | Node:
+@dataclass(frozen=True)
+class Checked:
+    """A bearer's principal, and when the check stops holding by itself (user tokens)."""
+
+    principal: User | Node
+    until: datetime | None = None
+    #: the refusal once ``until`` has passed
+    refusal: str = ""
+
+
+def check_bearer(session: Session, *, bearer: str) -> Checked:
+    """The principal of a node secret or user token, or :class:`Unauthorized`."""
     if bearer.startswith(NODE_SECRET_PREFIX):
         node = session.scalar(select(Node).where(Node.secret_hash == digest(bearer)))
         if node is None:
             raise Unauthorized("invalid node credentials")
-        return node
+        return Checked(node)
     if bearer.startswith(USER_TOKEN_PREFIX):
         token = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest(bearer)))
         if token is None:
             raise Unauthorized("invalid token")
         if token.revoked_at is not None:
             raise Unauthorized("token revoked")
-        if aware(token.expires_at) <= utcnow():
+        expires = aware(token.expires_at)
+        if expires <= utcnow():
             raise Unauthorized("token expired")
         user = session.get(User, token.user_id)
         if user is None or not user.active:
             raise Unauthorized("user disabled")
-        check_reauth(session, user=user)  # SSO users: tokens bounded by their last login
-        return user
+        # SSO users: tokens bounded by their last login
+        deadline = check_reauth(session, user=user)
+        if deadline is not None and deadline < expires:
+            return Checked(user, deadline, reauth_refusal(session))
+        return Checked(user, expires, "token expired")
     raise Unauthorized("invalid token")
+
+
+def authenticate(session: Session, *, bearer: str) -> User | Node:
+    return check_bearer(session, bearer=bearer).principal

@@ -12,7 +12,7 @@ an identity (local accounts) are not touched. The cost is one indexed query per 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,7 +23,13 @@ from medfed.hub.config import SETTINGS_INFO, HubSettings
 from medfed.hub.db.models import User
 from medfed.hub.db.models_identity import UserIdentity
 
-__all__ = ["DEFAULT_REAUTH_HOURS", "check_reauth", "reauth_hours"]
+__all__ = [
+    "DEFAULT_REAUTH_HOURS",
+    "check_reauth",
+    "reauth_deadline",
+    "reauth_hours",
+    "reauth_refusal",
+]
 
 DEFAULT_REAUTH_HOURS = 24.0
 
@@ -36,16 +42,28 @@ def reauth_hours(session: Session) -> float:
     return DEFAULT_REAUTH_HOURS
 
 
-def check_reauth(session: Session, *, user: User) -> None:
-    """Refuse the tokens of an SSO user whose last provider login is too old."""
+def reauth_refusal(session: Session) -> str:
+    """What a token of an SSO user past the re-login deadline is answered."""
+    return (
+        f"your single sign-on is older than {reauth_hours(session):g} hours: sign in again "
+        "through your institution (web page, or 'medfed login --sso')"
+    )
+
+
+def reauth_deadline(session: Session, *, user: User) -> datetime | None:
+    """When the tokens of ``user`` stop working until a new SSO login (None: local user)."""
     last = session.scalar(
         select(func.max(UserIdentity.last_login_at)).where(UserIdentity.user_id == user.id)
     )
     if last is None:
-        return
-    hours = reauth_hours(session)
-    if aware(last) + timedelta(hours=hours) <= utcnow():
-        raise Unauthorized(
-            f"your single sign-on is older than {hours:g} hours: sign in again through your "
-            "institution (web page, or 'medfed login --sso')"
-        )
+        return None
+    return aware(last) + timedelta(hours=reauth_hours(session))
+
+
+def check_reauth(session: Session, *, user: User) -> datetime | None:
+    """Refuse the tokens of an SSO user whose last provider login is too old; otherwise
+    the deadline (None for a local user)."""
+    deadline = reauth_deadline(session, user=user)
+    if deadline is not None and deadline <= utcnow():
+        raise Unauthorized(reauth_refusal(session))
+    return deadline
