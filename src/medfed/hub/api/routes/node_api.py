@@ -5,22 +5,22 @@ claim, and if nothing is pending waits until a task for this node is committed (
 once in this process, or through PostgreSQL ``NOTIFY`` from another hub process) or a
 re-check interval passes (``recheck_seconds``, doubling while nobody wakes it, up to
 8 s: a safety net), until ``wait`` seconds are over; then 204. A re-check nobody woke
-reads first and claims only when a run is pending. On SQLite, claims and answers queue for
-their write transactions in :class:`WriteTurns` (answers first), not in worker threads.
+reads first and claims only when a run is pending. On SQLite, claims and answers queue in
+:class:`~medfed.hub.api.write_batches.WriteBatches` (answers first) and are written
+several to a transaction, not in one worker thread each.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import heapq
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from medfed.common.arrays import check_references, decode_arrays, decode_body, references
 from medfed.common.errors import BadRequest
@@ -37,6 +37,8 @@ from medfed.common.resources import (
 from medfed.common.timeutil import aware, utcnow
 from medfed.hub.api.deps import CurrentNode, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.api.limits import json_problem
+from medfed.hub.api.write_batches import WriteBatches
+from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Node
 from medfed.hub.dispatch import commit
 from medfed.hub.services import datasets, nodes, runs
@@ -91,15 +93,14 @@ def heartbeat(
     return HeartbeatAck(node_id=node.id, extended=extended, lost=lost)
 
 
-def _claim(request: Request, node_id: int) -> RunAssignment | None:
-    app = request.app
-    with app.state.sessionmaker() as session:
+def _claim(settings: HubSettings, node_id: int) -> Callable[[Session], RunAssignment | None]:
+    def job(session: Session) -> RunAssignment | None:
         node = session.get(Node, node_id)
         assert node is not None
         nodes.touch(session, node=node)
-        assignment = runs.claim_next(session, node=node, settings=app.state.settings)
-        commit(session, app.state.notifier)
-        return assignment
+        return runs.claim_next(session, node=node, settings=settings)
+
+    return job
 
 
 @router.get(
@@ -123,12 +124,13 @@ async def next_run(
         try:
             # otherwise a pass nobody woke reads first: an idle poll takes no write lock
             if woken or await run_in_threadpool(_has_work, request, node.id):
-                async with _write_turn(request, WriteTurns.CLAIM):
-                    # a node that went away while its poll waited claims nothing: the run
-                    # stays pending for a live node instead of waiting out a lease
-                    if await request.is_disconnected():
-                        return Response(status_code=status.HTTP_204_NO_CONTENT)
-                    assignment = await run_in_threadpool(_claim, request, node.id)
+                # a node that went away while its poll waited claims nothing: the run
+                # stays pending for a live node instead of waiting out a lease
+                assignment = await _batches(request).run(
+                    WriteBatches.CLAIM, _claim(settings, node.id), wanted=_connected(request)
+                )
+                if assignment is None and await request.is_disconnected():
+                    return Response(status_code=status.HTTP_204_NO_CONTENT)
                 if assignment is not None:
                     return assignment
             remaining = deadline - time.monotonic()
@@ -145,67 +147,18 @@ async def next_run(
             subscription.close()
 
 
-class WriteTurns:
-    """One write transaction at a time, answers before claims (an asyncio queue).
-
-    SQLite runs one writer anyway; without this queue, a task over 1,000 nodes wakes
-    1,000 polls whose claims each take a worker thread and nap in SQLite's busy handler
-    (up to 100 ms, the lock often free meanwhile), starving every other request. Queued
-    here, a waiting request holds no thread and the next one starts as soon as the turn
-    is free. Answers (``ANSWER``) go before claims (``CLAIM``): an answer ends work the
-    hub handed out under a lease, a claim starts new work — served first come, a round's
-    claims would push its answers past their leases.
-    """
-
-    ANSWER = 0
-    CLAIM = 1
-
-    def __init__(self) -> None:
-        self._busy = False
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._count = 0
-
-    @contextlib.asynccontextmanager
-    async def turn(self, priority: int) -> AsyncIterator[None]:
-        if self._busy or self._waiting:
-            self._count += 1
-            handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiting, (priority, self._count, handed))
-            try:
-                await handed
-            except asyncio.CancelledError:
-                if handed.done() and not handed.cancelled():
-                    self._release()  # handed the turn just as it was cancelled: pass it on
-                raise
-        else:
-            self._busy = True
-        try:
-            yield
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        while self._waiting:
-            _, _, handed = heapq.heappop(self._waiting)
-            if not handed.done():
-                handed.set_result(None)  # still busy: the turn passes to this waiter
-                return
-        self._busy = False
-
-
-def _write_turn(request: Request, priority: int) -> contextlib.AbstractAsyncContextManager[None]:
-    """The app's :class:`WriteTurns` turn on SQLite; nothing to wait for on PostgreSQL
-    (it locks rows)."""
+def _batches(request: Request) -> WriteBatches:
+    """The app's :class:`WriteBatches` for this event loop (batched on SQLite only)."""
     state = request.app.state
-    if state.engine.dialect.name != "sqlite":
-        return contextlib.nullcontext()
     loop = asyncio.get_running_loop()
-    held: tuple[asyncio.AbstractEventLoop, WriteTurns] | None = getattr(
-        state, "node_write_turns", None
+    held: tuple[asyncio.AbstractEventLoop, WriteBatches] | None = getattr(
+        state, "node_write_batches", None
     )
     if held is None or held[0] is not loop:  # one per event loop; no await in between
-        held = state.node_write_turns = (loop, WriteTurns())
-    return held[1].turn(priority)
+        batched = state.engine.dialect.name == "sqlite"
+        held = (loop, WriteBatches(state.sessionmaker, state.notifier, batched=batched))
+        state.node_write_batches = held
+    return held[1]
 
 
 def _has_work(request: Request, node_id: int) -> bool:
@@ -213,16 +166,22 @@ def _has_work(request: Request, node_id: int) -> bool:
         return runs.has_work(session, node_id=node_id)
 
 
+def _connected(request: Request) -> Callable[[], Awaitable[bool]]:
+    async def connected() -> bool:
+        return not await request.is_disconnected()
+
+    return connected
+
+
 def _post(
-    request: Request,
+    settings: HubSettings,
     node_id: int,
     run_id: int,
     outcome: RunOutcome,
     digest: str,
     arrays: bytes | None = None,
-) -> str:
-    app = request.app
-    with app.state.sessionmaker() as session:
+) -> Callable[[Session], str]:
+    def job(session: Session) -> str:
         node = session.get(Node, node_id)
         assert node is not None
         run = runs.post_outcome(
@@ -230,12 +189,13 @@ def _post(
             node=node,
             run_id=run_id,
             outcome=outcome,
-            settings=app.state.settings,
+            settings=settings,
             body_sha256=digest,
             arrays=arrays,
         )
-        commit(session, app.state.notifier)
         return run.status
+
+    return job
 
 
 @router.post(
@@ -268,6 +228,7 @@ async def post_outcome(run_id: int, request: Request, node: CurrentNode) -> dict
     elif references(outcome.output):
         raise BadRequest("arrays: the output refers to arrays but the body carries none")
     digest = hashlib.sha256(raw).hexdigest()
-    async with _write_turn(request, WriteTurns.ANSWER):
-        status_ = await run_in_threadpool(_post, request, node.id, run_id, outcome, digest, binary)
+    job = _post(request.app.state.settings, node.id, run_id, outcome, digest, binary)
+    status_ = await _batches(request).run(WriteBatches.ANSWER, job)
+    assert status_ is not None  # answers have no ``wanted`` check
     return {"status": status_}

@@ -1,0 +1,155 @@
+"""Nodes' claims and answers on SQLite: queued, answers first, written in batches.
+
+SQLite has one writer. Without a queue, a task over 1,000 nodes wakes 1,000 polls whose
+claims each take a worker thread and nap in SQLite's busy handler, starving every other
+request; one at a time, each claim and each answer pays its own ``BEGIN IMMEDIATE``,
+ledger head read and ``synchronous=FULL`` commit (an fsync).
+
+How it runs: a request hands :meth:`WriteBatches.run` a job (a function of a session)
+and a priority, and awaits the job's result. While no batch is being written, the first
+job starts a writer task on the event loop; it takes up to :data:`MAX_BATCH` waiting jobs,
+answers (:attr:`WriteBatches.ANSWER`) before claims (:attr:`WriteBatches.CLAIM`) and
+first come first served within each (an answer ends work handed out under a lease; served
+behind a round's claims it would miss its lease), drops those whose request went away
+(a job's ``wanted`` check, asked just before its batch), and runs the rest in one worker
+thread and ONE transaction: one commit, one fsync, one ledger head read; everybody the
+batch concerns is woken after the commit (:func:`medfed.hub.dispatch.commit`). A job
+that raises fails the batch's transaction: the batch is rolled back and its jobs run
+again one by one, each in its own transaction, so an error (a stale lease's conflict) is
+its own request's alone and nothing of a failed job is written. The writer repeats while
+jobs wait. Jobs see each other's changes in order (the session flushes before each
+query), as they would one transaction after another.
+
+PostgreSQL hubs lock rows instead and run several workers: there each job runs at once in
+its own transaction and worker thread (no queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session, sessionmaker
+
+from medfed.hub.dispatch import Notifier, commit
+
+#: the most jobs in one transaction (bounds how long one batch holds the write lock)
+MAX_BATCH = 64
+
+T = TypeVar("T")
+Job = Callable[[Session], Any]
+Wanted = Callable[[], Awaitable[bool]]
+
+
+@dataclass(order=True)
+class _Queued:
+    priority: int
+    order: int
+    job: Job = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False)
+    wanted: Wanted | None = field(compare=False, default=None)
+
+
+class WriteBatches:
+    ANSWER = 0
+    CLAIM = 1
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        notifier: Notifier | None,
+        *,
+        batched: bool = True,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._sessions = sessions
+        self._notifier = notifier
+        self._batched = batched
+        self._max_batch = max_batch
+        self._waiting: list[_Queued] = []
+        self._count = itertools.count()
+        self._writer: asyncio.Task[None] | None = None
+        #: (jobs, transactions committed), for the tests and benchmarks
+        self.written = [0, 0]
+
+    async def run(
+        self, priority: int, job: Callable[[Session], T], *, wanted: Wanted | None = None
+    ) -> T | None:
+        """``job(session)``'s result once its transaction committed; its exception if it
+        raised; None without running it when ``wanted()`` said the request went away."""
+        if not self._batched:
+            if wanted is not None and not await wanted():
+                return None
+            return await run_in_threadpool(self._alone, job)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, _Queued(priority, next(self._count), job, future, wanted))
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_all())
+        result: T = await future
+        return result
+
+    async def _write_all(self) -> None:
+        try:
+            while self._waiting:
+                batch: list[_Queued] = []
+                while self._waiting and len(batch) < self._max_batch:
+                    queued = heapq.heappop(self._waiting)
+                    if queued.future.done():
+                        continue  # its request was cancelled while it waited
+                    if queued.wanted is not None and not await queued.wanted():
+                        queued.future.set_result(None)
+                        continue
+                    batch.append(queued)
+                if not batch:
+                    continue
+                try:
+                    outcomes = await run_in_threadpool(self._write, [q.job for q in batch])
+                except asyncio.CancelledError:  # the app is stopping
+                    for queued in (*batch, *self._waiting):
+                        queued.future.cancel()
+                    self._waiting.clear()
+                    raise
+                except Exception as exc:  # the thread failed: every waiter hears
+                    outcomes = [(False, exc)] * len(batch)
+                for queued, (ok, value) in zip(batch, outcomes, strict=True):
+                    if queued.future.done():
+                        continue
+                    if ok:
+                        queued.future.set_result(value)
+                    else:
+                        queued.future.set_exception(value)
+        finally:
+            self._writer = None
+
+    def _write(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
+        if len(jobs) > 1:
+            with self._sessions() as session:
+                try:
+                    results = [job(session) for job in jobs]
+                    commit(session, self._notifier)
+                except Exception:  # rolled back; each job runs again alone
+                    session.rollback()
+                else:
+                    self.written[0] += len(jobs)
+                    self.written[1] += 1
+                    return [(True, result) for result in results]
+        outcomes: list[tuple[bool, Any]] = []
+        for job in jobs:
+            try:
+                outcomes.append((True, self._alone(job)))
+            except Exception as exc:  # handed to the job's request
+                outcomes.append((False, exc))
+        return outcomes
+
+    def _alone(self, job: Callable[[Session], T]) -> T:
+        with self._sessions() as session:
+            result = job(session)
+            commit(session, self._notifier)
+        self.written[0] += 1
+        self.written[1] += 1
+        return result
