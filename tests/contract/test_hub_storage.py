@@ -245,6 +245,32 @@ def test_task_lifecycle_claim_lease_answer_pooled_result(world: World) -> None:
     assert stored.lease_id == a["lease_id"]
 
 
+def test_a_wait_without_progress_answers_only_at_the_end(world: World) -> None:
+    task = world.create_task()
+    a, b = world.claim(world.node_a), world.claim(world.node_b)
+    assert a is not None and b is not None
+    assert world.post_outcome(world.node_a, a["run_id"], done(a, mean_output(10, 500.0))).is_success
+
+    def wait(timeout: float, **params: Any) -> tuple[dict[str, Any], float]:
+        started = time.monotonic()
+        answer = world.api.get(
+            f"/api/tasks/{task['id']}/wait",
+            params={"timeout": timeout, "seen_runs_done": 0, **params},
+            headers=world.researcher.headers,
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json(), time.monotonic() - started
+
+    told, took = wait(30)  # progress (1 run done, 0 seen) answers at once
+    assert told["status"] == "running" and took < 30
+    quiet, took = wait(1.0, progress="false")  # the same progress: no answer before timeout
+    assert quiet["status"] == "running" and took >= 1.0
+    assert [r["status"] for r in quiet["runs"]].count("done") == 1
+    assert world.post_outcome(world.node_b, b["run_id"], done(b, mean_output(30, 900.0))).is_success
+    final, _ = wait(30, progress="false")
+    assert final["status"] == "completed"
+
+
 def test_repeated_identical_outcome_is_a_noop_and_another_lease_conflicts(world: World) -> None:
     task = world.create_task(datasets=["node-a/cohort"])
     a = world.claim(world.node_a)

@@ -104,8 +104,16 @@ class PrincipalCache:
             with self._lock:
                 self._entries.pop(digest, None)
             raise Unauthorized(entry.refusal)
-        principal = entry.kind(**copy.deepcopy(entry.values))
-        make_transient_to_detached(principal)  # as if loaded: clean, with its identity
+        principal: User | Node = entry.kind.__mapper__.class_manager.new_instance()
+        state = instance_state(principal)
+        # the kept values as if just loaded (no attribute events; lists and dicts copied)
+        state.dict.update(
+            {
+                k: copy.deepcopy(v) if isinstance(v, list | dict) else v
+                for k, v in entry.values.items()
+            }
+        )
+        make_transient_to_detached(principal)  # clean, with its identity
         session.add(principal)
         return principal
 

@@ -210,7 +210,12 @@ class Tasks(_Resource):
                     data = self._http.request(
                         "GET",
                         f"/api/tasks/{task_id}/wait",
-                        params={"timeout": min(remaining, 20.0), "seen_runs_done": seen},
+                        params={
+                            "timeout": min(remaining, 20.0),
+                            "seen_runs_done": seen,
+                            # without a progress bar only the end is worth an answer
+                            "progress": "true" if show else "false",
+                        },
                         timeout=min(remaining, 20.0) + 10,
                     )
                 except HubUnreachable as exc:  # a restarting hub or a database outage (503):

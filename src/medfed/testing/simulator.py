@@ -4,7 +4,8 @@ How it runs: :class:`Simulator` gets the hub's URL and one real node secret per 
 node (made by the hub administrator, as for any node). :meth:`Simulator.register` has
 each node register one small table as a dataset (``POST /api/node/datasets``, the
 columns and rounded row count a node would send). :meth:`Simulator.serve` then runs one
-task per node on one ``httpx.AsyncClient`` (HTTP keep-alive, no connection cap): each
+task per node, each with its own ``httpx.AsyncClient`` (HTTP keep-alive; one client
+shared by all would walk every connection on each request: quadratic in the nodes): each
 long-polls ``GET /api/node/runs/next``, answers a run with the algorithm's real local step
 on the shared table (a :class:`~medfed.node.stores.tables.TableStore`, so DuckDB and the
 schema checks are real) passed through the node's disclosure gate
@@ -75,8 +76,8 @@ class Simulator:
         self._store = TableStore(self.table, name=self.dataset)
         self._stop = asyncio.Event()
 
-    def _client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    def _client(self, connections: int | None = None) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         return httpx.AsyncClient(
             base_url=self.hub_url,
             limits=limits,
@@ -136,7 +137,13 @@ class Simulator:
             duration_s=time.perf_counter() - started,
         )
 
-    async def _node(self, client: httpx.AsyncClient, index: int) -> None:
+    async def _node(self, index: int) -> None:
+        # each node its own client, as each hospital has its own connection: one client
+        # shared by 1,000 nodes spends its time walking its pool (O(connections) a request)
+        async with self._client(connections=2) as client:
+            await self._serve_node(client, index)
+
+    async def _serve_node(self, client: httpx.AsyncClient, index: int) -> None:
         headers = {"Authorization": f"Bearer {self.secrets[index]}"}
         jitter = random.Random(index)
         while not self._stop.is_set():
@@ -166,12 +173,11 @@ class Simulator:
 
     async def serve(self) -> None:
         """Run every node until :meth:`stop`."""
-        async with self._client() as client:
-            tasks = [asyncio.create_task(self._node(client, i)) for i in range(len(self.secrets))]
-            await self._stop.wait()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = [asyncio.create_task(self._node(i)) for i in range(len(self.secrets))]
+        await self._stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def stop(self) -> None:
         self._stop.set()

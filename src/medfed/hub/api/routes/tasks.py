@@ -224,8 +224,16 @@ async def wait_task(
     notifier: NotifierDep,
     timeout: float = Query(default=10.0, ge=0, le=60),
     seen_runs_done: int = Query(default=-1, description="return at once if progress differs"),
+    answer_progress: bool = Query(
+        default=True,
+        alias="progress",
+        description="false: answer only at the end or the timeout, not on progress",
+    ),
 ) -> TaskPublic:
-    """The task once it has finished or changed since ``seen_runs_done``, else at timeout."""
+    """The task once it has finished or changed since ``seen_runs_done``, else at timeout.
+
+    With ``progress=false`` only the end (or the timeout) answers: a client that shows no
+    progress does not have a round of 1,000 runs re-sent to it a few times a second."""
     # The first pass reads the task as the member sees it (access checked); passes after a
     # wake-up read only its status and progress mark (two counting queries) and read the
     # whole task again only to answer. An end answers at once; progress seen during the
@@ -241,8 +249,9 @@ async def wait_task(
             if public is None:
                 public = await run_in_threadpool(_read, request, task_id, user)
                 done = progress_mark(public)
-                if public.status != TaskStatus.running or done != seen_runs_done:
-                    if seen_runs_done >= 0 or public.status != TaskStatus.running:
+                ended = public.status != TaskStatus.running
+                if ended or done != seen_runs_done:
+                    if ended or (answer_progress and seen_runs_done >= 0):
                         return public
                     seen_runs_done = done
                 fresh = True
@@ -250,14 +259,14 @@ async def wait_task(
                 fresh = False
                 progress = await run_in_threadpool(_progress, request, task_id)
                 status_, done = progress if progress is not None else ("", seen_runs_done)
-                due = time.monotonic() - started >= PROGRESS_EVERY_SECONDS
+                due = answer_progress and time.monotonic() - started >= PROGRESS_EVERY_SECONDS
                 if status_ != TaskStatus.running.value or (done != seen_runs_done and due):
                     return await run_in_threadpool(_read, request, task_id, user)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return public if fresh else await run_in_threadpool(_read, request, task_id, user)
             pause = min(remaining, settings.recheck_seconds)
-            if done != seen_runs_done:  # progress to tell: wake when it is due
+            if answer_progress and done != seen_runs_done:  # progress to tell: wake when it is due
                 pause = min(pause, max(0.0, started + PROGRESS_EVERY_SECONDS - time.monotonic()))
             await subscription.wait(pause)
         finally:
