@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -206,7 +207,13 @@ class Task(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("task_id", "round", "dataset_id"),)
+    __table_args__ = (
+        UniqueConstraint("task_id", "round", "dataset_id"),
+        # a node's pending or claimed runs (every poll, claim and lease check), in id order
+        Index("ix_runs_node_status", "node_id", "status"),
+        # a round's runs counted by status from the index alone (every answer)
+        Index("ix_runs_task_round_status", "task_id", "round", "status"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
