@@ -102,19 +102,3 @@ def test_a_failing_job_fails_alone_and_writes_nothing(batches: WriteBatches) -> 
     # the batch ran ok1 and bad before it failed; then each ran again in its own transaction
     assert ran == ["first", "ok1", "bad", "ok1", "bad", "ok2"]
     assert batches.written == [3, 3]
-
-
-def test_unbatched_runs_each_job_in_its_own_transaction(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE t (name TEXT)"))
-    alone = WriteBatches(make_sessionmaker(engine), None, batched=False)
-    ran: list[str] = []
-
-    async def scenario() -> list[Any]:
-        return await asyncio.gather(
-            *(alone.run(WriteBatches.CLAIM, writes(f"j{i}", ran)) for i in range(3))
-        )
-
-    assert sorted(asyncio.run(scenario())) == ["j0", "j1", "j2"]
-    assert alone.written == [3, 3]

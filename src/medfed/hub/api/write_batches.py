@@ -1,9 +1,12 @@
-"""Nodes' claims and answers on SQLite: queued, answers first, written in batches.
+"""Nodes' claims and answers: queued, answers first, written in batches.
 
-SQLite has one writer. Without a queue, a task over 1,000 nodes wakes 1,000 polls whose
-claims each take a worker thread and nap in SQLite's busy handler, starving every other
-request; one at a time, each claim and each answer pays its own ``BEGIN IMMEDIATE``,
-ledger head read and ``synchronous=FULL`` commit (an fsync).
+Every claim and every answer writes a ledger entry, so its transaction holds the ledger
+head (SQLite: the one write lock; PostgreSQL: the head row's lock) from its first entry
+to its commit: writes are serialized either way. Without a queue, a task over 1,000
+nodes wakes 1,000 polls whose claims each take a worker thread and wait for that lock
+(on SQLite napping in the busy handler), starving every other request; one at a time,
+each claim and each answer pays its own ``BEGIN``, ledger head read and commit (on
+SQLite ``synchronous=FULL``: an fsync).
 
 How it runs: a request hands :meth:`WriteBatches.run` a job (a function of a session)
 and a priority, and awaits the job's result. While no batch is being written, the first
@@ -20,8 +23,12 @@ its own request's alone and nothing of a failed job is written. The writer repea
 jobs wait. Jobs see each other's changes in order (the session flushes before each
 query), as they would one transaction after another.
 
-PostgreSQL hubs lock rows instead and run several workers: there each job runs at once in
-its own transaction and worker thread (no queue).
+Each hub process (each worker on PostgreSQL) has its own queue. Their batches still
+serialize on the ledger head's lock. A job rarely waits on a row another batch holds
+(claims skip locked runs, an answer locks only its own run); where two batches do wait
+on each other (a lease expiring while another worker takes its answer), PostgreSQL aborts
+one after its deadlock timeout, and that batch's jobs run again one by one like any
+failed batch.
 """
 
 from __future__ import annotations
@@ -64,12 +71,10 @@ class WriteBatches:
         sessions: sessionmaker[Session],
         notifier: Notifier | None,
         *,
-        batched: bool = True,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self._sessions = sessions
         self._notifier = notifier
-        self._batched = batched
         self._max_batch = max_batch
         self._waiting: list[_Queued] = []
         self._count = itertools.count()
@@ -82,10 +87,6 @@ class WriteBatches:
     ) -> T | None:
         """``job(session)``'s result once its transaction committed; its exception if it
         raised; None without running it when ``wanted()`` said the request went away."""
-        if not self._batched:
-            if wanted is not None and not await wanted():
-                return None
-            return await run_in_threadpool(self._alone, job)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, _Queued(priority, next(self._count), job, future, wanted))
         if self._writer is None:

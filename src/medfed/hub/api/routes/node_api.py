@@ -5,7 +5,7 @@ claim, and if nothing is pending waits until a task for this node is committed (
 once in this process, or through PostgreSQL ``NOTIFY`` from another hub process) or a
 re-check interval passes (``recheck_seconds``, doubling while nobody wakes it, up to
 8 s: a safety net), until ``wait`` seconds are over; then 204. A re-check nobody woke
-reads first and claims only when a run is pending. On SQLite, claims and answers queue in
+reads first and claims only when a run is pending. Claims and answers queue in
 :class:`~medfed.hub.api.write_batches.WriteBatches` (answers first) and are written
 several to a transaction, not in one worker thread each.
 """
@@ -148,15 +148,14 @@ async def next_run(
 
 
 def _batches(request: Request) -> WriteBatches:
-    """The app's :class:`WriteBatches` for this event loop (batched on SQLite only)."""
+    """The app's :class:`WriteBatches` for this event loop."""
     state = request.app.state
     loop = asyncio.get_running_loop()
     held: tuple[asyncio.AbstractEventLoop, WriteBatches] | None = getattr(
         state, "node_write_batches", None
     )
     if held is None or held[0] is not loop:  # one per event loop; no await in between
-        batched = state.engine.dialect.name == "sqlite"
-        held = (loop, WriteBatches(state.sessionmaker, state.notifier, batched=batched))
+        held = (loop, WriteBatches(state.sessionmaker, state.notifier))
         state.node_write_batches = held
     return held[1]
 
