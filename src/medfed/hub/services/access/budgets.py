@@ -19,11 +19,11 @@ request has changed nothing else), so the data's stewards see it in their query 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from medfed.algorithms.base import Algorithm
@@ -43,6 +43,7 @@ from medfed.ledger.entries import content_hash
 __all__ = [
     "QueryBudgetExhausted",
     "budget_public",
+    "counted_window",
     "is_dac_for_project",
     "require_task_budget",
     "set_query_budget",
@@ -56,19 +57,35 @@ class QueryBudgetExhausted(RateLimited):
 
 
 def window_left(
-    times: Sequence[datetime], limit: int, hours: float, now: datetime
+    used: int, limit: int, hours: float, nth: Callable[[int], datetime]
 ) -> tuple[int, datetime | None]:
-    """(requests left, when the next one is possible) for ``times`` in the window.
+    """(requests left, when the next one is possible) with ``used`` requests in the window.
 
-    ``times`` are the counted requests of the last ``hours``, oldest first. With none left
-    the next is possible once enough of the oldest have left the window (``None`` when
-    ``limit`` is 0: never).
+    ``nth(i)`` is the time of the ``i``-th oldest counted request of the last ``hours``
+    (asked only when none is left). With none left the next is possible once enough of
+    the oldest have left the window (``None`` when ``limit`` is 0: never).
     """
-    left = max(limit - len(times), 0)
+    left = max(limit - used, 0)
     if left > 0 or limit <= 0:
         return left, None
-    leaving = times[len(times) - limit]  # this one leaving leaves limit - 1 counted
+    leaving = nth(used - limit)  # this one leaving leaves limit - 1 counted
     return 0, aware(leaving) + timedelta(hours=hours)
+
+
+def counted_window(
+    session: Session, times: Select[datetime], limit: int, hours: float
+) -> tuple[int, int, datetime | None]:
+    """(used, left, next possible) for the requests whose times ``times`` selects, oldest
+    first: counted in the database, and only the one request whose leaving frees the next
+    is read (a budget of 10,000 a day reads no 10,000 rows per request)."""
+    used = int(session.scalar(select(func.count()).select_from(times.subquery())) or 0)
+
+    def nth(index: int) -> datetime:
+        found = session.scalar(times.offset(index).limit(1))
+        assert found is not None
+        return found
+
+    return (used, *window_left(used, limit, hours, nth))
 
 
 def shown(when: datetime) -> str:
@@ -103,7 +120,7 @@ def _unbudgeted() -> list[str]:
     return sorted(HUB_CONTEXT)
 
 
-def _counted(session: Session, project_id: int, since: datetime) -> list[datetime]:
+def _counted(project_id: int, since: datetime) -> Select[datetime]:
     query = (
         select(Task.created_at)
         .where(Task.project_id == project_id, Task.created_at > since)
@@ -112,21 +129,21 @@ def _counted(session: Session, project_id: int, since: datetime) -> list[datetim
     skip = _unbudgeted()
     if skip:
         query = query.where(Task.algorithm.not_in(skip))
-    return [aware(t) for t in session.scalars(query)]
+    return query
 
 
 def _state(
     session: Session, project: Project, settings: HubSettings | None, now: datetime
 ) -> QueryBudgetPublic:
     budget, hours, default = limits(project, settings, session)
-    times = _counted(session, project.id, now - timedelta(hours=hours))
-    left, resets = window_left(times, budget, hours, now)
+    times = _counted(project.id, now - timedelta(hours=hours))
+    used, left, resets = counted_window(session, times, budget, hours)
     return QueryBudgetPublic(
         project_id=project.id,
         query_budget=budget,
         window_hours=hours,
         default=default,
-        used=len(times),
+        used=used,
         left=left,
         resets_at=resets,
     )

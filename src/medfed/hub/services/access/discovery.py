@@ -36,7 +36,7 @@ from medfed.common.timeutil import utcnow
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Project, Run, User
 from medfed.hub.db.models_access import DiscoveryQuery
-from medfed.hub.services.access.budgets import shown, window_left
+from medfed.hub.services.access.budgets import counted_window, shown
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.tasks import TERMINAL, start_runs, store_task
 from medfed.ledger.entries import content_hash
@@ -64,15 +64,14 @@ def _window(
     session: Session, *, where: Any, limit: int, settings: HubSettings, now: datetime
 ) -> tuple[int, datetime | None]:
     since = now - timedelta(hours=settings.discovery_window_hours)
-    times = list(
-        session.scalars(
-            select(DiscoveryQuery.created_at)
-            .join(User, User.id == DiscoveryQuery.user_id)
-            .where(where, DiscoveryQuery.created_at > since)
-            .order_by(DiscoveryQuery.created_at)
-        )
+    times = (
+        select(DiscoveryQuery.created_at)
+        .join(User, User.id == DiscoveryQuery.user_id)
+        .where(where, DiscoveryQuery.created_at > since)
+        .order_by(DiscoveryQuery.created_at)
     )
-    return window_left(times, limit, settings.discovery_window_hours, now)
+    _, left, resets = counted_window(session, times, limit, settings.discovery_window_hours)
+    return left, resets
 
 
 def budgets(
