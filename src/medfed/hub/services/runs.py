@@ -14,13 +14,10 @@ rule's category stays in the run row, for the stewards' query view.
 from __future__ import annotations
 
 import secrets
-import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
@@ -30,6 +27,7 @@ from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Run, Task
 from medfed.hub.db.session import is_sqlite
 from medfed.hub.dispatch import want_wake
+from medfed.hub.services import task_nodes
 from medfed.hub.services.access import entitlements
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.tasks import TERMINAL, finish_round
@@ -91,44 +89,8 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
         attempt=run.attempts,
         entitlement=grant.entitlement,
         discovery=grant.discovery,
-        task_nodes=_task_nodes(session, task),
+        task_nodes=task_nodes.count(session, task),
     )
-
-
-#: per engine (database), task id -> how many nodes hold its datasets (never changes)
-_TASK_NODES: weakref.WeakKeyDictionary[Engine, OrderedDict[int, int]] = weakref.WeakKeyDictionary()
-_TASK_NODES_KEPT = 4096
-_task_nodes_lock = threading.Lock()
-
-
-def _task_nodes(session: Session, task: Task) -> int:
-    """How many nodes hold the task's datasets: counted once per task, then remembered.
-
-    A task's datasets are fixed at creation and a dataset never moves to another node,
-    so the count is cached per database (engine) and task id; a claim of a 1,000-dataset
-    task then needs no query with 1,000 ids.
-    """
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else None
-    with _task_nodes_lock:
-        cached = _TASK_NODES.get(engine) if engine is not None else None
-        known = cached.get(task.id) if cached is not None else None
-    if known is not None:
-        return known
-    count = int(
-        session.scalar(
-            select(func.count(distinct(Dataset.node_id))).where(Dataset.id.in_(task.dataset_ids))
-        )
-        or 0
-    )
-    if engine is None:
-        return count
-    with _task_nodes_lock:
-        cache = _TASK_NODES.setdefault(engine, OrderedDict())
-        cache[task.id] = count
-        while len(cache) > _TASK_NODES_KEPT:
-            cache.popitem(last=False)
-    return count
 
 
 def has_work(session: Session, *, node_id: int) -> bool:
