@@ -19,6 +19,8 @@ commit's ``src``: each figure then has its "before" from the same run). How it r
    over those tasks divided by their count is the hub CPU per run.
 3. One ``noop`` task over all N datasets: time from submit to completed, and the hub's
    CPU per run within it.
+   ``--legs``: the hub CPU of each request a run is made of (submit, claim, answer, an
+   idle poll, the researcher's wait, a task read), one kind at a time over one node.
 4. With ``--pg``: a hub with ``--workers`` uvicorn workers on a fresh PostgreSQL
    database (LISTEN/NOTIFY wake-ups between the workers), 100 simulated nodes, and 8
    researcher threads submitting ``noop`` tasks over all 100 datasets for ``--seconds``:
@@ -287,6 +289,60 @@ def measure_throughput(
     }
 
 
+def measure_legs(root: Path, requests: int = 100, hub_src: Path | None = None) -> dict[str, float]:
+    """Hub CPU per request of each request a dispatched run is made of, one kind at a time.
+
+    One node, its simulator stopped; then ``requests`` times each: the researcher submits
+    a ``noop`` task; the node claims (``wait=0``); the node answers; the node polls with
+    nothing to do; the researcher's wait (``progress=false``) on a finished task; the
+    researcher reads the task."""
+    with federation(root, 1, hub_src=hub_src) as setup:
+        setup.simulator.terminate()
+        setup.simulator.wait(30)
+        secret = (root / "secrets").read_text().split()[0]
+        assert setup.hub.process is not None and setup.researcher._http.token is not None
+        pid = setup.hub.process.pid
+        node = httpx.Client(base_url=setup.hub.url, headers={"Authorization": f"Bearer {secret}"})
+        user = httpx.Client(
+            base_url=setup.hub.url,
+            headers={"Authorization": f"Bearer {setup.researcher._http.token}"},
+        )
+        out: dict[str, float] = {}
+
+        def leg(name: str, work: Any) -> list[Any]:
+            cpu0 = cpu_seconds(pid)
+            got = [work(i) for i in range(requests)]
+            out[name] = (cpu_seconds(pid) - cpu0) / requests * 1000
+            return got
+
+        with node, user:
+            while node.get("/api/node/runs/next", params={"wait": 0}).status_code == 200:
+                pass  # nothing left from the set-up
+            made = leg(
+                "create",
+                lambda i: setup.researcher.tasks.submit("noop", datasets=setup.datasets[:1]).id,
+            )
+            poll = "/api/node/runs/next"
+            runs = leg("claim", lambda i: node.get(poll, params={"wait": 0}).json())
+            answer = {"status": "done", "output_status": "ok", "output": {}}
+            leg(
+                "answer",
+                lambda i: node.post(
+                    f"/api/node/runs/{runs[i]['run_id']}/outcome",
+                    json={**answer, "lease_id": runs[i]["lease_id"]},
+                ).raise_for_status(),
+            )
+            leg("idle_poll", lambda i: node.get(poll, params={"wait": 0}))
+            leg(
+                "wait",
+                lambda i: user.get(
+                    f"/api/tasks/{made[i]}/wait", params={"timeout": 1, "progress": "false"}
+                ).raise_for_status(),
+            )
+            leg("read_task", lambda i: user.get(f"/api/tasks/{made[i]}").raise_for_status())
+    return out
+
+
 def measure_floor(root: Path, requests: int = 300) -> dict[str, float]:
     """Hub CPU per request of an empty route and of an authenticated read (the stack's
     floor under any run: HTTP, middlewares, a bearer check), over one keep-alive client."""
@@ -339,6 +395,12 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="also measure the hub CPU of an empty request"
     )
+    parser.add_argument(
+        "--legs",
+        action="store_true",
+        help="also measure the hub CPU of each request kind of a run (create, claim, answer, "
+        "idle poll, wait, read), with --before next to today's",
+    )
     args = parser.parse_args()
     variants: list[Path | None] = [args.before, None] if args.before else [None]
     rows = []
@@ -375,6 +437,13 @@ def main() -> None:
                 f"{floor['authenticated_read_ms']:.2f} ms of hub CPU per request",
                 flush=True,
             )
+        legs = {}
+        if args.legs:
+            for hub_src in variants:
+                name = "before" if hub_src is not None else "after"
+                legs[name] = measure_legs(Path(tmp) / f"legs{name}", hub_src=hub_src)
+                shown = ", ".join(f"{k} {v:.1f}" for k, v in legs[name].items())
+                print(f"legs ({name}), hub CPU ms per request: {shown}", flush=True)
         if args.pg and not args.no_pg:
             for hub_src in variants:
                 name = "before" if hub_src is not None else "after"
@@ -398,6 +467,7 @@ def main() -> None:
                 "nodes": rows,
                 "throughput": throughput,
                 "floor": floor,
+                "legs": legs,
             },
             indent=2,
         )
