@@ -25,6 +25,15 @@ from medfed.hub.db.models import ApiToken, Node, User
 from medfed.hub.principals import PrincipalCache
 
 
+@pytest.fixture(autouse=True)
+def settled(world: World) -> None:
+    """On PostgreSQL, wait until the app's wake-up listener listens: connecting, it empties
+    every cache once (whatever it missed), which would race the tests that keep entries."""
+    listener = getattr(world.app.state, "wake_listener", None)
+    if listener is not None:
+        assert listener.listening.wait(60)
+
+
 @contextmanager
 def statements(world: World) -> Iterator[list[str]]:
     """The SQL statements the app's engine runs inside the block."""
@@ -163,3 +172,17 @@ def test_entries_end_after_their_time_and_zero_keeps_nothing(world: World) -> No
         brief = PrincipalCache(1e-6)
         brief.keep(key, user, generation=brief.generation)
         assert brief.lookup(session, key) is None
+
+
+def test_a_savepoint_rolled_back_after_a_change_still_ends_the_entries(world: World) -> None:
+    assert world.api.get("/api/me", headers=world.outsider.headers).status_code == 200
+    with world.app.state.sessionmaker() as session:
+        session.execute(sa.update(User).where(User.id == world.outsider.id).values(active=False))
+        inner = session.begin_nested()
+        session.execute(sa.update(User).where(User.id == world.researcher.id).values(roles=[]))
+        inner.rollback()  # the outer change stays and commits
+        session.commit()
+    refused = world.api.get("/api/me", headers=world.outsider.headers)
+    assert refused.status_code == 401 and refused.json()["detail"] == "user disabled"
+    kept = world.api.get("/api/me", headers=world.researcher.headers).json()
+    assert kept["roles"] == ["researcher"]  # the rolled-back savepoint changed nothing

@@ -40,7 +40,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.orm import ORMExecuteState, Session, make_transient_to_detached
+from sqlalchemy.orm import (
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    make_transient_to_detached,
+)
 from sqlalchemy.orm.attributes import instance_state
 
 from medfed.common.errors import Unauthorized
@@ -230,6 +235,9 @@ def _after_commit(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, _previous: object) -> None:
-    session.info.pop(_CHANGED, None)
-    session.info.pop(_TOUCHED, None)
+def _after_rollback(session: Session, previous: SessionTransaction) -> None:
+    # only the whole transaction's end forgets: a savepoint rolled back inside it leaves
+    # the changes flushed before it to commit (keeping the mark is the safe side)
+    if previous.parent is None:
+        session.info.pop(_CHANGED, None)
+        session.info.pop(_TOUCHED, None)

@@ -95,9 +95,9 @@ class WakeListener:
         ) as conn:
             conn.execute(f"LISTEN {CHANNEL}")
             self.connections += 1
-            self.listening.set()
+            principals.clear_all()  # any change of credentials it missed
             self._notifier.wake_all()  # whatever was sent while nobody listened
-            principals.clear_all()  # and any change of credentials it missed
+            self.listening.set()
             origin = self._notifier.origin
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=self._poll_seconds):
