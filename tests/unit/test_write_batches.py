@@ -102,3 +102,16 @@ def test_a_failing_job_fails_alone_and_writes_nothing(batches: WriteBatches) -> 
     # the batch ran ok1 and bad before it failed; then each ran again in its own transaction
     assert ran == ["first", "ok1", "bad", "ok1", "bad", "ok2"]
     assert batches.written == [3, 3]
+
+
+def test_a_failing_wanted_check_runs_the_job(batches: WriteBatches) -> None:
+    ran: list[str] = []
+
+    async def broken() -> bool:
+        raise RuntimeError("the connection's state cannot be read")
+
+    async def scenario() -> Any:
+        return await batches.run(WriteBatches.CLAIM, writes("claim", ran), wanted=broken)
+
+    assert asyncio.run(scenario()) == "claim"
+    assert rows(batches) == ["claim"]

@@ -62,6 +62,17 @@ class _Queued:
     wanted: Wanted | None = field(compare=False, default=None)
 
 
+async def _wanted(queued: _Queued) -> bool:
+    """Whether the job's request still wants it; a check that fails counts as yes (a claim
+    nobody takes returns to pending when its lease runs out)."""
+    if queued.wanted is None:
+        return True
+    try:
+        return await queued.wanted()
+    except Exception:  # cannot tell: run it
+        return True
+
+
 class WriteBatches:
     ANSWER = 0
     CLAIM = 1
@@ -102,7 +113,7 @@ class WriteBatches:
                     queued = heapq.heappop(self._waiting)
                     if queued.future.done():
                         continue  # its request was cancelled while it waited
-                    if queued.wanted is not None and not await queued.wanted():
+                    if not await _wanted(queued):
                         queued.future.set_result(None)
                         continue
                     batch.append(queued)
