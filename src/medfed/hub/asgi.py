@@ -7,9 +7,9 @@ generation's threshold rises from 700 to 50,000 allocations (a full collection e
 5,000,000 instead of every 70,000): a request allocates hundreds of ORM and pydantic
 objects, and with the defaults every few requests set off a collection walking a heap
 that grows with the open connections (1,000 nodes' long polls). Measured on a task over
-1,000 simulated nodes: 15 to 19 s instead of 21 to 23 s (`docs/benchmarks.md`). Cyclic
-garbage lives a little longer; memory stays bounded by the thresholds. Apps made by
-:func:`medfed.hub.app.create_app` directly (tests) keep Python's defaults.
+1,000 simulated nodes: 14.7 to 19.1 s instead of 20.6 to 34.0 s (`docs/benchmarks.md`).
+Cyclic garbage lives a little longer; memory stays bounded by the thresholds. Apps made
+by :func:`medfed.hub.app.create_app` directly (tests) keep Python's defaults.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ How it runs: :func:`medfed.hub.api.deps.get_principal` asks the app's
 :class:`PrincipalCache` first. A hit rebuilds the :class:`User` or :class:`Node` from the
 column values kept (a fresh instance per request, attached to the request's session as if
 just loaded: no query, no transaction, no worker thread); a miss runs
-:func:`medfed.hub.services.auth.authenticate` against the database in a worker thread and
+:func:`medfed.hub.services.auth.check_bearer` against the database in a worker thread and
 keeps what it found. Refusals are never kept: a refused bearer is checked every time.
 
 An entry ends

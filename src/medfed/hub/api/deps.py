@@ -42,7 +42,10 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        session.close()
+        if session.in_transaction():  # a rollback talks to the database: not on the loop
+            await run_in_threadpool(session.close)
+        else:  # committed: the connection is back in the pool, closing does no I/O
+            session.close()
 
 
 SettingsDep = Annotated[HubSettings, Depends(get_settings)]

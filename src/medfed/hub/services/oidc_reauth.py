@@ -3,11 +3,12 @@
 A user who signs in through an OpenID provider gets their roles from the provider's claims
 at each login (:mod:`medfed.hub.services.oidc_login`). So that a role taken away at the
 institution cannot live on in a long-lived API token, :func:`check_reauth` runs on every
-request that authenticates a user token (``medfed.hub.services.auth.authenticate``): if
-the user has an identity at a provider and their last login there is older than
-``oidc_reauth_hours`` (at most 24), every token of theirs is refused until they log in
-again (web or ``medfed login --sso``), and that login re-reads the claims. Users without
-an identity (local accounts) are not touched. The cost is one indexed query per request.
+database check of a user token (``medfed.hub.services.auth.check_bearer``), and the
+deadline it returns is checked on every request answered from the bearer cache
+(:mod:`medfed.hub.principals`): if the user has an identity at a provider and their last
+login there is older than ``oidc_reauth_hours`` (at most 24), every token of theirs is
+refused until they log in again (web or ``medfed login --sso``), and that login re-reads
+the claims. Users without an identity (local accounts) are not touched.
 """
 
 from __future__ import annotations
