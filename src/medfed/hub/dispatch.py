@@ -12,6 +12,15 @@ its own waiters from those notifications (skipping its own ``origin``, already w
 locally). Waiters still re-read the database every ``recheck_seconds``: a safety net for
 a notification lost while a listener reconnects, not the path a wake-up takes. SQLite
 hubs run one worker: its wake-ups never leave the process.
+
+Hints spare most of those reads. A waiter takes :meth:`Notifier.stamp` of its key before it
+reads; when the read found nothing it notes so (:meth:`Notifier.note`), and until a
+wake-up for that key arrives (or any listener outage ends: :meth:`Notifier.wake_all`), or
+``max_age`` passes, :meth:`Notifier.known` answers "nothing" without a read. Work only
+appears through a commit that wakes its key, and the wake-up is counted after the commit,
+so a stamp taken before the read is never newer than a change the read missed. A noted
+"work waits" (a claim that saw more) holds until ``max_age`` too: a claim that then finds
+nothing notes "nothing".
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -39,6 +49,36 @@ class Notifier:
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
             defaultdict(set)
         )
+        #: wake-ups counted per key that :meth:`stamp` was asked for (node keys: bounded
+        #: by the nodes that poll); the epoch moves when every waiter is woken
+        self._wakes: dict[str, int] = {}
+        self._epoch = 0
+        #: key → (stamp, monotonic time, whether work waits) of the last read noted
+        self._hints: dict[str, tuple[tuple[int, int], float, bool]] = {}
+
+    def stamp(self, key: str) -> tuple[int, int]:
+        """A mark of the wake-ups ``key`` has had so far; take it before reading."""
+        with self._lock:
+            return (self._epoch, self._wakes.setdefault(key, 0))
+
+    def note(self, key: str, stamp: tuple[int, int], *, work: bool) -> None:
+        """A read that began after ``stamp`` found work for ``key``, or none."""
+        with self._lock:
+            self._hints[key] = (stamp, time.monotonic(), work)
+
+    def known(self, key: str, max_age: float) -> bool | None:
+        """Whether work waits for ``key`` as far as a noted read tells; None when no read
+        within ``max_age`` tells (read the database)."""
+        with self._lock:
+            hint = self._hints.get(key)
+            if hint is None:
+                return None
+            stamp, at, work = hint
+            current = (self._epoch, self._wakes.get(key, -1))
+            if time.monotonic() - at > max_age or (not work and stamp != current):
+                del self._hints[key]
+                return None
+            return work
 
     def subscribe(self, key: str) -> Subscription:
         loop = asyncio.get_running_loop()
@@ -57,12 +97,16 @@ class Notifier:
 
     def wake(self, keys: Iterable[str]) -> None:
         with self._lock:
-            entries = [e for k in set(keys) for e in self._waiters.get(k, ())]
+            keys = set(keys)
+            for key in keys & self._wakes.keys():
+                self._wakes[key] += 1
+            entries = [e for k in keys for e in self._waiters.get(k, ())]
         self._set(entries)
 
     def wake_all(self) -> None:
         """Wake every waiter (after a listener outage: each re-reads the database)."""
         with self._lock:
+            self._epoch += 1
             entries = [e for waiters in self._waiters.values() for e in waiters]
         self._set(entries)
 

@@ -37,7 +37,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.orm import (
@@ -109,16 +109,7 @@ class PrincipalCache:
             with self._lock:
                 self._entries.pop(digest, None)
             raise Unauthorized(entry.refusal)
-        principal: User | Node = entry.kind.__mapper__.class_manager.new_instance()
-        state = instance_state(principal)
-        # the kept values as if just loaded (no attribute events; lists and dicts copied)
-        state.dict.update(
-            {
-                k: copy.deepcopy(v) if isinstance(v, list | dict) else v
-                for k, v in entry.values.items()
-            }
-        )
-        make_transient_to_detached(principal)  # clean, with its identity
+        principal = _rebuilt(entry.kind, entry.values)
         session.add(principal)
         return principal
 
@@ -134,12 +125,7 @@ class PrincipalCache:
         """Keep ``principal`` (read while :attr:`generation` was ``generation``)."""
         if self.seconds <= 0:
             return
-        state = instance_state(principal)
-        values = {
-            attr.key: copy.deepcopy(state.dict[attr.key])
-            for attr in state.mapper.column_attrs
-            if attr.key in state.dict
-        }
+        values = _column_values(principal)
         entry = _Entry(type(principal), values, until, refusal, time.monotonic() + self.seconds)
         with self._lock:
             if generation != self._generation:
@@ -166,6 +152,35 @@ class PrincipalCache:
                     self._entries[digest] = _Entry(
                         Node, values, entry.until, entry.refusal, entry.kept_until
                     )
+
+
+P = TypeVar("P", bound=User | Node)
+
+
+def _column_values(principal: User | Node) -> dict[str, Any]:
+    """The loaded column values of ``principal`` (lists and dicts copied)."""
+    state = instance_state(principal)
+    return {
+        attr.key: copy.deepcopy(state.dict[attr.key])
+        for attr in state.mapper.column_attrs
+        if attr.key in state.dict
+    }
+
+
+def _rebuilt(kind: type[P], values: dict[str, Any]) -> P:
+    """A detached, clean instance holding ``values`` as if just loaded (no events)."""
+    principal: P = kind.__mapper__.class_manager.new_instance()
+    instance_state(principal).dict.update(
+        {k: copy.deepcopy(v) if isinstance(v, list | dict) else v for k, v in values.items()}
+    )
+    make_transient_to_detached(principal)  # clean, with its identity
+    return principal
+
+
+def detached_copy(principal: P) -> P:
+    """A clean copy of a loaded principal, outside any session: another session takes it
+    with ``session.merge(copy, load=False)`` instead of reading the row again."""
+    return _rebuilt(type(principal), _column_values(principal))
 
 
 def clear_all() -> None:

@@ -19,7 +19,9 @@ thread and ONE transaction: one commit, one fsync, one ledger head read; everybo
 batch concerns is woken after the commit (:func:`medfed.hub.dispatch.commit`). A job
 that raises fails the batch's transaction: the batch is rolled back and its jobs run
 again one by one, each in its own transaction, so an error (a stale lease's conflict) is
-its own request's alone and nothing of a failed job is written. The writer repeats while
+its own request's alone and nothing of a failed job is written. Answers that end runs
+of one task ask whether its round is over once, after the batch's last job
+(:func:`medfed.hub.services.tasks.defer_rounds`), not once each. The writer repeats while
 jobs wait. Jobs see each other's changes in order (the session flushes before each
 query), as they would one transaction after another.
 
@@ -44,6 +46,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from medfed.hub.dispatch import Notifier, commit
+from medfed.hub.services.tasks import defer_rounds, finish_deferred
 
 #: the most jobs in one transaction (bounds how long one batch holds the write lock)
 MAX_BATCH = 64
@@ -142,7 +145,9 @@ class WriteBatches:
         if len(jobs) > 1:
             with self._sessions() as session:
                 try:
+                    defer_rounds(session)
                     results = [job(session) for job in jobs]
+                    finish_deferred(session)
                     commit(session, self._notifier)
                 except Exception:  # rolled back; each job runs again alone
                     session.rollback()
@@ -160,7 +165,9 @@ class WriteBatches:
 
     def _alone(self, job: Callable[[Session], T]) -> T:
         with self._sessions() as session:
+            defer_rounds(session)
             result = job(session)
+            finish_deferred(session)
             commit(session, self._notifier)
         self.written[0] += 1
         self.written[1] += 1

@@ -5,7 +5,8 @@ a lease (``lease_id``, ``lease_expires_at``); heartbeats extend the leases it ho
 lease that expires sends the run back to pending (another claim bumps ``attempts``) until
 ``max_attempts``, then the run fails with the reason. An answer is accepted once: the
 same lease posting again is a no-op, any other lease gets a :class:`Conflict`. Ending the
-last run of a round hands over to :func:`medfed.hub.services.tasks.finish_round`. The
+last run of a round hands over to :func:`medfed.hub.services.tasks.finish_round` (an
+answer: through ``finish_round_soon``, once per task in a batch of answers). The
 ``run.finish`` ledger entry holds the hash of the bytes the node sent and, from nodes that
 send them, its keyed filter hash (``filter``) and row-set fingerprint (``rowsets``); the
 rule's category stays in the run row, for the stewards' query view.
@@ -30,7 +31,7 @@ from medfed.hub.dispatch import want_wake
 from medfed.hub.services import task_nodes
 from medfed.hub.services.access import entitlements
 from medfed.hub.services.ledger import actor_of, record
-from medfed.hub.services.tasks import TERMINAL, finish_round
+from medfed.hub.services.tasks import TERMINAL, finish_round, finish_round_soon
 from medfed.ledger.entries import content_hash
 
 
@@ -318,7 +319,7 @@ def post_outcome(
         hashes=hashes,
     )
     want_wake(session, f"task:{task.id}")
-    finish_round(session, task=task, settings=settings)
+    finish_round_soon(session, task=task, settings=settings)
     return run
 
 

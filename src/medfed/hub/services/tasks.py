@@ -8,7 +8,9 @@ one task.
 
 Each round has one run per dataset (leased to nodes by ``medfed.hub.services.runs``).
 When the last run of a round ends, :func:`finish_round` (same transaction) calls the
-algorithm's aggregate step: it finishes the task, starts the next round, or fails the
+algorithm's aggregate step (a batch of answers written in one transaction asks once per
+task, just before its commit: :func:`defer_rounds`, :func:`finish_round_soon`,
+:func:`finish_deferred`): it finishes the task, starts the next round, or fails the
 task — when any node refused (the reasons name each node's rule: a pooled result that
 silently leaves out a hospital would mislead) or when fewer than ``min_nodes`` nodes gave
 an unsuppressed answer. Runs that failed (a node that stopped answering) are left out if
@@ -243,6 +245,31 @@ def progress_of(session: Session, *, task_id: int) -> tuple[str, int] | None:
         )
     )
     return status, round_ * 100_000 + int(answered or 0)
+
+
+_DEFERRED = "medfed.rounds_to_finish"
+
+
+def defer_rounds(session: Session) -> None:
+    """From now on :func:`finish_round_soon` only notes the task, until
+    :func:`finish_deferred` (a batch of answers: one round check per task, not per answer)."""
+    session.info[_DEFERRED] = {}
+
+
+def finish_round_soon(session: Session, *, task: Task, settings: HubSettings) -> None:
+    """:func:`finish_round` now, or before the commit where the session defers rounds."""
+    deferred: dict[int, tuple[Task, HubSettings]] | None = session.info.get(_DEFERRED)
+    if deferred is None:
+        finish_round(session, task=task, settings=settings)
+    else:
+        deferred[task.id] = (task, settings)
+
+
+def finish_deferred(session: Session) -> None:
+    """Run :func:`finish_round` once for each task noted since :func:`defer_rounds`."""
+    deferred: dict[int, tuple[Task, HubSettings]] = session.info.pop(_DEFERRED, None) or {}
+    for task, settings in deferred.values():
+        finish_round(session, task=task, settings=settings)
 
 
 def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None:

@@ -5,7 +5,11 @@ claim, and if nothing is pending waits until a task for this node is committed (
 once in this process, or through PostgreSQL ``NOTIFY`` from another hub process) or a
 re-check interval passes (``recheck_seconds``, doubling while nobody wakes it, up to
 8 s: a safety net), until ``wait`` seconds are over; then 204. A re-check nobody woke
-reads first and claims only when a run is pending. Claims and answers queue in
+reads first and claims only when a run is pending; that read is skipped while the
+notifier's hint (:meth:`~medfed.hub.dispatch.Notifier.known`) tells, from a read or a
+claim at most :data:`RECHECK_CAP_SECONDS` ago with no wake-up since, that nothing waits
+(a claim also notes whether more runs wait for the node, so the poll after an answer
+neither reads nor claims in vain). Claims and answers queue in
 :class:`~medfed.hub.api.write_batches.WriteBatches` (answers first) and are written
 several to a transaction, not in one worker thread each.
 """
@@ -21,6 +25,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 
 from medfed.common.arrays import check_references, decode_arrays, decode_body, references
 from medfed.common.errors import BadRequest
@@ -41,6 +46,7 @@ from medfed.hub.api.write_batches import WriteBatches
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Node
 from medfed.hub.dispatch import commit
+from medfed.hub.principals import detached_copy
 from medfed.hub.services import datasets, nodes, runs
 from medfed.hub.services.catalogue.metadata import public_of
 from medfed.hub.services.nodes import TOUCH_EVERY
@@ -93,12 +99,33 @@ def heartbeat(
     return HeartbeatAck(node_id=node.id, extended=extended, lost=lost)
 
 
-def _claim(settings: HubSettings, node_id: int) -> Callable[[Session], RunAssignment | None]:
-    def job(session: Session) -> RunAssignment | None:
-        node = session.get(Node, node_id)
-        assert node is not None
+def _attacher(node: Node) -> Callable[[Session], Node]:
+    """The request's node in a batch's session without reading its row again (the bearer
+    check just read it, or kept it)."""
+    known = detached_copy(node)
+    identity = instance_state(known).key
+    assert identity is not None  # a detached copy has its identity
+
+    def attach(session: Session) -> Node:
+        # the batch's own instance when a job before this one was the same node's
+        held: Node | None = session.identity_map.get(identity)
+        return held if held is not None else session.merge(known, load=False)
+
+    return attach
+
+
+def _claim(
+    settings: HubSettings, node: Node
+) -> Callable[[Session], tuple[RunAssignment | None, bool]]:
+    """The claim job: the assignment, and whether more runs wait for the node after it."""
+    attach = _attacher(node)
+
+    def job(session: Session) -> tuple[RunAssignment | None, bool]:
+        node = attach(session)
         nodes.touch(session, node=node)
-        return runs.claim_next(session, node=node, settings=settings)
+        assignment = runs.claim_next(session, node=node, settings=settings)
+        more = assignment is not None and runs.has_work(session, node_id=node.id)
+        return assignment, more
 
     return job
 
@@ -119,16 +146,27 @@ async def next_run(
     # the first pass claims when the node's last_seen is due anyway (claiming touches it)
     woken = node.last_seen_at is None or utcnow() - aware(node.last_seen_at) >= TOUCH_EVERY
     recheck = settings.recheck_seconds
+    key = f"node:{node.id}"
     while True:
-        subscription = notifier.subscribe(f"node:{node.id}")
+        subscription = notifier.subscribe(key)
         try:
-            # otherwise a pass nobody woke reads first: an idle poll takes no write lock
-            if woken or await run_in_threadpool(_has_work, request, node.id):
+            stamp = notifier.stamp(key)  # before any read: a later wake-up voids a hint
+            # otherwise a pass nobody woke asks the hint, else reads: an idle poll takes
+            # no write lock
+            work = woken or notifier.known(key, RECHECK_CAP_SECONDS)
+            if work is None:
+                work = await run_in_threadpool(_has_work, request, node.id)
+                notifier.note(key, stamp, work=work)
+            if work:
                 # a node that went away while its poll waited claims nothing: the run
                 # stays pending for a live node instead of waiting out a lease
-                assignment = await _batches(request).run(
-                    WriteBatches.CLAIM, _claim(settings, node.id), wanted=_connected(request)
+                claimed = await _batches(request).run(
+                    WriteBatches.CLAIM, _claim(settings, node), wanted=_connected(request)
                 )
+                if claimed is None:  # not run: its request went away
+                    return Response(status_code=status.HTTP_204_NO_CONTENT)
+                assignment, more = claimed
+                notifier.note(key, stamp, work=more)
                 if assignment is None and await request.is_disconnected():
                     return Response(status_code=status.HTTP_204_NO_CONTENT)
                 if assignment is not None:
@@ -174,18 +212,18 @@ def _connected(request: Request) -> Callable[[], Awaitable[bool]]:
 
 def _post(
     settings: HubSettings,
-    node_id: int,
+    node: Node,
     run_id: int,
     outcome: RunOutcome,
     digest: str,
     arrays: bytes | None = None,
 ) -> Callable[[Session], str]:
+    attach = _attacher(node)
+
     def job(session: Session) -> str:
-        node = session.get(Node, node_id)
-        assert node is not None
         run = runs.post_outcome(
             session,
-            node=node,
+            node=attach(session),
             run_id=run_id,
             outcome=outcome,
             settings=settings,
@@ -227,7 +265,7 @@ async def post_outcome(run_id: int, request: Request, node: CurrentNode) -> dict
     elif references(outcome.output):
         raise BadRequest("arrays: the output refers to arrays but the body carries none")
     digest = hashlib.sha256(raw).hexdigest()
-    job = _post(request.app.state.settings, node.id, run_id, outcome, digest, binary)
+    job = _post(request.app.state.settings, node, run_id, outcome, digest, binary)
     status_ = await _batches(request).run(WriteBatches.ANSWER, job)
     assert status_ is not None  # answers have no ``wanted`` check
     return {"status": status_}

@@ -1,0 +1,135 @@
+"""What a run costs the hub less of: hinted polls and one round check per batch.
+
+A node's poll that follows one that found nothing reads nothing until a wake-up of the
+node's key arrives (``medfed.hub.dispatch.Notifier.known``); a claim notes whether more
+runs wait. A run made without a wake-up (a lost notification) is found after the
+listener's outage ends or the hint's age passes. A batch of answers to one task checks
+its round once (``medfed.hub.services.tasks.defer_rounds``) and still completes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from hubtools import World, done, mean_output
+from medfed.common.resources import RunOutcome
+from medfed.hub.api.routes import node_api
+from medfed.hub.api.write_batches import WriteBatches
+from medfed.hub.db.models import Node
+from medfed.hub.dispatch import Notifier
+from medfed.hub.services import tasks as task_service
+
+
+@pytest.fixture(autouse=True)
+def settled(world: World) -> None:
+    """On PostgreSQL, wait until the wake-up listener listens (connecting, it wakes every
+    waiter once, which voids the hints these tests look at)."""
+    listener = getattr(world.app.state, "wake_listener", None)
+    if listener is not None:
+        assert listener.listening.wait(60)
+
+
+@contextmanager
+def statements(world: World) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def note(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    engine = world.app.state.engine
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+
+
+def idle(world: World) -> None:
+    """Poll node A until a poll found nothing (the first may claim, to renew last_seen)."""
+    while world.claim(world.node_a) is not None:
+        pass
+
+
+def test_a_poll_after_one_that_found_nothing_reads_nothing(world: World) -> None:
+    idle(world)
+    with statements(world) as seen:
+        assert world.claim(world.node_a) is None
+    assert not [s for s in seen if "runs" in s]
+
+
+def test_a_run_made_after_an_empty_poll_is_claimed_by_the_next(world: World) -> None:
+    idle(world)
+    task = world.create_task()  # its commit wakes node A's key
+    claimed = world.claim(world.node_a)
+    assert claimed is not None and claimed["task_id"] == task["id"]
+
+
+def test_a_claim_notes_whether_more_runs_wait(world: World) -> None:
+    notifier: Notifier = world.app.state.notifier
+    key = f"node:{world.node_a.id}"
+    idle(world)
+    first, second = world.create_task(), world.create_task()
+    claimed = world.claim(world.node_a)
+    assert claimed is not None and claimed["task_id"] == first["id"]
+    assert notifier.known(key, 60) is True
+    claimed = world.claim(world.node_a)
+    assert claimed is not None and claimed["task_id"] == second["id"]
+    assert notifier.known(key, 60) is False
+    with statements(world) as seen:
+        assert world.claim(world.node_a) is None
+    assert not [s for s in seen if "runs" in s]
+
+
+def test_a_run_whose_wake_up_was_lost_is_found_after_an_outage_or_the_hint_age(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier: Notifier = world.app.state.notifier
+    idle(world)
+    with monkeypatch.context() as lost:
+        lost.setattr(notifier, "wake", lambda keys: None)  # the notification never came
+        first = world.create_task()
+    assert world.claim(world.node_a) is None  # the hint stands in for the read
+    notifier.wake_all()  # the listener is back: every hint is void
+    claimed = world.claim(world.node_a)
+    assert claimed is not None and claimed["task_id"] == first["id"]
+    idle(world)
+    with monkeypatch.context() as lost:
+        lost.setattr(notifier, "wake", lambda keys: None)
+        second = world.create_task()
+    monkeypatch.setattr(node_api, "RECHECK_CAP_SECONDS", 0.0)  # every hint is too old
+    claimed = world.claim(world.node_a)
+    assert claimed is not None and claimed["task_id"] == second["id"]
+
+
+def test_a_batch_of_answers_checks_the_round_once_and_completes_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = world.create_task()  # one run at each node
+    runs = {node.id: world.claim(node) for node in (world.node_a, world.node_b)}
+    checked: list[int] = []
+    real = task_service.finish_round
+
+    def counted(session: Any, **kwargs: Any) -> None:
+        checked.append(kwargs["task"].id)
+        real(session, **kwargs)
+
+    monkeypatch.setattr(task_service, "finish_round", counted)
+    settings = world.app.state.settings
+    jobs = []
+    with world.app.state.sessionmaker() as session:
+        for node_id, run in runs.items():
+            assert run is not None and run["task_id"] == task["id"]
+            node = session.get(Node, node_id)
+            assert node is not None
+            outcome = RunOutcome.model_validate(done(run, mean_output(10, 400.0)))
+            jobs.append(node_api._post(settings, node, run["run_id"], outcome, "0" * 64))
+    batches = WriteBatches(world.app.state.sessionmaker, world.app.state.notifier)
+    assert batches._write(jobs) == [(True, "done"), (True, "done")]
+    assert batches.written == [2, 1]  # one transaction
+    assert checked == [task["id"]]  # once for the batch, not once per answer
+    assert world.task(task["id"])["status"] == "completed"
