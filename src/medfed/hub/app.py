@@ -138,13 +138,15 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware, settings=settings, routes=app.router.routes)
 
     routers = (
+        # the nodes' polls, claims and answers are most of the requests: matched first
+        # (routes are tried in order; no other router's paths start with /api/node/)
+        node_api,
+        learning_node,
         accounts,
         catalogue,
         tasks,
-        node_api,
         ledger_routes,
         learning,
-        learning_node,
         mfa_routes,
         passport_routes,  # before access: its POST …/{decision} would take …/visas
         access_routes,

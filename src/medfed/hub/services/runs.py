@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
@@ -26,6 +26,7 @@ from medfed.common.resources import RunAssignment, RunOutcome, RunStatus, TaskSt
 from medfed.common.timeutil import utcnow
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Run, Task
+from medfed.hub.db.models_access import DiscoveryQuery
 from medfed.hub.db.session import is_sqlite
 from medfed.hub.dispatch import want_wake
 from medfed.hub.services import task_nodes
@@ -38,8 +39,11 @@ from medfed.ledger.entries import content_hash
 def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAssignment | None:
     """Lease the oldest pending run of ``node``, or return None."""
     expire_leases(session, settings=settings, node_id=node.id)
+    is_discovery = exists().where(DiscoveryQuery.task_id == Task.id)
     query = (
-        select(Run, Task, Dataset)  # the dataset too: the grant reads it from the session
+        # the dataset too: the grant reads it from the session; whether the task is a
+        # discovery query in the same statement
+        select(Run, Task, Dataset, is_discovery)
         .join(Task, Task.id == Run.task_id)
         .join(Dataset, Dataset.id == Run.dataset_id)
         .where(
@@ -55,8 +59,10 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
     row = session.execute(query).first()
     if row is None:
         return None
-    run, task, dataset = row
-    grant = entitlements.grant_for_run(session, run=run, task=task, node=node, settings=settings)
+    run, task, dataset, discovery = row
+    grant = entitlements.grant_for_run(
+        session, run=run, task=task, node=node, settings=settings, discovery=bool(discovery)
+    )
     if isinstance(grant, str):  # entitlement ended or revoked since the task was created
         _refuse(session, run=run, task=task, reason=grant, settings=settings)
         return claim_next(session, node=node, settings=settings)

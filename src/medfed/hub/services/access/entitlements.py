@@ -42,7 +42,7 @@ from medfed.common.resources import Role
 from medfed.common.timeutil import aware, utcnow
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Run, Task, User
-from medfed.hub.db.models_access import AccessApplication, DiscoveryQuery, Entitlement
+from medfed.hub.db.models_access import AccessApplication, Entitlement
 from medfed.hub.services.accounts import has_role
 from medfed.hub.services.projects import is_member
 from medfed.ledger.checkpoint import derive_key
@@ -156,13 +156,18 @@ def sign(statement: EntitlementStatement, key: Ed25519PrivateKey) -> SignedEntit
 
 
 def grant_for_run(
-    session: Session, *, run: Run, task: Task, node: Node, settings: HubSettings
+    session: Session,
+    *,
+    run: Run,
+    task: Task,
+    node: Node,
+    settings: HubSettings,
+    discovery: bool,
 ) -> Grant | str:
-    """The grant a run is handed out with, or the reason it must be refused."""
-    is_discovery = session.scalar(
-        select(DiscoveryQuery.id).where(DiscoveryQuery.task_id == task.id)
-    )
-    if is_discovery is not None:
+    """The grant a run is handed out with, or the reason it must be refused.
+
+    ``discovery``: whether the task is a discovery query (the claim's query reads it)."""
+    if discovery:
         return Grant(entitlement=None, discovery=True)
     now = utcnow()
     dataset = session.get(Dataset, run.dataset_id)
