@@ -17,9 +17,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import NamedTuple
 
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
 from medfed.common.resources import RunAssignment, RunOutcome, RunStatus, TaskStatus
@@ -36,14 +37,30 @@ from medfed.hub.services.tasks import TERMINAL, finish_round, finish_round_soon
 from medfed.ledger.entries import content_hash
 
 
-def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAssignment | None:
-    """Lease the oldest pending run of ``node``, or return None."""
+class Claim(NamedTuple):
+    """What a claim found: the assignment (None: nothing pending), and whether another
+    pending run waited for the node beside it (a hint for its next poll)."""
+
+    assignment: RunAssignment | None
+    more: bool
+
+
+def claim_next(session: Session, *, node: Node, settings: HubSettings) -> Claim:
+    """Lease the oldest pending run of ``node``."""
     expire_leases(session, settings=settings, node_id=node.id)
     is_discovery = exists().where(DiscoveryQuery.task_id == Task.id)
+    other, other_task = aliased(Run), aliased(Task)
+    more = exists().where(
+        other.node_id == node.id,
+        other.status == RunStatus.pending.value,
+        other.id != Run.id,
+        other_task.id == other.task_id,
+        other_task.status == TaskStatus.running.value,
+    )
     query = (
         # the dataset too: the grant reads it from the session; whether the task is a
-        # discovery query in the same statement
-        select(Run, Task, Dataset, is_discovery)
+        # discovery query and whether more runs wait, in the same statement
+        select(Run, Task, Dataset, is_discovery, more)
         .join(Task, Task.id == Run.task_id)
         .join(Dataset, Dataset.id == Run.dataset_id)
         .where(
@@ -58,8 +75,8 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
         query = query.with_for_update(skip_locked=True, of=Run)
     row = session.execute(query).first()
     if row is None:
-        return None
-    run, task, dataset, discovery = row
+        return Claim(None, more=False)
+    run, task, dataset, discovery, others = row
     grant = entitlements.grant_for_run(
         session, run=run, task=task, node=node, settings=settings, discovery=bool(discovery)
     )
@@ -80,7 +97,7 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
     )
     # no wake-up of ``task:{id}``: a claim moves no waiter's answer (progress counts
     # answered runs; the waits answer on progress or the end), so nobody re-reads for it
-    return RunAssignment(
+    assignment = RunAssignment(
         run_id=run.id,
         task_id=task.id,
         project_id=task.project_id,
@@ -98,6 +115,7 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> RunAss
         discovery=grant.discovery,
         task_nodes=task_nodes.count(session, task),
     )
+    return Claim(assignment, more=bool(others))
 
 
 def has_work(session: Session, *, node_id: int) -> bool:

@@ -114,18 +114,14 @@ def _attacher(node: Node) -> Callable[[Session], Node]:
     return attach
 
 
-def _claim(
-    settings: HubSettings, node: Node
-) -> Callable[[Session], tuple[RunAssignment | None, bool]]:
+def _claim(settings: HubSettings, node: Node) -> Callable[[Session], runs.Claim]:
     """The claim job: the assignment, and whether more runs wait for the node after it."""
     attach = _attacher(node)
 
-    def job(session: Session) -> tuple[RunAssignment | None, bool]:
+    def job(session: Session) -> runs.Claim:
         node = attach(session)
         nodes.touch(session, node=node)
-        assignment = runs.claim_next(session, node=node, settings=settings)
-        more = assignment is not None and runs.has_work(session, node_id=node.id)
-        return assignment, more
+        return runs.claim_next(session, node=node, settings=settings)
 
     return job
 
@@ -165,8 +161,8 @@ async def next_run(
                 )
                 if claimed is None:  # not run: its request went away
                     return Response(status_code=status.HTTP_204_NO_CONTENT)
-                assignment, more = claimed
-                notifier.note(key, stamp, work=more)
+                assignment = claimed.assignment
+                notifier.note(key, stamp, work=claimed.more)
                 if assignment is None and await request.is_disconnected():
                     return Response(status_code=status.HTTP_204_NO_CONTENT)
                 if assignment is not None:
