@@ -2,14 +2,15 @@
 
 Run states: pending → claimed → done | failed | refused. A node claims a pending run with
 a lease (``lease_id``, ``lease_expires_at``); heartbeats extend the leases it holds. A
-lease that expires sends the run back to pending (another claim bumps ``attempts``) until
-``max_attempts``, then the run fails with the reason. An answer is accepted once: the
-same lease posting again is a no-op, any other lease gets a :class:`Conflict`. Ending the
-last run of a round hands over to :func:`medfed.hub.services.tasks.finish_round` (an
-answer: through ``finish_round_soon``, once per task in a batch of answers). The
-``run.finish`` ledger entry holds the hash of the bytes the node sent and, from nodes that
-send them, its keyed filter hash (``filter``) and row-set fingerprint (``rowsets``); the
-rule's category stays in the run row, for the stewards' query view.
+lease that expires is handed back to pending by the hub's sweeper (another claim bumps
+``attempts``) until ``max_attempts``, then the run fails with the reason. An answer is
+accepted once: the same lease posting again is a no-op, any other lease gets a
+:class:`Conflict`. Ending the last run of a round hands over to
+:func:`medfed.hub.services.tasks.finish_round` (an answer: through ``finish_round_soon``,
+once per task in a batch of answers). The ``run.finish`` ledger entry holds the hash of
+the bytes the node sent and, from nodes that send them, its keyed filter hash
+(``filter``) and row-set fingerprint (``rowsets``); the rule's category stays in the run
+row, for the stewards' query view.
 """
 
 from __future__ import annotations
@@ -45,17 +46,23 @@ class Claim(NamedTuple):
     more: bool
 
 
+#: another run and its task, for the claim's "more runs wait" test (made once: an alias
+#: built per call costs more than the query)
+_OTHER, _OTHER_TASK = aliased(Run), aliased(Task)
+
+
 def claim_next(session: Session, *, node: Node, settings: HubSettings) -> Claim:
-    """Lease the oldest pending run of ``node``."""
-    expire_leases(session, settings=settings, node_id=node.id)
+    """Lease the oldest pending run of ``node``.
+
+    Runs whose lease ran out are handed back by the hub's sweeper
+    (:func:`expire_leases`, every ``sweep_seconds``), not by each claim."""
     is_discovery = exists().where(DiscoveryQuery.task_id == Task.id)
-    other, other_task = aliased(Run), aliased(Task)
     more = exists().where(
-        other.node_id == node.id,
-        other.status == RunStatus.pending.value,
-        other.id != Run.id,
-        other_task.id == other.task_id,
-        other_task.status == TaskStatus.running.value,
+        _OTHER.node_id == node.id,
+        _OTHER.status == RunStatus.pending.value,
+        _OTHER.id != Run.id,
+        _OTHER_TASK.id == _OTHER.task_id,
+        _OTHER_TASK.status == TaskStatus.running.value,
     )
     query = (
         # the dataset too: the grant reads it from the session; whether the task is a
@@ -174,14 +181,12 @@ def extend_leases(
     return extended, lost
 
 
-def expire_leases(session: Session, *, settings: HubSettings, node_id: int | None = None) -> int:
+def expire_leases(session: Session, *, settings: HubSettings) -> int:
     """Send runs whose lease ran out back to pending, or fail them after the last attempt."""
     due = select(Run.id).where(
         Run.status == RunStatus.claimed.value, Run.lease_expires_at < utcnow()
     )
-    if node_id is not None:
-        due = due.where(Run.node_id == node_id)
-    ids = list(session.scalars(due))  # ids only: every claim asks, and almost always none
+    ids = list(session.scalars(due))  # ids only: every sweep asks, and almost always none
     if not ids:
         return 0
     expired = list(session.scalars(select(Run).where(Run.id.in_(ids)).order_by(Run.id)))
@@ -290,11 +295,12 @@ def post_outcome(
     already parsed by the route): stored once as an ``output`` blob, the run row keeps its
     SHA-256 in ``output_blob`` beside the small JSON part with its references.
     """
-    query = select(Run, Task).join(Task, Task.id == Run.task_id).where(Run.id == run_id)
+    query = select(Run).where(Run.id == run_id)
     if not is_sqlite(session):
-        query = query.with_for_update(of=Run)
-    row = session.execute(query).first()
-    run, task = row if row is not None else (None, None)
+        query = query.with_for_update()
+    run = session.scalar(query)
+    # the task by identity: a batch of answers to one task loads its row once
+    task = session.get(Task, run.task_id) if run is not None else None
     if run is None or task is None or run.node_id != node.id:
         raise NotFound(f"run {run_id} not found")
     if run.status in TERMINAL:
