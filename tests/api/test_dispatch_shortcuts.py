@@ -4,11 +4,14 @@ A node's poll that follows one that found nothing reads nothing until a wake-up 
 node's key arrives (``medfed.hub.dispatch.Notifier.known``); a claim notes whether more
 runs wait. A run made without a wake-up (a lost notification) is found after the
 listener's outage ends or the hint's age passes. A batch of answers to one task checks
-its round once (``medfed.hub.services.tasks.defer_rounds``) and still completes it.
+its round once (``medfed.hub.services.tasks.defer_rounds``) and still completes it. An
+answer posted with ``?next=true`` carries the node's next run (claimed in the answer's
+own transaction; a refused answer claims nothing).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -133,3 +136,69 @@ def test_a_batch_of_answers_checks_the_round_once_and_completes_it(
     assert batches.written == [2, 1]  # one transaction
     assert checked == [task["id"]]  # once for the batch, not once per answer
     assert world.task(task["id"])["status"] == "completed"
+
+
+def answer(world: World, run: dict[str, Any], *, take_next: bool) -> Any:
+    params = {"next": "true"} if take_next else {}
+    return world.api.post(
+        f"/api/node/runs/{run['run_id']}/outcome",
+        params=params,
+        json=done(run, mean_output(10, 400.0)),
+        headers=world.node_a.headers,
+    )
+
+
+def test_an_answer_can_carry_the_nodes_next_run(world: World) -> None:
+    idle(world)
+    first, second = world.create_task(), world.create_task()
+    claimed = world.claim(world.node_a)
+    assert claimed is not None and claimed["task_id"] == first["id"]
+    answered = answer(world, claimed, take_next=True)
+    assert answered.status_code == 200
+    body = answered.json()
+    assert body["status"] == "done"
+    handed = body["next"]
+    assert handed["task_id"] == second["id"] and handed["attempt"] == 1
+    last = answer(world, handed, take_next=True)
+    assert last.status_code == 200 and last.json() == {"status": "done", "next": None}
+    at_a = [
+        r["status"]
+        for r in world.all_runs(first["id"]) + world.all_runs(second["id"])
+        if r["node_name"] == world.node_a.name
+    ]
+    assert at_a == ["done", "done"]
+    # the claim it made is in the ledger like any other, by the node
+    with world.app.state.sessionmaker() as session:
+        bodies = session.scalars(sa.text("SELECT body FROM ledger_entries ORDER BY idx"))
+        claims = [
+            entry
+            for entry in map(json.loads, bodies)
+            if entry["action"] == "run.claim" and entry["objects"]["run"] == handed["run_id"]
+        ]
+    assert [c["actor"] for c in claims] == [f"node:{world.node_a.id}"]
+
+
+def test_an_answer_without_next_answers_as_before(world: World) -> None:
+    idle(world)
+    world.create_task(), world.create_task()
+    claimed = world.claim(world.node_a)
+    assert claimed is not None
+    answered = answer(world, claimed, take_next=False)
+    assert answered.status_code == 200 and answered.json() == {"status": "done"}
+    assert world.claim(world.node_a) is not None  # the second run still waits
+
+
+def test_a_refused_answer_claims_nothing(world: World) -> None:
+    idle(world)
+    world.create_task(), world.create_task()
+    claimed = world.claim(world.node_a)
+    assert claimed is not None
+    stale = {**claimed, "lease_id": "f" * 32}
+    refused = answer(world, stale, take_next=True)
+    assert refused.status_code == 409 and "next" not in refused.json()
+    with world.app.state.sessionmaker() as session:
+        waiting = session.scalar(
+            sa.text("SELECT COUNT(*) FROM runs WHERE node_id = :n AND status = 'pending'"),
+            {"n": world.node_a.id},
+        )
+    assert waiting == 1  # the other task's run was not handed out

@@ -324,6 +324,14 @@ class RunOutcome(BaseModel):
     )
 
 
+class OutcomeAccepted(BaseModel):
+    """The hub's answer to a node's outcome: the run's status now, and (asked with
+    ``?next=true``) the node's next run, claimed in the same transaction, or null."""
+
+    status: str
+    next: RunAssignment | None = None
+
+
 class Heartbeat(BaseModel):
     run_ids: list[int] = Field(default_factory=list, description="runs whose leases to extend")
 

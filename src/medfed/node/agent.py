@@ -12,7 +12,10 @@ How it runs:
   written there atomically before they are posted and removed once the hub answered), so a
   node killed between computing and delivering loses nothing and doubles nothing.
 * The main thread long-polls ``GET /api/node/runs/next``: the hub answers the moment a
-  run for this node is committed, or with 204 after the wait; then it polls again.
+  run for this node is committed, or with 204 after the wait; then it polls again. It
+  posts each outcome with ``?next=true``: when another run waits, the hub claims it in
+  the answer's transaction and hands it over in the response, so a busy node runs it
+  without polling again.
 * A witness thread checks each new checkpoint of the hub's audit log for consistency
   with the last one it cosigned and cosigns it (``medfed.node.witness``).
 * A heartbeat thread reports every ``heartbeat_seconds`` and extends the lease of the run
@@ -329,8 +332,8 @@ class NodeAgent:
                 log.error("polling the hub failed: %s", exc.message)
                 self.stop_event.wait(1.0)
                 continue
-            if assignment is not None:
-                self.execute(assignment)
+            while assignment is not None:  # a run handed out with an answer runs next
+                assignment = self.execute(assignment)
         self.learning.close()
         self.hub.close()
 
@@ -645,7 +648,9 @@ class NodeAgent:
         )
         return outcome, audit
 
-    def execute(self, run: RunAssignment) -> None:
+    def execute(self, run: RunAssignment) -> RunAssignment | None:
+        """Run one assignment and deliver its outcome; the node's next run when the hub
+        handed one out with its answer (asked for unless the node is stopping)."""
         with self._lock:
             self._current.add(run.run_id)
         try:
@@ -655,7 +660,7 @@ class NodeAgent:
                 self.runlog.append(
                     {"run_id": run.run_id, "task_id": run.task_id, "status": "held", **audit}
                 )
-                return
+                return None
             # the hub's audit gets the keyed hashes and the rule's category, nothing more
             where = run.params.get("where") if isinstance(run.params, dict) else None
             summary = outcome_audit(self._audit_key(), where, audit)
@@ -684,7 +689,7 @@ class NodeAgent:
         finally:
             with self._lock:
                 self._current.discard(run.run_id)
-        self.deliver(item)
+        return self._deliver(item, take_next=not self.stop_event.is_set())[1]
 
     def deliver(self, item: Pending) -> bool:
         """Post a stored result until the hub answers it; False if the node stops first.
@@ -694,15 +699,20 @@ class NodeAgent:
         this answer can never be accepted (too large, malformed): the run is answered
         ``failed`` with a fixed text instead, so its task does not wait for it.
         """
+        return self._deliver(item, take_next=False)[0]
+
+    def _deliver(self, item: Pending, *, take_next: bool) -> tuple[bool, RunAssignment | None]:
+        """:meth:`deliver`, and the run the hub handed out with its answer (``take_next``)."""
+        handed = None
         try:
-            self.hub.post_outcome(item.run_id, item.body)
+            handed = self.hub.post_outcome(item.run_id, item.body, take_next=take_next)
             accepted = True
         except (Conflict, NotFound) as exc:
             log.warning("run %s: result dropped, the hub refused it: %s", item.run_id, exc.message)
             accepted = False
         except HubUnreachable:
             log.info("run %s: stopping; the result stays on disk for the next start", item.run_id)
-            return False
+            return False, None
         except MedfedError as exc:
             log.error("run %s: the hub refused the result: %s", item.run_id, exc.message)
             accepted = False
@@ -717,7 +727,7 @@ class NodeAgent:
                 log.error("run %s: could not report the failure: %s", item.run_id, again.message)
         self.runlog.append({**item.entry, "accepted": accepted})
         self.outbox.remove(item)
-        return True
+        return True, handed
 
 
 def start(config: NodeConfig) -> NodeAgent:

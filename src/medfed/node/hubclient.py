@@ -106,9 +106,19 @@ class NodeHubClient:
         data = self._call("GET", "/api/node/runs/next", params={"wait": wait}, timeout=wait + 15.0)
         return None if data is None else RunAssignment.model_validate(data)
 
-    def post_outcome(self, run_id: int, body: bytes) -> None:
-        """Post the outcome as exactly ``body`` (the bytes the node log hashed)."""
-        self._call("POST", f"/api/node/runs/{run_id}/outcome", content=body)
+    def post_outcome(
+        self, run_id: int, body: bytes, *, take_next: bool = False
+    ) -> RunAssignment | None:
+        """Post the outcome as exactly ``body`` (the bytes the node log hashed); with
+        ``take_next``, the next run the hub handed out with its answer (None: none)."""
+        data = self._call(
+            "POST",
+            f"/api/node/runs/{run_id}/outcome",
+            content=body,
+            params={"next": "true"} if take_next else None,
+        )
+        handed = data.get("next") if isinstance(data, dict) else None
+        return RunAssignment.model_validate(handed) if handed is not None else None
 
     def airlock_event(self, run_id: int, event: str, outputs_sha256: str) -> None:
         """Have the hub's ledger record an airlock event on a run this node holds."""

@@ -10,8 +10,9 @@ long-polls ``GET /api/node/runs/next``, answers a run with the algorithm's real 
 on the shared table (a :class:`~medfed.node.stores.tables.TableStore`, so DuckDB and the
 schema checks are real) passed through the node's disclosure gate
 (:func:`medfed.node.gate.apply_gate`, the algorithm's own output rules), and posts the
-outcome. ``noop`` runs (dispatch measurements) take the same path with nothing to gate.
-What a full node adds and this leaves out: policy checks from ``node.toml``, row-set
+outcome with ``?next=true`` as the node agent does (a run handed out with the answer is
+served before the next poll). ``noop`` runs (dispatch measurements) take the same path
+with nothing to gate. What a full node adds and this leaves out: policy checks from ``node.toml``, row-set
 memory, dominance rules, the airlock, the outbox, heartbeats and the run log — so its
 answers are what a node would send for plain aggregate algorithms, no more.
 
@@ -156,15 +157,19 @@ class Simulator:
                 if got.status_code == 204:
                     continue
                 got.raise_for_status()
-                run = RunAssignment.model_validate_json(got.content)
-                outcome = self.answer(run)
-                posted = await client.post(
-                    f"/api/node/runs/{run.run_id}/outcome",
-                    content=outcome.model_dump_json(exclude_none=True),
-                    headers={**headers, "Content-Type": "application/json"},
-                )
-                posted.raise_for_status()
-                self.answered[index] += 1
+                run: RunAssignment | None = RunAssignment.model_validate_json(got.content)
+                while run is not None:  # as the agent: a run handed out with the answer next
+                    outcome = self.answer(run)
+                    posted = await client.post(
+                        f"/api/node/runs/{run.run_id}/outcome",
+                        params={"next": "true"},
+                        content=outcome.model_dump_json(exclude_none=True),
+                        headers={**headers, "Content-Type": "application/json"},
+                    )
+                    posted.raise_for_status()
+                    self.answered[index] += 1
+                    handed = posted.json().get("next")
+                    run = RunAssignment.model_validate(handed) if handed else None
             except (httpx.HTTPError, ValueError) as exc:
                 if self._stop.is_set():
                     return

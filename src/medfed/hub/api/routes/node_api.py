@@ -11,7 +11,9 @@ claim at most :data:`RECHECK_CAP_SECONDS` ago with no wake-up since, that nothin
 (a claim also notes whether more runs wait for the node, so the poll after an answer
 neither reads nor claims in vain). Claims and answers queue in
 :class:`~medfed.hub.api.write_batches.WriteBatches` (answers first) and are written
-several to a transaction, not in one worker thread each.
+several to a transaction, not in one worker thread each. A busy node posts its answer
+with ``?next=true``: the answer and the claim of its next run are one job, and the
+response carries that run (or null), so a run costs it one request instead of two.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from medfed.common.resources import (
     Heartbeat,
     HeartbeatAck,
     NodeIdentity,
+    OutcomeAccepted,
     RunAssignment,
     RunOutcome,
 )
@@ -233,6 +236,8 @@ def _post(
 
 @router.post(
     "/runs/{run_id}/outcome",
+    response_model=OutcomeAccepted,
+    response_model_exclude_unset=True,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -240,11 +245,25 @@ def _post(
         }
     },
 )
-async def post_outcome(run_id: int, request: Request, node: CurrentNode) -> dict[str, str]:
+async def post_outcome(
+    run_id: int,
+    request: Request,
+    node: CurrentNode,
+    notifier: NotifierDep,
+    take_next: bool = Query(
+        default=False,
+        alias="next",
+        description="also claim the node's next run in the answer's transaction and "
+        "return it as `next` (null when none waits): a busy node's answer and its next "
+        "claim in one request",
+    ),
+) -> OutcomeAccepted:
     """Accept the node's answer; the ledger records the SHA-256 of exactly these bytes.
 
     The body is the outcome as JSON, or (large aggregates) the JSON part and its arrays
     framed as :mod:`medfed.common.arrays` describes, recognised by its leading magic.
+    With ``?next=true`` the answer and a claim (as ``GET /runs/next`` with ``wait=0``)
+    are one job: a refused answer claims nothing.
     """
     raw = await request.body()  # after authentication; the edge caps its size
     document, binary = decode_body(raw)
@@ -261,7 +280,25 @@ async def post_outcome(run_id: int, request: Request, node: CurrentNode) -> dict
     elif references(outcome.output):
         raise BadRequest("arrays: the output refers to arrays but the body carries none")
     digest = hashlib.sha256(raw).hexdigest()
-    job = _post(request.app.state.settings, node, run_id, outcome, digest, binary)
-    status_ = await _batches(request).run(WriteBatches.ANSWER, job)
-    assert status_ is not None  # answers have no ``wanted`` check
-    return {"status": status_}
+    settings: HubSettings = request.app.state.settings
+    answer = _post(settings, node, run_id, outcome, digest, binary)
+    key = f"node:{node.id}"
+    stamp = notifier.stamp(key)  # before the claim's read, as a poll takes it
+    if not take_next or notifier.known(key, RECHECK_CAP_SECONDS) is False:
+        status_ = await _batches(request).run(WriteBatches.ANSWER, answer)
+        assert status_ is not None  # answers have no ``wanted`` check
+        return (
+            OutcomeAccepted(status=status_, next=None)
+            if take_next
+            else OutcomeAccepted(status=status_)
+        )
+    claim = _claim(settings, node)
+
+    def answer_and_claim(session: Session) -> tuple[str, runs.Claim]:
+        return answer(session), claim(session)
+
+    both = await _batches(request).run(WriteBatches.ANSWER, answer_and_claim)
+    assert both is not None
+    status_, claimed = both
+    notifier.note(key, stamp, work=claimed.more)
+    return OutcomeAccepted(status=status_, next=claimed.assignment)
