@@ -12,9 +12,10 @@ schema checks are real) passed through the node's disclosure gate
 (:func:`medfed.node.gate.apply_gate`, the algorithm's own output rules), and posts the
 outcome with ``?next=true`` as the node agent does (a run handed out with the answer is
 served before the next poll). ``noop`` runs (dispatch measurements) take the same path
-with nothing to gate. What a full node adds and this leaves out: policy checks from ``node.toml``, row-set
-memory, dominance rules, the airlock, the outbox, heartbeats and the run log — so its
-answers are what a node would send for plain aggregate algorithms, no more.
+with nothing to gate. What a full node adds and this leaves out: policy checks from
+``node.toml``, row-set memory, dominance rules, the airlock, the outbox, heartbeats and
+the run log — so its answers are what a node would send for plain aggregate algorithms,
+no more.
 
 Every node counts the runs it answered (``answered``); ``python -m
 medfed.testing.simulator --hub URL --secrets FILE`` runs it as its own process (one
