@@ -115,3 +115,30 @@ def test_a_failing_wanted_check_runs_the_job(batches: WriteBatches) -> None:
 
     assert asyncio.run(scenario()) == "claim"
     assert rows(batches) == ["claim"]
+
+
+class Escape(BaseException):
+    """Not an :class:`Exception`: what a job may raise that ``except Exception`` misses."""
+
+
+def test_a_job_that_escapes_fails_its_batch_instead_of_hanging_it(
+    batches: WriteBatches,
+) -> None:
+    ran: list[str] = []
+
+    def escapes(session: Session) -> None:
+        session.execute(sa.text("INSERT INTO t (name) VALUES ('escaped')"))
+        raise Escape()
+
+    async def scenario() -> list[Any]:
+        waiting = [
+            asyncio.ensure_future(batches.run(WriteBatches.CLAIM, escapes)),
+            asyncio.ensure_future(batches.run(WriteBatches.CLAIM, writes("second", ran))),
+        ]
+        done, pending = await asyncio.wait(waiting, timeout=10)
+        assert not pending  # nobody is left waiting on the batch
+        return [future.exception() for future in waiting]
+
+    errors = asyncio.run(scenario())
+    assert all(isinstance(e, RuntimeError) and "Escape" in str(e) for e in errors)
+    assert rows(batches) == []  # nothing of the batch was written

@@ -19,7 +19,9 @@ thread and ONE transaction: one commit, one fsync, one ledger head read; everybo
 batch concerns is woken after the commit (:func:`medfed.hub.dispatch.commit`). A job
 that raises fails the batch's transaction: the batch is rolled back and its jobs run
 again one by one, each in its own transaction, so an error (a stale lease's conflict) is
-its own request's alone and nothing of a failed job is written. Answers that end runs
+its own request's alone and nothing of a failed job is written (a job that raises what
+is not an ``Exception``, ``SystemExit`` say, fails every waiting request instead of
+leaving them waiting, and goes on up). Answers that end runs
 of one task ask whether its round is over once, after the batch's last job
 (:func:`medfed.hub.services.tasks.defer_rounds`), not once each. The writer repeats while
 jobs wait. Jobs see each other's changes in order (the session flushes before each
@@ -131,6 +133,14 @@ class WriteBatches:
                     raise
                 except Exception as exc:  # the thread failed: every waiter hears
                     outcomes = [(False, exc)] * len(batch)
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt in a job:
+                    # nobody may wait for ever on a batch that ended; then it goes on up
+                    failure = RuntimeError(f"the write batch ended: {type(exc).__name__}")
+                    for queued in (*batch, *self._waiting):
+                        if not queued.future.done():
+                            queued.future.set_exception(failure)
+                    self._waiting.clear()
+                    raise
                 for queued, (ok, value) in zip(batch, outcomes, strict=True):
                     if queued.future.done():
                         continue
