@@ -135,7 +135,7 @@ def test_a_job_that_escapes_fails_its_batch_instead_of_hanging_it(
             asyncio.ensure_future(batches.run(WriteBatches.CLAIM, escapes)),
             asyncio.ensure_future(batches.run(WriteBatches.CLAIM, writes("second", ran))),
         ]
-        done, pending = await asyncio.wait(waiting, timeout=10)
+        _, pending = await asyncio.wait(waiting, timeout=10)
         assert not pending  # nobody is left waiting on the batch
         return [future.exception() for future in waiting]
 
