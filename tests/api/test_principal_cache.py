@@ -186,3 +186,16 @@ def test_a_savepoint_rolled_back_after_a_change_still_ends_the_entries(world: Wo
     assert refused.status_code == 401 and refused.json()["detail"] == "user disabled"
     kept = world.api.get("/api/me", headers=world.researcher.headers).json()
     assert kept["roles"] == ["researcher"]  # the rolled-back savepoint changed nothing
+
+
+def test_a_kept_user_holds_no_password_hash_and_still_reads_it(world: World) -> None:
+    cache: PrincipalCache = world.app.state.principals
+    key = digest(world.researcher.token)
+    assert world.api.get("/api/me", headers=world.researcher.headers).status_code == 200
+    kept = cache._entries[key]
+    assert "password_hash" not in kept.values and kept.values["id"] == world.researcher.id
+    with world.app.state.sessionmaker() as session:
+        user = cache.lookup(session, key)
+        assert isinstance(user, User)
+        stored = session.scalar(sa.select(User.password_hash).where(User.id == world.researcher.id))
+        assert user.password_hash == stored  # loaded from the database on first access

@@ -23,7 +23,8 @@ An entry ends
   change written by other means (SQL outside SQLAlchemy, or another process on a SQLite
   hub's file). ``0`` turns the cache off.
 
-A miss that read the database while a change committed does not keep what it read (a
+A user's password hash is not kept (a hit that needs it reads it). A miss that read the
+database while a change committed does not keep what it read (a
 generation counter), so a revocation never loses a race to a concurrent check. A node's
 ``last_seen_at`` touch updates the kept value instead of ending the entry (idle nodes
 touch every 20 s).
@@ -60,6 +61,9 @@ CACHE_INFO = "medfed.principals"
 _CHANGED = "medfed_principals_changed"
 _TOUCHED = "medfed_principals_touched"
 _NOTIFY = text("SELECT pg_notify('medfed_wake', :payload)")
+
+#: columns a kept principal leaves out (a rebuilt instance loads them on first access)
+_NOT_KEPT = ("password_hash",)
 
 _caches: weakref.WeakSet[PrincipalCache] = weakref.WeakSet()
 _caches_lock = threading.Lock()
@@ -126,6 +130,8 @@ class PrincipalCache:
         if self.seconds <= 0:
             return
         values = _column_values(principal)
+        for secret in _NOT_KEPT:  # read from the database if ever needed, not kept in memory
+            values.pop(secret, None)
         entry = _Entry(type(principal), values, until, refusal, time.monotonic() + self.seconds)
         with self._lock:
             if generation != self._generation:
