@@ -9,6 +9,8 @@ dataset ``cohort`` with the columns in :data:`COLUMNS`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,7 +53,34 @@ __all__ = [
     "grant_access",
     "make_person",
     "mean_output",
+    "statements",
+    "wait_listening",
 ]
+
+
+@contextmanager
+def statements(world: World) -> Iterator[list[str]]:
+    """The SQL statements the app's engine runs inside the block."""
+    seen: list[str] = []
+
+    def note(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    engine = world.app.state.engine
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+
+
+def wait_listening(world: World) -> None:
+    """On PostgreSQL, wait until the app's wake-up listener listens: connecting, it wakes
+    every waiter and empties every bearer cache once (whatever it missed), which would race
+    tests that look at hints or kept entries."""
+    listener = getattr(world.app.state, "wake_listener", None)
+    if listener is not None:
+        assert listener.listening.wait(60)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -12,14 +12,12 @@ own transaction; a refused answer claims nothing).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from hubtools import World, done, mean_output
+from hubtools import World, done, mean_output, statements, wait_listening
 from medfed.common.resources import RunOutcome
 from medfed.hub.api.routes import node_api
 from medfed.hub.api.write_batches import WriteBatches
@@ -30,26 +28,7 @@ from medfed.hub.services import tasks as task_service
 
 @pytest.fixture(autouse=True)
 def settled(world: World) -> None:
-    """On PostgreSQL, wait until the wake-up listener listens (connecting, it wakes every
-    waiter once, which voids the hints these tests look at)."""
-    listener = getattr(world.app.state, "wake_listener", None)
-    if listener is not None:
-        assert listener.listening.wait(60)
-
-
-@contextmanager
-def statements(world: World) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(*args: Any) -> None:
-        seen.append(str(args[2]))
-
-    engine = world.app.state.engine
-    sa.event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", note)
+    wait_listening(world)
 
 
 def idle(world: World) -> None:

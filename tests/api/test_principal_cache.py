@@ -9,15 +9,12 @@ refused with the database check's words, a node's ``last_seen_at`` touch keeps t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from hubtools import World, bearer
+from hubtools import World, bearer, statements, wait_listening
 from medfed.common.errors import Unauthorized
 from medfed.common.security import digest
 from medfed.common.timeutil import utcnow
@@ -27,27 +24,7 @@ from medfed.hub.principals import PrincipalCache
 
 @pytest.fixture(autouse=True)
 def settled(world: World) -> None:
-    """On PostgreSQL, wait until the app's wake-up listener listens: connecting, it empties
-    every cache once (whatever it missed), which would race the tests that keep entries."""
-    listener = getattr(world.app.state, "wake_listener", None)
-    if listener is not None:
-        assert listener.listening.wait(60)
-
-
-@contextmanager
-def statements(world: World) -> Iterator[list[str]]:
-    """The SQL statements the app's engine runs inside the block."""
-    seen: list[str] = []
-
-    def note(*args: Any) -> None:
-        seen.append(str(args[2]))
-
-    engine = world.app.state.engine
-    sa.event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", note)
+    wait_listening(world)
 
 
 def test_a_kept_bearer_is_answered_without_a_query(world: World) -> None:
