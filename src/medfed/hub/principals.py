@@ -24,10 +24,9 @@ An entry ends
   hub's file). ``0`` turns the cache off.
 
 A user's password hash is not kept (a hit that needs it reads it). A miss that read the
-database while a change committed does not keep what it read (a
-generation counter), so a revocation never loses a race to a concurrent check. A node's
-``last_seen_at`` touch updates the kept value instead of ending the entry (idle nodes
-touch every 20 s).
+database while a change committed does not keep what it read (a generation counter), so
+a revocation never loses a race to a concurrent check. A node's ``last_seen_at`` touch
+updates the kept value instead of ending the entry (idle nodes touch every 20 s).
 """
 
 from __future__ import annotations

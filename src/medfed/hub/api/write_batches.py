@@ -21,8 +21,8 @@ that raises fails the batch's transaction: the batch is rolled back and its jobs
 again one by one, each in its own transaction, so an error (a stale lease's conflict) is
 its own request's alone and nothing of a failed job is written (a job that raises what
 is not an ``Exception``, ``SystemExit`` say, fails every waiting request instead of
-leaving them waiting, and goes on up). Answers that end runs
-of one task ask whether its round is over once, after the batch's last job
+leaving them waiting, and goes on up). Answers that end runs of one task ask whether its
+round is over once, after the batch's last job
 (:func:`medfed.hub.services.tasks.defer_rounds`), not once each. The writer repeats while
 jobs wait. Jobs see each other's changes in order (the session flushes before each
 query), as they would one transaction after another.
