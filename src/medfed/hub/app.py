@@ -139,7 +139,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
 
     routers = (
         # the nodes' polls, claims and answers are most of the requests: matched first
-        # (routes are tried in order; no other router's paths start with /api/node/)
+        # (routes are tried in order; none of these two routers' patterns matches another
+        # router's path, e.g. the ledger's /api/node/ledger/…)
         node_api,
         learning_node,
         accounts,
