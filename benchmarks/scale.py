@@ -20,7 +20,8 @@ commit's ``src``: each figure then has its "before" from the same run). How it r
 3. One ``noop`` task over all N datasets: time from submit to completed, and the hub's
    CPU per run within it.
    ``--legs``: the hub CPU of each request a run is made of (submit, claim, answer, an
-   idle poll, the researcher's wait, a task read), one kind at a time over one node.
+   answer that claims the next run, an idle poll, the researcher's wait, a task read), one
+   kind at a time over one node.
 4. With ``--pg``: a hub with ``--workers`` uvicorn workers on a fresh PostgreSQL
    database (LISTEN/NOTIFY wake-ups between the workers), 100 simulated nodes, and 8
    researcher threads submitting ``noop`` tasks over all 100 datasets for ``--seconds``:
@@ -140,6 +141,7 @@ def federation(
         "MEDFED_WORKERS": str(workers),
         "MEDFED_SECRET_KEY": secrets.token_hex(32),
         "MEDFED_MIN_NODES": "1",  # single-dataset dispatch tasks complete
+        "MEDFED_PROJECT_QUERY_BUDGET": "1000000",  # the measured tasks, not the budget's
     }
     if hub_src is not None:
         env["PYTHONPATH"] = str(hub_src)
@@ -295,7 +297,8 @@ def measure_legs(root: Path, requests: int = 100, hub_src: Path | None = None) -
     One node, its simulator stopped; then ``requests`` times each: the researcher submits
     a ``noop`` task; the node claims (``wait=0``); the node answers; the node polls with
     nothing to do; the researcher's wait (``progress=false``) on a finished task; the
-    researcher reads the task."""
+    researcher reads the task; and, where the hub has it, an answer that claims the next
+    run too (``?next=true``, a busy node's one request per run)."""
     with federation(root, 1, hub_src=hub_src) as setup:
         setup.simulator.terminate()
         setup.simulator.wait(30)
@@ -332,6 +335,31 @@ def measure_legs(root: Path, requests: int = 100, hub_src: Path | None = None) -
                     json={**answer, "lease_id": runs[i]["lease_id"]},
                 ).raise_for_status(),
             )
+            # answer_next: an answer that also claims the next run (``?next=true``), over a
+            # second set of tasks, one run handed over by each answer; a hub without it
+            # (an older "before") answers without ``next`` and has no such leg
+            for _ in range(requests):
+                setup.researcher.tasks.submit("noop", datasets=setup.datasets[:1])
+            handed = [node.get(poll, params={"wait": 0}).json()]
+
+            def answer_next(i: int) -> None:
+                posted = node.post(
+                    f"/api/node/runs/{handed[i]['run_id']}/outcome",
+                    params={"next": "true"},
+                    json={**answer, "lease_id": handed[i]["lease_id"]},
+                ).raise_for_status()
+                if "next" not in posted.json():
+                    raise LookupError("this hub hands no run over with an answer")
+                handed.append(posted.json()["next"])
+
+            with contextlib.suppress(LookupError):
+                leg("answer_next", answer_next)
+            while (left := node.get(poll, params={"wait": 0})).status_code == 200:
+                run = left.json()  # what an older hub did not hand over: answered, unmeasured
+                node.post(
+                    f"/api/node/runs/{run['run_id']}/outcome",
+                    json={**answer, "lease_id": run["lease_id"]},
+                ).raise_for_status()
             leg("idle_poll", lambda i: node.get(poll, params={"wait": 0}))
             leg(
                 "wait",
