@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, aliased
@@ -51,30 +51,31 @@ class Claim(NamedTuple):
 _OTHER, _OTHER_TASK = aliased(Run), aliased(Task)
 
 
+def _waiting(node_id: int, run: type[Run] = Run, task: type[Task] = Task) -> list[Any]:
+    """The conditions of a run (``run``, joined to ``task``) that waits for ``node_id``: a
+    pending run of a running task; one definition for the claim, its "more" test and
+    :func:`has_work`."""
+    return [
+        run.node_id == node_id,
+        run.status == RunStatus.pending.value,
+        task.id == run.task_id,
+        task.status == TaskStatus.running.value,
+    ]
+
+
 def claim_next(session: Session, *, node: Node, settings: HubSettings) -> Claim:
     """Lease the oldest pending run of ``node``.
 
     Runs whose lease ran out are handed back by the hub's sweeper
     (:func:`expire_leases`, every ``sweep_seconds``), not by each claim."""
     is_discovery = exists().where(DiscoveryQuery.task_id == Task.id)
-    more = exists().where(
-        _OTHER.node_id == node.id,
-        _OTHER.status == RunStatus.pending.value,
-        _OTHER.id != Run.id,
-        _OTHER_TASK.id == _OTHER.task_id,
-        _OTHER_TASK.status == TaskStatus.running.value,
-    )
+    more = exists().where(*_waiting(node.id, _OTHER, _OTHER_TASK), _OTHER.id != Run.id)
     query = (
         # the dataset too: the grant reads it from the session; whether the task is a
         # discovery query and whether more runs wait, in the same statement
         select(Run, Task, Dataset, is_discovery, more)
-        .join(Task, Task.id == Run.task_id)
         .join(Dataset, Dataset.id == Run.dataset_id)
-        .where(
-            Run.node_id == node.id,
-            Run.status == RunStatus.pending.value,
-            Task.status == TaskStatus.running.value,
-        )
+        .where(*_waiting(node.id))  # the task joined by its condition
         .order_by(Run.id)
         .limit(1)
     )
@@ -131,16 +132,7 @@ def has_work(session: Session, *, node_id: int) -> bool:
     A long poll's periodic re-check asks this on a read-only session before it tries
     :func:`claim_next` (a write transaction): an idle node's re-check then costs one
     indexed read and takes no write lock."""
-    query = (
-        select(Run.id)
-        .join(Task, Task.id == Run.task_id)
-        .where(
-            Run.node_id == node_id,
-            Run.status == RunStatus.pending.value,
-            Task.status == TaskStatus.running.value,
-        )
-        .limit(1)
-    )
+    query = select(Run.id).where(*_waiting(node_id)).limit(1)
     return session.scalar(query) is not None
 
 

@@ -283,7 +283,6 @@ async def post_outcome(
     settings: HubSettings = request.app.state.settings
     answer = _post(settings, node, run_id, outcome, digest, binary)
     key = f"node:{node.id}"
-    stamp = notifier.stamp(key)  # before the claim's read, as a poll takes it
     if not take_next or notifier.known(key, RECHECK_CAP_SECONDS) is False:
         status_ = await _batches(request).run(WriteBatches.ANSWER, answer)
         assert status_ is not None  # answers have no ``wanted`` check
@@ -292,6 +291,7 @@ async def post_outcome(
             if take_next
             else OutcomeAccepted(status=status_)
         )
+    stamp = notifier.stamp(key)  # before the claim's read, as a poll takes it
     claim = _claim(settings, node)
 
     def answer_and_claim(session: Session) -> tuple[str, runs.Claim]:

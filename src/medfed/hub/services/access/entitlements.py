@@ -136,8 +136,9 @@ def require_entitled(
     """Refuse (403) unless the project holds an active entitlement for every dataset."""
     moment = now or utcnow()
     held: dict[int, list[Entitlement]] = {d.id: [] for d in datasets}
-    for start in range(0, len(held), 500):  # one query per 500 datasets, not one each
-        chunk = list(held)[start : start + 500]
+    ids = list(held)
+    for start in range(0, len(ids), 500):  # one query per 500 datasets, not one each
+        chunk = ids[start : start + 500]
         for entitlement in session.scalars(
             select(Entitlement)
             .where(Entitlement.project_id == project_id, Entitlement.dataset_id.in_(chunk))
