@@ -18,10 +18,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Integer, Select, Table, bindparam, exists, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
 from medfed.common.resources import RunAssignment, RunOutcome, RunStatus, TaskStatus
@@ -46,15 +47,16 @@ class Claim(NamedTuple):
     more: bool
 
 
-#: another run and its task, for the claim's "more runs wait" test (made once: an alias
-#: built per call costs more than the query)
-_OTHER, _OTHER_TASK = aliased(Run), aliased(Task)
+#: the tables: the claim and the answer run Core statements (no ORM objects for the run)
+_RUNS, _TASKS, _DATASETS, _DISCOVERY = (
+    cast(Table, m.__table__) for m in (Run, Task, Dataset, DiscoveryQuery)
+)
 
 
-def _waiting(node_id: int, run: type[Run] = Run, task: type[Task] = Task) -> list[Any]:
-    """The conditions of a run (``run``, joined to ``task``) that waits for ``node_id``: a
-    pending run of a running task; one definition for the claim, its "more" test and
-    :func:`has_work`."""
+def _waiting(node_id: Any, run: Any = _RUNS.c, task: Any = _TASKS.c) -> list[Any]:
+    """The conditions of a run (columns ``run``, joined to ``task``) that waits for
+    ``node_id``: a pending run of a running task; one definition for the claim, its "more"
+    test and :func:`has_work`."""
     return [
         run.node_id == node_id,
         run.status == RunStatus.pending.value,
@@ -63,67 +65,119 @@ def _waiting(node_id: int, run: type[Run] = Run, task: type[Task] = Task) -> lis
     ]
 
 
+def _claim_query(postgres: bool) -> Select[Any]:
+    """The oldest run waiting for node ``:node``, with what its assignment needs (task
+    fields, dataset name), whether its task is a discovery query and whether another run
+    waits for the node beside it: one statement of columns, no ORM objects."""
+    r, t, d = _RUNS.c, _TASKS.c, _DATASETS.c
+    node = bindparam("node", type_=Integer)
+    other, other_task = _RUNS.alias("other_run"), _TASKS.alias("other_task")
+    query = (
+        select(
+            r.id,
+            r.task_id,
+            r.round,
+            r.attempts,
+            t.project_id,
+            t.algorithm,
+            t.algorithm_version,
+            t.params,
+            t.state,
+            d.id.label("dataset_id"),
+            d.name.label("dataset_name"),
+            d.manifest_root,
+            exists().where(_DISCOVERY.c.task_id == t.id).label("discovery"),
+            exists()
+            .where(*_waiting(node, other.c, other_task.c), other.c.id != r.id)
+            .label("more"),
+        )
+        .select_from(_RUNS.join(_TASKS, t.id == r.task_id).join(_DATASETS, d.id == r.dataset_id))
+        .where(*_waiting(node))
+        .order_by(r.id)
+        .limit(1)
+    )
+    return query.with_for_update(skip_locked=True, of=_RUNS) if postgres else query
+
+
+#: built once per dialect: a statement object keeps its cache key, so a claim costs no
+#: statement building (building it per call cost more than running it)
+_CLAIM = {postgres: _claim_query(postgres) for postgres in (False, True)}
+_LEASE = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run"))
+    .values(
+        status=RunStatus.claimed.value,
+        attempts=bindparam("attempt"),
+        lease_id=bindparam("lease"),
+        claimed_at=bindparam("now"),
+        lease_expires_at=bindparam("expires"),
+    )
+)
+
+
+def _written(session: Session, run_id: int) -> None:
+    """After a Core update of run ``run_id``: a copy the session holds reads it again."""
+    held = session.identity_map.get(identity_key(Run, run_id))
+    if held is not None:
+        session.expire(held)
+
+
 def claim_next(session: Session, *, node: Node, settings: HubSettings) -> Claim:
-    """Lease the oldest pending run of ``node``.
+    """Lease the oldest pending run of ``node``: one query, one update, a ledger entry.
 
     Runs whose lease ran out are handed back by the hub's sweeper
     (:func:`expire_leases`, every ``sweep_seconds``), not by each claim."""
-    is_discovery = exists().where(DiscoveryQuery.task_id == Task.id)
-    more = exists().where(*_waiting(node.id, _OTHER, _OTHER_TASK), _OTHER.id != Run.id)
-    query = (
-        # the dataset too: the grant reads it from the session; whether the task is a
-        # discovery query and whether more runs wait, in the same statement
-        select(Run, Task, Dataset, is_discovery, more)
-        .join(Dataset, Dataset.id == Run.dataset_id)
-        .where(*_waiting(node.id))  # the task joined by its condition
-        .order_by(Run.id)
-        .limit(1)
-    )
-    if not is_sqlite(session):
-        query = query.with_for_update(skip_locked=True, of=Run)
-    row = session.execute(query).first()
+    row = session.execute(_CLAIM[not is_sqlite(session)], {"node": node.id}).first()
     if row is None:
         return Claim(None, more=False)
-    run, task, dataset, discovery, others = row
     grant = entitlements.grant_for_run(
-        session, run=run, task=task, node=node, settings=settings, discovery=bool(discovery)
+        session,
+        project_id=row.project_id,
+        dataset=entitlements.DatasetRef(row.dataset_id, row.dataset_name, row.manifest_root),
+        node_id=node.id,
+        settings=settings,
+        discovery=bool(row.discovery),
     )
     if isinstance(grant, str):  # entitlement ended or revoked since the task was created
+        run, task = session.get(Run, row.id), session.get(Task, row.task_id)
+        assert run is not None and task is not None
         _refuse(session, run=run, task=task, reason=grant, settings=settings)
         return claim_next(session, node=node, settings=settings)
     now = utcnow()
-    run.status = RunStatus.claimed.value
-    run.attempts += 1
-    run.lease_id = secrets.token_hex(16)
-    run.claimed_at = now
-    run.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
+    lease_id, attempt = secrets.token_hex(16), row.attempts + 1
+    expires = now + timedelta(seconds=settings.lease_seconds)
+    session.execute(
+        _LEASE,
+        {"run": row.id, "attempt": attempt, "lease": lease_id, "now": now, "expires": expires},
+    )
+    _written(session, row.id)
     record(
         session,
         action="run.claim",
         actor=actor_of(node),
-        objects={"run": run.id, "task": task.id, "dataset": dataset.id, "attempt": run.attempts},
+        objects={"run": row.id, "task": row.task_id, "dataset": row.dataset_id, "attempt": attempt},
     )
     # no wake-up of ``task:{id}``: a claim moves no waiter's answer (progress counts
     # answered runs; the waits answer on progress or the end), so nobody re-reads for it
     assignment = RunAssignment(
-        run_id=run.id,
-        task_id=task.id,
-        project_id=task.project_id,
-        round=run.round,
-        algorithm=task.algorithm,
-        algorithm_version=task.algorithm_version,
-        params=task.params,
-        state=task.state,
-        dataset_id=dataset.id,
-        dataset_name=dataset.name,
-        lease_id=run.lease_id,
-        lease_expires_at=run.lease_expires_at,
-        attempt=run.attempts,
+        run_id=row.id,
+        task_id=row.task_id,
+        project_id=row.project_id,
+        round=row.round,
+        algorithm=row.algorithm,
+        algorithm_version=row.algorithm_version,
+        params=row.params,
+        state=row.state,
+        dataset_id=row.dataset_id,
+        dataset_name=row.dataset_name,
+        lease_id=lease_id,
+        lease_expires_at=expires,
+        attempt=attempt,
         entitlement=grant.entitlement,
         discovery=grant.discovery,
-        task_nodes=task_nodes.count(session, task),
+        task_nodes=task_nodes.count(session, row.task_id),
     )
-    return Claim(assignment, more=bool(others))
+    return Claim(assignment, more=bool(row.more))
 
 
 def has_work(session: Session, *, node_id: int) -> bool:
@@ -132,7 +186,7 @@ def has_work(session: Session, *, node_id: int) -> bool:
     A long poll's periodic re-check asks this on a read-only session before it tries
     :func:`claim_next` (a write transaction): an idle node's re-check then costs one
     indexed read and takes no write lock."""
-    query = select(Run.id).where(*_waiting(node_id)).limit(1)
+    query = select(_RUNS.c.id).where(*_waiting(node_id)).limit(1)
     return session.scalar(query) is not None
 
 
@@ -271,6 +325,34 @@ def fail_overdue_runs(session: Session, *, settings: HubSettings) -> int:
     return failed
 
 
+#: the answer's read of its run (locked on PostgreSQL) and its write: Core, built once
+_ANSWERED = select(
+    _RUNS.c.status, _RUNS.c.lease_id, _RUNS.c.node_id, _RUNS.c.task_id, _RUNS.c.dataset_id
+).where(_RUNS.c.id == bindparam("run"))
+_ANSWERED_LOCKED = _ANSWERED.with_for_update()
+_ANSWER = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run"))
+    .values(
+        {
+            column: bindparam(f"new_{column}")
+            for column in (
+                "status",
+                "output_status",
+                "output",
+                "output_blob",
+                "error",
+                "duration_s",
+                "filter_hash",
+                "rowset_fingerprint",
+                "rule",
+                "finished_at",
+            )
+        }
+    )
+)
+
+
 def post_outcome(
     session: Session,
     *,
@@ -280,47 +362,59 @@ def post_outcome(
     settings: HubSettings,
     body_sha256: str | None = None,
     arrays: bytes | None = None,
-) -> Run:
-    """Accept a node's answer once; ``body_sha256`` is the hash of the bytes it sent.
+) -> str:
+    """Accept a node's answer once; the run's status after it. ``body_sha256`` is the hash
+    of the bytes it sent.
 
     ``arrays`` is the safetensors part of a binary outcome (``medfed.common.arrays``,
     already parsed by the route): stored once as an ``output`` blob, the run row keeps its
-    SHA-256 in ``output_blob`` beside the small JSON part with its references.
+    SHA-256 in ``output_blob`` beside the small JSON part with its references. The run is
+    read and written by two Core statements; its task by identity (a batch of answers to
+    one task loads that row once).
     """
-    query = select(Run).where(Run.id == run_id)
-    if not is_sqlite(session):
-        query = query.with_for_update()
-    run = session.scalar(query)
-    # the task by identity: a batch of answers to one task loads its row once
+    query = _ANSWERED if is_sqlite(session) else _ANSWERED_LOCKED
+    run = session.execute(query, {"run": run_id}).first()
     task = session.get(Task, run.task_id) if run is not None else None
     if run is None or task is None or run.node_id != node.id:
         raise NotFound(f"run {run_id} not found")
     if run.status in TERMINAL:
         if run.lease_id == outcome.lease_id:
-            return run  # the same answer again: accepted once, this is a no-op
+            return str(run.status)  # the same answer again: accepted once, this is a no-op
         raise Conflict(f"run {run_id} is finished already; this lease is stale")
     if run.status != RunStatus.claimed.value or run.lease_id != outcome.lease_id:
         raise Conflict(f"run {run_id}: stale lease (the run was handed out again)")
-    if outcome.status == "done":
+    done = outcome.status == "done"
+    if done:
         if outcome.output_status is None:
             raise BadRequest("a done run needs output_status 'ok' or 'suppressed'")
         if outcome.output_status == "ok" and outcome.output is None:
             raise BadRequest("an ok output needs its output")
         if outcome.output_status == "suppressed" and outcome.output is not None:
             raise BadRequest("a suppressed output carries no values")
-    run.status = outcome.status
-    run.output_status = outcome.output_status if outcome.status == "done" else None
-    run.output = outcome.output if outcome.status == "done" else None
-    run.output_blob = None
-    if arrays is not None and run.output is not None:
-        run.output_blob = _store_arrays(session, arrays, run=run, settings=settings)
-    run.error = outcome.error
-    run.duration_s = outcome.duration_s
-    run.filter_hash = outcome.filter_hash
-    run.rowset_fingerprint = outcome.rowset_fingerprint
-    run.rule = outcome.rule  # the category, for the stewards' view only (never the ledger)
-    run.finished_at = utcnow()
-    session.flush()
+    output = outcome.output if done else None
+    blob = None
+    if arrays is not None and output is not None:
+        blob = _store_arrays(
+            session, arrays, task_id=run.task_id, node_id=run.node_id, settings=settings
+        )
+    session.execute(
+        _ANSWER,
+        {
+            "run": run_id,
+            "new_status": outcome.status,
+            "new_output_status": outcome.output_status if done else None,
+            "new_output": output,
+            "new_output_blob": blob,
+            "new_error": outcome.error,
+            "new_duration_s": outcome.duration_s,
+            "new_filter_hash": outcome.filter_hash,
+            "new_rowset_fingerprint": outcome.rowset_fingerprint,
+            # the category, for the stewards' view only (never the ledger)
+            "new_rule": outcome.rule,
+            "new_finished_at": utcnow(),
+        },
+    )
+    _written(session, run_id)
     hashes = {"outcome": body_sha256 or content_hash(outcome.model_dump(mode="json"))}
     if outcome.filter_hash is not None:
         hashes["filter"] = outcome.filter_hash
@@ -331,32 +425,29 @@ def post_outcome(
         action="run.finish",
         actor=actor_of(node),
         objects={
-            "run": run.id,
+            "run": run_id,
             "task": run.task_id,
             "dataset": run.dataset_id,
             # not whether the output was withheld: any signed-in user reads the ledger,
             # and which node withheld is told to no researcher
-            "status": run.status,
+            "status": outcome.status,
         },
         hashes=hashes,
     )
     want_wake(session, f"task:{task.id}")
     finish_round_soon(session, task=task, settings=settings)
-    return run
+    return outcome.status
 
 
-def _store_arrays(session: Session, data: bytes, *, run: Run, settings: HubSettings) -> str:
+def _store_arrays(
+    session: Session, data: bytes, *, task_id: int, node_id: int, settings: HubSettings
+) -> str:
     """Write a binary output's arrays to the blob store (once per content); its SHA-256."""
     from medfed.hub.services.learning import blobs
 
     digest = blobs.store_for(settings).write_bytes(data)
     blobs.register(
-        session,
-        sha256=digest,
-        size=len(data),
-        kind="output",
-        task_id=run.task_id,
-        node_id=run.node_id,
+        session, sha256=digest, size=len(data), kind="output", task_id=task_id, node_id=node_id
     )
     return digest
 

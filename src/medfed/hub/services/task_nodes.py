@@ -1,11 +1,11 @@
 """How many nodes hold a task's datasets (every claim tells the node): remembered per task.
 
 A task's datasets are fixed at creation and a dataset never moves to another node, so the
-count never changes: :func:`count` answers a one-dataset task without asking (one node),
-and counts any other task once, then keeps the count per database (engine) and task id
-(the newest 4,096 tasks); a claim of a 1,000-dataset task then needs no query with 1,000
-ids. Only committed tasks are claimed, so a kept count is never that of a rolled-back
-task whose id is used again.
+count never changes: :func:`count` counts a task once (a one-dataset task: one node,
+from its dataset list), then keeps the count per database (engine) and task id (the
+newest 4,096 tasks); a claim of a 1,000-dataset task then needs no query with 1,000 ids
+and reads no dataset list. Only committed tasks are claimed, so a kept count is never
+that of a rolled-back task whose id is used again.
 """
 
 from __future__ import annotations
@@ -30,25 +30,29 @@ def _engine(session: Session) -> Engine | None:
     return bind if isinstance(bind, Engine) else None
 
 
-def count(session: Session, task: Task) -> int:
-    if len(task.dataset_ids) == 1:
-        return 1
+def count(session: Session, task_id: int) -> int:
+    """How many distinct nodes hold the datasets of the (committed) task ``task_id``."""
     engine = _engine(session)
     with _lock:
         kept = _KEPT.get(engine) if engine is not None else None
-        known = kept.get(task.id) if kept is not None else None
+        known = kept.get(task_id) if kept is not None else None
     if known is not None:
         return known
-    counted = int(
-        session.scalar(
-            select(func.count(distinct(Dataset.node_id))).where(Dataset.id.in_(task.dataset_ids))
+    dataset_ids = session.scalar(select(Task.dataset_ids).where(Task.id == task_id)) or []
+    counted = (
+        1  # one dataset is on one node
+        if len(dataset_ids) == 1
+        else int(
+            session.scalar(
+                select(func.count(distinct(Dataset.node_id))).where(Dataset.id.in_(dataset_ids))
+            )
+            or 0
         )
-        or 0
     )
     if engine is not None:
         with _lock:
             kept = _KEPT.setdefault(engine, OrderedDict())
-            kept[task.id] = counted
+            kept[task_id] = counted
             while len(kept) > _MOST:
                 kept.popitem(last=False)
     return counted

@@ -220,7 +220,7 @@ def _post(
     attach = _attacher(node)
 
     def job(session: Session) -> str:
-        run = runs.post_outcome(
+        return runs.post_outcome(
             session,
             node=attach(session),
             run_id=run_id,
@@ -229,7 +229,6 @@ def _post(
             body_sha256=digest,
             arrays=arrays,
         )
-        return run.status
 
     return job
 

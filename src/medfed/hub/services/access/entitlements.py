@@ -26,10 +26,10 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from medfed.common.access_resources import (
@@ -41,7 +41,7 @@ from medfed.common.errors import Forbidden, Refused
 from medfed.common.resources import Role
 from medfed.common.timeutil import aware, utcnow
 from medfed.hub.config import HubSettings
-from medfed.hub.db.models import Dataset, Node, Run, Task, User
+from medfed.hub.db.models import Dataset, Node, User
 from medfed.hub.db.models_access import AccessApplication, Entitlement
 from medfed.hub.services.accounts import has_role
 from medfed.hub.services.projects import is_member
@@ -51,6 +51,7 @@ DUE_DAYS = 30
 
 __all__ = [
     "DUE_DAYS",
+    "DatasetRef",
     "Grant",
     "entitlement_public",
     "grant_for_run",
@@ -68,8 +69,16 @@ def hub_key(secret: str) -> Ed25519PrivateKey:
     return derive_key(secret)
 
 
+class Window(Protocol):
+    """An entitlement's validity: the row, or the columns a claim reads of it."""
+
+    starts_at: datetime
+    ends_at: datetime
+    revoked_at: datetime | None
+
+
 def status_of(
-    entitlement: Entitlement, now: datetime
+    entitlement: Window, now: datetime
 ) -> Literal["active", "pending", "expired", "revoked"]:
     if entitlement.revoked_at is not None:
         return "revoked"
@@ -94,15 +103,6 @@ def _of(session: Session, project_id: int, dataset_id: int) -> list[Entitlement]
             .order_by(Entitlement.id)
         )
     )
-
-
-def _active(
-    session: Session, project_id: int, dataset_id: int, now: datetime
-) -> Entitlement | None:
-    for entitlement in _of(session, project_id, dataset_id):
-        if status_of(entitlement, now) == "active":
-            return entitlement
-    return None
 
 
 def reason_not_entitled(
@@ -176,12 +176,31 @@ def sign(statement: EntitlementStatement, key: Ed25519PrivateKey) -> SignedEntit
     return SignedEntitlement(statement=statement, signature=signature)
 
 
+class DatasetRef(NamedTuple):
+    """What a grant names of a run's dataset (the claim's query reads it)."""
+
+    id: int
+    name: str
+    manifest_root: str | None
+
+
+#: a project's entitlement windows on one dataset: columns only (every claim reads them)
+_WINDOWS = (
+    select(Entitlement.id, Entitlement.starts_at, Entitlement.ends_at, Entitlement.revoked_at)
+    .where(
+        Entitlement.project_id == bindparam("project"),
+        Entitlement.dataset_id == bindparam("dataset"),
+    )
+    .order_by(Entitlement.id)
+)
+
+
 def grant_for_run(
     session: Session,
     *,
-    run: Run,
-    task: Task,
-    node: Node,
+    project_id: int,
+    dataset: DatasetRef,
+    node_id: int,
     settings: HubSettings,
     discovery: bool,
 ) -> Grant | str:
@@ -191,26 +210,22 @@ def grant_for_run(
     if discovery:
         return Grant(entitlement=None, discovery=True)
     now = utcnow()
-    dataset = session.get(Dataset, run.dataset_id)
-    assert dataset is not None
-    entitlement = _active(session, task.project_id, dataset.id, now)
-    if entitlement is None:
-        reason = reason_not_entitled(
-            session, project_id=task.project_id, dataset_id=dataset.id, now=now
-        )
+    windows = session.execute(_WINDOWS, {"project": project_id, "dataset": dataset.id})
+    active = next((w for w in windows if status_of(w, now) == "active"), None)
+    if active is None:
+        reason = reason_not_entitled(session, project_id=project_id, dataset_id=dataset.id, now=now)
         return (
-            f"hub: project {task.project_id} may not use dataset {dataset.id} "
-            f"({dataset.name}): {reason}"
+            f"hub: project {project_id} may not use dataset {dataset.id} ({dataset.name}): {reason}"
         )
     statement = EntitlementStatement(
-        entitlement_id=entitlement.id,
-        project_id=task.project_id,
+        entitlement_id=active.id,
+        project_id=project_id,
         dataset_id=dataset.id,
         dataset_name=dataset.name,
-        node_id=node.id,
-        manifest_root=getattr(dataset, "manifest_root", None),
-        not_before=_iso(entitlement.starts_at),
-        not_after=_iso(entitlement.ends_at),
+        node_id=node_id,
+        manifest_root=dataset.manifest_root,
+        not_before=_iso(active.starts_at),
+        not_after=_iso(active.ends_at),
         revoked=False,
         issued_at=_iso(now),
     )
