@@ -19,10 +19,11 @@ SQLite the write lock taken at ``BEGIN IMMEDIATE`` serializes them.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import Table, bindparam, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
@@ -77,23 +78,45 @@ class _Frontier:
         return bytes.fromhex(value)
 
 
-def _head(session: Session) -> LedgerHead:
-    """The head row, locked once per transaction and then kept in ``session.info``."""
-    head: LedgerHead | None = session.info.get(_HEAD)
+@dataclass
+class _Head:
+    """The head row's values while a transaction appends: written once, with the entries."""
+
+    size: int
+    last_leaf: str
+    frontier: list[str | None]
+
+
+_HEADS = cast(Table, LedgerHead.__table__)
+_READ_HEAD = select(_HEADS.c.size, _HEADS.c.last_leaf, _HEADS.c.frontier).where(_HEADS.c.id == 1)
+_WRITE_HEAD = (
+    update(_HEADS)
+    .where(_HEADS.c.id == 1)
+    .values(
+        size=bindparam("new_size"),
+        last_leaf=bindparam("new_last_leaf"),
+        frontier=bindparam("new_frontier"),
+    )
+)
+
+
+def _head(session: Session) -> _Head:
+    """The head, read (and locked) once per transaction and then kept in ``session.info``:
+    plain values, not an ORM object, so no flush writes it again after every append."""
+    head: _Head | None = session.info.get(_HEAD)
     if head is not None:
         return head
-    query = select(LedgerHead).where(LedgerHead.id == 1)
-    if not is_sqlite(session):
-        query = query.with_for_update()
-    head = session.scalar(query)
-    if head is None:
+    row = session.execute(_READ_HEAD if is_sqlite(session) else _READ_HEAD.with_for_update())
+    found = row.first()
+    if found is None:
         raise RuntimeError("ledger head missing: run the migrations")
+    head = _Head(found.size, found.last_leaf, list(found.frontier or []))
     session.info[_HEAD] = head
     return head
 
 
 def flush_pending(session: Session) -> None:
-    """Write the transaction's buffered entries (one executemany per table)."""
+    """Write the transaction's buffered entries (one executemany per table) and the head."""
     pending = session.info.pop(_PENDING, None)
     if pending is None:
         return
@@ -103,6 +126,11 @@ def flush_pending(session: Session) -> None:
         connection.execute(_INSERT_ENTRY, entry_rows)
     if node_rows:
         connection.execute(_INSERT_NODE, node_rows)
+    head: _Head = session.info[_HEAD]
+    connection.execute(
+        _WRITE_HEAD,
+        {"new_size": head.size, "new_last_leaf": head.last_leaf, "new_frontier": head.frontier},
+    )
 
 
 @event.listens_for(Session, "before_commit")
@@ -138,7 +166,7 @@ def record(
     )
     body = canonical(entry)
     leaf = leaf_hash(body)
-    frontier: list[str | None] = list(head.frontier or [])
+    frontier = list(head.frontier)
     nodes = new_perfect_nodes(leaf, head.size, _Frontier(frontier))
     upper = []
     for level, idx, digest in nodes:
