@@ -77,6 +77,19 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def postgres_cpu() -> float:
+    """User + system CPU of every ``postgres`` process on the machine (the server and its
+    backends), from ``/proc``."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            text = stat.read_text()
+            if text.split("(", 1)[1].split(")", 1)[0] == "postgres":
+                fields = text.rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 @dataclass
 class Setup:
     hub: HubProcess
@@ -272,7 +285,9 @@ def measure_throughput(
                 with lock:
                     done[0] += nodes
 
+        simulator = setup.simulator.pid
         cpu0, started = setup.hub_cpu, time.perf_counter()
+        others0 = (cpu_seconds(simulator), postgres_cpu(), time.process_time())
         threads = [threading.Thread(target=researcher) for _ in range(8)]
         for thread in threads:
             thread.start()
@@ -280,6 +295,8 @@ def measure_throughput(
             thread.join()
         elapsed = time.perf_counter() - started
         cpu = setup.hub_cpu - cpu0
+        others = (cpu_seconds(simulator), postgres_cpu(), time.process_time())
+    spent = [(b - a) / done[0] * 1000 for a, b in zip(others0, others, strict=True)]
     return {
         "hub": "before" if hub_src is not None else "after",
         "workers": workers,
@@ -288,6 +305,11 @@ def measure_throughput(
         "seconds": elapsed,
         "runs_per_s": done[0] / elapsed,
         "hub_cpu_ms_per_run": cpu / done[0] * 1000,
+        # the rest of the machine's CPU per run: the simulated nodes, the database, the
+        # researchers (this process's threads)
+        "simulator_cpu_ms_per_run": spent[0],
+        "postgres_cpu_ms_per_run": spent[1],
+        "researchers_cpu_ms_per_run": spent[2],
     }
 
 
@@ -482,7 +504,10 @@ def main() -> None:
                 print(
                     f"PostgreSQL ({name}), {args.workers} workers, 100 nodes: "
                     f"{got['runs_per_s']:.0f} runs/s ({got['runs']} runs in "
-                    f"{got['seconds']:.1f} s), hub CPU {got['hub_cpu_ms_per_run']:.2f} ms/run",
+                    f"{got['seconds']:.1f} s), CPU ms/run: hub {got['hub_cpu_ms_per_run']:.2f}, "
+                    f"simulator {got['simulator_cpu_ms_per_run']:.2f}, PostgreSQL "
+                    f"{got['postgres_cpu_ms_per_run']:.2f}, researchers "
+                    f"{got['researchers_cpu_ms_per_run']:.2f}",
                     flush=True,
                 )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

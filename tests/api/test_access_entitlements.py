@@ -13,6 +13,7 @@ import pytest
 
 from hubtools import World, done, mean_output
 from medfed.common.access_resources import SignedEntitlement
+from medfed.hub.services import runs
 from medfed.hub.services.access import entitlements
 from medfed.node.entitlements import verify_entitlement
 
@@ -65,7 +66,8 @@ def test_an_expired_entitlement_refuses_tasks_when_the_clock_moves(
 ) -> None:
     assert _task(world).status_code == 201
     later = datetime.now(UTC) + timedelta(days=400)
-    monkeypatch.setattr(entitlements, "utcnow", lambda: later)
+    monkeypatch.setattr(entitlements, "utcnow", lambda: later)  # the task's check
+    monkeypatch.setattr(runs, "utcnow", lambda: later)  # the claim's
     response = _task(world)
     assert response.status_code == 403
     assert "expired on" in response.json()["detail"]
@@ -128,3 +130,33 @@ def test_claim_carries_a_statement_the_node_can_verify(world: World) -> None:
     assert verify_entitlement(signed, now=datetime.now(UTC), **check) is None
     other = {**check, "node_id": world.node_b.id}
     assert "issued for node" in (verify_entitlement(signed, now=datetime.now(UTC), **other) or "")
+
+
+def test_a_claim_checks_the_entitlement_at_its_own_time(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's query decides in SQL which entitlement is active at the claim's time:
+    the statement carries exactly that entitlement's window, and before the window starts
+    the run is refused, naming when it starts."""
+    task = _task(world).json()
+    held = world.api.get(
+        "/api/access/entitlements",
+        params={"project_id": world.project_id},
+        headers=world.researcher.headers,
+    ).json()
+    window = {e["dataset_id"]: e for e in held}
+    assignment = world.claim(world.node_a)
+    assert assignment is not None
+    statement = SignedEntitlement.model_validate(assignment["entitlement"]).statement
+    mine = window[world.node_a.dataset_id]
+    assert statement.entitlement_id == mine["id"]
+    assert datetime.fromisoformat(statement.not_before) == datetime.fromisoformat(mine["starts_at"])
+    assert datetime.fromisoformat(statement.not_after) == datetime.fromisoformat(mine["ends_at"])
+    starts = datetime.fromisoformat(window[world.node_b.dataset_id]["starts_at"])
+    earlier = starts - timedelta(seconds=1)
+    monkeypatch.setattr(runs, "utcnow", lambda: earlier)
+    monkeypatch.setattr(entitlements, "utcnow", lambda: earlier)
+    assert world.claim(world.node_b) is None  # refused by the hub, not handed out
+    runs_by_node = {r["node_id"]: r for r in world.task(task["id"])["runs"]}
+    refused = runs_by_node[world.node_b.id]
+    assert refused["status"] == "refused" and "starts on" in refused["error"]

@@ -29,7 +29,7 @@ from medfed.common.resources import RunAssignment, RunOutcome, RunStatus, TaskSt
 from medfed.common.timeutil import utcnow
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Run, Task
-from medfed.hub.db.models_access import DiscoveryQuery
+from medfed.hub.db.models_access import DiscoveryQuery, Entitlement
 from medfed.hub.db.session import is_sqlite
 from medfed.hub.dispatch import want_wake
 from medfed.hub.services import task_nodes
@@ -48,8 +48,8 @@ class Claim(NamedTuple):
 
 
 #: the tables: the claim and the answer run Core statements (no ORM objects for the run)
-_RUNS, _TASKS, _DATASETS, _DISCOVERY = (
-    cast(Table, m.__table__) for m in (Run, Task, Dataset, DiscoveryQuery)
+_RUNS, _TASKS, _DATASETS, _DISCOVERY, _ENTITLEMENTS = (
+    cast(Table, m.__table__) for m in (Run, Task, Dataset, DiscoveryQuery, Entitlement)
 )
 
 
@@ -67,11 +67,14 @@ def _waiting(node_id: Any, run: Any = _RUNS.c, task: Any = _TASKS.c) -> list[Any
 
 def _claim_query(postgres: bool) -> Select[Any]:
     """The oldest run waiting for node ``:node``, with what its assignment needs (task
-    fields, dataset name), whether its task is a discovery query and whether another run
-    waits for the node beside it: one statement of columns, no ORM objects."""
+    fields, dataset name, the project's entitlement active at ``:now``), whether its task
+    is a discovery query and whether another run waits for the node beside it: one
+    statement of columns, no ORM objects."""
     r, t, d = _RUNS.c, _TASKS.c, _DATASETS.c
     node = bindparam("node", type_=Integer)
+    now = bindparam("now", type_=r.claimed_at.type)
     other, other_task = _RUNS.alias("other_run"), _TASKS.alias("other_task")
+    active = _ENTITLEMENTS.alias("active")
     query = (
         select(
             r.id,
@@ -86,12 +89,19 @@ def _claim_query(postgres: bool) -> Select[Any]:
             d.id.label("dataset_id"),
             d.name.label("dataset_name"),
             d.manifest_root,
+            active.c.id.label("entitlement_id"),
+            active.c.starts_at.label("entitled_from"),
+            active.c.ends_at.label("entitled_until"),
             exists().where(_DISCOVERY.c.task_id == t.id).label("discovery"),
             exists()
             .where(*_waiting(node, other.c, other_task.c), other.c.id != r.id)
             .label("more"),
         )
-        .select_from(_RUNS.join(_TASKS, t.id == r.task_id).join(_DATASETS, d.id == r.dataset_id))
+        .select_from(
+            _RUNS.join(_TASKS, t.id == r.task_id)
+            .join(_DATASETS, d.id == r.dataset_id)
+            .outerjoin(active, active.c.id == entitlements.first_active(t.project_id, d.id, now))
+        )
         .where(*_waiting(node))
         .order_by(r.id)
         .limit(1)
@@ -123,11 +133,13 @@ def _written(session: Session, run_id: int) -> None:
 
 
 def claim_next(session: Session, *, node: Node, settings: HubSettings) -> Claim:
-    """Lease the oldest pending run of ``node``: one query, one update, a ledger entry.
+    """Lease the oldest pending run of ``node``: one query (the run, what its assignment
+    needs, its grant's entitlement), one update, a ledger entry.
 
     Runs whose lease ran out are handed back by the hub's sweeper
     (:func:`expire_leases`, every ``sweep_seconds``), not by each claim."""
-    row = session.execute(_CLAIM[not is_sqlite(session)], {"node": node.id}).first()
+    now = utcnow()
+    row = session.execute(_CLAIM[not is_sqlite(session)], {"node": node.id, "now": now}).first()
     if row is None:
         return Claim(None, more=False)
     grant = entitlements.grant_for_run(
@@ -137,13 +149,16 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> Claim:
         node_id=node.id,
         settings=settings,
         discovery=bool(row.discovery),
+        active=None
+        if row.entitlement_id is None
+        else entitlements.ActiveWindow(row.entitlement_id, row.entitled_from, row.entitled_until),
+        now=now,
     )
     if isinstance(grant, str):  # entitlement ended or revoked since the task was created
         run, task = session.get(Run, row.id), session.get(Task, row.task_id)
         assert run is not None and task is not None
         _refuse(session, run=run, task=task, reason=grant, settings=settings)
         return claim_next(session, node=node, settings=settings)
-    now = utcnow()
     lease_id, attempt = secrets.token_hex(16), row.attempts + 1
     expires = now + timedelta(seconds=settings.lease_seconds)
     session.execute(

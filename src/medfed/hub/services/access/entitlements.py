@@ -26,10 +26,10 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from medfed.common.access_resources import (
@@ -51,9 +51,11 @@ DUE_DAYS = 30
 
 __all__ = [
     "DUE_DAYS",
+    "ActiveWindow",
     "DatasetRef",
     "Grant",
     "entitlement_public",
+    "first_active",
     "grant_for_run",
     "hub_key",
     "list_entitlements",
@@ -69,16 +71,8 @@ def hub_key(secret: str) -> Ed25519PrivateKey:
     return derive_key(secret)
 
 
-class Window(Protocol):
-    """An entitlement's validity: the row, or the columns a claim reads of it."""
-
-    starts_at: datetime
-    ends_at: datetime
-    revoked_at: datetime | None
-
-
 def status_of(
-    entitlement: Window, now: datetime
+    entitlement: Entitlement, now: datetime
 ) -> Literal["active", "pending", "expired", "revoked"]:
     if entitlement.revoked_at is not None:
         return "revoked"
@@ -184,15 +178,35 @@ class DatasetRef(NamedTuple):
     manifest_root: str | None
 
 
-#: a project's entitlement windows on one dataset: columns only (every claim reads them)
-_WINDOWS = (
-    select(Entitlement.id, Entitlement.starts_at, Entitlement.ends_at, Entitlement.revoked_at)
-    .where(
-        Entitlement.project_id == bindparam("project"),
-        Entitlement.dataset_id == bindparam("dataset"),
+class ActiveWindow(NamedTuple):
+    """The active entitlement a claim found (:func:`first_active`): its id and window."""
+
+    id: int
+    starts_at: datetime
+    ends_at: datetime
+
+
+_ENTITLEMENTS = cast(Table, Entitlement.__table__)
+
+
+def first_active(project_id: Any, dataset_id: Any, now: Any) -> Any:
+    """The id of the project's first active entitlement on the dataset at ``now``, as a SQL
+    scalar subquery (the claim's query joins it): what :func:`status_of` calls ``active``
+    — not revoked, started, not ended."""
+    e = _ENTITLEMENTS.c
+    return (
+        select(e.id)
+        .where(
+            e.project_id == project_id,
+            e.dataset_id == dataset_id,
+            e.revoked_at.is_(None),
+            e.starts_at <= now,
+            e.ends_at > now,
+        )
+        .order_by(e.id)
+        .limit(1)
+        .scalar_subquery()
     )
-    .order_by(Entitlement.id)
-)
 
 
 def grant_for_run(
@@ -203,19 +217,20 @@ def grant_for_run(
     node_id: int,
     settings: HubSettings,
     discovery: bool,
+    active: ActiveWindow | None,
+    now: datetime,
 ) -> Grant | str:
     """The grant a run is handed out with, or the reason it must be refused.
 
-    ``discovery``: whether the task is a discovery query (the claim's query reads it)."""
+    ``discovery``: whether the task is a discovery query; ``active``: the project's
+    active entitlement on the dataset at ``now`` (both read by the claim's query)."""
     if discovery:
         return Grant(entitlement=None, discovery=True)
-    now = utcnow()
-    windows = session.execute(_WINDOWS, {"project": project_id, "dataset": dataset.id})
-    active = next((w for w in windows if status_of(w, now) == "active"), None)
     if active is None:
         reason = reason_not_entitled(session, project_id=project_id, dataset_id=dataset.id, now=now)
         return (
-            f"hub: project {project_id} may not use dataset {dataset.id} ({dataset.name}): {reason}"
+            f"hub: project {project_id} may not use dataset {dataset.id} "
+            f"({dataset.name}): {reason or 'no active entitlement'}"
         )
     statement = EntitlementStatement(
         entitlement_id=active.id,
