@@ -340,14 +340,20 @@ def fail_overdue_runs(session: Session, *, settings: HubSettings) -> int:
     return failed
 
 
-#: the answer's read of its run (locked on PostgreSQL) and its write: Core, built once
+#: the answer's read of its run (locked on PostgreSQL), for the checks; Core, built once
 _ANSWERED = select(
     _RUNS.c.status, _RUNS.c.lease_id, _RUNS.c.node_id, _RUNS.c.task_id, _RUNS.c.dataset_id
 ).where(_RUNS.c.id == bindparam("run"))
 _ANSWERED_LOCKED = _ANSWERED.with_for_update()
+#: the answer's write, only where the node still holds the run under this lease
 _ANSWER = (
     update(_RUNS)
-    .where(_RUNS.c.id == bindparam("run"))
+    .where(
+        _RUNS.c.id == bindparam("run"),
+        _RUNS.c.node_id == bindparam("node"),
+        _RUNS.c.status == RunStatus.claimed.value,
+        _RUNS.c.lease_id == bindparam("lease"),
+    )
     .values(
         {
             column: bindparam(f"new_{column}")
@@ -365,7 +371,21 @@ _ANSWER = (
             )
         }
     )
+    .returning(_RUNS.c.task_id, _RUNS.c.dataset_id)
 )
+
+
+def _problem(outcome: RunOutcome) -> str | None:
+    """What makes ``outcome`` unacceptable whatever the run's state, or None."""
+    if outcome.status != "done":
+        return None
+    if outcome.output_status is None:
+        return "a done run needs output_status 'ok' or 'suppressed'"
+    if outcome.output_status == "ok" and outcome.output is None:
+        return "an ok output needs its output"
+    if outcome.output_status == "suppressed" and outcome.output is not None:
+        return "a suppressed output carries no values"
+    return None
 
 
 def post_outcome(
@@ -383,52 +403,58 @@ def post_outcome(
 
     ``arrays`` is the safetensors part of a binary outcome (``medfed.common.arrays``,
     already parsed by the route): stored once as an ``output`` blob, the run row keeps its
-    SHA-256 in ``output_blob`` beside the small JSON part with its references. The run is
-    read and written by two Core statements; its task by identity (a batch of answers to
-    one task loads that row once).
+    SHA-256 in ``output_blob`` beside the small JSON part with its references. A valid
+    JSON answer is one statement: an update that holds only while the node still holds
+    the run under that lease; where it matched nothing, or the answer needs checks first
+    (a malformed one, arrays to store), the run is read and checked in order (not found,
+    the same answer again: a no-op, a stale lease, then the answer itself). The task is
+    loaded by identity (a batch of answers to one task reads that row once).
     """
-    query = _ANSWERED if is_sqlite(session) else _ANSWERED_LOCKED
-    run = session.execute(query, {"run": run_id}).first()
-    task = session.get(Task, run.task_id) if run is not None else None
-    if run is None or task is None or run.node_id != node.id:
-        raise NotFound(f"run {run_id} not found")
-    if run.status in TERMINAL:
-        if run.lease_id == outcome.lease_id:
-            return str(run.status)  # the same answer again: accepted once, this is a no-op
-        raise Conflict(f"run {run_id} is finished already; this lease is stale")
-    if run.status != RunStatus.claimed.value or run.lease_id != outcome.lease_id:
-        raise Conflict(f"run {run_id}: stale lease (the run was handed out again)")
     done = outcome.status == "done"
-    if done:
-        if outcome.output_status is None:
-            raise BadRequest("a done run needs output_status 'ok' or 'suppressed'")
-        if outcome.output_status == "ok" and outcome.output is None:
-            raise BadRequest("an ok output needs its output")
-        if outcome.output_status == "suppressed" and outcome.output is not None:
-            raise BadRequest("a suppressed output carries no values")
     output = outcome.output if done else None
-    blob = None
-    if arrays is not None and output is not None:
-        blob = _store_arrays(
-            session, arrays, task_id=run.task_id, node_id=run.node_id, settings=settings
-        )
-    session.execute(
-        _ANSWER,
-        {
-            "run": run_id,
-            "new_status": outcome.status,
-            "new_output_status": outcome.output_status if done else None,
-            "new_output": output,
-            "new_output_blob": blob,
-            "new_error": outcome.error,
-            "new_duration_s": outcome.duration_s,
-            "new_filter_hash": outcome.filter_hash,
-            "new_rowset_fingerprint": outcome.rowset_fingerprint,
-            # the category, for the stewards' view only (never the ledger)
-            "new_rule": outcome.rule,
-            "new_finished_at": utcnow(),
-        },
-    )
+    problem = _problem(outcome)
+    binary = arrays is not None and output is not None
+    values = {
+        "run": run_id,
+        "node": node.id,
+        "lease": outcome.lease_id,
+        "new_status": outcome.status,
+        "new_output_status": outcome.output_status if done else None,
+        "new_output": output,
+        "new_output_blob": None,
+        "new_error": outcome.error,
+        "new_duration_s": outcome.duration_s,
+        "new_filter_hash": outcome.filter_hash,
+        "new_rowset_fingerprint": outcome.rowset_fingerprint,
+        # the category, for the stewards' view only (never the ledger)
+        "new_rule": outcome.rule,
+        "new_finished_at": utcnow(),
+    }
+    written = None
+    if problem is None and not binary:
+        written = session.execute(_ANSWER, values).first()
+    if written is None:
+        query = _ANSWERED if is_sqlite(session) else _ANSWERED_LOCKED
+        run = session.execute(query, {"run": run_id}).first()
+        if run is None or run.node_id != node.id:
+            raise NotFound(f"run {run_id} not found")
+        if run.status in TERMINAL:
+            if run.lease_id == outcome.lease_id:
+                return str(run.status)  # the same answer again: accepted once, a no-op
+            raise Conflict(f"run {run_id} is finished already; this lease is stale")
+        if run.status != RunStatus.claimed.value or run.lease_id != outcome.lease_id:
+            raise Conflict(f"run {run_id}: stale lease (the run was handed out again)")
+        if problem is not None:
+            raise BadRequest(problem)
+        if binary:
+            assert arrays is not None
+            values["new_output_blob"] = _store_arrays(
+                session, arrays, task_id=run.task_id, node_id=run.node_id, settings=settings
+            )
+        written = session.execute(_ANSWER, values).one()  # the row is held: it matches
+    task = session.get(Task, written.task_id)
+    if task is None:
+        raise NotFound(f"run {run_id} not found")
     _written(session, run_id)
     hashes = {"outcome": body_sha256 or content_hash(outcome.model_dump(mode="json"))}
     if outcome.filter_hash is not None:
@@ -441,8 +467,8 @@ def post_outcome(
         actor=actor_of(node),
         objects={
             "run": run_id,
-            "task": run.task_id,
-            "dataset": run.dataset_id,
+            "task": written.task_id,
+            "dataset": written.dataset_id,
             # not whether the output was withheld: any signed-in user reads the ledger,
             # and which node withheld is told to no researcher
             "status": outcome.status,
