@@ -184,3 +184,29 @@ def test_a_refused_answer_claims_nothing(world: World) -> None:
             {"n": world.node_a.id},
         )
     assert waiting == 1  # the other task's run was not handed out
+
+
+def test_a_withheld_or_failed_answer_leaves_sql_null_in_the_output(world: World) -> None:
+    """The answer's one-statement update binds None: the column holds SQL NULL (no row
+    holds a JSON ``null`` that a query for missing outputs would miss)."""
+    idle(world)
+    world.create_task(), world.create_task()
+    bodies = (
+        {"status": "done", "output_status": "suppressed"},
+        {"status": "failed", "error": "the node's store is away"},
+    )
+    answered = []
+    for body in bodies:
+        claimed = world.claim(world.node_a)
+        assert claimed is not None
+        response = world.post_outcome(
+            world.node_a, claimed["run_id"], {"lease_id": claimed["lease_id"], **body}
+        )
+        assert response.status_code == 200, response.text
+        answered.append(claimed["run_id"])
+    with world.app.state.sessionmaker() as session:
+        rows = session.execute(
+            sa.text("SELECT id, output IS NULL FROM runs WHERE id IN (:a, :b) ORDER BY id"),
+            {"a": answered[0], "b": answered[1]},
+        ).all()
+    assert [(run_id, bool(null)) for run_id, null in rows] == [(r, True) for r in answered]

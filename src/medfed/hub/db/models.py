@@ -227,7 +227,8 @@ class Run(Base):
     claimed_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     output_status: Mapped[str | None] = mapped_column(String(20))
-    output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: SQL NULL where there is no output (the answer's Core update binds None)
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     #: SHA-256 of the blob holding a binary output's arrays (``medfed.common.arrays``)
     output_blob: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
