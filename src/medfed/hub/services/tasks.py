@@ -266,9 +266,10 @@ def finish_round_soon(session: Session, *, task: Task, settings: HubSettings) ->
 
 
 def finish_deferred(session: Session) -> None:
-    """Run :func:`finish_round` once for each task noted since :func:`defer_rounds`."""
+    """Run :func:`finish_round` once for each task noted since :func:`defer_rounds`, in
+    task id order (each locks its task row: two workers' batches lock them in one order)."""
     deferred: dict[int, tuple[Task, HubSettings]] = session.info.pop(_DEFERRED, None) or {}
-    for task, settings in deferred.values():
+    for _, (task, settings) in sorted(deferred.items()):
         finish_round(session, task=task, settings=settings)
 
 
@@ -284,7 +285,7 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     runs = list(
         session.scalars(
             select(Run)
-            .options(defer(Run.output))  # each output is loaded once the round is whole
+            .options(defer(Run.output))  # the outputs: one query once the round is whole
             .where(Run.task_id == task.id, Run.round == task.round)
         )
     )
@@ -340,12 +341,14 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         )
         _record_fail(session, task)
         return
+    stored = _outputs(session, task)
     outputs = [
         NodeOutput(
             node_id=r.node_id,
             dataset_id=r.dataset_id,
             status="ok" if r.output_status == "ok" else "suppressed",
-            payload=payload_of(r, settings),  # arrays back in place (binary outputs)
+            # arrays back in place (binary outputs)
+            payload=payload_of(stored.get(r.id), r.output_blob, settings),
         )
         for r in answered
     ]
@@ -408,6 +411,17 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     found = [dataset_service.get_dataset(session, i) for i in task.dataset_ids]
     del loaded
     _create_runs(session, task, _participating(alg, params, task, found))
+
+
+def _outputs(session: Session, task: Task) -> dict[int, dict[str, Any] | None]:
+    """The outputs of the task's answered runs of its round, by run id, in one query (a
+    deferred column loaded run by run was a round trip per node)."""
+    rows = session.execute(
+        select(Run.id, Run.output).where(
+            Run.task_id == task.id, Run.round == task.round, Run.status == RunStatus.done.value
+        )
+    )
+    return {run_id: output for run_id, output in rows}
 
 
 def _may_close(session: Session, task: Task, alg: Algorithm[Any]) -> bool:
