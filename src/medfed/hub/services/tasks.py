@@ -76,7 +76,8 @@ def create_task(
     user fails the unique constraint (``IntegrityError`` at flush or commit) — the route
     answers it with the first.
     """
-    get_project(session, project_id=project_id, user=actor)
+    # held while the task is made: the budget's lookup by id finds it in the session
+    project = get_project(session, project_id=project_id, user=actor)
     alg = get_algorithm(algorithm)
     loaded = _preload(session, [int(r) for r in dataset_refs if isinstance(r, int) or r.isdigit()])
     found = dataset_service.resolve(session, dataset_refs)
@@ -122,6 +123,7 @@ def create_task(
         hashes={"params": content_hash(task.params)},
     )
     _create_runs(session, task, _participating(alg, params, task, found))
+    del project
     return task
 
 
