@@ -30,7 +30,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session, defer
 
 from medfed.algorithms.base import Algorithm, Finished, NodeOutput
@@ -217,35 +217,45 @@ def list_tasks(session: Session, *, user: User, project_id: int) -> list[Task]:
     )
 
 
+#: a task's runs with their nodes' names, statuses only (outputs can be megabytes); built
+#: once (every task read asks it)
+_RUNS_OF = (
+    select(Run, Node.name)
+    .options(defer(Run.output))
+    .join(Node, Node.id == Run.node_id)
+    .where(Run.task_id == bindparam("task"))
+    .order_by(Run.round, Run.id)
+)
+
+
 def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
-    rows = session.execute(
-        select(Run, Node.name)
-        .options(defer(Run.output))  # statuses only: outputs can be megabytes
-        .join(Node, Node.id == Run.node_id)
-        .where(Run.task_id == task.id)
-        .order_by(Run.round, Run.id)
+    return [(run, name) for run, name in session.execute(_RUNS_OF, {"task": task.id})]
+
+
+#: a task's status and round, and how many of its first round's runs have ended: the two
+#: statements of :func:`progress_of`, built once (every wait asks them on each wake-up)
+_STATUS = select(Task.status, Task.round).where(Task.id == bindparam("task"))
+_ANSWERED = (
+    select(func.count())
+    .select_from(Run)
+    .where(
+        Run.task_id == bindparam("task"),
+        Run.round
+        == select(func.min(Run.round)).where(Run.task_id == bindparam("task")).scalar_subquery(),
+        Run.status.not_in([RunStatus.pending.value, RunStatus.claimed.value]),
     )
-    return [(run, name) for run, name in rows]
+)
 
 
 def progress_of(session: Session, *, task_id: int) -> tuple[str, int] | None:
     """The task's status and :func:`~medfed.common.resources.progress_mark`, from two small
     queries (no run rows loaded); None if there is no such task. No access check: callers
     answer with :func:`get_task`, which checks it."""
-    row = session.execute(select(Task.status, Task.round).where(Task.id == task_id)).first()
+    row = session.execute(_STATUS, {"task": task_id}).first()
     if row is None:
         return None
     status, round_ = row
-    first = select(func.min(Run.round)).where(Run.task_id == task_id).scalar_subquery()
-    answered = session.scalar(
-        select(func.count())
-        .select_from(Run)
-        .where(
-            Run.task_id == task_id,
-            Run.round == first,
-            Run.status.not_in([RunStatus.pending.value, RunStatus.claimed.value]),
-        )
-    )
+    answered = session.scalar(_ANSWERED, {"task": task_id})
     return status, round_ * 100_000 + int(answered or 0)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from medfed.algorithms.base import Algorithm
@@ -73,15 +73,24 @@ def window_left(
 
 
 def counted_window(
-    session: Session, times: Select[datetime], limit: int, hours: float
+    session: Session,
+    times: Select[datetime],
+    limit: int,
+    hours: float,
+    *,
+    count: Select[int] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> tuple[int, int, datetime | None]:
     """(used, left, next possible) for the requests whose times ``times`` selects, oldest
     first: counted in the database, and only the one request whose leaving frees the next
-    is read (a budget of 10,000 a day reads no 10,000 rows per request)."""
-    used = int(session.scalar(select(func.count()).select_from(times.subquery())) or 0)
+    is read (a budget of 10,000 a day reads no 10,000 rows per request). ``count`` is
+    ``times`` counted, where the caller built both once; ``params`` their bound values."""
+    if count is None:
+        count = select(func.count()).select_from(times.subquery())
+    used = int(session.scalar(count, params) or 0)
 
     def nth(index: int) -> datetime:
-        found = session.scalar(times.offset(index).limit(1))
+        found = session.scalar(times.offset(index).limit(1), params)
         assert found is not None
         return found
 
@@ -115,29 +124,33 @@ def limits(
     return project.query_budget, hours, False
 
 
-def _unbudgeted() -> list[str]:
-    """Algorithms outside the query budget (training: its privacy budget governs it)."""
-    return sorted(HUB_CONTEXT)
-
-
-def _counted(project_id: int, since: datetime) -> Select[datetime]:
-    query = (
-        select(Task.created_at)
-        .where(Task.project_id == project_id, Task.created_at > since)
-        .order_by(Task.created_at)
+#: a project's budgeted tasks since ``:since``, oldest first (algorithms with the hub's
+#: context, training and validation, are outside: their own budgets govern them), and
+#: their count: built once (building them per task cost as much as running them)
+_COUNTED = (
+    select(Task.created_at)
+    .where(
+        Task.project_id == bindparam("project"),
+        Task.created_at > bindparam("since", type_=Task.created_at.type),
+        Task.algorithm.not_in(sorted(HUB_CONTEXT)),
     )
-    skip = _unbudgeted()
-    if skip:
-        query = query.where(Task.algorithm.not_in(skip))
-    return query
+    .order_by(Task.created_at)
+)
+_COUNT = select(func.count()).select_from(_COUNTED.subquery())
 
 
 def _state(
     session: Session, project: Project, settings: HubSettings | None, now: datetime
 ) -> QueryBudgetPublic:
     budget, hours, default = limits(project, settings, session)
-    times = _counted(project.id, now - timedelta(hours=hours))
-    used, left, resets = counted_window(session, times, budget, hours)
+    used, left, resets = counted_window(
+        session,
+        _COUNTED,
+        budget,
+        hours,
+        count=_COUNT,
+        params={"project": project.id, "since": now - timedelta(hours=hours)},
+    )
     return QueryBudgetPublic(
         project_id=project.id,
         query_budget=budget,

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from medfed.common.access_resources import (
@@ -124,6 +124,17 @@ def reason_not_entitled(
     return "the project holds no entitlement for it (apply for access)"
 
 
+#: a project's entitlements on some datasets, oldest first (built once: every task asks)
+_HELD = (
+    select(Entitlement)
+    .where(
+        Entitlement.project_id == bindparam("project"),
+        Entitlement.dataset_id.in_(bindparam("datasets", expanding=True)),
+    )
+    .order_by(Entitlement.id)
+)
+
+
 def require_entitled(
     session: Session, *, project_id: int, datasets: Sequence[Dataset], now: datetime | None = None
 ) -> None:
@@ -133,11 +144,7 @@ def require_entitled(
     ids = list(held)
     for start in range(0, len(ids), 500):  # one query per 500 datasets, not one each
         chunk = ids[start : start + 500]
-        for entitlement in session.scalars(
-            select(Entitlement)
-            .where(Entitlement.project_id == project_id, Entitlement.dataset_id.in_(chunk))
-            .order_by(Entitlement.id)
-        ):
+        for entitlement in session.scalars(_HELD, {"project": project_id, "datasets": chunk}):
             held[entitlement.dataset_id].append(entitlement)
     for dataset in datasets:
         reason = reason_not_entitled(
