@@ -166,7 +166,7 @@ def test_the_hub_stores_the_arrays_once_and_aggregates_them_in_place(world: Worl
         run = session.get(Run, run_id)
         assert run.output["extra"] == {"$array": "output.extra"}
         assert run.output_blob == hashlib.sha256(decode_body(body)[1] or b"").hexdigest()
-        payload = payload_of(run.output, run.output_blob, world.app.state.settings)
+        payload = payload_of(run, world.app.state.settings)
         assert payload is not None
         np.testing.assert_array_equal(payload["extra"], extra)
         bodies = [e.body for e in session.scalars(select(LedgerEntry))]

@@ -14,19 +14,17 @@ from typing import Any
 
 from medfed.common.arrays import decode_arrays, join
 from medfed.hub.config import HubSettings
+from medfed.hub.db.models import Run
 
 __all__ = ["payload_of"]
 
 
-def payload_of(
-    output: dict[str, Any] | None, output_blob: str | None, settings: HubSettings
-) -> dict[str, Any] | None:
-    """A run's output (``runs.output``) with the arrays of its blob (``runs.output_blob``)
-    in place; None when it has none."""
-    if output is None or output_blob is None:
-        return output
+def payload_of(run: Run, settings: HubSettings) -> dict[str, Any] | None:
+    """The run's output with its arrays in place (None when it has none)."""
+    if run.output is None or run.output_blob is None:
+        return run.output
     from medfed.hub.services.learning.blobs import store_for
 
-    arrays = decode_arrays(store_for(settings).read(output_blob))
-    joined: dict[str, Any] = join(output, arrays)
+    arrays = decode_arrays(store_for(settings).read(run.output_blob))
+    joined: dict[str, Any] = join(run.output, arrays)
     return joined

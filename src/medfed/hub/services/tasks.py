@@ -235,7 +235,7 @@ def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
 #: a task's status and round, and how many of its first round's runs have ended: the two
 #: statements of :func:`progress_of`, built once (every wait asks them on each wake-up)
 _STATUS = select(Task.status, Task.round).where(Task.id == bindparam("task"))
-_ANSWERED = (
+_ENDED_IN_FIRST_ROUND = (
     select(func.count())
     .select_from(Run)
     .where(
@@ -255,7 +255,7 @@ def progress_of(session: Session, *, task_id: int) -> tuple[str, int] | None:
     if row is None:
         return None
     status, round_ = row
-    answered = session.scalar(_ANSWERED, {"task": task_id})
+    answered = session.scalar(_ENDED_IN_FIRST_ROUND, {"task": task_id})
     return status, round_ * 100_000 + int(answered or 0)
 
 
@@ -296,9 +296,9 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         return
     runs = list(
         session.scalars(
-            select(Run)
-            .options(defer(Run.output))  # the outputs: one query once the round is whole
-            .where(Run.task_id == task.id, Run.round == task.round)
+            # with their outputs: only a round that may close gets here, and it needs them
+            # (loaded run by run, a deferred column was a round trip per node)
+            select(Run).where(Run.task_id == task.id, Run.round == task.round)
         )
     )
     if not runs:
@@ -353,14 +353,12 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         )
         _record_fail(session, task)
         return
-    stored = _outputs(session, task)
     outputs = [
         NodeOutput(
             node_id=r.node_id,
             dataset_id=r.dataset_id,
             status="ok" if r.output_status == "ok" else "suppressed",
-            # arrays back in place (binary outputs)
-            payload=payload_of(stored.get(r.id), r.output_blob, settings),
+            payload=payload_of(r, settings),  # arrays back in place (binary outputs)
         )
         for r in answered
     ]
@@ -423,17 +421,6 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     found = [dataset_service.get_dataset(session, i) for i in task.dataset_ids]
     del loaded
     _create_runs(session, task, _participating(alg, params, task, found))
-
-
-def _outputs(session: Session, task: Task) -> dict[int, dict[str, Any] | None]:
-    """The outputs of the task's answered runs of its round, by run id, in one query (a
-    deferred column loaded run by run was a round trip per node)."""
-    rows = session.execute(
-        select(Run.id, Run.output).where(
-            Run.task_id == task.id, Run.round == task.round, Run.status == RunStatus.done.value
-        )
-    )
-    return {run_id: output for run_id, output in rows}
 
 
 def _may_close(session: Session, task: Task, alg: Algorithm[Any]) -> bool:
