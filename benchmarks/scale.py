@@ -127,6 +127,33 @@ def _each(work: Any, items: list[Any], threads: int = 4) -> list[Any]:
         return list(pool.map(work, items))
 
 
+_INIT = (
+    "import sys; from pathlib import Path; from medfed.hub.bootstrap import init_hub; "
+    "from medfed.hub.config import HubSettings; "
+    "print(init_hub(HubSettings(data_dir=Path(sys.argv[1]), database_url=sys.argv[2] or None, "
+    "dev_mode=True), organization='Hub', username='admin', password=sys.argv[3])[1])"
+)
+
+
+def _init(hub_dir: Path, database_url: str | None, hub_src: Path | None) -> str:
+    """Create the hub's database (its schema, the administrator); the admin's token.
+
+    With ``hub_src`` the schema is that tree's own (its migrations, in a process run from
+    it): a "before" hub runs on the database it would have made."""
+    password = secrets.token_urlsafe(12)
+    if hub_src is None:
+        settings = HubSettings(data_dir=hub_dir, database_url=database_url, dev_mode=True)
+        return init_hub(settings, organization="Hub", username="admin", password=password)[1]
+    made = subprocess.run(
+        [sys.executable, "-c", _INIT, str(hub_dir), database_url or "", password],
+        env={**os.environ, "PYTHONPATH": str(hub_src)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return made.stdout.strip().splitlines()[-1]
+
+
 @contextlib.contextmanager
 def federation(
     root: Path,
@@ -146,10 +173,7 @@ def federation(
     earlier commit's ``src`` for a before/after comparison in one run.
     """
     hub_dir = root / "hub"
-    settings = HubSettings(data_dir=hub_dir, database_url=database_url, dev_mode=True)
-    _, token = init_hub(
-        settings, organization="Hub", username="admin", password=secrets.token_urlsafe(12)
-    )
+    token = _init(hub_dir, database_url, hub_src)
     env = {
         "MEDFED_WORKERS": str(workers),
         "MEDFED_SECRET_KEY": secrets.token_hex(32),

@@ -196,6 +196,12 @@ def test_researcher_outside_the_project_cannot_see_or_create_its_tasks(world: Wo
         api.get("/api/tasks", params={"project_id": project}, headers=outsider),
         api.get(f"/api/tasks/{task['id']}", headers=outsider),
         api.get(f"/api/tasks/{task['id']}/wait", params={"timeout": 0}, headers=outsider),
+        # without progress the wait's first pass reads only the mark: the same check
+        api.get(
+            f"/api/tasks/{task['id']}/wait",
+            params={"timeout": 0, "progress": "false"},
+            headers=outsider,
+        ),
         api.get(f"/api/projects/{project}", headers=outsider),
     ]
     for response in attempts:
@@ -233,6 +239,11 @@ def test_a_member_added_by_the_creator_then_sees_the_tasks(world: World) -> None
 def test_unknown_project_and_task_are_404(world: World) -> None:
     headers = world.researcher.headers
     assert world.api.get("/api/tasks/999", headers=headers).status_code == 404
+    for progress in ("true", "false"):  # the wait's two first passes refuse alike
+        waited = world.api.get(
+            "/api/tasks/999/wait", params={"timeout": 0, "progress": progress}, headers=headers
+        )
+        assert waited.status_code == 404 and waited.json()["detail"] == "task 999 not found"
     listing = world.api.get("/api/tasks", params={"project_id": 999}, headers=headers)
     assert listing.status_code == 404 and "999" in listing.json()["detail"]
 

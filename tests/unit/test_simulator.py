@@ -62,6 +62,7 @@ def test_simulated_nodes_answer_a_mean_task_with_the_pooled_mean(world: World) -
     assert all(n["status"] == "completed" for n in noops), noops
     assert sim.answered == [2, 2, 2]
     assert sim.errors == []
+    assert sim.polling.is_set()  # every node had its first poll answered
 
 
 def _finish(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from medfed.common.timeutil import utcnow
@@ -74,6 +74,11 @@ class AccessEvent(Base):
 
 class Entitlement(Base):
     __tablename__ = "entitlements"
+    __table_args__ = (
+        # a project's entitlements on one dataset (every claim and task check): with
+        # project_id alone a claim walked every entitlement of the project
+        Index("ix_entitlements_project_dataset", "project_id", "dataset_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     application_id: Mapped[int] = mapped_column(ForeignKey("access_applications.id"))

@@ -235,6 +235,7 @@ def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
 #: a task's status and round, and how many of its first round's runs have ended: the two
 #: statements of :func:`progress_of`, built once (every wait asks them on each wake-up)
 _STATUS = select(Task.status, Task.round).where(Task.id == bindparam("task"))
+_PROJECT_OF = select(Task.project_id).where(Task.id == bindparam("task"))
 _ENDED_IN_FIRST_ROUND = (
     select(func.count())
     .select_from(Run)
@@ -257,6 +258,19 @@ def progress_of(session: Session, *, task_id: int) -> tuple[str, int] | None:
     status, round_ = row
     answered = session.scalar(_ENDED_IN_FIRST_ROUND, {"task": task_id})
     return status, round_ * 100_000 + int(answered or 0)
+
+
+def checked_progress_of(session: Session, *, task_id: int, user: User) -> tuple[str, int]:
+    """:func:`progress_of` for a member of the task's project: the access check of
+    :func:`get_task` (the same refusals) without loading the task or its runs."""
+    project_id = session.scalar(_PROJECT_OF, {"task": task_id})
+    if project_id is None:
+        raise NotFound(f"task {task_id} not found")
+    get_project(session, project_id=project_id, user=user)
+    progress = progress_of(session, task_id=task_id)
+    if progress is None:  # deleted since (tasks are not deleted today): as get_task would
+        raise NotFound(f"task {task_id} not found")
+    return progress
 
 
 _DEFERRED = "medfed.rounds_to_finish"

@@ -211,6 +211,11 @@ def _progress(request: Request, task_id: int) -> tuple[str, int] | None:
         return tasks.progress_of(session, task_id=task_id)
 
 
+def _checked_progress(request: Request, task_id: int, user: User) -> tuple[str, int]:
+    with request.app.state.read_sessionmaker() as session:
+        return tasks.checked_progress_of(session, task_id=task_id, user=user)
+
+
 #: a wait that saw progress (not the end) answers no sooner than this after it began, so
 #: a round of 1,000 runs answers a follower a few times a second, not 1,000 times
 PROGRESS_EVERY_SECONDS = 0.25
@@ -234,27 +239,37 @@ async def wait_task(
 
     With ``progress=false`` only the end (or the timeout) answers: a client that shows no
     progress does not have a round of 1,000 runs re-sent to it a few times a second."""
-    # The first pass reads the task as the member sees it (access checked); passes after a
-    # wake-up read only its status and progress mark (two counting queries) and read the
-    # whole task again only to answer. An end answers at once; progress seen during the
+    # The first pass checks access and reads the task's status and progress mark: the
+    # whole task as the member sees it where progress may be the answer, else only the
+    # mark (two counting queries); passes after a wake-up read only the mark, and the
+    # whole task is read to answer. An end answers at once; progress seen during the
     # wait answers once PROGRESS_EVERY_SECONDS have passed since the call began.
     settings = request.app.state.settings
     started = time.monotonic()
     deadline = started + timeout
     public: TaskPublic | None = None
     fresh = False  # whether ``public`` is the latest read
+    first = True
     while True:
         subscription = notifier.subscribe(f"task:{task_id}")
         try:
-            if public is None:
-                public = await run_in_threadpool(_read, request, task_id, user)
-                done = progress_mark(public)
-                ended = public.status != TaskStatus.running
+            if first:
+                first = False
+                if answer_progress:
+                    public = await run_in_threadpool(_read, request, task_id, user)
+                    status_, done = public.status.value, progress_mark(public)
+                    fresh = True
+                else:  # only the end answers: the mark is enough until then
+                    status_, done = await run_in_threadpool(
+                        _checked_progress, request, task_id, user
+                    )
+                ended = status_ != TaskStatus.running.value
                 if ended or done != seen_runs_done:
                     if ended or (answer_progress and seen_runs_done >= 0):
-                        return public
+                        if public is not None:
+                            return public
+                        return await run_in_threadpool(_read, request, task_id, user)
                     seen_runs_done = done
-                fresh = True
             else:
                 fresh = False
                 progress = await run_in_threadpool(_progress, request, task_id)
@@ -264,7 +279,9 @@ async def wait_task(
                     return await run_in_threadpool(_read, request, task_id, user)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return public if fresh else await run_in_threadpool(_read, request, task_id, user)
+                if fresh and public is not None:
+                    return public
+                return await run_in_threadpool(_read, request, task_id, user)
             pause = min(remaining, settings.recheck_seconds)
             if answer_progress and done != seen_runs_done:  # progress to tell: wake when it is due
                 pause = min(pause, max(0.0, started + PROGRESS_EVERY_SECONDS - time.monotonic()))
