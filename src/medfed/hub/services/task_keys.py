@@ -10,7 +10,7 @@ a race fails that constraint and the route answers it with the winner.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest
@@ -31,6 +31,12 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+#: built once: every submission with a key asks it
+_SUBMITTED = select(Task).where(
+    Task.created_by == bindparam("user"), Task.idempotency_key == bindparam("key")
+)
+
+
 def submitted(session: Session, *, actor: User, key: str, request_sha256: str) -> Task | None:
     """The task ``actor`` created earlier with Idempotency-Key ``key`` (None if none).
 
@@ -38,9 +44,7 @@ def submitted(session: Session, *, actor: User, key: str, request_sha256: str) -
     never deleted). The same key with another body is a client error (422), never a
     silent second task or a silent answer to a different question.
     """
-    task = session.scalar(
-        select(Task).where(Task.created_by == actor.id, Task.idempotency_key == key)
-    )
+    task = session.scalar(_SUBMITTED, {"user": actor.id, "key": key})
     if task is None:
         return None
     if task.request_sha256 != request_sha256:

@@ -211,9 +211,16 @@ def _progress(request: Request, task_id: int) -> tuple[str, int] | None:
         return tasks.progress_of(session, task_id=task_id)
 
 
-def _checked_progress(request: Request, task_id: int, user: User) -> tuple[str, int]:
+def _first_look(request: Request, task_id: int, user: User) -> TaskPublic | int:
+    """The ended task as the member sees it, else only its progress mark (access checked
+    either way), in one session."""
     with request.app.state.read_sessionmaker() as session:
-        return tasks.checked_progress_of(session, task_id=task_id, user=user)
+        status_, done = tasks.checked_progress_of(session, task_id=task_id, user=user)
+        if status_ == TaskStatus.running.value:
+            return done
+        task = session.get(Task, task_id)
+        assert task is not None  # tasks are not deleted
+        return task_public(session, task)
 
 
 #: a wait that saw progress (not the end) answers no sooner than this after it began, so
@@ -260,15 +267,15 @@ async def wait_task(
                     status_, done = public.status.value, progress_mark(public)
                     fresh = True
                 else:  # only the end answers: the mark is enough until then
-                    status_, done = await run_in_threadpool(
-                        _checked_progress, request, task_id, user
-                    )
+                    looked = await run_in_threadpool(_first_look, request, task_id, user)
+                    if isinstance(looked, TaskPublic):
+                        return looked  # ended
+                    status_, done = TaskStatus.running.value, looked
                 ended = status_ != TaskStatus.running.value
                 if ended or done != seen_runs_done:
                     if ended or (answer_progress and seen_runs_done >= 0):
-                        if public is not None:
-                            return public
-                        return await run_in_threadpool(_read, request, task_id, user)
+                        assert public is not None  # read above: an end or progress to tell
+                        return public
                     seen_runs_done = done
             else:
                 fresh = False
