@@ -19,7 +19,12 @@ from fastapi.routing import APIRoute
 
 from hubtools import PASSWORD, SQLITE_ONLY, TestClient, World, bearer, done, mean_output
 from medfed.common.timeutil import utcnow
-from medfed.hub.api.deps import get_current_node, get_current_user, get_principal
+from medfed.hub.api.deps import (
+    get_current_node,
+    get_current_user,
+    get_detached_node,
+    get_principal,
+)
 from medfed.hub.db.models import ApiToken, Run, User
 from medfed.hub.web.session import PageRoute
 
@@ -66,7 +71,7 @@ class Endpoint:
 
     @property
     def node_only(self) -> bool:
-        return get_current_node in self.depends_on
+        return bool({get_current_node, get_detached_node} & self.depends_on)
 
 
 def _dependencies(dependant: Any) -> set[Any]:
@@ -129,7 +134,8 @@ def test_route_listing_covers_every_documented_operation(hub_app: FastAPI) -> No
 
 def test_every_guarded_route_depends_on_a_principal(hub_app: FastAPI) -> None:
     for endpoint in guarded(hub_app):
-        assert get_principal in endpoint.depends_on, endpoint
+        # the poll and the answer check the bearer without a request session, the same way
+        assert {get_principal, get_detached_node} & endpoint.depends_on, endpoint
     assert sum(e.user_only for e in guarded(hub_app)) >= 15
     assert sum(e.node_only for e in guarded(hub_app)) >= 4
 

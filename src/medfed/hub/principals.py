@@ -96,8 +96,9 @@ class PrincipalCache:
     def generation(self) -> int:
         return self._generation
 
-    def lookup(self, session: Session, digest: str) -> User | Node | None:
-        """The principal of ``digest``, attached to ``session``; None when not kept.
+    def lookup(self, session: Session | None, digest: str) -> User | Node | None:
+        """The principal of ``digest``, attached to ``session`` (None: detached); None when
+        not kept.
 
         Raises :class:`Unauthorized` (the database check's words) for a kept user token
         whose expiry or re-login deadline has passed."""
@@ -113,7 +114,8 @@ class PrincipalCache:
                 self._entries.pop(digest, None)
             raise Unauthorized(entry.refusal)
         principal = _rebuilt(entry.kind, entry.values)
-        session.add(principal)
+        if session is not None:
+            session.add(principal)
         return principal
 
     def keep(

@@ -1,4 +1,5 @@
-"""Typed FastAPI dependencies: ``SessionDep``, ``SettingsDep``, ``CurrentUser``, ``CurrentNode``.
+"""Typed FastAPI dependencies: ``SessionDep``, ``SettingsDep``, ``CurrentUser``, ``CurrentNode``
+(and ``DetachedNode``: the node in no session, for routes that open their own).
 
 Every route except health, login and the docs depends on one of the two principals.
 User tokens cannot call node routes and node secrets cannot call user routes (403).
@@ -20,7 +21,7 @@ from medfed.hub.config import HubSettings
 from medfed.hub.db.models import ApiToken, Node, User
 from medfed.hub.db.session import READ_ONLY
 from medfed.hub.dispatch import Notifier
-from medfed.hub.principals import PrincipalCache
+from medfed.hub.principals import PrincipalCache, detached_copy
 from medfed.hub.services import auth
 from medfed.hub.services.login_throttle import LoginThrottle
 
@@ -42,10 +43,18 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        if session.in_transaction():  # a rollback talks to the database: not on the loop
+        if _holds_connection(session):  # a rollback talks to the database: not on the loop
             await run_in_threadpool(session.close)
-        else:  # committed: the connection is back in the pool, closing does no I/O
+        else:  # committed, or never connected: closing does no I/O
             session.close()
+
+
+def _holds_connection(session: Session) -> bool:
+    """Whether the session's transaction has a database connection. A kept principal
+    attached to the session begins its transaction without one (``Session.add``); most
+    routes then commit, and a request that read nothing closes on the loop."""
+    transaction = session.get_transaction()
+    return transaction is not None and bool(transaction._connections)
 
 
 SettingsDep = Annotated[HubSettings, Depends(get_settings)]
@@ -91,6 +100,32 @@ def _check(session: Session, cache: PrincipalCache, bearer: str, key: str) -> Us
 Principal = Annotated[User | Node, Depends(get_principal)]
 
 
+async def get_detached_node(request: Request, credentials: Credentials) -> Node:
+    """The bearer's node as :func:`get_current_node` finds it (the same refusals), but in
+    no session: for the node routes whose work runs in sessions of their own (the poll
+    and the answer, whose jobs run in write batches), so the request opens none.
+
+    A cache hit is a rebuilt detached node; a miss checks in a worker thread in a session
+    of its own and keeps the node, as :func:`get_principal` does."""
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("missing bearer token")
+    cache: PrincipalCache = request.app.state.principals
+    key = digest(credentials.credentials)
+    principal = cache.lookup(None, key)
+    if principal is None:
+        principal = await run_in_threadpool(
+            _check_alone, request, cache, credentials.credentials, key
+        )
+    if not isinstance(principal, Node):
+        raise Forbidden("user credentials cannot call node routes")
+    return principal
+
+
+def _check_alone(request: Request, cache: PrincipalCache, bearer: str, key: str) -> User | Node:
+    with request.app.state.sessionmaker() as session:
+        return detached_copy(_check(session, cache, bearer, key))
+
+
 async def get_current_user(principal: Principal) -> User:
     if not isinstance(principal, User):
         raise Forbidden("node credentials cannot call user routes")
@@ -105,6 +140,7 @@ async def get_current_node(principal: Principal) -> Node:
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 CurrentNode = Annotated[Node, Depends(get_current_node)]
+DetachedNode = Annotated[Node, Depends(get_detached_node)]
 
 
 def throttled_login(

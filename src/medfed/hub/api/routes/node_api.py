@@ -43,13 +43,12 @@ from medfed.common.resources import (
     RunOutcome,
 )
 from medfed.common.timeutil import aware, utcnow
-from medfed.hub.api.deps import CurrentNode, NotifierDep, SessionDep, SettingsDep
+from medfed.hub.api.deps import CurrentNode, DetachedNode, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.api.limits import json_problem
 from medfed.hub.api.write_batches import WriteBatches
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Node
 from medfed.hub.dispatch import commit
-from medfed.hub.principals import detached_copy
 from medfed.hub.services import datasets, nodes, runs
 from medfed.hub.services.catalogue.metadata import public_of
 from medfed.hub.services.nodes import TOUCH_EVERY
@@ -104,8 +103,8 @@ def heartbeat(
 
 def _attacher(node: Node) -> Callable[[Session], Node]:
     """The request's node in a batch's session without reading its row again (the bearer
-    check just read it, or kept it)."""
-    known = detached_copy(node)
+    check just read it, or kept it); ``node`` is in no session (``DetachedNode``)."""
+    known = node
     identity = instance_state(known).key
     assert identity is not None  # a detached copy has its identity
 
@@ -136,7 +135,7 @@ def _claim(settings: HubSettings, node: Node) -> Callable[[Session], runs.Claim]
 )
 async def next_run(
     request: Request,
-    node: CurrentNode,
+    node: DetachedNode,
     notifier: NotifierDep,
     settings: SettingsDep,
     wait: float = Query(default=20.0, ge=0, le=120),
@@ -247,7 +246,7 @@ def _post(
 async def post_outcome(
     run_id: int,
     request: Request,
-    node: CurrentNode,
+    node: DetachedNode,
     notifier: NotifierDep,
     take_next: bool = Query(
         default=False,
