@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from hubtools import World, bearer, statements, wait_listening
 from medfed.common.errors import Unauthorized
 from medfed.common.security import digest
-from medfed.common.timeutil import utcnow
+from medfed.common.timeutil import aware, utcnow
 from medfed.hub.db.models import ApiToken, Node, User
 from medfed.hub.principals import PrincipalCache
+from medfed.hub.services import nodes
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +130,22 @@ def test_a_node_touch_keeps_the_entry_and_its_time(world: World) -> None:
     with world.app.state.sessionmaker() as session:
         kept = cache.lookup(session, digest(node.secret))
         assert isinstance(kept, Node) and kept.last_seen_at == seen
+    with world.app.state.sessionmaker() as session:  # a due poll's touch: one statement
+        row = session.get(Node, node.id)
+        assert row is not None
+        row.last_seen_at = seen - 2 * nodes.TOUCH_EVERY  # due again
+        session.commit()
+        nodes.touch(session, node=row)
+        later = row.last_seen_at
+        assert later is not None and aware(later) >= aware(seen)
+        assert not session.dirty  # written, not left for a flush
+        session.commit()
+    assert cache.generation == generation
+    with world.app.state.sessionmaker() as session:
+        kept = cache.lookup(session, digest(node.secret))
+        assert isinstance(kept, Node) and kept.last_seen_at == later
+        stored = session.scalar(sa.select(Node.last_seen_at).where(Node.id == node.id))
+        assert stored is not None and aware(stored) == aware(later)
     with world.app.state.sessionmaker() as session:  # any other change of a node ends it
         session.execute(sa.update(Node).where(Node.id == node.id).values(name="renamed"))
         session.commit()

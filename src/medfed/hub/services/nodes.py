@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from medfed.common.errors import Conflict, NotFound
 from medfed.common.security import NODE_SECRET_PREFIX, digest, new_token
 from medfed.common.timeutil import aware, utcnow
+from medfed.hub import principals
 from medfed.hub.db.models import Node, User
 from medfed.hub.services.accounts import get_organization, require_org_admin
 from medfed.hub.services.ledger import actor_of, record
@@ -65,4 +66,4 @@ def touch(session: Session, *, node: Node) -> None:
     """Note that the node is alive; written at most every few seconds (long polls loop)."""
     now = utcnow()
     if node.last_seen_at is None or now - aware(node.last_seen_at) >= TOUCH_EVERY:
-        node.last_seen_at = now
+        principals.touch(session, node, now)  # one statement; kept credentials stay kept
