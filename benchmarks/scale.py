@@ -7,18 +7,21 @@ measure a hub run from another source tree too, e.g. ``git archive`` of an earli
 commit's ``src``: each figure then has its "before" from the same run). How it runs:
 
 1. For each node count N: a fresh hub process (SQLite in a temporary folder, one
-   worker), an organization with N nodes made through the admin API (real secrets, four
-   calls at a time), a simulator process (:mod:`medfed.testing.simulator`,
-   ``--register-only``) that registers a 60-row table at every node and exits; the
-   datasets are released and the researcher's project is approved for all of them (an
-   application per 200), all with no poll open; then one simulator process keeps every
-   node in its long poll.
+   worker; its database made by its own tree), an organization with N nodes made
+   through the admin API (real secrets, four calls at a time), a simulator process
+   (:mod:`medfed.testing.simulator`, ``--register-only``) that registers a 60-row table
+   at every node and exits; the datasets are released and the researcher's project is
+   approved for all of them (an application per 200), all with no poll open; then one
+   simulator process keeps every node in its long poll (measuring starts once every
+   node has polled). With ``--before`` both hubs get such a federation, up at once.
 2. ``--runs`` times, one after another, the researcher submits a ``noop`` task on ONE
    dataset (rotating over the nodes) and times submit → completed (the SDK's long poll):
    the dispatch latency. The hub's CPU time (``/proc``, the hub and its worker children)
-   over those tasks divided by their count is the hub CPU per run.
-3. One ``noop`` task over all N datasets: time from submit to completed, and the hub's
-   CPU per run within it.
+   over those tasks divided by their count is the hub CPU per run. With ``--before`` the
+   two hubs take turns every 10 tasks, so a drift of the shared machine's load falls on
+   both alike.
+3. One ``noop`` task over all N datasets (each hub in turn): time from submit to
+   completed, and the hub's CPU per run within it.
    ``--legs``: the hub CPU of each request a run is made of (submit, claim, answer, an
    answer that claims the next run, an idle poll, the researcher's wait, a task read), one
    kind at a time over one node.
@@ -255,36 +258,64 @@ def measure_nodes(
     root: Path,
     nodes: int,
     runs: int,
-    hub_src: Path | None = None,
+    hub_srcs: list[Path | None],
     fan_timeout: float = 600.0,
     long_poll: float | None = None,
-) -> dict[str, Any]:
-    with federation(root, nodes, hub_src=hub_src, long_poll=long_poll) as setup:
-        client, datasets = setup.researcher, setup.datasets
-        run_task(client, datasets[:1])  # warm-up
-        cpu0 = setup.hub_cpu
-        latencies = [run_task(client, [datasets[i % nodes]]) for i in range(runs)]
-        cpu_single = (setup.hub_cpu - cpu0) / runs
-        cpu0 = setup.hub_cpu
-        failed: str | None = None
-        try:
-            fan_out: float | None = run_task(client, datasets, timeout=fan_timeout)
-        except Exception as exc:  # the dispatch figures above still stand
-            fan_out, failed = None, f"{type(exc).__name__}: {exc}"
-        cpu_fan = (setup.hub_cpu - cpu0) / nodes
-    ms = [x * 1000 for x in latencies]
-    return {
-        "all_nodes_error": failed,
-        "hub": "before" if hub_src is not None else "after",
-        "long_poll_s": long_poll,
-        "nodes": nodes,
-        "runs": runs,
-        "dispatch_p50_ms": statistics.median(ms),
-        "dispatch_p99_ms": percentile(ms, 0.99),
-        "hub_cpu_ms_per_run": cpu_single * 1000,
-        "all_nodes_task_s": fan_out,
-        "all_nodes_hub_cpu_ms_per_run": cpu_fan * 1000,
-    }
+    block: int = 10,
+) -> list[dict[str, Any]]:
+    """One row per hub tree in ``hub_srcs`` (None: this tree), all measured side by side.
+
+    Every hub has its own federation of ``nodes`` simulated nodes, all up at once; the
+    single-dataset tasks run in blocks of ``block``, the hubs taking turns, so a drift of
+    the machine's load (a shared machine's neighbours) falls on all of them alike. Then
+    one task over all nodes per hub, in turn."""
+    with contextlib.ExitStack() as stack:
+        setups = [
+            stack.enter_context(
+                federation(root / f"hub{i}", nodes, hub_src=src, long_poll=long_poll)
+            )
+            for i, src in enumerate(hub_srcs)
+        ]
+        latencies: list[list[float]] = [[] for _ in setups]
+        cpu = [0.0 for _ in setups]
+        for setup in setups:
+            run_task(setup.researcher, setup.datasets[:1])  # warm-up
+        for first in range(0, runs, block):
+            for i, setup in enumerate(setups):
+                client, datasets = setup.researcher, setup.datasets
+                cpu0 = setup.hub_cpu
+                latencies[i] += [
+                    run_task(client, [datasets[k % nodes]])
+                    for k in range(first, min(first + block, runs))
+                ]
+                cpu[i] += setup.hub_cpu - cpu0
+        rows = []
+        for i, (setup, src) in enumerate(zip(setups, hub_srcs, strict=True)):
+            cpu0 = setup.hub_cpu
+            failed: str | None = None
+            try:
+                fan_out: float | None = run_task(
+                    setup.researcher, setup.datasets, timeout=fan_timeout
+                )
+            except Exception as exc:  # the dispatch figures above still stand
+                fan_out, failed = None, f"{type(exc).__name__}: {exc}"
+            cpu_fan = (setup.hub_cpu - cpu0) / nodes
+            ms = [x * 1000 for x in latencies[i]]
+            rows.append(
+                {
+                    "all_nodes_error": failed,
+                    "hub": "before" if src is not None else "after",
+                    "long_poll_s": long_poll,
+                    "nodes": nodes,
+                    "runs": runs,
+                    "dispatch_p50_ms": statistics.median(ms),
+                    "dispatch_p99_ms": percentile(ms, 0.99),
+                    "hub_cpu_ms_per_run": cpu[i] / runs * 1000,
+                    "all_nodes_task_s": fan_out,
+                    "all_nodes_hub_cpu_ms_per_run": cpu_fan * 1000,
+                }
+            )
+    return rows
 
 
 def measure_throughput(
@@ -481,19 +512,18 @@ def main() -> None:
     throughput = []
     with tempfile.TemporaryDirectory(prefix="medfed-scale-") as tmp:
         for n in args.nodes:
-            for hub_src in variants:
-                name = "before" if hub_src is not None else "after"
-                try:
-                    row = measure_nodes(
-                        Path(tmp) / f"n{n}{name}", n, args.runs, hub_src, long_poll=args.long_poll
-                    )
-                except Exception as exc:  # a figure that could not be taken is a finding
-                    rows.append({"hub": name, "nodes": n, "error": f"{type(exc).__name__}: {exc}"})
-                    print(f"{n:>5} nodes ({name}): FAILED {exc}", flush=True)
-                    continue
+            try:
+                got = measure_nodes(
+                    Path(tmp) / f"n{n}", n, args.runs, variants, long_poll=args.long_poll
+                )
+            except Exception as exc:  # a figure that could not be taken is a finding
+                rows.append({"nodes": n, "error": f"{type(exc).__name__}: {exc}"})
+                print(f"{n:>5} nodes: FAILED {exc}", flush=True)
+                continue
+            for row in got:
                 rows.append(row)
                 print(
-                    f"{n:>5} nodes ({name}): dispatch p50 {row['dispatch_p50_ms']:.1f} ms, "
+                    f"{n:>5} nodes ({row['hub']}): dispatch p50 {row['dispatch_p50_ms']:.1f} ms, "
                     f"p99 {row['dispatch_p99_ms']:.1f} ms, hub CPU "
                     f"{row['hub_cpu_ms_per_run']:.2f} ms/run; task over all {n}: "
                     + (

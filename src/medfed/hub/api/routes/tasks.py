@@ -211,16 +211,20 @@ def _progress(request: Request, task_id: int) -> tuple[str, int] | None:
         return tasks.progress_of(session, task_id=task_id)
 
 
-def _first_look(request: Request, task_id: int, user: User) -> TaskPublic | int:
-    """The ended task as the member sees it, else only its progress mark (access checked
-    either way), in one session."""
+def _look(request: Request, task_id: int, user: User, *, first: bool) -> TaskPublic | int:
+    """The ended task as the member sees it, else only its progress mark, in one session.
+
+    ``first``: the wait's first pass, whose access check comes before the mark; a later
+    pass reads the mark alone and checks access only to answer with the task."""
     with request.app.state.read_sessionmaker() as session:
-        status_, done = tasks.checked_progress_of(session, task_id=task_id, user=user)
+        if first:
+            status_, done = tasks.checked_progress_of(session, task_id=task_id, user=user)
+        else:
+            progress = tasks.progress_of(session, task_id=task_id)
+            status_, done = progress if progress is not None else ("", 0)
         if status_ == TaskStatus.running.value:
             return done
-        task = session.get(Task, task_id)
-        assert task is not None  # tasks are not deleted
-        return task_public(session, task)
+        return task_public(session, tasks.get_task(session, task_id=task_id, user=user))
 
 
 #: a wait that saw progress (not the end) answers no sooner than this after it began, so
@@ -249,8 +253,9 @@ async def wait_task(
     # The first pass checks access and reads the task's status and progress mark: the
     # whole task as the member sees it where progress may be the answer, else only the
     # mark (two counting queries); passes after a wake-up read only the mark, and the
-    # whole task is read to answer. An end answers at once; progress seen during the
-    # wait answers once PROGRESS_EVERY_SECONDS have passed since the call began.
+    # whole task is read to answer (without progress: in the same session as the mark).
+    # An end answers at once; progress seen during the wait answers once
+    # PROGRESS_EVERY_SECONDS have passed since the call began.
     settings = request.app.state.settings
     started = time.monotonic()
     deadline = started + timeout
@@ -267,7 +272,7 @@ async def wait_task(
                     status_, done = public.status.value, progress_mark(public)
                     fresh = True
                 else:  # only the end answers: the mark is enough until then
-                    looked = await run_in_threadpool(_first_look, request, task_id, user)
+                    looked = await run_in_threadpool(_look, request, task_id, user, first=True)
                     if isinstance(looked, TaskPublic):
                         return looked  # ended
                     status_, done = TaskStatus.running.value, looked
@@ -277,6 +282,11 @@ async def wait_task(
                         assert public is not None  # read above: an end or progress to tell
                         return public
                     seen_runs_done = done
+            elif not answer_progress:  # only the end answers: read with the mark when it is
+                looked = await run_in_threadpool(_look, request, task_id, user, first=False)
+                if isinstance(looked, TaskPublic):
+                    return looked
+                done = looked
             else:
                 fresh = False
                 progress = await run_in_threadpool(_progress, request, task_id)
