@@ -368,84 +368,119 @@ def measure_throughput(
     }
 
 
-def measure_legs(root: Path, requests: int = 100, hub_src: Path | None = None) -> dict[str, float]:
-    """Hub CPU per request of each request a dispatched run is made of, one kind at a time.
+class _Legs:
+    """One hub's side of :func:`measure_legs`: its federation of one node (simulator
+    stopped), a node client and a researcher client, and what each leg hands the next."""
 
-    One node, its simulator stopped; then ``requests`` times each: the researcher submits
-    a ``noop`` task; the node claims (``wait=0``); the node answers; the node polls with
-    nothing to do; the researcher's wait (``progress=false``) on a finished task; the
-    researcher reads the task; and, where the hub has it, an answer that claims the next
-    run too (``?next=true``, a busy node's one request per run)."""
-    with federation(root, 1, hub_src=hub_src) as setup:
-        setup.simulator.terminate()
-        setup.simulator.wait(30)
-        secret = (root / "secrets").read_text().split()[0]
-        assert setup.hub.process is not None and setup.researcher._http.token is not None
-        pid = setup.hub.process.pid
-        node = httpx.Client(base_url=setup.hub.url, headers={"Authorization": f"Bearer {secret}"})
-        user = httpx.Client(
+    answer = {"status": "done", "output_status": "ok", "output": {}}
+    poll = "/api/node/runs/next"
+
+    def __init__(self, setup: Setup, secret: str) -> None:
+        assert setup.researcher._http.token is not None
+        self.setup = setup
+        self.node = httpx.Client(
+            base_url=setup.hub.url, headers={"Authorization": f"Bearer {secret}"}
+        )
+        self.user = httpx.Client(
             base_url=setup.hub.url,
             headers={"Authorization": f"Bearer {setup.researcher._http.token}"},
         )
-        out: dict[str, float] = {}
+        self.made: list[int] = []
+        self.runs: list[dict[str, Any]] = []
+        self.handed: list[dict[str, Any]] = []
+        self.cpu: dict[str, float] = {}
 
-        def leg(name: str, work: Any) -> list[Any]:
-            cpu0 = cpu_seconds(pid)
-            got = [work(i) for i in range(requests)]
-            out[name] = (cpu_seconds(pid) - cpu0) / requests * 1000
-            return got
+    @property
+    def pid(self) -> int:
+        assert self.setup.hub.process is not None
+        return self.setup.hub.process.pid
 
-        with node, user:
-            while node.get("/api/node/runs/next", params={"wait": 0}).status_code == 200:
-                pass  # nothing left from the set-up
-            made = leg(
-                "create",
-                lambda i: setup.researcher.tasks.submit("noop", datasets=setup.datasets[:1]).id,
-            )
-            poll = "/api/node/runs/next"
-            runs = leg("claim", lambda i: node.get(poll, params={"wait": 0}).json())
-            answer = {"status": "done", "output_status": "ok", "output": {}}
-            leg(
-                "answer",
-                lambda i: node.post(
-                    f"/api/node/runs/{runs[i]['run_id']}/outcome",
-                    json={**answer, "lease_id": runs[i]["lease_id"]},
-                ).raise_for_status(),
-            )
-            # answer_next: an answer that also claims the next run (``?next=true``), over a
-            # second set of tasks, one run handed over by each answer; a hub without it
-            # (an older "before") answers without ``next`` and has no such leg
+    def drain(self) -> None:
+        """Answer, unmeasured, every run still waiting for the node."""
+        while (left := self.node.get(self.poll, params={"wait": 0})).status_code == 200:
+            run = left.json()
+            self.node.post(
+                f"/api/node/runs/{run['run_id']}/outcome",
+                json={**self.answer, "lease_id": run["lease_id"]},
+            ).raise_for_status()
+
+    def step(self, leg: str, i: int) -> None:
+        """The ``i``-th request of kind ``leg``."""
+        node, user, setup = self.node, self.user, self.setup
+        if leg == "create":
+            self.made.append(setup.researcher.tasks.submit("noop", datasets=setup.datasets[:1]).id)
+        elif leg == "claim":
+            self.runs.append(node.get(self.poll, params={"wait": 0}).json())
+        elif leg == "answer":
+            run = self.runs[i]
+            node.post(
+                f"/api/node/runs/{run['run_id']}/outcome",
+                json={**self.answer, "lease_id": run["lease_id"]},
+            ).raise_for_status()
+        elif leg == "answer_next":  # an answer that also claims the next run (?next=true)
+            run = self.handed[i]
+            posted = node.post(
+                f"/api/node/runs/{run['run_id']}/outcome",
+                params={"next": "true"},
+                json={**self.answer, "lease_id": run["lease_id"]},
+            ).raise_for_status()
+            self.handed.append(posted.json()["next"])
+        elif leg == "idle_poll":
+            node.get(self.poll, params={"wait": 0})
+        elif leg == "wait":
+            user.get(
+                f"/api/tasks/{self.made[i]}/wait", params={"timeout": 1, "progress": "false"}
+            ).raise_for_status()
+        elif leg == "read_task":
+            user.get(f"/api/tasks/{self.made[i]}").raise_for_status()
+
+    def prepare(self, leg: str, requests: int) -> None:
+        """What a leg needs before it is measured (unmeasured requests)."""
+        if leg == "create":
+            self.drain()  # nothing left from the set-up
+        elif leg == "answer_next":  # a second set of tasks, one run handed over by each answer
             for _ in range(requests):
-                setup.researcher.tasks.submit("noop", datasets=setup.datasets[:1])
-            handed = [node.get(poll, params={"wait": 0}).json()]
+                self.setup.researcher.tasks.submit("noop", datasets=self.setup.datasets[:1])
+            self.handed = [self.node.get(self.poll, params={"wait": 0}).json()]
+        elif leg == "idle_poll":
+            self.drain()
 
-            def answer_next(i: int) -> None:
-                posted = node.post(
-                    f"/api/node/runs/{handed[i]['run_id']}/outcome",
-                    params={"next": "true"},
-                    json={**answer, "lease_id": handed[i]["lease_id"]},
-                ).raise_for_status()
-                if "next" not in posted.json():
-                    raise LookupError("this hub hands no run over with an answer")
-                handed.append(posted.json()["next"])
 
-            with contextlib.suppress(LookupError):
-                leg("answer_next", answer_next)
-            while (left := node.get(poll, params={"wait": 0})).status_code == 200:
-                run = left.json()  # what an older hub did not hand over: answered, unmeasured
-                node.post(
-                    f"/api/node/runs/{run['run_id']}/outcome",
-                    json={**answer, "lease_id": run["lease_id"]},
-                ).raise_for_status()
-            leg("idle_poll", lambda i: node.get(poll, params={"wait": 0}))
-            leg(
-                "wait",
-                lambda i: user.get(
-                    f"/api/tasks/{made[i]}/wait", params={"timeout": 1, "progress": "false"}
-                ).raise_for_status(),
-            )
-            leg("read_task", lambda i: user.get(f"/api/tasks/{made[i]}").raise_for_status())
-    return out
+LEGS = ("create", "claim", "answer", "answer_next", "idle_poll", "wait", "read_task")
+
+
+def measure_legs(
+    root: Path, hub_srcs: list[Path | None], requests: int = 100, block: int = 20
+) -> list[dict[str, float]]:
+    """Hub CPU per request of each request a dispatched run is made of, one kind at a time,
+    for each hub tree in ``hub_srcs`` side by side (blocks of ``block``, in turns).
+
+    Each hub gets one node, its simulator stopped; then ``requests`` times each: the
+    researcher submits a ``noop`` task; the node claims (``wait=0``); the node answers;
+    an answer that claims the next run too (``?next=true``, a busy node's one request per
+    run); the node polls with nothing to do; the researcher's wait (``progress=false``)
+    on a finished task; the researcher reads the task."""
+    with contextlib.ExitStack() as stack:
+        sides = []
+        for i, src in enumerate(hub_srcs):
+            where = root / f"hub{i}"
+            setup = stack.enter_context(federation(where, 1, hub_src=src))
+            setup.simulator.terminate()
+            setup.simulator.wait(30)
+            side = _Legs(setup, (where / "secrets").read_text().split()[0])
+            stack.callback(side.node.close)
+            stack.callback(side.user.close)
+            sides.append(side)
+        for leg in LEGS:
+            for side in sides:
+                side.prepare(leg, requests)
+            for first in range(0, requests, block):
+                for side in sides:
+                    cpu0 = cpu_seconds(side.pid)
+                    for i in range(first, min(first + block, requests)):
+                        side.step(leg, i)
+                    side.cpu[leg] = side.cpu.get(leg, 0.0) + cpu_seconds(side.pid) - cpu0
+    return [{leg: side.cpu[leg] / requests * 1000 for leg in LEGS} for side in sides]
 
 
 def measure_floor(root: Path, requests: int = 300) -> dict[str, float]:
@@ -513,14 +548,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medfed-scale-") as tmp:
         for n in args.nodes:
             try:
-                got = measure_nodes(
+                side_by_side = measure_nodes(
                     Path(tmp) / f"n{n}", n, args.runs, variants, long_poll=args.long_poll
                 )
             except Exception as exc:  # a figure that could not be taken is a finding
                 rows.append({"nodes": n, "error": f"{type(exc).__name__}: {exc}"})
                 print(f"{n:>5} nodes: FAILED {exc}", flush=True)
                 continue
-            for row in got:
+            for row in side_by_side:
                 rows.append(row)
                 print(
                     f"{n:>5} nodes ({row['hub']}): dispatch p50 {row['dispatch_p50_ms']:.1f} ms, "
@@ -543,10 +578,11 @@ def main() -> None:
             )
         legs = {}
         if args.legs:
-            for hub_src in variants:
+            got_legs = measure_legs(Path(tmp) / "legs", variants)
+            for hub_src, measured in zip(variants, got_legs, strict=True):
                 name = "before" if hub_src is not None else "after"
-                legs[name] = measure_legs(Path(tmp) / f"legs{name}", hub_src=hub_src)
-                shown = ", ".join(f"{k} {v:.1f}" for k, v in legs[name].items())
+                legs[name] = measured
+                shown = ", ".join(f"{k} {v:.1f}" for k, v in measured.items())
                 print(f"legs ({name}), hub CPU ms per request: {shown}", flush=True)
         if args.pg and not args.no_pg:
             for hub_src in variants:

@@ -224,7 +224,12 @@ def _look(request: Request, task_id: int, user: User, *, first: bool) -> TaskPub
             status_, done = progress if progress is not None else ("", 0)
         if status_ == TaskStatus.running.value:
             return done
-        return task_public(session, tasks.get_task(session, task_id=task_id, user=user))
+        if first:  # access checked just now, in this session
+            task = session.get(Task, task_id)
+            assert task is not None  # tasks are not deleted
+        else:
+            task = tasks.get_task(session, task_id=task_id, user=user)
+        return task_public(session, task)
 
 
 #: a wait that saw progress (not the end) answers no sooner than this after it began, so
