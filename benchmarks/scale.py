@@ -24,7 +24,7 @@ commit's ``src``: each figure then has its "before" from the same run). How it r
    completed, and the hub's CPU per run within it.
    ``--legs``: the hub CPU of each request a run is made of (submit, claim, answer, an
    answer that claims the next run, an idle poll, the researcher's wait, a task read), one
-   kind at a time over one node.
+   kind at a time over one node; with ``--before`` both hubs side by side, in turns.
 4. With ``--pg``: a hub with ``--workers`` uvicorn workers on a fresh PostgreSQL
    database (LISTEN/NOTIFY wake-ups between the workers), 100 simulated nodes, and 8
    researcher threads submitting ``noop`` tasks over all 100 datasets for ``--seconds``:
