@@ -424,6 +424,8 @@ class _Legs:
                 params={"next": "true"},
                 json={**self.answer, "lease_id": run["lease_id"]},
             ).raise_for_status()
+            if "next" not in posted.json():
+                raise LookupError("this hub hands no run over with an answer")
             self.handed.append(posted.json()["next"])
         elif leg == "idle_poll":
             node.get(self.poll, params={"wait": 0})
@@ -433,6 +435,8 @@ class _Legs:
             ).raise_for_status()
         elif leg == "read_task":
             user.get(f"/api/tasks/{self.made[i]}").raise_for_status()
+        else:
+            raise ValueError(f"no such leg: {leg}")
 
     def prepare(self, leg: str, requests: int) -> None:
         """What a leg needs before it is measured (unmeasured requests)."""
@@ -443,7 +447,7 @@ class _Legs:
                 self.setup.researcher.tasks.submit("noop", datasets=self.setup.datasets[:1])
             self.handed = [self.node.get(self.poll, params={"wait": 0}).json()]
         elif leg == "idle_poll":
-            self.drain()
+            self.drain()  # what an older hub did not hand over with its answers
 
 
 LEGS = ("create", "claim", "answer", "answer_next", "idle_poll", "wait", "read_task")
@@ -458,8 +462,9 @@ def measure_legs(
     Each hub gets one node, its simulator stopped; then ``requests`` times each: the
     researcher submits a ``noop`` task; the node claims (``wait=0``); the node answers;
     an answer that claims the next run too (``?next=true``, a busy node's one request per
-    run); the node polls with nothing to do; the researcher's wait (``progress=false``)
-    on a finished task; the researcher reads the task."""
+    run; left out for a hub without it); the node polls with nothing to do; the
+    researcher's wait (``progress=false``) on a finished task; the researcher reads the
+    task."""
     with contextlib.ExitStack() as stack:
         sides = []
         for i, src in enumerate(hub_srcs):
@@ -474,13 +479,21 @@ def measure_legs(
         for leg in LEGS:
             for side in sides:
                 side.prepare(leg, requests)
+            lacking: set[int] = set()  # an older hub without this kind of request
             for first in range(0, requests, block):
-                for side in sides:
+                for n, side in enumerate(sides):
+                    if n in lacking:
+                        continue
                     cpu0 = cpu_seconds(side.pid)
-                    for i in range(first, min(first + block, requests)):
-                        side.step(leg, i)
+                    try:
+                        for i in range(first, min(first + block, requests)):
+                            side.step(leg, i)
+                    except LookupError:
+                        lacking.add(n)
+                        side.cpu.pop(leg, None)
+                        continue
                     side.cpu[leg] = side.cpu.get(leg, 0.0) + cpu_seconds(side.pid) - cpu0
-    return [{leg: side.cpu[leg] / requests * 1000 for leg in LEGS} for side in sides]
+    return [{leg: cpu / requests * 1000 for leg, cpu in side.cpu.items()} for side in sides]
 
 
 def measure_floor(root: Path, requests: int = 300) -> dict[str, float]:

@@ -52,7 +52,9 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 def _holds_connection(session: Session) -> bool:
     """Whether the session's transaction has a database connection. A kept principal
     attached to the session begins its transaction without one (``Session.add``); most
-    routes then commit, and a request that read nothing closes on the loop."""
+    routes then commit, and a request that read nothing closes on the loop. SQLAlchemy
+    has no public accessor for this: ``_connections`` is its transaction's own map (an
+    upgrade that renames it fails every request at once, in every test)."""
     transaction = session.get_transaction()
     return transaction is not None and bool(transaction._connections)
 

@@ -235,7 +235,6 @@ def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
 #: a task's status and round, and how many of its first round's runs have ended: the two
 #: statements of :func:`progress_of`, built once (every wait asks them on each wake-up)
 _STATUS = select(Task.status, Task.round).where(Task.id == bindparam("task"))
-_PROJECT_OF = select(Task.project_id).where(Task.id == bindparam("task"))
 _ENDED_IN_FIRST_ROUND = (
     select(func.count())
     .select_from(Run)
@@ -258,6 +257,10 @@ def progress_of(session: Session, *, task_id: int) -> tuple[str, int] | None:
     status, round_ = row
     answered = session.scalar(_ENDED_IN_FIRST_ROUND, {"task": task_id})
     return status, round_ * 100_000 + int(answered or 0)
+
+
+#: a task's project (the wait's access check, built once)
+_PROJECT_OF = select(Task.project_id).where(Task.id == bindparam("task"))
 
 
 def checked_progress_of(session: Session, *, task_id: int, user: User) -> tuple[str, int]:
