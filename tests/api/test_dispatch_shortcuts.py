@@ -6,7 +6,8 @@ runs wait. A run made without a wake-up (a lost notification) is found after the
 listener's outage ends or the hint's age passes. A batch of answers to one task checks
 its round once (``medfed.hub.services.tasks.defer_rounds``) and still completes it. An
 answer posted with ``?next=true`` carries the node's next run (claimed in the answer's
-own transaction; a refused answer claims nothing).
+own transaction; a refused answer claims nothing). A submit reads the task view it
+answers with in the task's own transaction, before its commit, and begins no other.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from hubtools import World, done, mean_output, statements, wait_listening
 from medfed.common.resources import RunOutcome
 from medfed.hub.api.routes import node_api
 from medfed.hub.api.write_batches import WriteBatches
-from medfed.hub.db.models import Node
+from medfed.hub.db.models import Node, Task
 from medfed.hub.dispatch import Notifier
 from medfed.hub.services import tasks as task_service
 
@@ -210,3 +212,42 @@ def test_a_withheld_or_failed_answer_leaves_sql_null_in_the_output(world: World)
             {"a": answered[0], "b": answered[1]},
         ).all()
     assert [(run_id, bool(null)) for run_id, null in rows] == [(r, True) for r in answered]
+
+
+def test_a_submit_answers_from_its_own_transaction(world: World) -> None:
+    """After its commit the submit begins no second transaction to read its answer (on
+    SQLite that would be a turn in the write lock's queue, behind the claim the commit
+    woke): the session that made the task commits it and begins nothing after."""
+    held: list[Session] = []  # kept alive: no other session takes a made one's id
+    events: dict[int, list[str]] = {}
+    made: set[int] = set()
+
+    def note(session: Session, event: str) -> None:
+        held.append(session)
+        events.setdefault(id(session), []).append(event)
+
+    def begun(session: Session, *_: Any) -> None:
+        note(session, "begin")
+
+    def committed(session: Session) -> None:
+        note(session, "commit")
+
+    def flushing(session: Session, *_: Any) -> None:
+        if any(isinstance(obj, Task) for obj in session.new):
+            note(session, "flush")
+            made.add(id(session))
+
+    hooks = (("after_begin", begun), ("after_commit", committed), ("before_flush", flushing))
+    for name, hook in hooks:
+        sa.event.listen(Session, name, hook)
+    try:
+        task = world.create_task()
+    finally:
+        for name, hook in hooks:
+            sa.event.remove(Session, name, hook)
+    assert task["runs"], task  # the answer lists the task's runs
+    assert len(made) == 1
+    (maker,) = made
+    seen = events[maker]
+    after = [e for e in seen[seen.index("flush") :] if e != "flush"]
+    assert after == ["commit"], seen  # the task's transaction commits; none begins after

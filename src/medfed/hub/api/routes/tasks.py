@@ -149,6 +149,9 @@ def create_task(
             idempotency_key=idempotency_key,
             request_sha256=digest,
         )
+        # the view is read in the task's own transaction: after the commit it would begin
+        # another, on SQLite queueing for the write lock behind the claim the commit woke
+        public = task_public(session, task)
         commit(session, notifier)
     except IntegrityError:
         if idempotency_key is None:
@@ -160,7 +163,7 @@ def create_task(
         if earlier is None:
             raise
         return _replayed(session, earlier, response)
-    return task_public(session, task)
+    return public
 
 
 def _replayed(session: Session, task: Task, response: Response) -> TaskPublic:
