@@ -36,7 +36,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from conftest import Templates, settings_for
+from hubdatabases import Templates, settings_for
 from hubtools import COLUMNS, PASSWORD, SQLITE_ONLY, TestClient, World, bearer
 from medfed.common.security import USER_TOKEN_PREFIX, digest
 from medfed.common.timeutil import utcnow

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from conftest import Templates, settings_for
+from hubdatabases import Templates, settings_for
 from hubtools import bearer
 from medfed.hub.app import create_app
 

@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from conftest import PG_ENV
+from hubdatabases import PG_ENV
 from hubtools import World, make_person
 from medfed.common.resources import TaskCreate
 from medfed.ledger.entries import content_hash
