@@ -1,10 +1,10 @@
 """The node simulator answers like nodes: a federated mean over simulated nodes is the pooled one.
 
 Three simulated nodes (real node secrets made through the admin API) register the same
-60-row table through the hub app's node API, long-poll it, run ``mean``'s real local step
-through the gate and post outcomes; the task's mean equals pandas' mean of the table (the
-pooled data is three copies of it), and ``noop`` tasks dispatched to single nodes are
-answered once each.
+60-row table through the hub app's node API (served over real HTTP), long-poll it, run
+``mean``'s real local step through the gate and post outcomes; the task's mean equals
+pandas' mean of the table (the pooled data is three copies of it), and ``noop`` tasks
+dispatched to single nodes are answered once each.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
 from hubtools import World, bearer, grant_access
+from livehub import serve_app
 from medfed.testing.simulator import Simulator, default_table
 
 
@@ -28,11 +28,8 @@ def test_simulated_nodes_answer_a_mean_task_with_the_pooled_mean(world: World) -
         for i in range(3)
     ]
     table = default_table()
-    sim = Simulator(
-        "http://hub", secrets, table=table, poll_wait=5.0, transport=httpx.ASGITransport(world.app)
-    )
 
-    async def scenario() -> tuple[dict[str, object], list[dict[str, object]]]:
+    async def scenario(sim: Simulator) -> tuple[dict[str, object], list[dict[str, object]]]:
         ids = await sim.register()
         for dataset_id in ids:
             released = await asyncio.to_thread(
@@ -54,7 +51,9 @@ def test_simulated_nodes_answer_a_mean_task_with_the_pooled_mean(world: World) -
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(world.app.state.settings, "min_nodes", 1)  # single-dataset noop tasks
-        mean, noops = asyncio.run(scenario())
+        with serve_app(world.app) as url:  # real HTTP: the simulator's aiohttp clients
+            sim = Simulator(url, secrets, table=table, poll_wait=5.0)
+            mean, noops = asyncio.run(scenario(sim))
     assert mean["status"] == "completed", mean
     result = mean["result"]
     assert isinstance(result, dict)

@@ -4,7 +4,7 @@ How it runs: :class:`Simulator` gets the hub's URL and one real node secret per 
 node (made by the hub administrator, as for any node). :meth:`Simulator.register` has
 each node register one small table as a dataset (``POST /api/node/datasets``, the
 columns and rounded row count a node would send). :meth:`Simulator.serve` then runs one
-task per node, each with its own ``httpx.AsyncClient`` (HTTP keep-alive; one client
+task per node, each with its own ``aiohttp.ClientSession`` (HTTP keep-alive; one client
 shared by all would walk every connection on each request: quadratic in the nodes): each
 long-polls ``GET /api/node/runs/next``, answers a run with the algorithm's real local step
 on the shared table (a :class:`~medfed.node.stores.tables.TableStore`, so DuckDB and the
@@ -17,12 +17,16 @@ with nothing to gate. What a full node adds and this leaves out: policy checks f
 the run log — so its answers are what a node would send for plain aggregate algorithms,
 no more.
 
-Every node's client takes the one TLS context the simulator makes (httpx builds a new
-one per client otherwise: ~40 ms of CPU each, 40 s for 1,000 nodes, spent beside the hub
-being measured). Each node's first poll asks for no wait (its connection made and its
-credential checked once); :attr:`Simulator.polling` is set once every node has had that
-answer, and ``--ready`` is written then: a benchmark starts measuring with every node
-connected, not while they connect.
+The nodes speak HTTP through aiohttp, not httpx as the node agent does: the simulator
+shares the cores with the hub it measures, and an aiohttp request costs its client about
+a quarter of an httpx one's CPU (226 against 782 µs for a ``GET /api/health`` here,
+``docs/benchmarks.md`` stop 31); the requests the hub sees are the same. Every node's
+client takes the one TLS context the simulator makes (a context per client is ~40 ms of
+CPU: 40 s for 1,000 nodes, spent beside the hub being measured). Each node's first poll
+asks for no wait (its connection made and its credential checked once);
+:attr:`Simulator.polling` is set once every node has had that answer, and ``--ready`` is
+written then: a benchmark starts measuring with every node connected, not while they
+connect.
 
 Every node counts the runs it answered (``answered``); ``python -m
 medfed.testing.simulator --hub URL --secrets FILE`` runs it as its own process (one
@@ -44,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pandas as pd
 
 from medfed.algorithms.base import LocalContext
@@ -75,8 +79,6 @@ class Simulator:
     table: pd.DataFrame = field(default_factory=default_table)
     min_cell_count: int = 5
     poll_wait: float = 20.0
-    #: an httpx transport (tests: ``httpx.ASGITransport(app)``); None: real HTTP
-    transport: httpx.AsyncBaseTransport | None = None
     #: runs answered, per node index
     answered: list[int] = field(init=False)
     errors: list[str] = field(init=False, default_factory=list)
@@ -90,14 +92,12 @@ class Simulator:
         self._first_polls = 0
         self._tls = ssl.create_default_context()  # one for every node's client
 
-    def _client(self, connections: int | None = None) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        return httpx.AsyncClient(
+    def _client(self, connections: int = 0) -> aiohttp.ClientSession:
+        """A client of the hub (``connections``: at most that many at once; 0: no bound)."""
+        return aiohttp.ClientSession(
             base_url=self.hub_url,
-            limits=limits,
-            timeout=self.poll_wait + 60.0,
-            transport=self.transport,
-            verify=self._tls,
+            connector=aiohttp.TCPConnector(limit=connections, ssl=self._tls),
+            timeout=aiohttp.ClientTimeout(total=self.poll_wait + 60.0),
         )
 
     async def register(self, concurrency: int = 16) -> list[int]:
@@ -109,18 +109,20 @@ class Simulator:
         ).model_dump_json(exclude_none=True)
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(client: httpx.AsyncClient, secret: str) -> int:
-            async with gate:
-                answer = await client.post(
+        async def one(client: aiohttp.ClientSession, secret: str) -> int:
+            async with (
+                gate,
+                client.post(
                     "/api/node/datasets",
-                    content=body,
+                    data=body,
                     headers={
                         "Authorization": f"Bearer {secret}",
                         "Content-Type": "application/json",
                     },
-                )
+                ) as answer,
+            ):
                 answer.raise_for_status()
-                return int(answer.json()["id"])
+                return int((await answer.json())["id"])
 
         async with self._client() as client:
             return list(await asyncio.gather(*(one(client, s) for s in self.secrets)))
@@ -158,7 +160,7 @@ class Simulator:
         async with self._client(connections=2) as client:
             await self._serve_node(client, index)
 
-    async def _serve_node(self, client: httpx.AsyncClient, index: int) -> None:
+    async def _serve_node(self, client: aiohttp.ClientSession, index: int) -> None:
         headers = {"Authorization": f"Bearer {self.secrets[index]}"}
         jitter = random.Random(index)
         first = True
@@ -166,31 +168,32 @@ class Simulator:
             try:
                 # polls of nodes started together would renew together: spread them out
                 wait = 0.0 if first else round(self.poll_wait * jitter.uniform(0.5, 1.0), 2)
-                got = await client.get(
-                    "/api/node/runs/next", params={"wait": wait}, headers=headers
-                )
+                async with client.get(
+                    "/api/node/runs/next", params={"wait": str(wait)}, headers=headers
+                ) as got:
+                    got.raise_for_status()
+                    content = await got.read()
                 if first:
                     first = False
                     self._first_polls += 1
                     if self._first_polls == len(self.secrets):
                         self.polling.set()
-                if got.status_code == 204:
+                if got.status == 204:
                     continue
-                got.raise_for_status()
-                run: RunAssignment | None = RunAssignment.model_validate_json(got.content)
+                run: RunAssignment | None = RunAssignment.model_validate_json(content)
                 while run is not None:  # as the agent: a run handed out with the answer next
                     outcome = self.answer(run)
-                    posted = await client.post(
+                    async with client.post(
                         f"/api/node/runs/{run.run_id}/outcome",
                         params={"next": "true"},
-                        content=outcome.model_dump_json(exclude_none=True),
+                        data=outcome.model_dump_json(exclude_none=True),
                         headers={**headers, "Content-Type": "application/json"},
-                    )
-                    posted.raise_for_status()
+                    ) as posted:
+                        posted.raise_for_status()
+                        handed = (await posted.json()).get("next")
                     self.answered[index] += 1
-                    handed = posted.json().get("next")
                     run = RunAssignment.model_validate(handed) if handed else None
-            except (httpx.HTTPError, ValueError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 if self._stop.is_set():
                     return
                 self.errors.append(f"node {index}: {type(exc).__name__}: {exc}"[:300])
