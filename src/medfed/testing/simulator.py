@@ -21,9 +21,10 @@ The nodes speak HTTP through aiohttp, not httpx as the node agent does: the simu
 shares the cores with the hub it measures, and an aiohttp request costs its client about
 a quarter of an httpx one's CPU (226 against 782 µs for a ``GET /api/health`` here,
 ``docs/benchmarks.md`` stop 31); the hub gets the same requests (method, path, bearer,
-body). Every node's client takes the one TLS context the simulator makes (a context per
-client is ~40 ms of CPU: 40 s for 1,000 nodes, spent beside the hub being measured).
-Each node's first poll asks for no wait (its connection made and its credential checked
+body); aiohttp comes with ``medfed[dev]`` (tests and benchmarks), the table store with
+``medfed[node]``. Every node's client takes the one TLS context the simulator makes (a
+context per client is ~40 ms of CPU: 40 s for 1,000 nodes, spent beside the hub being
+measured). Each node's first poll asks for no wait (its connection made and its credential checked
 once); :attr:`Simulator.polling` is set once every node has had that answer, and
 ``--ready`` is written then: a benchmark starts measuring with every node connected, not
 while they connect.
