@@ -6,16 +6,20 @@ the independent RFC 9162 reference in ``tests/rfc9162.py``.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from hubdatabases import PG_ENV
 from hubtools import World, done, mean_output
-from medfed.common.errors import Conflict
+from medfed.common.errors import BadRequest, Conflict
 from medfed.hub.services import accounts
 from medfed.hub.services import ledger as ledger_service
+from medfed.ledger.entries import canonical
 from medfed.ledger.merkle import leaf_hash
 from medfed.sdk import audit
 from medfed.sdk.client import Client
@@ -184,3 +188,68 @@ def test_tampering_with_one_stored_entry_is_caught_and_named(world: World, kind:
     report = audit.verify(sdk(world).ledger)
     assert not report.ok
     assert report.first_bad_index == bad, report.problems
+
+
+@pytest.mark.skipif(
+    not os.environ.get(PG_ENV), reason=f"{PG_ENV} names no PostgreSQL (SQLite has one writer)"
+)
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.postgres
+def test_a_transaction_holds_the_ledger_head_only_for_its_append(world: World) -> None:
+    """Two hub processes' transactions that both write entries queue only for the append:
+    one that recorded an entry and is still open does not hold the head, so another
+    records, appends and commits past it without waiting (a lock timeout of 2 s proves it:
+    holding the head from the first entry, the second would time out); the first then
+    appends after it, the chain links and every entry's time is its append's."""
+    before = len(entries(world))
+    first = world.app.state.sessionmaker()
+    try:
+        ledger_service.record(first, action="test.first", actor="hub", objects={"n": 1})
+        first.execute(sa.text("SELECT 1"))  # the transaction is open on its connection
+        with world.app.state.sessionmaker() as second:
+            second.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+            ledger_service.record(second, action="test.second", actor="hub", objects={"n": 2})
+            second.commit()  # would raise LockNotAvailable if ``first`` held the head
+        first.commit()
+    finally:
+        first.close()
+    log = entries(world)
+    assert [e["action"] for e in log[before:]] == ["test.second", "test.first"]
+    assert [e["index"] for e in log] == list(range(len(log)))
+    for earlier, later in itertools.pairwise(log):
+        assert later["prev"] == leaf_hash(canonical(earlier)).hex()
+        assert later["time"] >= earlier["time"]
+    report = audit.verify(sdk(world).ledger)
+    assert report.ok, report.problems
+
+
+def test_a_bad_entry_is_refused_where_it_is_recorded(world: World) -> None:
+    """An entry is checked when it is recorded, not at the commit: the caller's own
+    request gets the error, and nothing is appended."""
+    before = len(entries(world))
+    with world.app.state.sessionmaker() as session:
+        with pytest.raises(BadRequest, match="actor must be a pseudonymous id"):
+            ledger_service.record(session, action="test.bad", actor="alice", objects={})
+        with pytest.raises(BadRequest, match="object 'who' must be ids"):
+            ledger_service.record(session, action="test.bad", actor="hub", objects={"who": 1.5})
+        session.commit()
+    assert len(entries(world)) == before
+
+
+def test_an_entry_keeps_what_it_was_given(world: World) -> None:
+    """The entry is written at the commit, with what ``record`` was given: a change the
+    caller makes to its own list or dict afterwards does not reach the log."""
+    datasets, hashes = [1, 2], {"schema": "a" * 64}
+    with world.app.state.sessionmaker() as session:
+        ledger_service.record(
+            session, action="test.kept", actor="hub", objects={"datasets": datasets}, hashes=hashes
+        )
+        datasets.append(3)
+        hashes["schema"] = "b" * 64
+        session.commit()
+    last = entries(world)[-1]
+    assert (last["action"], last["objects"], last["hashes"]) == (
+        "test.kept",
+        {"datasets": [1, 2]},
+        {"schema": "a" * 64},
+    )

@@ -1,12 +1,12 @@
 """Nodes' claims and answers: queued, answers first, written in batches.
 
-Every claim and every answer writes a ledger entry, so its transaction holds the ledger
-head (SQLite: the one write lock; PostgreSQL: the head row's lock) from its first entry
-to its commit: writes are serialized either way. Without a queue, a task over 1,000
-nodes wakes 1,000 polls whose claims each take a worker thread and wait for that lock
-(on SQLite napping in the busy handler), starving every other request; one at a time,
-each claim and each answer pays its own ``BEGIN``, ledger head read and commit (on
-SQLite ``synchronous=FULL``: an fsync).
+Every claim and every answer writes a ledger entry, so its transaction takes the ledger
+head (SQLite: the one write lock, from its start; PostgreSQL: the head row's lock, for
+the append just before its commit): appends are serialized either way. Without a queue,
+a task over 1,000 nodes wakes 1,000 polls whose claims each take a worker thread and
+wait for that lock (on SQLite napping in the busy handler), starving every other
+request; one at a time, each claim and each answer pays its own ``BEGIN``, ledger head
+read and commit (on SQLite ``synchronous=FULL``: an fsync).
 
 How it runs: a request hands :meth:`WriteBatches.run` a job (a function of a session)
 and a priority, and awaits the job's result. While no batch is being written, the first
@@ -27,12 +27,12 @@ round is over once, after the batch's last job
 jobs wait. Jobs see each other's changes in order (the session flushes before each
 query), as they would one transaction after another.
 
-Each hub process (each worker on PostgreSQL) has its own queue. Their batches still
-serialize on the ledger head's lock. A job rarely waits on a row another batch holds
-(claims skip locked runs, an answer locks only its own run); where two batches do wait
-on each other (a lease expiring while another worker takes its answer), PostgreSQL aborts
-one after its deadlock timeout, and that batch's jobs run again one by one like any
-failed batch.
+Each hub process (each worker on PostgreSQL) has its own queue. Their batches run side
+by side and serialize only for their ledger appends and commits. A job rarely waits on
+a row another batch holds (claims skip locked runs, an answer locks only its own run);
+where two batches do wait on each other (a lease expiring while another worker takes
+its answer), PostgreSQL aborts one after its deadlock timeout, and that batch's jobs run
+again one by one like any failed batch.
 """
 
 from __future__ import annotations

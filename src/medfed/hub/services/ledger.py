@@ -2,12 +2,17 @@
 
 ``record`` appends an entry (``medfed.ledger.entries``) to ``ledger_entries``, the perfect
 subtree hashes it closes to ``ledger_nodes``, and moves ``ledger_head`` — all in the
-caller's transaction (rows are buffered and written with one ``executemany`` per table
-just before the commit, or before this module reads the log in the same transaction), so
-a change without its entry cannot commit and a rolled-back change leaves no entry.
-Writers are serialized on the head row (``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR
-UPDATE`` on PostgreSQL). The head keeps the right edge of the tree (one
-hash per level), so an append needs no other reads.
+caller's transaction, so a change without its entry cannot commit and a rolled-back change
+leaves no entry. ``record`` checks the entry and keeps it in the session; the head is read
+and locked, the kept entries numbered, timed and hashed, and the rows written (one
+``executemany`` per table) just before the commit, or before this module reads the log in
+the same transaction (:func:`flush_pending`). Writers are serialized on the head row
+(``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE`` on PostgreSQL), so on PostgreSQL
+the lock is held from the append to the commit only, not through the rest of the
+transaction: two hub processes' transactions do their work side by side and queue only
+for the append. An entry's time is its append's (under the lock), so times never go back
+along the log. The head keeps the right edge of the tree (one hash per level), so an
+append needs no other reads.
 
 :func:`make_checkpoint` (called by the hub's background loop) signs the current size and
 root with the hub key; witnesses (nodes) cosign through :func:`add_cosignature`. Several hub
@@ -116,20 +121,38 @@ def _head(session: Session) -> _Head:
 
 
 def flush_pending(session: Session) -> None:
-    """Write the transaction's buffered entries (one executemany per table) and the head."""
-    pending = session.info.pop(_PENDING, None)
-    if pending is None:
+    """Append the transaction's kept entries: lock and read the head (once per transaction),
+    number, time and hash each entry, write the entries and the subtree hashes they close
+    (one ``executemany`` per table) and the head."""
+    pending: list[dict[str, Any]] | None = session.info.pop(_PENDING, None)
+    if not pending:
         return
-    entry_rows, node_rows = pending
+    head = _head(session)
+    time = utcnow().isoformat()
+    entry_rows: list[dict[str, Any]] = []
+    node_rows: list[dict[str, Any]] = []
+    frontier = head.frontier
+    for entry in pending:
+        entry.update(index=head.size, prev=head.last_leaf, time=time)
+        body = canonical(entry)
+        leaf = leaf_hash(body)
+        for level, idx, digest in new_perfect_nodes(leaf, head.size, _Frontier(frontier)):
+            if level:  # level 0 is the entry's own leaf, stored with the entry
+                node_rows.append({"level": level, "idx": idx, "hash": digest.hex()})
+            while len(frontier) <= level:
+                frontier.append(None)
+            frontier[level] = digest.hex()
+        # Core inserts: the ORM's per-object bookkeeping costs more than the hashing
+        entry_rows.append({"idx": head.size, "body": body.decode(), "leaf": leaf.hex()})
+        head.size += 1
+        head.last_leaf = leaf.hex()
     connection = session.connection()
-    if entry_rows:
-        connection.execute(_INSERT_ENTRY, entry_rows)
+    connection.execute(_INSERT_ENTRY, entry_rows)
     if node_rows:
         connection.execute(_INSERT_NODE, node_rows)
-    head: _Head = session.info[_HEAD]
     connection.execute(
         _WRITE_HEAD,
-        {"new_size": head.size, "new_last_leaf": head.last_leaf, "new_frontier": head.frontier},
+        {"new_size": head.size, "new_last_leaf": head.last_leaf, "new_frontier": list(frontier)},
     )
 
 
@@ -145,6 +168,11 @@ def _forget_head(session: Session, *_: object) -> None:
     session.info.pop(_PENDING, None)
 
 
+def _copied(value: Any) -> Any:
+    """An id, or a copy of a (nested) list of ids."""
+    return [_copied(item) for item in value] if isinstance(value, list) else value
+
+
 def record(
     session: Session,
     *,
@@ -152,37 +180,21 @@ def record(
     actor: str,
     objects: dict[str, Any],
     hashes: dict[str, str] | None = None,
-) -> int:
-    """Append one entry in the caller's transaction; returns its index."""
-    head = _head(session)
+) -> None:
+    """Append one entry in the caller's transaction: checked now (a bad entry raises here),
+    numbered and written with the transaction's others by :func:`flush_pending`. The entry
+    keeps copies of ``objects`` and ``hashes``: a caller's later change to its own dict or
+    list does not reach the log."""
     entry = make_entry(
-        index=head.size,
-        prev=head.last_leaf,
-        time=utcnow().isoformat(),
+        index=-1,
+        prev="",
+        time="",
         action=action,
         actor=actor,
-        objects=objects,
-        hashes=hashes or {},
+        objects={key: _copied(value) for key, value in objects.items()},
+        hashes=dict(hashes or {}),
     )
-    body = canonical(entry)
-    leaf = leaf_hash(body)
-    frontier = list(head.frontier)
-    nodes = new_perfect_nodes(leaf, head.size, _Frontier(frontier))
-    upper = []
-    for level, idx, digest in nodes:
-        if level:  # level 0 is the entry's own leaf, stored with the entry
-            upper.append({"level": level, "idx": idx, "hash": digest.hex()})
-        while len(frontier) <= level:
-            frontier.append(None)
-        frontier[level] = digest.hex()
-    # Core inserts: the ORM's per-object bookkeeping costs more than the hashing
-    pending = session.info.setdefault(_PENDING, ([], []))
-    pending[0].append({"idx": head.size, "body": body.decode(), "leaf": leaf.hex()})
-    pending[1].extend(upper)
-    head.size += 1
-    head.last_leaf = leaf.hex()
-    head.frontier = frontier
-    return entry["index"]  # type: ignore[no-any-return]
+    session.info.setdefault(_PENDING, []).append(entry)
 
 
 class _Stored:
