@@ -7,7 +7,8 @@ listener's outage ends or the hint's age passes. A batch of answers to one task 
 its round once (``medfed.hub.services.tasks.defer_rounds``) and still completes it. An
 answer posted with ``?next=true`` carries the node's next run (claimed in the answer's
 own transaction; a refused answer claims nothing). A submit reads the task view it
-answers with in the task's own transaction, before its commit, and begins no other.
+answers with in the task's own transaction, before its commit, and begins no other. A
+wait for the end alone is woken when a round closes, not by each answer.
 """
 
 from __future__ import annotations
@@ -251,3 +252,31 @@ def test_a_submit_answers_from_its_own_transaction(world: World) -> None:
     seen = events[maker]
     after = [e for e in seen[seen.index("flush") :] if e != "flush"]
     assert after == ["commit"], seen  # the task's transaction commits; none begins after
+
+
+def test_a_wait_for_the_end_is_woken_by_the_end_not_by_each_answer(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every answer wakes ``task:{id}`` (the progress followers); only the round's close,
+    here the task's end, wakes ``round:{id}``, the key a wait with ``progress=false`` and a
+    discovery count's wait subscribe to."""
+    notifier: Notifier = world.app.state.notifier
+    woken: list[set[str]] = []
+    real = notifier.wake
+
+    def noted(keys: Any) -> None:
+        woken.append(set(keys))
+        real(keys)
+
+    monkeypatch.setattr(notifier, "wake", noted)
+    task = world.create_task()
+    a, b = world.claim(world.node_a), world.claim(world.node_b)
+    assert a is not None and b is not None
+    progress, end = f"task:{task['id']}", f"round:{task['id']}"
+    woken.clear()
+    assert world.post_outcome(world.node_a, a["run_id"], done(a, mean_output(10, 500.0))).is_success
+    assert progress in set().union(*woken) and end not in set().union(*woken)
+    woken.clear()
+    assert world.post_outcome(world.node_b, b["run_id"], done(b, mean_output(30, 900.0))).is_success
+    assert {progress, end} <= set().union(*woken)
+    assert world.task(task["id"])["status"] == "completed"

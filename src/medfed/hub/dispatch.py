@@ -1,7 +1,10 @@
 """Wake-ups for long polls: nodes waiting for runs, researchers waiting for results.
 
-A waiter subscribes to a key (``node:3``, ``task:7``) *before* it checks the database, so
-a change committed between its check and its wait still wakes it. Services collect keys in
+A waiter subscribes to a key (``node:3``, ``task:7``, ``round:7``) *before* it checks the
+database, so a change committed between its check and its wait still wakes it. A node's
+key is woken when a run for it is made; a task's when one of its runs ends (progress) and
+when a round closes; ``round:{id}`` only when a round closes (the task's end with it), so
+a wait that answers only at the end is not woken by every answer. Services collect keys in
 ``session.info["wake"]``; :func:`commit` commits, then wakes every key (from whichever
 thread commits, via ``call_soon_threadsafe``).
 

@@ -328,7 +328,7 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         close_round(session, task=task, runs=runs, reason="round closed: quorum reached")
     answered = [r for r in runs if r.status == RunStatus.done.value]
     contributing = {r.node_id for r in answered if r.output_status == "ok"}
-    want_wake(session, f"task:{task.id}")
+    want_wake(session, f"task:{task.id}", f"round:{task.id}")
     refused = [r for r in runs if r.status == RunStatus.refused.value]
     if refused:
         # a result that silently leaves out a hospital that said no would mislead
@@ -509,7 +509,7 @@ def close_overdue_rounds(session: Session, *, settings: HubSettings) -> int:
         if (utcnow() - started).total_seconds() < timeout:
             continue
         close_round(session, task=task, runs=runs, reason=f"round closed: timeout {timeout:g} s")
-        want_wake(session, f"task:{task.id}")
+        want_wake(session, f"task:{task.id}", f"round:{task.id}")
         finish_round(session, task=task, settings=settings)
         closed += 1
     return closed

@@ -36,7 +36,8 @@ async def _wait(
     settings = request.app.state.settings
     deadline = time.monotonic() + wait
     while True:
-        subscription = notifier.subscribe(f"task:{task_id}")
+        # only the end answers: woken when a round closes, not by each answer
+        subscription = notifier.subscribe(f"round:{task_id}")
         try:
             result = await run_in_threadpool(_read, request, query_id, user)
             remaining = deadline - time.monotonic()

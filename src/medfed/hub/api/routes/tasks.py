@@ -271,7 +271,11 @@ async def wait_task(
     fresh = False  # whether ``public`` is the latest read
     first = True
     while True:
-        subscription = notifier.subscribe(f"task:{task_id}")
+        # progress: every answer wakes ``task:{id}``; only the end answers: ``round:{id}``,
+        # woken when a round closes (the end with it), not by each batch of answers
+        subscription = notifier.subscribe(
+            f"task:{task_id}" if answer_progress else f"round:{task_id}"
+        )
         try:
             if first:
                 first = False
