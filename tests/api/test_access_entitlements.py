@@ -6,13 +6,16 @@ Expiry is tested by moving the clock the entitlement service reads
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from hubtools import World, done, mean_output
 from medfed.common.access_resources import SignedEntitlement
+from medfed.hub.db.models import Run
 from medfed.hub.services import runs
 from medfed.hub.services.access import entitlements
 from medfed.node.entitlements import verify_entitlement
@@ -97,6 +100,19 @@ def test_a_run_already_queued_is_refused_after_revocation(world: World) -> None:
     by_node = {r["node_id"]: r for r in after["runs"]}
     refused = by_node[world.node_b.id]
     assert refused["status"] == "refused" and "revoked" in refused["error"]
+    # never leased: no attempt counted, no lease kept (PostgreSQL's claim leases the run in
+    # the statement that finds it and hands the lease back on a refusal), no claim logged
+    assert refused["attempts"] == 0
+    with world.app.state.sessionmaker() as session:
+        row = session.get(Run, refused["run_id"])
+        assert row is not None
+        assert (row.lease_id, row.claimed_at, row.lease_expires_at) == (None, None, None)
+        claims = [
+            json.loads(body)
+            for (body,) in session.execute(sa.text("SELECT body FROM ledger_entries"))
+            if json.loads(body)["action"] == "run.claim"
+        ]
+    assert refused["run_id"] not in [c["objects"]["run"] for c in claims]
     # node A's run is still handed out; once it answers, the task fails naming node B
     assignment = world.claim(world.node_a)
     assert assignment is not None and assignment["entitlement"] is not None

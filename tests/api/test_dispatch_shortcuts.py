@@ -115,7 +115,7 @@ def test_a_batch_of_answers_checks_the_round_once_and_completes_it(
             node = session.get(Node, node_id)
             assert node is not None
             outcome = RunOutcome.model_validate(done(run, mean_output(10, 400.0)))
-            jobs.append(node_api._post(settings, node, run["run_id"], outcome, "0" * 64))
+            jobs.append(node_api._Answer(settings, node, run["run_id"], outcome, "0" * 64))
     batches = WriteBatches(world.app.state.sessionmaker, world.app.state.notifier)
     assert batches._write(jobs) == [(True, "done"), (True, "done")]
     assert batches.written == [2, 1]  # one transaction
@@ -280,3 +280,96 @@ def test_a_wait_for_the_end_is_woken_by_the_end_not_by_each_answer(
     assert world.post_outcome(world.node_b, b["run_id"], done(b, mean_output(30, 900.0))).is_success
     assert {progress, end} <= set().union(*woken)
     assert world.task(task["id"])["status"] == "completed"
+
+
+def _answers(world: World, answers: list[tuple[Any, dict[str, Any], dict[str, Any]]]) -> list[Any]:
+    """Answer jobs (node, run, body) as the route makes them, the nodes read once."""
+    settings = world.app.state.settings
+    jobs = []
+    with world.app.state.sessionmaker() as session:
+        for node_info, run, body in answers:
+            node = session.get(Node, node_info.id)
+            assert node is not None
+            outcome = RunOutcome.model_validate(body)
+            jobs.append(node_api._Answer(settings, node, run["run_id"], outcome, "0" * 64))
+    return jobs
+
+
+def _batches(world: World) -> WriteBatches:
+    """The nodes' write queue as the app makes it (with its ``prepare``)."""
+    return WriteBatches(
+        world.app.state.sessionmaker, world.app.state.notifier, prepare=node_api._prepare
+    )
+
+
+def _run_row(world: World, run_id: int) -> Any:
+    with world.app.state.sessionmaker() as session:
+        return session.execute(
+            sa.text("SELECT status, lease_id, output FROM runs WHERE id = :id"), {"id": run_id}
+        ).one()
+
+
+def test_a_batch_writes_its_answers_in_one_statement(world: World) -> None:
+    task = world.create_task()
+    a, b = world.claim(world.node_a), world.claim(world.node_b)
+    assert a is not None and b is not None
+    outputs = {a["run_id"]: mean_output(10, 400.0), b["run_id"]: mean_output(30, 900.0)}
+    jobs = _answers(
+        world,
+        [
+            (world.node_a, a, done(a, outputs[a["run_id"]])),
+            (world.node_b, b, done(b, outputs[b["run_id"]])),
+        ],
+    )
+    batches = _batches(world)
+    with statements(world) as seen:
+        assert batches._write(jobs) == [(True, "done"), (True, "done")]
+    assert batches.written == [2, 1]
+    updates = [s for s in seen if s.lstrip().upper().startswith("UPDATE RUNS")]
+    assert len(updates) == 1, updates  # both answers, one statement
+    for run in (a, b):
+        row = _run_row(world, run["run_id"])
+        assert (row.status, row.lease_id) == ("done", run["lease_id"])
+        stored = row.output if isinstance(row.output, dict) else json.loads(row.output)
+        assert stored == outputs[run["run_id"]]
+    assert world.task(task["id"])["status"] == "completed"
+
+
+def test_a_stale_answer_in_a_batch_fails_alone_and_the_others_are_written(world: World) -> None:
+    world.create_task()
+    a, b = world.claim(world.node_a), world.claim(world.node_b)
+    assert a is not None and b is not None
+    stale = {**done(b, mean_output(30, 900.0)), "lease_id": "0" * 32}
+    jobs = _answers(
+        world,
+        [(world.node_a, a, done(a, mean_output(10, 400.0))), (world.node_b, b, stale)],
+    )
+    outcomes = _batches(world)._write(jobs)
+    assert outcomes[0] == (True, "done")
+    assert outcomes[1][0] is False and "stale lease" in str(outcomes[1][1])
+    assert _run_row(world, a["run_id"]).status == "done"
+    assert _run_row(world, b["run_id"]).status == "claimed"  # nothing of the stale answer
+
+
+def test_answers_to_one_run_in_a_batch_are_taken_in_their_order(world: World) -> None:
+    """A malformed answer, then a valid one to the same run: as one after the other, the
+    first is refused and the second written, though the batch writes the rest ahead."""
+    for _ in range(2):
+        world.create_task()
+    a1, a2, b1 = world.claim(world.node_a), world.claim(world.node_a), world.claim(world.node_b)
+    assert a1 is not None and a2 is not None and b1 is not None
+    malformed = {**done(a1, mean_output(10, 400.0)), "output_status": None}
+    jobs = _answers(
+        world,
+        [
+            (world.node_a, a1, malformed),
+            (world.node_a, a1, done(a1, mean_output(10, 400.0))),
+            (world.node_a, a2, done(a2, mean_output(11, 410.0))),
+            (world.node_b, b1, done(b1, mean_output(30, 900.0))),
+        ],
+    )
+    outcomes = _batches(world)._write(jobs)
+    assert outcomes[0][0] is False and "output_status" in str(outcomes[0][1])
+    assert [o for o in outcomes[1:]] == [(True, "done")] * 3
+    for run in (a1, a2, b1):
+        assert _run_row(world, run["run_id"]).status == "done"

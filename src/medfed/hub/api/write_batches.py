@@ -23,7 +23,11 @@ its own request's alone and nothing of a failed job is written (a job that raise
 is not an ``Exception``, ``SystemExit`` say, fails every waiting request instead of
 leaving them waiting, and goes on up). Answers that end runs of one task ask whether its
 round is over once, after the batch's last job
-(:func:`medfed.hub.services.tasks.defer_rounds`), not once each. The writer repeats while
+(:func:`medfed.hub.services.tasks.defer_rounds`), not once each. A batch of several jobs
+first hands them all to the queue's ``prepare`` function, if it has one, in the batch's
+transaction: the nodes' queue writes its answers there in two statements for the batch
+(:func:`medfed.hub.services.runs.write_answers`), and each job then finds its row written
+(a job that runs alone, after a failed batch, writes its own). The writer repeats while
 jobs wait. Jobs see each other's changes in order (the session flushes before each
 query), as they would one transaction after another.
 
@@ -88,10 +92,12 @@ class WriteBatches:
         notifier: Notifier | None,
         *,
         max_batch: int = MAX_BATCH,
+        prepare: Callable[[Session, list[Job]], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._notifier = notifier
         self._max_batch = max_batch
+        self._prepare = prepare
         self._waiting: list[_Queued] = []
         self._count = itertools.count()
         self._writer: asyncio.Task[None] | None = None
@@ -156,6 +162,8 @@ class WriteBatches:
             with self._sessions() as session:
                 try:
                     defer_rounds(session)
+                    if self._prepare is not None:
+                        self._prepare(session, jobs)
                     results = [job(session) for job in jobs]
                     finish_deferred(session)
                     commit(session, self._notifier)

@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -191,7 +192,7 @@ def _batches(request: Request) -> WriteBatches:
         state, "node_write_batches", None
     )
     if held is None or held[0] is not loop:  # one per event loop; no await in between
-        held = (loop, WriteBatches(state.sessionmaker, state.notifier))
+        held = (loop, WriteBatches(state.sessionmaker, state.notifier, prepare=_prepare))
         state.node_write_batches = held
     return held[1]
 
@@ -208,28 +209,51 @@ def _connected(request: Request) -> Callable[[], Awaitable[bool]]:
     return connected
 
 
-def _post(
-    settings: HubSettings,
-    node: Node,
-    run_id: int,
-    outcome: RunOutcome,
-    digest: str,
-    arrays: bytes | None = None,
-) -> Callable[[Session], str]:
-    attach = _attacher(node)
+@dataclass(frozen=True)
+class _Answer:
+    """The answer job: :func:`runs.post_outcome` in the batch's session."""
 
-    def job(session: Session) -> str:
+    settings: HubSettings
+    node: Node
+    run_id: int
+    outcome: RunOutcome
+    digest: str
+    arrays: bytes | None = None
+
+    def __call__(self, session: Session) -> str:
         return runs.post_outcome(
             session,
-            node=attach(session),
-            run_id=run_id,
-            outcome=outcome,
-            settings=settings,
-            body_sha256=digest,
-            arrays=arrays,
+            node=_attacher(self.node)(session),
+            run_id=self.run_id,
+            outcome=self.outcome,
+            settings=self.settings,
+            body_sha256=self.digest,
+            arrays=self.arrays,
         )
 
-    return job
+
+@dataclass(frozen=True)
+class _AnswerAndClaim:
+    """An answer and the node's next claim, one job (``?next=true``)."""
+
+    answer: _Answer
+    claim: Callable[[Session], runs.Claim]
+
+    def __call__(self, session: Session) -> tuple[str, runs.Claim]:
+        return self.answer(session), self.claim(session)
+
+
+def _prepare(session: Session, jobs: list[Callable[[Session], object]]) -> None:
+    """A batch's answers written in one statement ahead of their jobs (binary ones, whose
+    arrays are stored first, are left to their jobs)."""
+    answers = [
+        job.answer if isinstance(job, _AnswerAndClaim) else job
+        for job in jobs
+        if isinstance(job, _Answer | _AnswerAndClaim)
+    ]
+    runs.write_answers(
+        session, [(a.node.id, a.run_id, a.outcome) for a in answers if a.arrays is None]
+    )
 
 
 @router.post(
@@ -279,7 +303,7 @@ async def post_outcome(
         raise BadRequest("arrays: the output refers to arrays but the body carries none")
     digest = hashlib.sha256(raw).hexdigest()
     settings: HubSettings = request.app.state.settings
-    answer = _post(settings, node, run_id, outcome, digest, binary)
+    answer = _Answer(settings, node, run_id, outcome, digest, binary)
     key = f"node:{node.id}"
     if not take_next or notifier.known(key, RECHECK_CAP_SECONDS) is False:
         status_ = await _batches(request).run(WriteBatches.ANSWER, answer)
@@ -290,12 +314,9 @@ async def post_outcome(
             else OutcomeAccepted(status=status_)
         )
     stamp = notifier.stamp(key)  # before the claim's read, as a poll takes it
-    claim = _claim(settings, node)
-
-    def answer_and_claim(session: Session) -> tuple[str, runs.Claim]:
-        return answer(session), claim(session)
-
-    both = await _batches(request).run(WriteBatches.ANSWER, answer_and_claim)
+    both = await _batches(request).run(
+        WriteBatches.ANSWER, _AnswerAndClaim(answer, _claim(settings, node))
+    )
     assert both is not None
     status_, claimed = both
     notifier.note(key, stamp, work=claimed.more)
