@@ -5,12 +5,13 @@ a lease (``lease_id``, ``lease_expires_at``); heartbeats extend the leases it ho
 lease that expires is handed back to pending by the hub's sweeper (another claim bumps
 ``attempts``) until ``max_attempts``, then the run fails with the reason. An answer is
 accepted once: the same lease posting again is a no-op, any other lease gets a
-:class:`Conflict`. Ending the last run of a round hands over to
-:func:`medfed.hub.services.tasks.finish_round` (an answer: through ``finish_round_soon``,
-once per task in a batch of answers). The ``run.finish`` ledger entry holds the hash of
-the bytes the node sent and, from nodes that send them, its keyed filter hash
-(``filter``) and row-set fingerprint (``rowsets``); the rule's category stays in the run
-row, for the stewards' query view.
+:class:`Conflict`. A batch of answers is written ahead of its jobs in two statements
+(:func:`write_answers`); on PostgreSQL a claim finds and leases its run in one. Ending
+the last run of a round hands over to :func:`medfed.hub.services.tasks.finish_round` (an
+answer: through ``finish_round_soon``, once per task in a batch of answers). The
+``run.finish`` ledger entry holds the hash of the bytes the node sent and, from nodes
+that send them, its keyed filter hash (``filter``) and row-set fingerprint
+(``rowsets``); the rule's category stays in the run row, for the stewards' query view.
 """
 
 from __future__ import annotations
@@ -413,8 +414,9 @@ _HELD = select(
     _RUNS.c.dataset_id,
 ).where(_RUNS.c.id.in_(bindparam("runs", expanding=True)))
 _HELD_LOCKED = _HELD.with_for_update()
-#: ``session.info`` key: (run id, lease id) → what a batch's one update of its answers
-#: returned for it (None: it matched nothing), until that answer's job takes it
+#: ``session.info`` key: (run id, lease id) → its run as :func:`write_answers` read it
+#: (task, dataset) where it wrote the answer, None where the answer matched nothing;
+#: until that answer's job takes it
 _WRITTEN_AHEAD = "medfed.runs.written_ahead"
 
 
@@ -511,8 +513,9 @@ def post_outcome(
     ``arrays`` is the safetensors part of a binary outcome (``medfed.common.arrays``,
     already parsed by the route): stored once as an ``output`` blob, the run row keeps its
     SHA-256 in ``output_blob`` beside the small JSON part with its references. A valid
-    JSON answer is one statement: an update that holds only while the node still holds
-    the run under that lease; where it matched nothing, or the answer needs checks first
+    JSON answer is one statement (or none: :func:`write_answers` wrote it with its
+    batch's others): an update that holds only while the node still holds the run under
+    that lease; where it matched nothing, or the answer needs checks first
     (a malformed one, arrays to store), the run is read and checked in order (not found,
     the same answer again: a no-op, a stale lease, then the answer itself). The task is
     loaded by identity (a batch of answers to one task reads that row once).
