@@ -372,10 +372,18 @@ def fail_overdue_runs(session: Session, *, settings: HubSettings) -> int:
     return failed
 
 
-#: the answer's read of its run (locked on PostgreSQL), for the checks; Core, built once
-_ANSWERED = select(
-    _RUNS.c.status, _RUNS.c.lease_id, _RUNS.c.node_id, _RUNS.c.task_id, _RUNS.c.dataset_id
-).where(_RUNS.c.id == bindparam("run"))
+#: what the checks of an answer read of its run (who holds it, under which lease, for
+#: which task); Core, built once
+_HOLDER = select(
+    _RUNS.c.id,
+    _RUNS.c.status,
+    _RUNS.c.lease_id,
+    _RUNS.c.node_id,
+    _RUNS.c.task_id,
+    _RUNS.c.dataset_id,
+)
+#: the answer's read of its run (locked on PostgreSQL), for the checks
+_ANSWERED = _HOLDER.where(_RUNS.c.id == bindparam("run"))
 _ANSWERED_LOCKED = _ANSWERED.with_for_update()
 #: what an answer writes to its run (the update's ``new_*`` values)
 _ANSWERED_COLUMNS = (
@@ -405,14 +413,7 @@ _ANSWER_MANY = (
 #: ... and for one, returning what its ledger entry needs
 _ANSWER = _ANSWER_MANY.returning(_RUNS.c.task_id, _RUNS.c.dataset_id)
 #: a batch's answered runs, read (locked on PostgreSQL) before their answers are written
-_HELD = select(
-    _RUNS.c.id,
-    _RUNS.c.status,
-    _RUNS.c.lease_id,
-    _RUNS.c.node_id,
-    _RUNS.c.task_id,
-    _RUNS.c.dataset_id,
-).where(_RUNS.c.id.in_(bindparam("runs", expanding=True)))
+_HELD = _HOLDER.where(_RUNS.c.id.in_(bindparam("runs", expanding=True)))
 _HELD_LOCKED = _HELD.with_for_update()
 #: ``session.info`` key: (run id, lease id) → its run as :func:`write_answers` read it
 #: (task, dataset) where it wrote the answer, None where the answer matched nothing;
