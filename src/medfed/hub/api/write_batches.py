@@ -32,8 +32,9 @@ jobs wait. Jobs see each other's changes in order (the session flushes before ea
 query), as they would one transaction after another.
 
 Each hub process (each worker on PostgreSQL) has its own queue. Their batches run side
-by side and serialize only for their ledger appends and commits. A job rarely waits on
-a row another batch holds (claims skip locked runs, an answer locks only its own run);
+by side and queue for their ledger appends (and for the row of a task whose round both
+check, at their ends), not for each other's whole transaction. A job rarely waits on a
+row another batch holds (claims skip locked runs, an answer locks only its own run);
 where two batches do wait on each other (a lease expiring while another worker takes
 its answer), PostgreSQL aborts one after its deadlock timeout, and that batch's jobs run
 again one by one like any failed batch.

@@ -11,7 +11,8 @@ claim at most :data:`RECHECK_CAP_SECONDS` ago with no wake-up since, that nothin
 (a claim also notes whether more runs wait for the node, so the poll after an answer
 neither reads nor claims in vain). Claims and answers queue in
 :class:`~medfed.hub.api.write_batches.WriteBatches` (answers first) and are written
-several to a transaction, not in one worker thread each. A busy node posts its answer
+several to a transaction, not in one worker thread each; a batch's answers are written
+ahead of its jobs in two statements (:func:`_prepare`). A busy node posts its answer
 with ``?next=true``: the answer and the claim of its next run are one job, and the
 response carries that run (or null), so a run costs it one request instead of two.
 """
@@ -209,7 +210,7 @@ def _connected(request: Request) -> Callable[[], Awaitable[bool]]:
     return connected
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Answer:
     """The answer job: :func:`runs.post_outcome` in the batch's session."""
 
@@ -232,7 +233,7 @@ class _Answer:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _AnswerAndClaim:
     """An answer and the node's next claim, one job (``?next=true``)."""
 
@@ -244,8 +245,9 @@ class _AnswerAndClaim:
 
 
 def _prepare(session: Session, jobs: list[Callable[[Session], object]]) -> None:
-    """A batch's answers written in one statement ahead of their jobs (binary ones, whose
-    arrays are stored first, are left to their jobs)."""
+    """The write queue's ``prepare``: a batch's answers written ahead of their jobs, in two
+    statements (:func:`runs.write_answers`; binary ones, whose arrays are stored first,
+    are left to their jobs)."""
     answers = [
         job.answer if isinstance(job, _AnswerAndClaim) else job
         for job in jobs
