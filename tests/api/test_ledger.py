@@ -1,7 +1,9 @@
 """The hub's audit log on a real database: one entry per state change, in its transaction.
 
 Tampering with one stored entry is caught and named; proofs served by the hub verify with
-the independent RFC 9162 reference in ``tests/rfc9162.py``.
+the independent RFC 9162 reference in ``tests/rfc9162.py``. A transaction holds the log's
+head only for its append (PostgreSQL); an entry is checked where it is recorded and keeps
+what it was given.
 """
 
 from __future__ import annotations
