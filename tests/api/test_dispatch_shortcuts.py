@@ -327,6 +327,8 @@ def test_a_batch_writes_its_answers_in_one_statement(world: World) -> None:
     assert batches.written == [2, 1]
     updates = [s for s in seen if s.lstrip().upper().startswith("UPDATE RUNS")]
     assert len(updates) == 1, updates  # both answers, one statement
+    reads = [s for s in seen if "FROM runs" in s and "runs.id IN" in s]
+    assert len(reads) == 1, reads  # and their runs read (checked) once, not once each
     for run in (a, b):
         row = _run_row(world, run["run_id"])
         assert (row.status, row.lease_id) == ("done", run["lease_id"])

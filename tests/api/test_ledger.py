@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -220,7 +221,7 @@ def test_a_transaction_holds_the_ledger_head_only_for_its_append(world: World) -
     assert [e["index"] for e in log] == list(range(len(log)))
     for earlier, later in itertools.pairwise(log):
         assert later["prev"] == leaf_hash(canonical(earlier)).hex()
-        assert later["time"] >= earlier["time"]
+        assert datetime.fromisoformat(later["time"]) >= datetime.fromisoformat(earlier["time"])
     report = audit.verify(sdk(world).ledger)
     assert report.ok, report.problems
 
