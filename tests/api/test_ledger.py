@@ -18,8 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from hubdatabases import PG_ENV
-from hubtools import World, done, mean_output
+from hubtools import SQLITE_ONLY, World, done, mean_output
 from medfed.common.errors import BadRequest, Conflict
+from medfed.hub.db.session import make_engine, make_sessionmaker
 from medfed.hub.services import accounts
 from medfed.hub.services import ledger as ledger_service
 from medfed.ledger.entries import canonical
@@ -256,3 +257,91 @@ def test_an_entry_keeps_what_it_was_given(world: World) -> None:
         {"datasets": [1, 2]},
         {"schema": "a" * 64},
     )
+
+
+def _head_reads(engine: sa.Engine) -> list[str]:
+    """The statements that read the ledger head on ``engine``, from now on."""
+    seen: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "ledger_head" in statement:
+            seen.append(statement)
+
+    return seen
+
+
+@SQLITE_ONLY
+def test_an_append_starts_from_the_head_it_committed_and_an_old_one_is_read_again(
+    world: World,
+) -> None:
+    """On SQLite (one writing process) an append starts from the head the process last
+    committed: no read of the head. Another writer on the same file (a second engine: the
+    CLI, another process) moves the head; the next append's guess is then old, its update
+    of the head matches no row, and it reads the head and appends after the other's
+    entries. The log stays one chain and verifies."""
+    engine = world.app.state.engine
+    sessions = world.app.state.sessionmaker
+    before = len(entries(world))
+    with sessions() as session:
+        ledger_service.record(session, action="test.one", actor="hub", objects={"n": 1})
+        session.commit()
+    reads = _head_reads(engine)
+    with sessions() as session:
+        ledger_service.record(session, action="test.two", actor="hub", objects={"n": 2})
+        session.commit()
+    assert reads == []  # the head this process committed
+    other = make_engine(str(engine.url))
+    try:
+        with make_sessionmaker(other)() as session:
+            for n in (3, 4):
+                ledger_service.record(session, action="test.other", actor="hub", objects={"n": n})
+            session.commit()
+    finally:
+        other.dispose()
+    with sessions() as session:
+        ledger_service.record(session, action="test.three", actor="hub", objects={"n": 5})
+        session.commit()
+    assert len(reads) == 1  # the guess was old: read, then appended after the other's
+    with sessions() as session:
+        ledger_service.record(session, action="test.four", actor="hub", objects={"n": 6})
+        session.commit()
+    assert len(reads) == 1  # and the head it then committed is the next guess
+    log = entries(world)
+    assert [e["action"] for e in log[before:]] == [
+        "test.one",
+        "test.two",
+        "test.other",
+        "test.other",
+        "test.three",
+        "test.four",
+    ]
+    assert [e["index"] for e in log] == list(range(len(log)))
+    for earlier, later in itertools.pairwise(log):
+        assert later["prev"] == leaf_hash(canonical(earlier)).hex()
+    report = audit.verify(sdk(world).ledger)
+    assert report.ok, report.problems
+
+
+@SQLITE_ONLY
+def test_a_rolled_back_append_leaves_the_next_guess_right(world: World) -> None:
+    """A transaction that appended (its head update matched) and then rolled back leaves
+    the head where it was; the next append starts from the last committed head and the
+    log has no gap."""
+    sessions = world.app.state.sessionmaker
+    with sessions() as session:
+        ledger_service.record(session, action="test.kept", actor="hub", objects={"n": 1})
+        session.commit()
+    before = len(entries(world))
+    with sessions() as session:
+        ledger_service.record(session, action="test.dropped", actor="hub", objects={"n": 2})
+        ledger_service.flush_pending(session)  # appended in the transaction
+        session.rollback()
+    with sessions() as session:
+        ledger_service.record(session, action="test.after", actor="hub", objects={"n": 3})
+        session.commit()
+    log = entries(world)
+    assert [e["action"] for e in log[before:]] == ["test.after"]
+    assert [e["index"] for e in log] == list(range(len(log)))
+    report = audit.verify(sdk(world).ledger)
+    assert report.ok, report.problems

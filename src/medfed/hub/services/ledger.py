@@ -12,7 +12,9 @@ the lock is held from the append to the commit only, not through the rest of the
 transaction: two hub processes' transactions do their work side by side and queue only
 for the append. An entry's time is its append's (under the lock), so times never go back
 along the log. The head keeps the right edge of the tree (one hash per level), so an
-append needs no other reads.
+append needs no other reads; on SQLite (one writing process) it needs no read at all: the
+append starts from the head the process last committed, and the head's update names the
+size and leaf it moves from (no row matched: the head is read and the append done again).
 
 :func:`make_checkpoint` (called by the hub's background loop) signs the current size and
 root with the hub key; witnesses (nodes) cosign through :func:`add_cosignature`. Several hub
@@ -24,11 +26,13 @@ SQLite the write lock taken at ``BEGIN IMMEDIATE`` serializes them.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, bindparam, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from medfed.common.errors import BadRequest, Conflict, NotFound
@@ -105,13 +109,29 @@ _WRITE_HEAD = (
 )
 
 
+#: the head as this process last committed it, per database: the guess an append starts
+#: from (checked by the head's update, see :func:`flush_pending`)
+_KNOWN: weakref.WeakKeyDictionary[Engine, _Head] = weakref.WeakKeyDictionary()
+_known_lock = threading.Lock()
+_WRITE_HEAD_IF = _WRITE_HEAD.where(
+    _HEADS.c.size == bindparam("old_size"), _HEADS.c.last_leaf == bindparam("old_last_leaf")
+)
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
 def _head(session: Session) -> _Head:
     """The head, read (and locked) once per transaction and then kept in ``session.info``:
     plain values, not an ORM object, so no flush writes it again after every append."""
     head: _Head | None = session.info.get(_HEAD)
     if head is not None:
         return head
-    row = session.execute(_READ_HEAD if is_sqlite(session) else _READ_HEAD.with_for_update())
+    row = session.connection().execute(
+        _READ_HEAD if is_sqlite(session) else _READ_HEAD.with_for_update()
+    )
     found = row.first()
     if found is None:
         raise RuntimeError("ledger head missing: run the migrations")
@@ -120,14 +140,9 @@ def _head(session: Session) -> _Head:
     return head
 
 
-def flush_pending(session: Session) -> None:
-    """Append the transaction's kept entries: lock and read the head (once per transaction),
-    number, time and hash each entry, write the entries and the subtree hashes they close
-    (one ``executemany`` per table) and the head."""
-    pending: list[dict[str, Any]] | None = session.info.pop(_PENDING, None)
-    if not pending:
-        return
-    head = _head(session)
+def _append(head: _Head, pending: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """Number, time and hash ``pending`` after ``head`` (which moves along): the entries'
+    rows and the rows of the perfect subtrees they close."""
     time = utcnow().isoformat()
     entry_rows: list[dict[str, Any]] = []
     node_rows: list[dict[str, Any]] = []
@@ -146,14 +161,62 @@ def flush_pending(session: Session) -> None:
         entry_rows.append({"idx": head.size, "body": body.decode(), "leaf": leaf.hex()})
         head.size += 1
         head.last_leaf = leaf.hex()
+    return entry_rows, node_rows
+
+
+def flush_pending(session: Session) -> None:
+    """Append the transaction's kept entries: number, time and hash each entry after the
+    head, move the head, and write the entries and the subtree hashes they close (one
+    ``executemany`` per table).
+
+    The transaction's first append starts from the head this process last committed (on
+    SQLite, the one writer): the head's update names the size and last leaf it moves from,
+    and takes the lock. Where another process (or a transaction not yet seen here) moved
+    it since, the update finds no row; the head is then read under its lock and the
+    entries numbered again. Either way the head is locked from the append to the commit."""
+    pending: list[dict[str, Any]] | None = session.info.pop(_PENDING, None)
+    if not pending:
+        return
     connection = session.connection()
+    head = session.info.get(_HEAD)
+    if head is None and is_sqlite(session):
+        with _known_lock:
+            known = _KNOWN.get(_engine(session))
+        if known is not None:
+            guess = _Head(known.size, known.last_leaf, list(known.frontier))
+            copies = [dict(entry) for entry in pending]  # numbered again if the guess is old
+            entry_rows, node_rows = _append(guess, copies)
+            moved = connection.execute(
+                _WRITE_HEAD_IF,
+                {
+                    "old_size": known.size,
+                    "old_last_leaf": known.last_leaf,
+                    "new_size": guess.size,
+                    "new_last_leaf": guess.last_leaf,
+                    "new_frontier": list(guess.frontier),
+                },
+            )
+            if moved.rowcount == 1:
+                session.info[_HEAD] = guess
+                _write_rows(connection, entry_rows, node_rows)
+                return
+    head = _head(session)
+    entry_rows, node_rows = _append(head, pending)
+    connection.execute(
+        _WRITE_HEAD,
+        {
+            "new_size": head.size,
+            "new_last_leaf": head.last_leaf,
+            "new_frontier": list(head.frontier),
+        },
+    )
+    _write_rows(connection, entry_rows, node_rows)
+
+
+def _write_rows(connection: Connection, entry_rows: list[Any], node_rows: list[Any]) -> None:
     connection.execute(_INSERT_ENTRY, entry_rows)
     if node_rows:
         connection.execute(_INSERT_NODE, node_rows)
-    connection.execute(
-        _WRITE_HEAD,
-        {"new_size": head.size, "new_last_leaf": head.last_leaf, "new_frontier": list(frontier)},
-    )
 
 
 @event.listens_for(Session, "before_commit")
@@ -162,6 +225,20 @@ def _before_commit(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_commit")
+def _remember_head(session: Session) -> None:
+    """The committed head, as the next transaction's guess (a later one only: two threads'
+    commits may report out of order)."""
+    head: _Head | None = session.info.pop(_HEAD, None)
+    session.info.pop(_PENDING, None)
+    if head is None or not is_sqlite(session):
+        return
+    engine = _engine(session)
+    with _known_lock:
+        known = _KNOWN.get(engine)
+        if known is None or head.size > known.size:
+            _KNOWN[engine] = head
+
+
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_head(session: Session, *_: object) -> None:
     session.info.pop(_HEAD, None)
