@@ -8,12 +8,14 @@ its round once (``medfed.hub.services.tasks.defer_rounds``) and still completes 
 answer posted with ``?next=true`` carries the node's next run (claimed in the answer's
 own transaction; a refused answer claims nothing). A submit reads the task view it
 answers with in the task's own transaction, before its commit, and begins no other. A
-wait for the end alone is woken when a round closes, not by each answer.
+wait for the end alone is woken when a round closes, not by each answer, and checks the
+caller's membership in the statement that reads the progress, on every pass.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from medfed.hub.api.routes import node_api
 from medfed.hub.api.write_batches import WriteBatches
 from medfed.hub.db.models import Node, Task
 from medfed.hub.dispatch import Notifier
+from medfed.hub.services import task_nodes
 from medfed.hub.services import tasks as task_service
 
 
@@ -375,3 +378,63 @@ def test_answers_to_one_run_in_a_batch_are_taken_in_their_order(world: World) ->
     assert [o for o in outcomes[1:]] == [(True, "done")] * 3
     for run in (a1, a2, b1):
         assert _run_row(world, run["run_id"]).status == "done"
+
+
+def test_a_wait_checks_access_on_every_pass_in_the_statement_that_reads_progress(
+    world: World,
+) -> None:
+    """A wait for the end reads the task's progress and the caller's membership in one
+    statement on each pass: a member answers with the task once it ends; a caller whose
+    membership ended while the wait waited is refused (403) when it is woken, and is told
+    nothing of the task."""
+    task = world.create_task()
+    url = f"/api/tasks/{task['id']}/wait"
+    params = {"timeout": 30, "progress": "false"}
+    with statements(world) as seen:
+        first = world.api.get(
+            url, params={**params, "timeout": 0}, headers=world.researcher.headers
+        )
+    assert first.status_code == 200 and first.json()["status"] == "running"
+    # the pass: the status, the progress mark and the membership in one statement
+    (checked,) = [s for s in seen if "project_members" in s and "count(*)" in s]
+    assert "FROM tasks" in checked and "FROM runs" in checked
+    answered: dict[str, Any] = {}
+    waiter = threading.Thread(
+        target=lambda: answered.setdefault(
+            "response", world.api.get(url, params=params, headers=world.researcher.headers)
+        )
+    )
+    waiter.start()
+    with world.app.state.sessionmaker() as session:  # the membership ends mid-wait
+        session.execute(
+            sa.text("DELETE FROM project_members WHERE project_id = :p AND user_id = :u"),
+            {"p": world.project_id, "u": world.researcher.id},
+        )
+        session.commit()
+    for node in (world.node_a, world.node_b):
+        run = world.claim(node)
+        assert run is not None
+        assert world.post_outcome(node, run["run_id"], done(run, mean_output(10, 40.0))).is_success
+    waiter.join(60)
+    refused = answered["response"]
+    assert refused.status_code == 403, refused.text
+    assert "not a member" in refused.json()["detail"]
+    assert "result" not in refused.text and "completed" not in refused.text
+
+
+def test_a_new_tasks_node_count_is_kept_when_it_commits_not_before(world: World) -> None:
+    """A task's creation knows its datasets' nodes: once it commits, its claims tell the
+    node how many nodes the task has without reading the task's dataset list. A creation
+    that rolls back keeps nothing (its id may be used again)."""
+    task = world.create_task()  # a dataset on node A and one on node B
+    with statements(world) as seen:
+        run = world.claim(world.node_a)
+    assert run is not None and run["task_nodes"] == 2
+    assert not [s for s in seen if "SELECT tasks.dataset_ids" in s], seen
+    with world.app.state.sessionmaker() as session:
+        engine = session.get_bind()
+        task_nodes.keep_at_commit(session, 10_000, 7)
+        session.execute(sa.text("SELECT 1"))
+        session.rollback()
+    kept = task_nodes._KEPT.get(engine, {})
+    assert 10_000 not in kept and kept.get(task["id"]) == 2

@@ -138,14 +138,15 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware, settings=settings, routes=app.router.routes)
 
     routers = (
-        # the nodes' polls, claims and answers are most of the requests: matched first
-        # (routes are tried in order; none of these two routers' patterns matches another
-        # router's path, e.g. the ledger's /api/node/ledger/…)
+        # the nodes' polls, claims and answers are most of the requests, then the
+        # researchers' task submissions and waits: matched first (routes are tried in
+        # order; none of these three routers' patterns matches another router's path, e.g.
+        # the ledger's /api/node/ledger/…: only /api/tasks… paths match tasks')
         node_api,
         learning_node,
+        tasks,
         accounts,
         catalogue,
-        tasks,
         ledger_routes,
         learning,
         mfa_routes,

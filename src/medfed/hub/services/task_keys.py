@@ -31,8 +31,9 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
-#: built once: every submission with a key asks it
-_SUBMITTED = select(Task).where(
+#: built once: every submission with a key asks it (plain columns: a miss, the usual
+#: answer, loads no task)
+_SUBMITTED = select(Task.id, Task.request_sha256, Task.project_id).where(
     Task.created_by == bindparam("user"), Task.idempotency_key == bindparam("key")
 )
 
@@ -44,13 +45,15 @@ def submitted(session: Session, *, actor: User, key: str, request_sha256: str) -
     never deleted). The same key with another body is a client error (422), never a
     silent second task or a silent answer to a different question.
     """
-    task = session.scalar(_SUBMITTED, {"user": actor.id, "key": key})
-    if task is None:
+    found = session.execute(_SUBMITTED, {"user": actor.id, "key": key}).first()
+    if found is None:
         return None
-    if task.request_sha256 != request_sha256:
+    if found.request_sha256 != request_sha256:
         raise BadRequest(
-            f"Idempotency-Key '{key}' was already used for task {task.id} with a different "
+            f"Idempotency-Key '{key}' was already used for task {found.id} with a different "
             "request body; send a new key for a new task"
         )
-    get_project(session, project_id=task.project_id, user=actor)  # still a member
+    get_project(session, project_id=found.project_id, user=actor)  # still a member
+    task = session.get(Task, found.id)
+    assert task is not None  # tasks are not deleted
     return task

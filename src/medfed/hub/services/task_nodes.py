@@ -5,7 +5,9 @@ count never changes: :func:`count` counts a task once (a one-dataset task: one n
 from its dataset list), then keeps the count per database (engine) and task id (the
 newest 4,096 tasks); a claim of a 1,000-dataset task then needs no query with 1,000 ids
 and reads no dataset list. Only committed tasks are claimed, so a kept count is never
-that of a rolled-back task whose id is used again.
+that of a rolled-back task whose id is used again: a task's creation, which knows its
+datasets' nodes, keeps its count once its transaction commits (:func:`keep_at_commit`), so
+the claims of a new task need no query either.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import threading
 import weakref
 from collections import OrderedDict
 
-from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy import Engine, distinct, event, func, select
 from sqlalchemy.orm import Session
 
 from medfed.hub.db.models import Dataset, Task
+
+_AT_COMMIT = "medfed.task_nodes_at_commit"
 
 #: per engine (database), task id -> how many nodes hold its datasets
 _KEPT: weakref.WeakKeyDictionary[Engine, OrderedDict[int, int]] = weakref.WeakKeyDictionary()
@@ -28,6 +32,34 @@ _lock = threading.Lock()
 def _engine(session: Session) -> Engine | None:
     bind = session.get_bind()
     return bind if isinstance(bind, Engine) else None
+
+
+def _keep(engine: Engine, task_id: int, counted: int) -> None:
+    with _lock:
+        kept = _KEPT.setdefault(engine, OrderedDict())
+        kept[task_id] = counted
+        while len(kept) > _MOST:
+            kept.popitem(last=False)
+
+
+def keep_at_commit(session: Session, task_id: int, counted: int) -> None:
+    """Keep ``counted`` for the task ``task_id`` once the session's transaction commits
+    (a rollback forgets it)."""
+    session.info.setdefault(_AT_COMMIT, []).append((task_id, counted))
+
+
+@event.listens_for(Session, "after_commit")
+def _kept_at_commit(session: Session) -> None:
+    made: list[tuple[int, int]] | None = session.info.pop(_AT_COMMIT, None)
+    engine = _engine(session) if made else None
+    if made and engine is not None:
+        for task_id, counted in made:
+            _keep(engine, task_id, counted)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget(session: Session, *_: object) -> None:
+    session.info.pop(_AT_COMMIT, None)
 
 
 def count(session: Session, task_id: int) -> int:
@@ -50,9 +82,5 @@ def count(session: Session, task_id: int) -> int:
         )
     )
     if engine is not None:
-        with _lock:
-            kept = _KEPT.setdefault(engine, OrderedDict())
-            kept[task_id] = counted
-            while len(kept) > _MOST:
-                kept.popitem(last=False)
+        _keep(engine, task_id, counted)
     return counted

@@ -28,21 +28,21 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import Row, Table, bindparam, func, insert, select
 from sqlalchemy.orm import Session, defer
 
 from medfed.algorithms.base import Algorithm, Finished, NodeOutput
 from medfed.algorithms.registry import get_algorithm
-from medfed.common.errors import MedfedError, NotFound
+from medfed.common.errors import Forbidden, MedfedError, NotFound
 from medfed.common.resources import RunStatus, TaskStatus
 from medfed.common.timeutil import utcnow
 from medfed.hub.config import HubSettings
-from medfed.hub.db.models import Dataset, Node, Run, Task, User
+from medfed.hub.db.models import Dataset, Node, ProjectMember, Run, Task, User
 from medfed.hub.db.session import is_sqlite
 from medfed.hub.dispatch import want_wake
-from medfed.hub.services import cohorts
+from medfed.hub.services import cohorts, task_nodes
 from medfed.hub.services import datasets as dataset_service
 from medfed.hub.services.access import budgets, entitlements
 from medfed.hub.services.catalogue import lifecycle
@@ -152,6 +152,7 @@ def store_task(
     )
     session.add(task)
     session.flush()
+    task_nodes.keep_at_commit(session, task.id, len({d.node_id for d in found}))
     return task
 
 
@@ -177,14 +178,18 @@ def _participating(
     return [d for d in found if d.id in chosen]
 
 
+_RUNS = cast(Table, Run.__table__)
+
+
 def _create_runs(session: Session, task: Task, found: Sequence[Dataset]) -> None:
-    """Insert the round's runs in one statement (an executemany, no per-object flush)."""
+    """Insert the round's runs in one Core statement (an executemany, no per-object flush
+    and no ORM bulk bookkeeping: nothing in the session holds the new rows)."""
     if not found:
         return
     session.flush()  # the task row first
     now = utcnow()
-    session.execute(
-        insert(Run),
+    session.connection().execute(
+        insert(_RUNS),
         [
             {
                 "task_id": task.id,
@@ -217,24 +222,61 @@ def list_tasks(session: Session, *, user: User, project_id: int) -> list[Task]:
     )
 
 
-#: a task's runs with their nodes' names, statuses only (outputs can be megabytes); built
-#: once (every task read asks it)
+#: a row of any columns (attribute access by column name)
+AnyRow = Row[*tuple[Any, ...]]
+
+#: a task's runs with their nodes' names, statuses only (outputs can be megabytes), as
+#: plain rows (no ORM objects: every task read and every wait's answer asks it); built once
 _RUNS_OF = (
-    select(Run, Node.name)
-    .options(defer(Run.output))
+    select(
+        Run.id,
+        Run.node_id,
+        Run.dataset_id,
+        Run.round,
+        Run.status,
+        Run.output_status,
+        Run.attempts,
+        Run.error,
+        Node.name.label("node_name"),
+    )
     .join(Node, Node.id == Run.node_id)
     .where(Run.task_id == bindparam("task"))
     .order_by(Run.round, Run.id)
 )
 
 
-def runs_of(session: Session, task: Task) -> list[tuple[Run, str]]:
-    return [(run, name) for run, name in session.execute(_RUNS_OF, {"task": task.id})]
+def runs_of(session: Session, task_id: int) -> Sequence[AnyRow]:
+    """The task's runs (:data:`_RUNS_OF`'s columns), this transaction's changes included."""
+    session.flush()
+    return session.connection().execute(_RUNS_OF, {"task": task_id}).all()
 
 
-#: a task's status and round, and how many of its first round's runs have ended: the two
-#: statements of :func:`progress_of`, built once (every wait asks them on each wake-up)
-_STATUS = select(Task.status, Task.round).where(Task.id == bindparam("task"))
+#: what a member sees of a task (:class:`~medfed.common.resources.TaskPublic`), as one
+#: plain row: not its state (a model's, megabytes) nor its idempotency key
+_TASK_VIEW = select(
+    Task.id,
+    Task.project_id,
+    Task.algorithm,
+    Task.algorithm_version,
+    Task.params,
+    Task.dataset_ids,
+    Task.status,
+    Task.round,
+    Task.result,
+    Task.error,
+    Task.created_at,
+    Task.finished_at,
+).where(Task.id == bindparam("task"))
+
+
+def task_view(session: Session, task_id: int) -> AnyRow | None:
+    """The task's :data:`_TASK_VIEW` row, without an access check: callers check first
+    (:func:`checked_progress_of`)."""
+    return session.connection().execute(_TASK_VIEW, {"task": task_id}).first()
+
+
+#: how many of a task's first round's runs have ended (a scalar subquery of the two
+#: statements below, built once: every wait asks one of them on each wake-up)
 _ENDED_IN_FIRST_ROUND = (
     select(func.count())
     .select_from(Run)
@@ -244,36 +286,43 @@ _ENDED_IN_FIRST_ROUND = (
         == select(func.min(Run.round)).where(Run.task_id == bindparam("task")).scalar_subquery(),
         Run.status.not_in([RunStatus.pending.value, RunStatus.claimed.value]),
     )
+    .scalar_subquery()
 )
+_STATUS = select(Task.status, Task.round, _ENDED_IN_FIRST_ROUND).where(Task.id == bindparam("task"))
+#: :data:`_STATUS` with the task's project and whether the user is a member of it
+_CHECKED_STATUS = select(
+    Task.status,
+    Task.round,
+    _ENDED_IN_FIRST_ROUND,
+    Task.project_id,
+    select(ProjectMember.id)
+    .where(ProjectMember.project_id == Task.project_id, ProjectMember.user_id == bindparam("user"))
+    .exists(),
+).where(Task.id == bindparam("task"))
 
 
 def progress_of(session: Session, *, task_id: int) -> tuple[str, int] | None:
-    """The task's status and :func:`~medfed.common.resources.progress_mark`, from two small
-    queries (no run rows loaded); None if there is no such task. No access check: callers
+    """The task's status and :func:`~medfed.common.resources.progress_mark`, from one small
+    query (no run rows loaded); None if there is no such task. No access check: callers
     answer with :func:`get_task`, which checks it."""
-    row = session.execute(_STATUS, {"task": task_id}).first()
+    row = session.connection().execute(_STATUS, {"task": task_id}).first()
     if row is None:
         return None
-    status, round_ = row
-    answered = session.scalar(_ENDED_IN_FIRST_ROUND, {"task": task_id})
+    status, round_, answered = row
     return status, round_ * 100_000 + int(answered or 0)
 
 
-#: a task's project (the wait's access check, built once)
-_PROJECT_OF = select(Task.project_id).where(Task.id == bindparam("task"))
-
-
 def checked_progress_of(session: Session, *, task_id: int, user: User) -> tuple[str, int]:
-    """:func:`progress_of` for a member of the task's project: the access check of
-    :func:`get_task` (the same refusals) without loading the task or its runs."""
-    project_id = session.scalar(_PROJECT_OF, {"task": task_id})
-    if project_id is None:
+    """:func:`progress_of` for a member of the task's project, in one statement: the
+    access check of :func:`get_task` (the same refusals) without loading the task or its
+    runs."""
+    row = session.connection().execute(_CHECKED_STATUS, {"task": task_id, "user": user.id}).first()
+    if row is None:
         raise NotFound(f"task {task_id} not found")
-    get_project(session, project_id=project_id, user=user)
-    progress = progress_of(session, task_id=task_id)
-    if progress is None:  # deleted since (tasks are not deleted today): as get_task would
-        raise NotFound(f"task {task_id} not found")
-    return progress
+    status, round_, answered, project_id, member = row
+    if not user.is_superuser and not member:
+        raise Forbidden(f"you are not a member of project {project_id}")
+    return status, round_ * 100_000 + int(answered or 0)
 
 
 _DEFERRED = "medfed.rounds_to_finish"
@@ -302,6 +351,11 @@ def finish_deferred(session: Session) -> None:
         finish_round(session, task=task, settings=settings)
 
 
+#: a round of at most this many runs is loaded at once, not counted first (one statement
+#: less for each answer of a small task; a large round's answers count, see _may_close)
+_FEW_RUNS = 4
+
+
 def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None:
     """If every run of the task's current round has ended, aggregate (or fail the task)."""
     if not is_sqlite(session):
@@ -309,12 +363,14 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     if task.status != TaskStatus.running.value:
         return
     alg = get_algorithm(task.algorithm)
-    if not _may_close(session, task, alg):
+    if len(task.dataset_ids) > _FEW_RUNS and not _may_close(session, task, alg):
         return
+    session.flush()  # this transaction's own run changes count
     runs = list(
         session.scalars(
-            # with their outputs: only a round that may close gets here, and it needs them
-            # (loaded run by run, a deferred column was a round trip per node)
+            # with their outputs: only a round that may close (or a small one) gets here,
+            # and it needs them (loaded run by run, a deferred column was a round trip per
+            # node)
             select(Run).where(Run.task_id == task.id, Run.round == task.round)
         )
     )

@@ -26,7 +26,7 @@ from medfed.common.resources import (
 )
 from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.api.errors import ErrorBody
-from medfed.hub.db.models import Run, Task, User
+from medfed.hub.db.models import Task, User
 from medfed.hub.dispatch import commit
 from medfed.hub.services import task_keys, tasks
 from medfed.hub.services.accounts import require_superuser
@@ -35,23 +35,24 @@ from medfed.ledger.entries import content_hash
 router = APIRouter(prefix="/api", tags=["tasks"])
 
 
-def task_public(session: Session, task: Task) -> TaskPublic:
+def task_public(session: Session, task: Task | tasks.AnyRow) -> TaskPublic:
     """The task as a project member sees it: each node's first-round run, never later ones.
 
+    ``task``: the ORM object, or its :func:`~medfed.hub.services.tasks.task_view` row.
     Rounds after the first go only to the nodes that contributed to the first (a GLM's
     iterations, a training's rounds): listing them per node would say which node withheld.
     ``round`` and the counts say how far the task is; :func:`runs_public` (hub admins)
     lists every run.
     """
     public = TaskPublic.model_validate(task)
-    runs = tasks.runs_of(session, task)
-    first = min((run.round for run, _ in runs), default=0)
-    public.runs = [_run_status(run, name) for run, name in runs if run.round == first]
-    latest = max((run.round for run, _ in runs), default=0)
-    entered = {r.node_id for r, _ in runs if r.round == first and r.status == "done"}
+    runs = tasks.runs_of(session, task.id)
+    first = min((run.round for run in runs), default=0)
+    public.runs = [_run_status(run) for run in runs if run.round == first]
+    latest = max((run.round for run in runs), default=0)
+    entered = {r.node_id for r in runs if r.round == first and r.status == "done"}
     contributed = {
         r.node_id
-        for r, _ in runs
+        for r in runs
         if r.round == latest and r.status == RunStatus.done.value and r.output_status == "ok"
     }
     public.contributing_nodes = len(contributed)
@@ -61,11 +62,12 @@ def task_public(session: Session, task: Task) -> TaskPublic:
     return public
 
 
-def _run_status(run: Run, node_name: str) -> NodeRunStatus:
+def _run_status(run: tasks.AnyRow) -> NodeRunStatus:
+    """One of :func:`~medfed.hub.services.tasks.runs_of`'s rows as a member sees it."""
     return NodeRunStatus(
         run_id=run.id,
         node_id=run.node_id,
-        node_name=node_name,
+        node_name=run.node_name,
         dataset_id=run.dataset_id,
         round=run.round,
         status=RunStatus(run.status),
@@ -198,8 +200,8 @@ def runs_public(task_id: int, user: CurrentUser, session: SessionDep) -> list[No
 def every_run(session: Session, task: Task) -> list[NodeRunStatus]:
     """All runs of all rounds with their output status (for the hub administrator only)."""
     return [
-        _run_status(run, name).model_copy(update={"output_status": run.output_status})
-        for run, name in tasks.runs_of(session, task)
+        _run_status(run).model_copy(update={"output_status": run.output_status})
+        for run in tasks.runs_of(session, task.id)
     ]
 
 
@@ -214,24 +216,16 @@ def _progress(request: Request, task_id: int) -> tuple[str, int] | None:
         return tasks.progress_of(session, task_id=task_id)
 
 
-def _look(request: Request, task_id: int, user: User, *, first: bool) -> TaskPublic | int:
+def _look(request: Request, task_id: int, user: User) -> TaskPublic | int:
     """The ended task as the member sees it, else only its progress mark, in one session.
 
-    ``first``: the wait's first pass, whose access check comes before the mark; a later
-    pass reads the mark alone and checks access only to answer with the task."""
+    Every pass checks access, in the same statement that reads the mark."""
     with request.app.state.read_sessionmaker() as session:
-        if first:
-            status_, done = tasks.checked_progress_of(session, task_id=task_id, user=user)
-        else:
-            progress = tasks.progress_of(session, task_id=task_id)
-            status_, done = progress if progress is not None else ("", 0)
+        status_, done = tasks.checked_progress_of(session, task_id=task_id, user=user)
         if status_ == TaskStatus.running.value:
             return done
-        if first:  # access checked just now, in this session
-            task = session.get(Task, task_id)
-            assert task is not None  # tasks are not deleted
-        else:
-            task = tasks.get_task(session, task_id=task_id, user=user)
+        task = tasks.task_view(session, task_id)
+        assert task is not None  # tasks are not deleted
         return task_public(session, task)
 
 
@@ -260,8 +254,9 @@ async def wait_task(
     progress does not have a round of 1,000 runs re-sent to it a few times a second."""
     # The first pass checks access and reads the task's status and progress mark: the
     # whole task as the member sees it where progress may be the answer, else only the
-    # mark (two counting queries); passes after a wake-up read only the mark, and the
-    # whole task is read to answer (without progress: in the same session as the mark).
+    # mark. With progress, passes after a wake-up read only the mark, and the whole task
+    # is read to answer; without, each pass reads the mark with the access check (one
+    # statement) and, at the end, the task in the same session.
     # An end answers at once; progress seen during the wait answers once
     # PROGRESS_EVERY_SECONDS have passed since the call began.
     settings = request.app.state.settings
@@ -284,7 +279,7 @@ async def wait_task(
                     status_, done = public.status.value, progress_mark(public)
                     fresh = True
                 else:  # only the end answers: the mark is enough until then
-                    looked = await run_in_threadpool(_look, request, task_id, user, first=True)
+                    looked = await run_in_threadpool(_look, request, task_id, user)
                     if isinstance(looked, TaskPublic):
                         return looked  # ended
                     status_, done = TaskStatus.running.value, looked
@@ -295,7 +290,7 @@ async def wait_task(
                         return public
                     seen_runs_done = done
             elif not answer_progress:  # only the end answers: read with the mark when it is
-                looked = await run_in_threadpool(_look, request, task_id, user, first=False)
+                looked = await run_in_threadpool(_look, request, task_id, user)
                 if isinstance(looked, TaskPublic):
                     return looked
                 done = looked

@@ -60,7 +60,7 @@ def study_public(session: Session, study: ValidationStudy) -> StudyPublic:
     runs: list[StudyRun] = []
     if task is not None:
         names = service.dataset_names(session, list(study.dataset_ids))
-        for run, _ in tasks.runs_of(session, task):
+        for run in tasks.runs_of(session, task.id):
             if run.round != 0:
                 continue
             runs.append(
