@@ -23,6 +23,7 @@ from medfed.hub.api.deps import (
     get_current_node,
     get_current_user,
     get_detached_node,
+    get_detached_user,
     get_principal,
 )
 from medfed.hub.db.models import ApiToken, Run, User
@@ -67,7 +68,7 @@ class Endpoint:
 
     @property
     def user_only(self) -> bool:
-        return get_current_user in self.depends_on
+        return bool({get_current_user, get_detached_user} & self.depends_on)
 
     @property
     def node_only(self) -> bool:
@@ -134,8 +135,9 @@ def test_route_listing_covers_every_documented_operation(hub_app: FastAPI) -> No
 
 def test_every_guarded_route_depends_on_a_principal(hub_app: FastAPI) -> None:
     for endpoint in guarded(hub_app):
-        # the poll and the answer check the bearer without a request session, the same way
-        assert {get_principal, get_detached_node} & endpoint.depends_on, endpoint
+        # the poll, the answer and a task's wait check the bearer without a request
+        # session, the same way
+        assert {get_principal, get_detached_node, get_detached_user} & endpoint.depends_on, endpoint
     assert sum(e.user_only for e in guarded(hub_app)) >= 15
     assert sum(e.node_only for e in guarded(hub_app)) >= 4
 

@@ -1,5 +1,6 @@
 """Typed FastAPI dependencies: ``SessionDep``, ``SettingsDep``, ``CurrentUser``, ``CurrentNode``
-(and ``DetachedNode``: the node in no session, for routes that open their own).
+(and ``DetachedNode``, ``DetachedUser``: the principal in no session, for routes that
+open their own).
 
 Every route except health, login and the docs depends on one of the two principals.
 User tokens cannot call node routes and node secrets cannot call user routes (403).
@@ -102,13 +103,10 @@ def _check(session: Session, cache: PrincipalCache, bearer: str, key: str) -> Us
 Principal = Annotated[User | Node, Depends(get_principal)]
 
 
-async def get_detached_node(request: Request, credentials: Credentials) -> Node:
-    """The bearer's node as :func:`get_current_node` finds it (the same refusals), but in
-    no session: for the node routes whose work runs in sessions of their own (the poll
-    and the answer, whose jobs run in write batches), so the request opens none.
-
-    A cache hit is a rebuilt detached node; a miss checks in a worker thread in a session
-    of its own and keeps the node, as :func:`get_principal` does."""
+async def _detached_principal(request: Request, credentials: Credentials) -> User | Node:
+    """The bearer's user or node as :func:`get_principal` finds it (the same refusals),
+    but in no session. A cache hit is a rebuilt detached principal; a miss checks in a
+    worker thread in a session of its own and keeps the principal."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing bearer token")
     cache: PrincipalCache = request.app.state.principals
@@ -118,8 +116,26 @@ async def get_detached_node(request: Request, credentials: Credentials) -> Node:
         principal = await run_in_threadpool(
             _check_alone, request, cache, credentials.credentials, key
         )
+    return principal
+
+
+async def get_detached_node(request: Request, credentials: Credentials) -> Node:
+    """The bearer's node as :func:`get_current_node` finds it (the same refusals), but in
+    no session: for the node routes whose work runs in sessions of their own (the poll
+    and the answer, whose jobs run in write batches), so the request opens none."""
+    principal = await _detached_principal(request, credentials)
     if not isinstance(principal, Node):
         raise Forbidden("user credentials cannot call node routes")
+    return principal
+
+
+async def get_detached_user(request: Request, credentials: Credentials) -> User:
+    """The bearer's user as :func:`get_current_user` finds it (the same refusals), but in
+    no session: for the user routes that read in sessions of their own (a task's wait),
+    so the request opens none."""
+    principal = await _detached_principal(request, credentials)
+    if not isinstance(principal, User):
+        raise Forbidden("node credentials cannot call user routes")
     return principal
 
 
@@ -143,6 +159,7 @@ async def get_current_node(principal: Principal) -> Node:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 CurrentNode = Annotated[Node, Depends(get_current_node)]
 DetachedNode = Annotated[Node, Depends(get_detached_node)]
+DetachedUser = Annotated[User, Depends(get_detached_user)]
 
 
 def throttled_login(

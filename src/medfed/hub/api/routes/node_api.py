@@ -50,7 +50,7 @@ from medfed.hub.api.limits import json_problem
 from medfed.hub.api.write_batches import WriteBatches
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Node
-from medfed.hub.dispatch import commit
+from medfed.hub.dispatch import Notifier, commit
 from medfed.hub.services import datasets, nodes, runs
 from medfed.hub.services.catalogue.metadata import public_of
 from medfed.hub.services.nodes import TOUCH_EVERY
@@ -138,10 +138,12 @@ def _claim(settings: HubSettings, node: Node) -> Callable[[Session], runs.Claim]
 async def next_run(
     request: Request,
     node: DetachedNode,
-    notifier: NotifierDep,
-    settings: SettingsDep,
     wait: float = Query(default=20.0, ge=0, le=120),
 ) -> RunAssignment | Response:
+    # the app's settings and notifier read here, not as dependencies: every poll pays
+    # for each dependency FastAPI solves
+    settings: HubSettings = request.app.state.settings
+    notifier: Notifier = request.app.state.notifier
     deadline = time.monotonic() + min(wait, settings.long_poll_seconds)
     # the first pass claims when the node's last_seen is due anyway (claiming touches it)
     woken = node.last_seen_at is None or utcnow() - aware(node.last_seen_at) >= TOUCH_EVERY
@@ -273,7 +275,6 @@ async def post_outcome(
     run_id: int,
     request: Request,
     node: DetachedNode,
-    notifier: NotifierDep,
     take_next: bool = Query(
         default=False,
         alias="next",
@@ -305,6 +306,7 @@ async def post_outcome(
         raise BadRequest("arrays: the output refers to arrays but the body carries none")
     digest = hashlib.sha256(raw).hexdigest()
     settings: HubSettings = request.app.state.settings
+    notifier: Notifier = request.app.state.notifier
     answer = _Answer(settings, node, run_id, outcome, digest, binary)
     key = f"node:{node.id}"
     if not take_next or notifier.known(key, RECHECK_CAP_SECONDS) is False:

@@ -24,10 +24,10 @@ from medfed.common.resources import (
     TaskStatus,
     progress_mark,
 )
-from medfed.hub.api.deps import CurrentUser, NotifierDep, SessionDep, SettingsDep
+from medfed.hub.api.deps import CurrentUser, DetachedUser, NotifierDep, SessionDep, SettingsDep
 from medfed.hub.api.errors import ErrorBody
 from medfed.hub.db.models import Task, User
-from medfed.hub.dispatch import commit
+from medfed.hub.dispatch import Notifier, commit
 from medfed.hub.services import task_keys, tasks
 from medfed.hub.services.accounts import require_superuser
 from medfed.ledger.entries import content_hash
@@ -238,8 +238,7 @@ PROGRESS_EVERY_SECONDS = 0.25
 async def wait_task(
     task_id: int,
     request: Request,
-    user: CurrentUser,
-    notifier: NotifierDep,
+    user: DetachedUser,  # its reads open their own sessions: the request opens none
     timeout: float = Query(default=10.0, ge=0, le=60),
     seen_runs_done: int = Query(default=-1, description="return at once if progress differs"),
     answer_progress: bool = Query(
@@ -260,6 +259,7 @@ async def wait_task(
     # An end answers at once; progress seen during the wait answers once
     # PROGRESS_EVERY_SECONDS have passed since the call began.
     settings = request.app.state.settings
+    notifier: Notifier = request.app.state.notifier
     started = time.monotonic()
     deadline = started + timeout
     public: TaskPublic | None = None
