@@ -129,9 +129,9 @@ def _head(session: Session) -> _Head:
     head: _Head | None = session.info.get(_HEAD)
     if head is not None:
         return head
-    row = session.connection().execute(
-        _READ_HEAD if is_sqlite(session) else _READ_HEAD.with_for_update()
-    )
+    # through the session: its pending changes are flushed before the head is locked, so
+    # no row lock is waited for while the head is held
+    row = session.execute(_READ_HEAD if is_sqlite(session) else _READ_HEAD.with_for_update())
     found = row.first()
     if found is None:
         raise RuntimeError("ledger head missing: run the migrations")

@@ -24,8 +24,9 @@ from medfed.common.resources import (
     TaskStatus,
     progress_mark,
 )
-from medfed.hub.api.deps import CurrentUser, DetachedUser, NotifierDep, SessionDep, SettingsDep
+from medfed.hub.api.deps import CurrentUser, DetachedUser, SessionDep
 from medfed.hub.api.errors import ErrorBody
+from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Task, User
 from medfed.hub.dispatch import Notifier, commit
 from medfed.hub.services import task_keys, tasks
@@ -118,10 +119,9 @@ IdempotencyKey = Annotated[
 )
 def create_task(
     body: TaskCreate,
+    request: Request,
     user: CurrentUser,
     session: SessionDep,
-    settings: SettingsDep,
-    notifier: NotifierDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
@@ -131,6 +131,9 @@ def create_task(
     created (200) — also when two copies race: the unique (user, key) constraint lets one
     insert win and the other answers with the winner.
     """
+    # the app's settings and notifier read here, not as dependencies (each costs a submit)
+    settings: HubSettings = request.app.state.settings
+    notifier: Notifier = request.app.state.notifier
     digest = content_hash(body.model_dump(mode="json"))
     if idempotency_key is not None:
         task_keys.check_idempotency_key(idempotency_key)
