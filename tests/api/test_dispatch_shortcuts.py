@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -405,6 +406,11 @@ def test_a_wait_checks_access_on_every_pass_in_the_statement_that_reads_progress
         )
     )
     waiter.start()
+    notifier: Notifier = world.app.state.notifier
+    deadline = time.monotonic() + 60
+    while f"round:{task['id']}" not in notifier._waiters:  # its first pass done, waiting
+        assert waiter.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
     with world.app.state.sessionmaker() as session:  # the membership ends mid-wait
         session.execute(
             sa.text("DELETE FROM project_members WHERE project_id = :p AND user_id = :u"),

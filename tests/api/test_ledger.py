@@ -337,9 +337,11 @@ def test_a_rolled_back_append_leaves_the_next_guess_right(world: World) -> None:
         ledger_service.record(session, action="test.dropped", actor="hub", objects={"n": 2})
         ledger_service.flush_pending(session)  # appended in the transaction
         session.rollback()
+    reads = _head_reads(world.app.state.engine)
     with sessions() as session:
         ledger_service.record(session, action="test.after", actor="hub", objects={"n": 3})
         session.commit()
+    assert reads == []  # the guess was the committed head, not the rolled-back one
     log = entries(world)
     assert [e["action"] for e in log[before:]] == ["test.after"]
     assert [e["index"] for e in log] == list(range(len(log)))

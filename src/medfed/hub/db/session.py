@@ -61,3 +61,11 @@ def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 def is_sqlite(session: Session) -> bool:
     bind = session.get_bind()
     return bind.dialect.name == "sqlite"
+
+
+def engine_of(session: Session) -> Engine | None:
+    """The engine of the session's database, for what a process keeps per database; None
+    for a session bound to a connection (an outer transaction may still roll back what
+    the session commits)."""
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else None

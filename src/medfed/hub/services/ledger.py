@@ -47,7 +47,7 @@ from medfed.hub.db.models import (
     Node,
     User,
 )
-from medfed.hub.db.session import is_sqlite
+from medfed.hub.db.session import engine_of, is_sqlite
 from medfed.ledger.checkpoint import Checkpoint, verify_signature
 from medfed.ledger.entries import canonical, make_entry
 from medfed.ledger.merkle import (
@@ -118,11 +118,6 @@ _WRITE_HEAD_IF = _WRITE_HEAD.where(
 )
 
 
-def _engine(session: Session) -> Engine:
-    bind = session.get_bind()
-    return bind if isinstance(bind, Engine) else bind.engine
-
-
 def _head(session: Session) -> _Head:
     """The head, read (and locked) once per transaction and then kept in ``session.info``:
     plain values, not an ORM object, so no flush writes it again after every append."""
@@ -179,9 +174,10 @@ def flush_pending(session: Session) -> None:
         return
     connection = session.connection()
     head = session.info.get(_HEAD)
-    if head is None and is_sqlite(session):
+    engine = engine_of(session) if head is None and is_sqlite(session) else None
+    if engine is not None:
         with _known_lock:
-            known = _KNOWN.get(_engine(session))
+            known = _KNOWN.get(engine)
         if known is not None:
             guess = _Head(known.size, known.last_leaf, list(known.frontier))
             copies = [dict(entry) for entry in pending]  # numbered again if the guess is old
@@ -230,9 +226,9 @@ def _remember_head(session: Session) -> None:
     commits may report out of order)."""
     head: _Head | None = session.info.pop(_HEAD, None)
     session.info.pop(_PENDING, None)
-    if head is None or not is_sqlite(session):
+    engine = engine_of(session) if head is not None and is_sqlite(session) else None
+    if head is None or engine is None:
         return
-    engine = _engine(session)
     with _known_lock:
         known = _KNOWN.get(engine)
         if known is None or head.size > known.size:

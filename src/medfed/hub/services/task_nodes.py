@@ -20,6 +20,7 @@ from sqlalchemy import Engine, distinct, event, func, select
 from sqlalchemy.orm import Session
 
 from medfed.hub.db.models import Dataset, Task
+from medfed.hub.db.session import engine_of
 
 _AT_COMMIT = "medfed.task_nodes_at_commit"
 
@@ -27,11 +28,6 @@ _AT_COMMIT = "medfed.task_nodes_at_commit"
 _KEPT: weakref.WeakKeyDictionary[Engine, OrderedDict[int, int]] = weakref.WeakKeyDictionary()
 _MOST = 4096
 _lock = threading.Lock()
-
-
-def _engine(session: Session) -> Engine | None:
-    bind = session.get_bind()
-    return bind if isinstance(bind, Engine) else None
 
 
 def _keep(engine: Engine, task_id: int, counted: int) -> None:
@@ -51,7 +47,7 @@ def keep_at_commit(session: Session, task_id: int, counted: int) -> None:
 @event.listens_for(Session, "after_commit")
 def _kept_at_commit(session: Session) -> None:
     made: list[tuple[int, int]] | None = session.info.pop(_AT_COMMIT, None)
-    engine = _engine(session) if made else None
+    engine = engine_of(session) if made else None
     if made and engine is not None:
         for task_id, counted in made:
             _keep(engine, task_id, counted)
@@ -64,7 +60,7 @@ def _forget(session: Session, *_: object) -> None:
 
 def count(session: Session, task_id: int) -> int:
     """How many distinct nodes hold the datasets of the (committed) task ``task_id``."""
-    engine = _engine(session)
+    engine = engine_of(session)
     with _lock:
         kept = _KEPT.get(engine) if engine is not None else None
         known = kept.get(task_id) if kept is not None else None
