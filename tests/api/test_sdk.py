@@ -167,6 +167,25 @@ def test_tasks_run_submits_follows_the_long_poll_and_returns_the_typed_result(
     assert result.result.columns["age"].mean == pytest.approx(16.0, abs=1e-12)
 
 
+@pytest.mark.usefixtures("answering_nodes")
+def test_tasks_run_without_a_progress_bar_is_one_request_when_the_task_ends_in_time(
+    world: World,
+) -> None:
+    """The submission itself waits for the end (``POST /api/tasks?wait=``): no ``/wait``."""
+    sent: list[str] = []
+    http = TestClient(world.app, base_url=URL)
+    http.event_hooks = {
+        "request": [lambda request: sent.append(f"{request.method} {request.url.path}")]
+    }
+    rita = Client(url=URL, token=world.researcher.token, http_client=http)
+    result = rita.tasks.run(
+        "mean", datasets=["cohort"], project=world.project_id, columns=["age"], progress=False
+    )
+    assert result.result.columns["age"].n == 10
+    assert result.result.columns["age"].mean == pytest.approx(16.0, abs=1e-12)
+    assert sent == ["POST /api/tasks"]
+
+
 # ---------------------------------------------------------------------------- errors
 
 

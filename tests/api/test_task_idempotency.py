@@ -3,10 +3,12 @@
 Against the real hub app on SQLite and, where ``MEDFED_TEST_DATABASE_URL`` names a server,
 PostgreSQL: the same key and body twice give one task (201, then 200 with
 ``Idempotent-Replayed``); the same key with another body is refused (422) and changes
-nothing; keys are per user; identical requests at once make one task — on PostgreSQL the
-loser of the race is seen waiting on the winner's uncommitted transaction
-(``pg_stat_activity``) after its lookup found nothing, so its insert then violates the
-unique constraint and the ``IntegrityError`` path runs every time. The SDK sends a key with
+nothing; keys are per user; a first submission does not look its key up (the constraint
+refuses a second task), and a resend is answered with its task whatever the checks would
+say now (a budget its first try used up); identical requests at once make one task — on
+PostgreSQL the loser of the race is seen waiting on the winner's uncommitted transaction
+(``pg_stat_activity``), so its insert then violates the unique constraint and the
+``IntegrityError`` path runs every time. The SDK sends a key with
 every submission and rides out a real database outage with it.
 """
 
@@ -26,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from hubdatabases import PG_ENV
-from hubtools import World, make_person
+from hubtools import World, make_person, statements
 from medfed.common.resources import TaskCreate
 from medfed.ledger.entries import content_hash
 from medfed.sdk.client import Client
@@ -93,6 +95,49 @@ def test_the_same_key_and_body_twice_return_the_first_task(world: World) -> None
     plain = [_post(world, _body(world), None, world.researcher.token) for _ in range(2)]
     assert [r.status_code for r in plain] == [201, 201]
     assert len({r.json()["id"] for r in plain} | {first.json()["id"]}) == 3
+
+
+def _key_lookups(seen: list[str]) -> list[str]:
+    return [s for s in seen if s.lstrip().startswith("SELECT") and "idempotency_key = " in s]
+
+
+def test_a_new_key_is_not_looked_up_before_its_task_is_made(world: World) -> None:
+    """The unique (user, key) constraint refuses a second task: a first submission reads
+    no key; its repeat reads it once (after its insert was refused)."""
+    key = str(uuid.uuid4())
+    with statements(world) as seen:
+        first = _post(world, _body(world), key, world.researcher.token)
+    assert first.status_code == 201, first.text
+    assert _key_lookups(seen) == []
+    with statements(world) as seen:
+        again = _post(world, _body(world), key, world.researcher.token)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert len(_key_lookups(seen)) == 1
+
+
+def test_a_repeat_is_answered_whatever_the_checks_would_say_now(world: World) -> None:
+    """A resend whose first try used up the project's query budget is answered with the
+    task that try made (200), not refused (429); a new submission is refused."""
+    key = str(uuid.uuid4())
+    first = _post(world, _body(world), key, world.researcher.token)
+    assert first.status_code == 201, first.text
+    used = world.count("tasks")
+    with world.app.state.sessionmaker() as session:  # the budget: exactly what is used
+        session.execute(
+            sa.text("UPDATE projects SET query_budget = :n, query_window_hours = 24 WHERE id = :p"),
+            {"n": used, "p": world.project_id},
+        )
+        session.commit()
+    again = _post(world, _body(world), key, world.researcher.token)
+    assert again.status_code == 200, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    refused = _post(world, _body(world), str(uuid.uuid4()), world.researcher.token)
+    assert refused.status_code == 429, refused.text
+    assert world.count("tasks") == used
+    with world.app.state.sessionmaker() as session:
+        bodies = session.scalars(sa.text("SELECT body FROM ledger_entries")).all()
+    assert sum('"task.create"' in body for body in bodies) == 1
 
 
 def test_the_same_key_with_another_body_is_refused_and_changes_nothing(world: World) -> None:

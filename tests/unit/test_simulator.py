@@ -44,6 +44,11 @@ def test_simulated_nodes_answer_a_mean_task_with_the_pooled_mean(world: World) -
                 await asyncio.to_thread(_finish, world, "noop", [dataset_id], {})
                 for dataset_id in ids
             ]
+            # a task ends when the hub commits its last answer; the node counts that answer
+            # once the hub's reply to it arrives, which may be after the researcher's
+            deadline = time.monotonic() + 60
+            while sum(sim.answered) < 6 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
         finally:
             sim.stop()
             await serving

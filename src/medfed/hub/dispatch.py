@@ -83,9 +83,11 @@ class Notifier:
                 return None
             return work
 
-    def subscribe(self, key: str) -> Subscription:
-        loop = asyncio.get_running_loop()
-        entry = (loop, asyncio.Event())
+    def subscribe(self, key: str, loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
+        """A waiter for ``key`` on ``loop`` (default: the running loop). A worker thread
+        passes the loop whose coroutine will wait (a submit that subscribes just before its
+        commit, so a task that ends at once still wakes it)."""
+        entry = (loop if loop is not None else asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
             self._waiters[key].add(entry)
         return Subscription(self, key, entry)
@@ -132,9 +134,15 @@ class Subscription:
         self._entry = entry
 
     async def wait(self, timeout: float) -> bool:
-        """True when woken, False when ``timeout`` passed."""
+        """True when woken, False when ``timeout`` passed.
+
+        The waiting task awaits the event itself (``asyncio.timeout``, not ``wait_for``'s
+        inner task): a wake-up resumes it on the loop's next turn, ahead of the work the
+        same commit resumed after it (the answer that ended a task, before the wait for
+        that end)."""
         try:
-            await asyncio.wait_for(self._entry[1].wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._entry[1].wait()
             return True
         except TimeoutError:
             return False

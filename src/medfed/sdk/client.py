@@ -159,6 +159,7 @@ class Tasks(_Resource):
         project: int | None = None,
         where: Filter | dict[str, Any] | str | None = None,
         idempotency_key: str | None = None,
+        wait: float = 0.0,
         **params: Any,
     ) -> TaskPublic:
         """Create a task; ``where`` is a filter (JSON form, model, or text like ``age > 50``).
@@ -167,6 +168,11 @@ class Tasks(_Resource):
         one per call) and is retried with it while the hub cannot be reached or answers 503
         (up to the client's ``retry_seconds``): the hub creates the task once, however
         many of the tries reached it, and answers the others with that task.
+
+        ``wait`` (seconds, at most 60): the hub may hold its answer until the task ends, so a
+        short task comes back ended, with its result, in this one request; one still
+        running after ``wait`` (or a repeat answered from its key) comes back running, to
+        be followed with :meth:`wait`.
         """
         if where is not None:
             params["where"] = _filter_json(where)
@@ -177,7 +183,15 @@ class Tasks(_Resource):
             "params": params,
         }
         key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
-        data = self._http.request("POST", "/api/tasks", json=body, idempotency_key=key)
+        held = min(wait, 60.0)
+        data = self._http.request(
+            "POST",
+            "/api/tasks",
+            json=body,
+            idempotency_key=key,
+            params={"wait": held} if held > 0 else None,
+            timeout=held + 10 if held > 0 else None,
+        )
         return TaskPublic.model_validate(data)
 
     def get(self, task_id: int) -> TaskPublic:
@@ -265,9 +279,26 @@ class Tasks(_Resource):
         progress: bool | None = None,
         **params: Any,
     ) -> TaskResult[Any]:
-        """Submit, wait, and return the pooled result with each node's status."""
-        task = self.submit(algorithm, datasets=datasets, project=project, where=where, **params)
-        return self.result(self.wait(task.id, timeout=timeout, progress=progress))
+        """Submit, wait, and return the pooled result with each node's status.
+
+        Without a progress bar the submission itself waits (up to 20 s of ``timeout``): a
+        short task is answered in one request."""
+        show = sys.stderr.isatty() if progress is None else progress
+        started = time.monotonic()
+        task = self.submit(
+            algorithm,
+            datasets=datasets,
+            project=project,
+            where=where,
+            wait=0.0 if show else min(timeout, 20.0),
+            **params,
+        )
+        if task.status == TaskStatus.running:
+            left = timeout - (time.monotonic() - started)
+            if left <= 0:
+                raise TaskTimeout(f"task {task.id} did not finish within {timeout:.0f} s")
+            task = self.wait(task.id, timeout=left, progress=show)
+        return self.result(task)
 
 
 def _filter_json(where: Filter | dict[str, Any] | str) -> dict[str, Any]:

@@ -184,6 +184,9 @@ class Task(Base):
         UniqueConstraint(
             "created_by", "idempotency_key", name="uq_tasks_created_by_idempotency_key"
         ),
+        # a project's tasks in its query-budget window, counted from the index alone (every
+        # submission; migration 0020)
+        Index("ix_tasks_project_created", "project_id", "created_at", "algorithm"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -251,30 +251,6 @@ def runs_of(session: Session, task_id: int) -> Sequence[AnyRow]:
     return session.connection().execute(_RUNS_OF, {"task": task_id}).all()
 
 
-#: what a member sees of a task (:class:`~medfed.common.resources.TaskPublic`), as one
-#: plain row: not its state (a model's, megabytes) nor its idempotency key
-_TASK_VIEW = select(
-    Task.id,
-    Task.project_id,
-    Task.algorithm,
-    Task.algorithm_version,
-    Task.params,
-    Task.dataset_ids,
-    Task.status,
-    Task.round,
-    Task.result,
-    Task.error,
-    Task.created_at,
-    Task.finished_at,
-).where(Task.id == bindparam("task"))
-
-
-def task_view(session: Session, task_id: int) -> AnyRow | None:
-    """The task's :data:`_TASK_VIEW` row, without an access check: callers check first
-    (:func:`checked_progress_of`)."""
-    return session.connection().execute(_TASK_VIEW, {"task": task_id}).first()
-
-
 #: how many of a task's first round's runs have ended (a scalar subquery of the two
 #: statements below, built once: every wait asks one of them on each wake-up)
 _ENDED_IN_FIRST_ROUND = (
@@ -289,15 +265,27 @@ _ENDED_IN_FIRST_ROUND = (
     .scalar_subquery()
 )
 _STATUS = select(Task.status, Task.round, _ENDED_IN_FIRST_ROUND).where(Task.id == bindparam("task"))
-#: :data:`_STATUS` with the task's project and whether the user is a member of it
-_CHECKED_STATUS = select(
+#: what a member sees of a task (:class:`~medfed.common.resources.TaskPublic`; not its
+#: state, a model's megabytes, nor its idempotency key), its first round's ended runs and
+#: whether the user is a member of its project: one plain row
+_CHECKED_VIEW = select(
+    Task.id,
+    Task.project_id,
+    Task.algorithm,
+    Task.algorithm_version,
+    Task.params,
+    Task.dataset_ids,
     Task.status,
     Task.round,
-    _ENDED_IN_FIRST_ROUND,
-    Task.project_id,
+    Task.result,
+    Task.error,
+    Task.created_at,
+    Task.finished_at,
+    _ENDED_IN_FIRST_ROUND.label("answered"),
     select(ProjectMember.id)
     .where(ProjectMember.project_id == Task.project_id, ProjectMember.user_id == bindparam("user"))
-    .exists(),
+    .exists()
+    .label("member"),
 ).where(Task.id == bindparam("task"))
 
 
@@ -312,17 +300,16 @@ def progress_of(session: Session, *, task_id: int) -> tuple[str, int] | None:
     return status, round_ * 100_000 + int(answered or 0)
 
 
-def checked_progress_of(session: Session, *, task_id: int, user: User) -> tuple[str, int]:
-    """:func:`progress_of` for a member of the task's project, in one statement: the
-    access check of :func:`get_task` (the same refusals) without loading the task or its
-    runs."""
-    row = session.connection().execute(_CHECKED_STATUS, {"task": task_id, "user": user.id}).first()
+def checked_view(session: Session, *, task_id: int, user: User) -> tuple[AnyRow, int]:
+    """The task as a member of its project sees it (a row of :data:`_CHECKED_VIEW`) and its
+    :func:`~medfed.common.resources.progress_mark`, in one statement with the access check
+    of :func:`get_task` (the same refusals), without loading the task or its runs."""
+    row = session.connection().execute(_CHECKED_VIEW, {"task": task_id, "user": user.id}).first()
     if row is None:
         raise NotFound(f"task {task_id} not found")
-    status, round_, answered, project_id, member = row
-    if not user.is_superuser and not member:
-        raise Forbidden(f"you are not a member of project {project_id}")
-    return status, round_ * 100_000 + int(answered or 0)
+    if not user.is_superuser and not row.member:
+        raise Forbidden(f"you are not a member of project {row.project_id}")
+    return row, row.round * 100_000 + int(row.answered or 0)
 
 
 _DEFERRED = "medfed.rounds_to_finish"

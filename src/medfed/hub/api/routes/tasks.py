@@ -3,11 +3,14 @@
 ``GET /api/tasks/{id}/wait`` returns as soon as the task changes (a run claimed or
 answered, a round aggregated) or after ``timeout`` seconds, so clients follow progress
 without sleeping between polls. ``POST /api/tasks`` takes an ``Idempotency-Key`` header
-(Stripe style): clients may resend a submission whose answer they lost.
+(Stripe style): clients may resend a submission whose answer they lost. With ``?wait=``
+the submission holds its answer until the task ends (the end-only wait, subscribed before
+the task commits), so a short task costs its researcher one request, not two.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated
 
@@ -16,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from medfed.common.errors import Forbidden, MedfedError, NotFound
 from medfed.common.resources import (
     NodeRunStatus,
     RunStatus,
@@ -28,7 +32,7 @@ from medfed.hub.api.deps import CurrentUser, DetachedUser, SessionDep
 from medfed.hub.api.errors import ErrorBody
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Task, User
-from medfed.hub.dispatch import Notifier, commit
+from medfed.hub.dispatch import Notifier, Subscription, commit
 from medfed.hub.services import task_keys, tasks
 from medfed.hub.services.accounts import require_superuser
 from medfed.ledger.entries import content_hash
@@ -39,7 +43,7 @@ router = APIRouter(prefix="/api", tags=["tasks"])
 def task_public(session: Session, task: Task | tasks.AnyRow) -> TaskPublic:
     """The task as a project member sees it: each node's first-round run, never later ones.
 
-    ``task``: the ORM object, or its :func:`~medfed.hub.services.tasks.task_view` row.
+    ``task``: the ORM object, or its :func:`~medfed.hub.services.tasks.checked_view` row.
     Rounds after the first go only to the nodes that contributed to the first (a GLM's
     iterations, a training's rounds): listing them per node would say which node withheld.
     ``round`` and the counts say how far the task is; :func:`runs_public` (hub admins)
@@ -117,31 +121,63 @@ IdempotencyKey = Annotated[
         },
     },
 )
-def create_task(
+async def create_task(
     body: TaskCreate,
     request: Request,
     user: CurrentUser,
     session: SessionDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
+    wait: float = Query(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="seconds the answer may be held until the task ends (0: answer at once). "
+        "A task that ends within them is answered ended, with its result (201), in this one "
+        "request; one that does not is answered running, and is followed with "
+        "/api/tasks/{id}/wait. A repeated submission (Idempotency-Key) is answered at once.",
+    ),
 ) -> TaskPublic:
     """Start a task; 429 (``resets_at``, ``Retry-After``) once the query budget is used up.
 
     With an ``Idempotency-Key``, a repeat of the request returns the task the first one
     created (200) — also when two copies race: the unique (user, key) constraint lets one
-    insert win and the other answers with the winner.
+    insert win and the other answers with the winner. With ``wait``, the answer is held
+    until the task ends (as ``/wait?progress=false`` would answer it) or ``wait`` passes.
     """
+    deadline = time.monotonic() + wait
+    loop = asyncio.get_running_loop() if wait > 0 else None
+    public, held = await run_in_threadpool(
+        _create, body, request, user, session, response, idempotency_key, loop
+    )
+    if held is None:
+        return public
+    return await _until_end(request, public.id, user, deadline, held, created=public)
+
+
+def _create(
+    body: TaskCreate,
+    request: Request,
+    user: User,
+    session: Session,
+    response: Response,
+    idempotency_key: str | None,
+    hold_on: asyncio.AbstractEventLoop | None,
+) -> tuple[TaskPublic, Subscription | None]:
+    """The task created (or the earlier one replayed) and its view; with ``hold_on``, a
+    subscription to the new task's end on that loop, made before the commit.
+
+    A submission with a key is created without looking the key up first (a resend is the
+    rare case): the unique (user, key) constraint refuses a second task with it, and only
+    then, or where the checks refused the submission (a replay is answered whatever they
+    would say now: the budget its first try used up, say), is the earlier task read."""
     # the app's settings and notifier read here, not as dependencies (each costs a submit)
     settings: HubSettings = request.app.state.settings
     notifier: Notifier = request.app.state.notifier
     digest = content_hash(body.model_dump(mode="json"))
     if idempotency_key is not None:
         task_keys.check_idempotency_key(idempotency_key)
-        earlier = task_keys.submitted(
-            session, actor=user, key=idempotency_key, request_sha256=digest
-        )
-        if earlier is not None:
-            return _replayed(session, earlier, response)
+    held: Subscription | None = None
     try:
         task = tasks.create_task(
             session,
@@ -157,18 +193,25 @@ def create_task(
         # the view is read in the task's own transaction: after the commit it would begin
         # another, on SQLite queueing for the write lock behind the claim the commit woke
         public = task_public(session, task)
+        if hold_on is not None:  # before the commit: a task that ends at once still wakes it
+            held = notifier.subscribe(_end_key(task.id), loop=hold_on)
         commit(session, notifier)
-    except IntegrityError:
-        if idempotency_key is None:
+    except BaseException as exc:
+        if held is not None:
+            held.close()
+        if idempotency_key is None or not isinstance(exc, IntegrityError | MedfedError):
             raise
-        session.rollback()  # a concurrent request with this key committed first
+        session.rollback()  # nothing of this try is kept
+        session.info.pop("wake", None)
+        # the same key and body: the earlier task; another body: refused (422); none: the
+        # error this try met
         earlier = task_keys.submitted(
             session, actor=user, key=idempotency_key, request_sha256=digest
         )
         if earlier is None:
             raise
-        return _replayed(session, earlier, response)
-    return public
+        return _replayed(session, earlier, response), None
+    return public, held
 
 
 def _replayed(session: Session, task: Task, response: Response) -> TaskPublic:
@@ -186,7 +229,7 @@ def list_tasks(project_id: int, user: CurrentUser, session: SessionDep) -> list[
 
 @router.get("/tasks/{task_id}")
 def get_task(task_id: int, user: CurrentUser, session: SessionDep) -> TaskPublic:
-    return task_public(session, tasks.get_task(session, task_id=task_id, user=user))
+    return task_public(session, tasks.checked_view(session, task_id=task_id, user=user)[0])
 
 
 @router.get("/tasks/{task_id}/runs")
@@ -211,7 +254,7 @@ def every_run(session: Session, task: Task) -> list[NodeRunStatus]:
 def _read(request: Request, task_id: int, user: User) -> TaskPublic:
     # read-only: on SQLite a snapshot beside the writers, not a turn in their queue
     with request.app.state.read_sessionmaker() as session:
-        return task_public(session, tasks.get_task(session, task_id=task_id, user=user))
+        return task_public(session, tasks.checked_view(session, task_id=task_id, user=user)[0])
 
 
 def _progress(request: Request, task_id: int) -> tuple[str, int] | None:
@@ -224,11 +267,9 @@ def _look(request: Request, task_id: int, user: User) -> TaskPublic | int:
 
     Every pass checks access, in the same statement that reads the mark."""
     with request.app.state.read_sessionmaker() as session:
-        status_, done = tasks.checked_progress_of(session, task_id=task_id, user=user)
-        if status_ == TaskStatus.running.value:
+        task, done = tasks.checked_view(session, task_id=task_id, user=user)
+        if task.status == TaskStatus.running.value:
             return done
-        task = tasks.task_view(session, task_id)
-        assert task is not None  # tasks are not deleted
         return task_public(session, task)
 
 
@@ -254,54 +295,37 @@ async def wait_task(
 
     With ``progress=false`` only the end (or the timeout) answers: a client that shows no
     progress does not have a round of 1,000 runs re-sent to it a few times a second."""
-    # The first pass checks access and reads the task's status and progress mark: the
-    # whole task as the member sees it where progress may be the answer, else only the
-    # mark. With progress, passes after a wake-up read only the mark, and the whole task
-    # is read to answer; without, each pass reads the mark with the access check (one
-    # statement) and, at the end, the task in the same session.
-    # An end answers at once; progress seen during the wait answers once
-    # PROGRESS_EVERY_SECONDS have passed since the call began.
-    settings = request.app.state.settings
-    notifier: Notifier = request.app.state.notifier
     started = time.monotonic()
     deadline = started + timeout
+    if not answer_progress:
+        return await _until_end(request, task_id, user, deadline, None)
+    # The first pass checks access and reads the whole task as the member sees it; passes
+    # after a wake-up (every answer wakes ``task:{id}``) read only the progress mark, and
+    # the whole task is read to answer. An end answers at once; progress seen during the
+    # wait answers once PROGRESS_EVERY_SECONDS have passed since the call began.
+    settings = request.app.state.settings
+    notifier: Notifier = request.app.state.notifier
     public: TaskPublic | None = None
     fresh = False  # whether ``public`` is the latest read
     first = True
     while True:
-        # progress: every answer wakes ``task:{id}``; only the end answers: ``round:{id}``,
-        # woken when a round closes (the end with it), not by each batch of answers
-        subscription = notifier.subscribe(
-            f"task:{task_id}" if answer_progress else f"round:{task_id}"
-        )
+        subscription = notifier.subscribe(f"task:{task_id}")
         try:
             if first:
                 first = False
-                if answer_progress:
-                    public = await run_in_threadpool(_read, request, task_id, user)
-                    status_, done = public.status.value, progress_mark(public)
-                    fresh = True
-                else:  # only the end answers: the mark is enough until then
-                    looked = await run_in_threadpool(_look, request, task_id, user)
-                    if isinstance(looked, TaskPublic):
-                        return looked  # ended
-                    status_, done = TaskStatus.running.value, looked
+                public = await run_in_threadpool(_read, request, task_id, user)
+                status_, done = public.status.value, progress_mark(public)
+                fresh = True
                 ended = status_ != TaskStatus.running.value
                 if ended or done != seen_runs_done:
-                    if ended or (answer_progress and seen_runs_done >= 0):
-                        assert public is not None  # read above: an end or progress to tell
+                    if ended or seen_runs_done >= 0:
                         return public
                     seen_runs_done = done
-            elif not answer_progress:  # only the end answers: read with the mark when it is
-                looked = await run_in_threadpool(_look, request, task_id, user)
-                if isinstance(looked, TaskPublic):
-                    return looked
-                done = looked
             else:
                 fresh = False
                 progress = await run_in_threadpool(_progress, request, task_id)
                 status_, done = progress if progress is not None else ("", seen_runs_done)
-                due = answer_progress and time.monotonic() - started >= PROGRESS_EVERY_SECONDS
+                due = time.monotonic() - started >= PROGRESS_EVERY_SECONDS
                 if status_ != TaskStatus.running.value or (done != seen_runs_done and due):
                     return await run_in_threadpool(_read, request, task_id, user)
             remaining = deadline - time.monotonic()
@@ -310,8 +334,62 @@ async def wait_task(
                     return public
                 return await run_in_threadpool(_read, request, task_id, user)
             pause = min(remaining, settings.recheck_seconds)
-            if answer_progress and done != seen_runs_done:  # progress to tell: wake when it is due
+            if done != seen_runs_done:  # progress to tell: wake when it is due
                 pause = min(pause, max(0.0, started + PROGRESS_EVERY_SECONDS - time.monotonic()))
             await subscription.wait(pause)
         finally:
+            subscription.close()
+
+
+def _end_key(task_id: int) -> str:
+    """Woken when one of the task's rounds closes (its end with it), not by each answer."""
+    return f"round:{task_id}"
+
+
+async def _until_end(
+    request: Request,
+    task_id: int,
+    user: User,
+    deadline: float,
+    armed: Subscription | None,
+    *,
+    created: TaskPublic | None = None,
+) -> TaskPublic:
+    """The task once it ends, else as it is at ``deadline``: a wait for the end alone.
+
+    Each pass subscribes to the task's end key before it reads, in one statement with
+    the access check, the task's status (:func:`_look`; the ended task with it); at
+    ``deadline`` the task is read as it is then. ``armed``: a subscription made before the
+    task could change (a submit's, before its commit), so the first pass only waits.
+    ``created``: the submit's own view of its new task, the answer where the caller's
+    access ends during the hold (the task was made: the hold tells no more than the
+    creation did, and refuses nothing)."""
+    settings: HubSettings = request.app.state.settings
+    notifier: Notifier = request.app.state.notifier
+    subscription = armed
+    try:
+        while True:
+            if subscription is None:
+                subscription = notifier.subscribe(_end_key(task_id))
+                try:
+                    looked = await run_in_threadpool(_look, request, task_id, user)
+                except (Forbidden, NotFound):
+                    if created is None:
+                        raise
+                    return created
+                if isinstance(looked, TaskPublic):
+                    return looked  # ended
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                try:
+                    return await run_in_threadpool(_read, request, task_id, user)
+                except (Forbidden, NotFound):
+                    if created is None:
+                        raise
+                    return created
+            await subscription.wait(min(remaining, settings.recheck_seconds))
+            subscription.close()
+            subscription = None
+    finally:
+        if subscription is not None:
             subscription.close()
