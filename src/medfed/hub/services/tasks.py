@@ -343,6 +343,10 @@ def finish_deferred(session: Session) -> None:
 _FEW_RUNS = 4
 
 
+#: a round's runs, whole (built once: building it cost as much as running it)
+_ROUND_RUNS = select(Run).where(Run.task_id == bindparam("task"), Run.round == bindparam("round"))
+
+
 def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None:
     """If every run of the task's current round has ended, aggregate (or fail the task)."""
     if not is_sqlite(session):
@@ -353,14 +357,9 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     if len(task.dataset_ids) > _FEW_RUNS and not _may_close(session, task, alg):
         return
     session.flush()  # this transaction's own run changes count
-    runs = list(
-        session.scalars(
-            # with their outputs: only a round that may close (or a small one) gets here,
-            # and it needs them (loaded run by run, a deferred column was a round trip per
-            # node)
-            select(Run).where(Run.task_id == task.id, Run.round == task.round)
-        )
-    )
+    # with their outputs: only a round that may close (or a small one) gets here, and it
+    # needs them (loaded run by run, a deferred column was a round trip per node)
+    runs = list(session.scalars(_ROUND_RUNS, {"task": task.id, "round": task.round}))
     if not runs:
         return
     if any(r.status not in TERMINAL for r in runs):
