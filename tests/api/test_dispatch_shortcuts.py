@@ -6,9 +6,7 @@ runs wait. A run made without a wake-up (a lost notification) is found after the
 listener's outage ends or the hint's age passes. A batch of answers to one task checks
 its round once (``medfed.hub.services.tasks.defer_rounds``) and still completes it. An
 answer posted with ``?next=true`` carries the node's next run (claimed in the answer's
-own transaction; a refused answer claims nothing); with ``&wait=`` an answer that found
-none waits as the node's long poll (the answer committed first) and hands over the run
-made meanwhile. A submit reads the task view it
+own transaction; a refused answer claims nothing). A submit reads the task view it
 answers with in the task's own transaction, before its commit, and begins no other. A
 wait for the end alone is woken when a round closes, not by each answer, and checks the
 caller's membership in the statement that reads the progress, on every pass.
@@ -129,10 +127,8 @@ def test_a_batch_of_answers_checks_the_round_once_and_completes_it(
     assert world.task(task["id"])["status"] == "completed"
 
 
-def answer(world: World, run: dict[str, Any], *, take_next: bool, wait: float = 0) -> Any:
-    params: dict[str, Any] = {"next": "true"} if take_next else {}
-    if wait:
-        params["wait"] = wait
+def answer(world: World, run: dict[str, Any], *, take_next: bool) -> Any:
+    params = {"next": "true"} if take_next else {}
     return world.api.post(
         f"/api/node/runs/{run['run_id']}/outcome",
         params=params,
@@ -195,67 +191,6 @@ def test_a_refused_answer_claims_nothing(world: World) -> None:
             {"n": world.node_a.id},
         )
     assert waiting == 1  # the other task's run was not handed out
-
-
-def _polling(world: World, node_id: int) -> bool:
-    notifier: Notifier = world.app.state.notifier
-    return f"node:{node_id}" in notifier._waiters
-
-
-def test_an_answer_that_waits_is_the_nodes_next_poll(world: World) -> None:
-    """``?next=true&wait=``: no run waits at the answer, so the answer (committed first)
-    waits as the node's long poll and hands over the run made while it waited."""
-    idle(world)
-    first = world.create_task()
-    claimed = world.claim(world.node_a)
-    assert claimed is not None and claimed["task_id"] == first["id"]
-    answered: list[Any] = []
-    waiter = threading.Thread(
-        target=lambda: answered.append(answer(world, claimed, take_next=True, wait=60))
-    )
-    waiter.start()
-    deadline = time.monotonic() + 60
-    while not _polling(world, world.node_a.id):  # the answer is in, the poll waits
-        assert waiter.is_alive() and time.monotonic() < deadline
-        time.sleep(0.01)
-    assert _run_row(world, claimed["run_id"]).status == "done"  # committed before the wait
-    second = world.create_task()  # its commit wakes node A's key: the held answer claims
-    waiter.join(60)
-    assert not waiter.is_alive()
-    (posted,) = answered
-    assert posted.status_code == 200, posted.text
-    handed = posted.json()["next"]
-    assert posted.json()["status"] == "done"
-    assert handed["task_id"] == second["id"] and handed["attempt"] == 1
-    assert _run_row(world, handed["run_id"]).status == "claimed"
-    assert _run_row(world, handed["run_id"]).lease_id == handed["lease_id"]
-    # the same answer again (a node that lost the reply): a no-op, nothing handed out
-    again = answer(world, claimed, take_next=False)
-    assert again.status_code == 200 and again.json() == {"status": "done"}
-
-
-def test_an_answer_whose_wait_passes_hands_over_nothing(world: World) -> None:
-    idle(world)
-    world.create_task()
-    claimed = world.claim(world.node_a)
-    assert claimed is not None
-    started = time.monotonic()
-    answered = answer(world, claimed, take_next=True, wait=0.3)
-    assert time.monotonic() - started >= 0.3
-    assert answered.status_code == 200 and answered.json() == {"status": "done", "next": None}
-    assert not _polling(world, world.node_a.id)
-
-
-def test_a_refused_answer_does_not_wait(world: World) -> None:
-    idle(world)
-    world.create_task()
-    claimed = world.claim(world.node_a)
-    assert claimed is not None
-    started = time.monotonic()
-    refused = answer(world, {**claimed, "lease_id": "f" * 32}, take_next=True, wait=60)
-    assert time.monotonic() - started < 45  # answered at once, not after the 60 s wait
-    assert refused.status_code == 409 and "next" not in refused.json()
-    assert not _polling(world, world.node_a.id)
 
 
 def test_a_withheld_or_failed_answer_leaves_sql_null_in_the_output(world: World) -> None:

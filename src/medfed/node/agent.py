@@ -13,10 +13,9 @@ How it runs:
   node killed between computing and delivering loses nothing and doubles nothing.
 * The main thread long-polls ``GET /api/node/runs/next``: the hub answers the moment a
   run for this node is committed, or with 204 after the wait; then it polls again. It
-  posts each outcome with ``?next=true&wait=``: when another run waits, the hub claims it
-  in the answer's transaction and hands it over in the response, so a busy node runs it
-  without polling again; when none waits, the answer (committed first) goes on as the
-  node's next long poll, so an idle node's answer is its next poll too.
+  posts each outcome with ``?next=true``: when another run waits, the hub claims it in
+  the answer's transaction and hands it over in the response, so a busy node runs it
+  without polling again.
 * A witness thread checks each new checkpoint of the hub's audit log for consistency
   with the last one it cosigned and cosigns it (``medfed.node.witness``).
 * A heartbeat thread reports every ``heartbeat_seconds`` and extends the lease of the run
@@ -706,14 +705,7 @@ class NodeAgent:
         """:meth:`deliver`, and the run the hub handed out with its answer (``take_next``)."""
         handed = None
         try:
-            # taking the next run, the answer is also the next long poll (an idle node's
-            # answer waits there for its next run, as its poll would)
-            handed = self.hub.post_outcome(
-                item.run_id,
-                item.body,
-                take_next=take_next,
-                wait=self.config.poll_wait_seconds if take_next else 0.0,
-            )
+            handed = self.hub.post_outcome(item.run_id, item.body, take_next=take_next)
             accepted = True
         except (Conflict, NotFound) as exc:
             log.warning("run %s: result dropped, the hub refused it: %s", item.run_id, exc.message)

@@ -107,21 +107,15 @@ class NodeHubClient:
         return None if data is None else RunAssignment.model_validate(data)
 
     def post_outcome(
-        self, run_id: int, body: bytes, *, take_next: bool = False, wait: float = 0.0
+        self, run_id: int, body: bytes, *, take_next: bool = False
     ) -> RunAssignment | None:
         """Post the outcome as exactly ``body`` (the bytes the node log hashed); with
-        ``take_next``, the next run the hub handed out with its answer (None: none), for
-        which the hub waits up to ``wait`` seconds when none waits yet (the answer is then
-        also the node's long poll)."""
-        params: dict[str, Any] | None = None
-        if take_next:
-            params = {"next": "true", "wait": wait} if wait > 0 else {"next": "true"}
+        ``take_next``, the next run the hub handed out with its answer (None: none)."""
         data = self._call(
             "POST",
             f"/api/node/runs/{run_id}/outcome",
             content=body,
-            params=params,
-            timeout=wait + 15.0 if take_next and wait > 0 else None,
+            params={"next": "true"} if take_next else None,
         )
         handed = data.get("next") if isinstance(data, dict) else None
         return RunAssignment.model_validate(handed) if handed is not None else None

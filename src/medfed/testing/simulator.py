@@ -10,12 +10,12 @@ long-polls ``GET /api/node/runs/next``, answers a run with the algorithm's real 
 on the shared table (a :class:`~medfed.node.stores.tables.TableStore`, so DuckDB and the
 schema checks are real) passed through the node's disclosure gate
 (:func:`medfed.node.gate.apply_gate`, the algorithm's own output rules), and posts the
-outcome with ``?next=true&wait=`` as the node agent does (a run handed out with the
-answer is served before the next poll; an answer that found none is the next poll).
-``noop`` runs (dispatch measurements) take the same path with nothing to gate. What a
-full node adds and this leaves out: policy checks from ``node.toml``, row-set memory,
-dominance rules, the airlock, the outbox, heartbeats and the run log — so its answers
-are what a node would send for plain aggregate algorithms, no more.
+outcome with ``?next=true`` as the node agent does (a run handed out with the answer is
+served before the next poll). ``noop`` runs (dispatch measurements) take the same path
+with nothing to gate. What a full node adds and this leaves out: policy checks from
+``node.toml``, row-set memory, dominance rules, the airlock, the outbox, heartbeats and
+the run log — so its answers are what a node would send for plain aggregate algorithms,
+no more.
 
 The nodes speak HTTP through aiohttp, not httpx as the node agent does: the simulator
 shares the cores with the hub it measures, and an aiohttp request costs its client about
@@ -184,11 +184,9 @@ class Simulator:
                 run: RunAssignment | None = RunAssignment.model_validate_json(content)
                 while run is not None:  # as the agent: a run handed out with the answer next
                     outcome = self.answer(run)
-                    # and as the agent, the answer is also the next long poll
-                    wait = round(self.poll_wait * jitter.uniform(0.5, 1.0), 2)
                     async with client.post(
                         f"/api/node/runs/{run.run_id}/outcome",
-                        params={"next": "true", "wait": str(wait)},
+                        params={"next": "true"},
                         data=outcome.model_dump_json(exclude_none=True),
                         headers={**headers, "Content-Type": "application/json"},
                     ) as posted:

@@ -14,9 +14,7 @@ neither reads nor claims in vain). Claims and answers queue in
 several to a transaction, not in one worker thread each; a batch's answers are written
 ahead of its jobs in two statements (:func:`_prepare`). A busy node posts its answer
 with ``?next=true``: the answer and the claim of its next run are one job, and the
-response carries that run (or null), so a run costs it one request instead of two; with
-``&wait=`` an answer that found no next run goes on as the node's long poll (the answer
-committed first), so an idle node's answer is also its next poll.
+response carries that run (or null), so a run costs it one request instead of two.
 """
 
 from __future__ import annotations
@@ -142,25 +140,13 @@ async def next_run(
     node: DetachedNode,
     wait: float = Query(default=20.0, ge=0, le=120),
 ) -> RunAssignment | Response:
-    # the app's settings read here, not as a dependency: every poll pays for each
-    # dependency FastAPI solves
+    # the app's settings and notifier read here, not as dependencies: every poll pays
+    # for each dependency FastAPI solves
     settings: HubSettings = request.app.state.settings
+    notifier: Notifier = request.app.state.notifier
     deadline = time.monotonic() + min(wait, settings.long_poll_seconds)
     # the first pass claims when the node's last_seen is due anyway (claiming touches it)
     woken = node.last_seen_at is None or utcnow() - aware(node.last_seen_at) >= TOUCH_EVERY
-    assignment = await _poll(request, node, deadline, woken=woken)
-    if assignment is None:
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return assignment
-
-
-async def _poll(
-    request: Request, node: Node, deadline: float, *, woken: bool
-) -> RunAssignment | None:
-    """The long poll: the node's next run, claimed, or None once ``deadline`` passed (or
-    the node went away). ``woken``: the first pass claims without asking the hint."""
-    settings: HubSettings = request.app.state.settings
-    notifier: Notifier = request.app.state.notifier
     recheck = settings.recheck_seconds
     key = f"node:{node.id}"
     while True:
@@ -180,15 +166,16 @@ async def _poll(
                     WriteBatches.CLAIM, _claim(settings, node), wanted=_connected(request)
                 )
                 if claimed is None:  # not run: its request went away
-                    return None
+                    return Response(status_code=status.HTTP_204_NO_CONTENT)
+                assignment = claimed.assignment
                 notifier.note(key, stamp, work=claimed.more)
-                if claimed.assignment is not None:
-                    return claimed.assignment
-                if await request.is_disconnected():
-                    return None
+                if assignment is None and await request.is_disconnected():
+                    return Response(status_code=status.HTTP_204_NO_CONTENT)
+                if assignment is not None:
+                    return assignment
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                return Response(status_code=status.HTTP_204_NO_CONTENT)
             woken = await subscription.wait(min(remaining, recheck))
             # a safety net, not the path: un-woken re-checks back off (1000 idle nodes)
             recheck = (
@@ -295,23 +282,13 @@ async def post_outcome(
         "return it as `next` (null when none waits): a busy node's answer and its next "
         "claim in one request",
     ),
-    hold: float = Query(
-        default=0.0,
-        ge=0,
-        le=120,
-        alias="wait",
-        description="with next=true: when no run waits at the answer, seconds to wait for "
-        "one, as GET /api/node/runs/next?wait= does (the answer is committed before the "
-        "wait; a repeat of it is a no-op), so an idle node's answer is also its next poll",
-    ),
 ) -> OutcomeAccepted:
     """Accept the node's answer; the ledger records the SHA-256 of exactly these bytes.
 
     The body is the outcome as JSON, or (large aggregates) the JSON part and its arrays
     framed as :mod:`medfed.common.arrays` describes, recognised by its leading magic.
     With ``?next=true`` the answer and a claim (as ``GET /runs/next`` with ``wait=0``)
-    are one job: a refused answer claims nothing. With ``&wait=`` too, an answer that
-    found no next run goes on as the node's long poll.
+    are one job: a refused answer claims nothing.
     """
     raw = await request.body()  # after authentication; the edge caps its size
     document, binary = decode_body(raw)
@@ -332,22 +309,19 @@ async def post_outcome(
     notifier: Notifier = request.app.state.notifier
     answer = _Answer(settings, node, run_id, outcome, digest, binary)
     key = f"node:{node.id}"
-    handed: RunAssignment | None = None
     if not take_next or notifier.known(key, RECHECK_CAP_SECONDS) is False:
         status_ = await _batches(request).run(WriteBatches.ANSWER, answer)
         assert status_ is not None  # answers have no ``wanted`` check
-        if not take_next:
-            return OutcomeAccepted(status=status_)
-    else:
-        stamp = notifier.stamp(key)  # before the claim's read, as a poll takes it
-        both = await _batches(request).run(
-            WriteBatches.ANSWER, _AnswerAndClaim(answer, _claim(settings, node))
+        return (
+            OutcomeAccepted(status=status_, next=None)
+            if take_next
+            else OutcomeAccepted(status=status_)
         )
-        assert both is not None
-        status_, claimed = both
-        notifier.note(key, stamp, work=claimed.more)
-        handed = claimed.assignment
-    if handed is None and hold > 0:  # the node's next poll, in this request
-        deadline = time.monotonic() + min(hold, settings.long_poll_seconds)
-        handed = await _poll(request, node, deadline, woken=False)
-    return OutcomeAccepted(status=status_, next=handed)
+    stamp = notifier.stamp(key)  # before the claim's read, as a poll takes it
+    both = await _batches(request).run(
+        WriteBatches.ANSWER, _AnswerAndClaim(answer, _claim(settings, node))
+    )
+    assert both is not None
+    status_, claimed = both
+    notifier.note(key, stamp, work=claimed.more)
+    return OutcomeAccepted(status=status_, next=claimed.assignment)
