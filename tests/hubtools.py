@@ -8,6 +8,7 @@ dataset ``cohort`` with the columns in :data:`COLUMNS`.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +82,34 @@ def wait_listening(world: World) -> None:
     listener = getattr(world.app.state, "wake_listener", None)
     if listener is not None:
         assert listener.listening.wait(60)
+
+
+@contextmanager
+def nodes_answering(world: World, outputs: dict[int, dict[str, Any]]) -> Iterator[None]:
+    """Node A and node B long-poll in a thread (their own TestClient) and answer each run
+    with ``outputs[node id]``, until the block ends."""
+    stop = threading.Event()
+
+    def serve() -> None:
+        client = TestClient(world.app)
+        while not stop.is_set():
+            for node in (world.node_a, world.node_b):
+                got = client.get("/api/node/runs/next", params={"wait": 0.2}, headers=node.headers)
+                if got.status_code == 200:
+                    run = got.json()
+                    client.post(
+                        f"/api/node/runs/{run['run_id']}/outcome",
+                        json=done(run, outputs[node.id]),
+                        headers=node.headers,
+                    )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
-from hubtools import PASSWORD, SQLITE_ONLY, NodeInfo, Person, TestClient, World, done, mean_output
+from hubtools import (
+    PASSWORD,
+    SQLITE_ONLY,
+    NodeInfo,
+    Person,
+    TestClient,
+    World,
+    done,
+    mean_output,
+    nodes_answering,
+)
 from medfed import Client
 from medfed.algorithms.stats.moments import MeanResult, MeanStats
 from medfed.common.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
@@ -130,31 +139,9 @@ def test_task_submit_wait_and_result_are_typed(world: World) -> None:
 @pytest.fixture
 def answering_nodes(world: World) -> Iterator[None]:
     """Both nodes long-poll for runs in a thread (their own TestClient) and answer them."""
-    stop = threading.Event()
     outputs = {world.node_a.id: mean_output(4, 40.0), world.node_b.id: mean_output(6, 120.0)}
-
-    def serve() -> None:
-        client = TestClient(world.app)
-        while not stop.is_set():
-            for node in (world.node_a, world.node_b):
-                response = client.get(
-                    "/api/node/runs/next", params={"wait": 0.2}, headers=node.headers
-                )
-                if response.status_code == 200:
-                    assignment = response.json()
-                    client.post(
-                        f"/api/node/runs/{assignment['run_id']}/outcome",
-                        json=done(assignment, outputs[node.id]),
-                        headers=node.headers,
-                    )
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with nodes_answering(world, outputs):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
 
 
 @pytest.mark.usefixtures("answering_nodes")

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from hubtools import TestClient, World, done, mean_output, wait_listening
+from hubtools import World, done, mean_output, nodes_answering, wait_listening
 from medfed.hub.dispatch import Notifier
 
 
@@ -81,30 +81,10 @@ def _until_held(world: World, thread: threading.Thread) -> None:
 
 @pytest.fixture
 def answering(world: World) -> Iterator[None]:
-    """Both nodes long-poll in a thread of their own (their own TestClient) and answer."""
-    stop = threading.Event()
+    """Both nodes long-poll in a thread of their own and answer (a mean of ages)."""
     outputs = {world.node_a.id: mean_output(10, 300.0), world.node_b.id: mean_output(30, 1500.0)}
-
-    def serve() -> None:
-        client = TestClient(world.app)
-        while not stop.is_set():
-            for node in (world.node_a, world.node_b):
-                got = client.get("/api/node/runs/next", params={"wait": 0.2}, headers=node.headers)
-                if got.status_code == 200:
-                    run = got.json()
-                    client.post(
-                        f"/api/node/runs/{run['run_id']}/outcome",
-                        json=done(run, outputs[node.id]),
-                        headers=node.headers,
-                    )
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with nodes_answering(world, outputs):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
 
 
 @pytest.mark.usefixtures("answering")
