@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -38,6 +39,8 @@ from medfed.hub.services.accounts import require_superuser
 from medfed.ledger.entries import content_hash
 
 router = APIRouter(prefix="/api", tags=["tasks"])
+
+T = TypeVar("T")
 
 
 def task_public(session: Session, task: Task | tasks.AnyRow) -> TaskPublic:
@@ -202,7 +205,6 @@ def _create(
         if idempotency_key is None or not isinstance(exc, IntegrityError | MedfedError):
             raise
         session.rollback()  # nothing of this try is kept
-        session.info.pop("wake", None)
         # the same key and body: the earlier task; another body: refused (422); none: the
         # error this try met
         earlier = task_keys.submitted(
@@ -366,27 +368,26 @@ async def _until_end(
     creation did, and refuses nothing)."""
     settings: HubSettings = request.app.state.settings
     notifier: Notifier = request.app.state.notifier
+
+    async def checked(read: Callable[[Request, int, User], T]) -> T | TaskPublic:
+        try:
+            return await run_in_threadpool(read, request, task_id, user)
+        except (Forbidden, NotFound):
+            if created is None:
+                raise
+            return created
+
     subscription = armed
     try:
         while True:
             if subscription is None:
                 subscription = notifier.subscribe(_end_key(task_id))
-                try:
-                    looked = await run_in_threadpool(_look, request, task_id, user)
-                except (Forbidden, NotFound):
-                    if created is None:
-                        raise
-                    return created
+                looked = await checked(_look)
                 if isinstance(looked, TaskPublic):
-                    return looked  # ended
+                    return looked  # ended (or, access gone, as created)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                try:
-                    return await run_in_threadpool(_read, request, task_id, user)
-                except (Forbidden, NotFound):
-                    if created is None:
-                        raise
-                    return created
+                return await checked(_read)
             await subscription.wait(min(remaining, settings.recheck_seconds))
             subscription.close()
             subscription = None
