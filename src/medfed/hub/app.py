@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -40,6 +41,7 @@ from medfed.hub.config import SETTINGS_INFO, HubSettings
 from medfed.hub.db.migrate import upgrade
 from medfed.hub.db.session import make_engine, make_read_sessionmaker, make_sessionmaker
 from medfed.hub.dispatch import Notifier, commit
+from medfed.hub.handoff import MOST_ENDS, Handoffs, Server
 from medfed.hub.hardening import secure_storage
 from medfed.hub.principals import CACHE_INFO, PrincipalCache
 from medfed.hub.services import ledger
@@ -120,6 +122,13 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.read_sessionmaker = make_read_sessionmaker(engine)
     app.state.notifier = Notifier()
+    # what a commit serves the long polls it wakes in this process (medfed.hub.handoff)
+    app.state.handoffs = Handoffs(
+        {
+            "node": Server(partial(node_api.claim_for, settings), most=1),
+            "round": Server(tasks.end_view, most=MOST_ENDS),
+        }
+    )
     app.state.principals = PrincipalCache(
         settings.principal_cache_seconds, origin=app.state.notifier.origin
     )

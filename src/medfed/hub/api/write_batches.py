@@ -27,9 +27,11 @@ round is over once, after the batch's last job
 first hands them all to the queue's ``prepare`` function, if it has one, in the batch's
 transaction: the nodes' queue writes its answers there in two statements for the batch
 (:func:`medfed.hub.services.runs.write_answers`), and each job then finds its row written
-(a job that runs alone, after a failed batch, writes its own). The writer repeats while
-jobs wait. Jobs see each other's changes in order (the session flushes before each
-query), as they would one transaction after another.
+(a job that runs alone, after a failed batch, writes its own). Just before each commit the
+batch serves the long polls its commit will wake (:mod:`medfed.hub.handoff`: the next
+round's runs claimed for the nodes' waiting polls, an ended task read for its waits).
+The writer repeats while jobs wait. Jobs see each other's changes in order (the session
+flushes before each query), as they would one transaction after another.
 
 Each hub process (each worker on PostgreSQL) has its own queue. Their batches run side
 by side and queue for their ledger appends (and for the row of a task whose round both
@@ -53,6 +55,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from medfed.hub.dispatch import Notifier, commit
+from medfed.hub.handoff import Handed, Handoffs, hand_over, settle
 from medfed.hub.services.tasks import defer_rounds, finish_deferred
 
 #: the most jobs in one transaction (bounds how long one batch holds the write lock)
@@ -94,9 +97,11 @@ class WriteBatches:
         *,
         max_batch: int = MAX_BATCH,
         prepare: Callable[[Session, list[Job]], None] | None = None,
+        handoffs: Handoffs | None = None,
     ) -> None:
         self._sessions = sessions
         self._notifier = notifier
+        self._handoffs = handoffs
         self._max_batch = max_batch
         self._prepare = prepare
         self._waiting: list[_Queued] = []
@@ -167,7 +172,7 @@ class WriteBatches:
                         self._prepare(session, jobs)
                     results = [job(session) for job in jobs]
                     finish_deferred(session)
-                    commit(session, self._notifier)
+                    self._commit(session)
                 except Exception:  # rolled back; each job runs again alone
                     session.rollback()
                 else:
@@ -187,7 +192,20 @@ class WriteBatches:
             defer_rounds(session)
             result = job(session)
             finish_deferred(session)
-            commit(session, self._notifier)
+            self._commit(session)
         self.written[0] += 1
         self.written[1] += 1
         return result
+
+    def _commit(self, session: Session) -> None:
+        """Commit, first serving the waiters parked for what the commit wakes (the next
+        round's runs claimed for the nodes' polls, an ended task read for its waits)."""
+        handed: Handed = []
+        try:
+            if self._handoffs is not None:
+                handed = hand_over(self._handoffs, session)
+            commit(session, self._notifier)
+        except BaseException:
+            settle(handed, committed=False)
+            raise
+        settle(handed, committed=True)

@@ -217,6 +217,25 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> Claim:
     return Claim(assignment, more=bool(row.more))
 
 
+_LAPSE = (
+    update(_RUNS)
+    .where(
+        _RUNS.c.id == bindparam("run"),
+        _RUNS.c.lease_id == bindparam("lease"),
+        _RUNS.c.status == RunStatus.claimed.value,
+    )
+    .values(lease_expires_at=bindparam("now"))
+)
+
+
+def lapse_lease(session: Session, *, run_id: int, lease_id: str) -> None:
+    """End a lease now (a claim handed to a poll whose node had gone): the sweeper hands
+    the run back out on its next pass (:func:`expire_leases`), as if the lease ran out.
+    Nothing happens where the lease is no longer the run's."""
+    session.execute(_LAPSE, {"run": run_id, "lease": lease_id, "now": utcnow()})
+    _written(session, run_id)
+
+
 def _unlease(run: Run, *, attempts: int) -> None:
     """Hand back the lease a claim's statement took (the grant was refused): the run as it
     was before the claim."""

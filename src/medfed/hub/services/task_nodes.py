@@ -7,7 +7,8 @@ newest 4,096 tasks); a claim of a 1,000-dataset task then needs no query with 1,
 and reads no dataset list. Only committed tasks are claimed, so a kept count is never
 that of a rolled-back task whose id is used again: a task's creation, which knows its
 datasets' nodes, keeps its count once its transaction commits (:func:`keep_at_commit`), so
-the claims of a new task need no query either.
+the claims of a new task need no query either (a claim in the creating transaction itself
+reads the count it will keep).
 """
 
 from __future__ import annotations
@@ -59,7 +60,12 @@ def _forget(session: Session, *_: object) -> None:
 
 
 def count(session: Session, task_id: int) -> int:
-    """How many distinct nodes hold the datasets of the (committed) task ``task_id``."""
+    """How many distinct nodes hold the datasets of the task ``task_id``: committed, or
+    made in ``session``'s own transaction (a submission claiming for a waiting poll, whose
+    count is not kept before the commit)."""
+    for made_id, counted in session.info.get(_AT_COMMIT, ()):
+        if made_id == task_id:
+            return int(counted)
     engine = engine_of(session)
     with _lock:
         kept = _KEPT.get(engine) if engine is not None else None

@@ -15,6 +15,10 @@ several to a transaction, not in one worker thread each; a batch's answers are w
 ahead of its jobs in two statements (:func:`_prepare`). A busy node posts its answer
 with ``?next=true``: the answer and the claim of its next run are one job, and the
 response carries that run (or null), so a run costs it one request instead of two.
+While it waits, a poll is parked (:mod:`medfed.hub.handoff`): the transaction that makes
+a run for its node (a submission, a batch closing a round) claims the run for it before
+its commit and hands it over; a poll whose node went away meanwhile ends that lease at
+once (:func:`~medfed.hub.services.runs.lapse_lease`), so the run goes back out.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from medfed.hub.api.write_batches import WriteBatches
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Node
 from medfed.hub.dispatch import Notifier, commit
+from medfed.hub.handoff import Handoffs
 from medfed.hub.services import datasets, nodes, runs
 from medfed.hub.services.catalogue.metadata import public_of
 from medfed.hub.services.nodes import TOUCH_EVERY
@@ -118,7 +123,7 @@ def _attacher(node: Node) -> Callable[[Session], Node]:
     return attach
 
 
-def _claim(settings: HubSettings, node: Node) -> Callable[[Session], runs.Claim]:
+def claim_job(settings: HubSettings, node: Node) -> Callable[[Session], runs.Claim]:
     """The claim job: the assignment, and whether more runs wait for the node after it."""
     attach = _attacher(node)
 
@@ -128,6 +133,12 @@ def _claim(settings: HubSettings, node: Node) -> Callable[[Session], runs.Claim]
         return runs.claim_next(session, node=node, settings=settings)
 
     return job
+
+
+def claim_for(settings: HubSettings, session: Session, node: Node) -> runs.Claim:
+    """The claim a poll of ``node`` would make, made in ``session``: the hand-over's server
+    for node keys (a transaction claiming for a parked poll, :mod:`medfed.hub.handoff`)."""
+    return claim_job(settings, node)(session)
 
 
 @router.get(
@@ -144,6 +155,7 @@ async def next_run(
     # for each dependency FastAPI solves
     settings: HubSettings = request.app.state.settings
     notifier: Notifier = request.app.state.notifier
+    handoffs: Handoffs = request.app.state.handoffs
     deadline = time.monotonic() + min(wait, settings.long_poll_seconds)
     # the first pass claims when the node's last_seen is due anyway (claiming touches it)
     woken = node.last_seen_at is None or utcnow() - aware(node.last_seen_at) >= TOUCH_EVERY
@@ -163,7 +175,7 @@ async def next_run(
                 # a node that went away while its poll waited claims nothing: the run
                 # stays pending for a live node instead of waiting out a lease
                 claimed = await _batches(request).run(
-                    WriteBatches.CLAIM, _claim(settings, node), wanted=_connected(request)
+                    WriteBatches.CLAIM, claim_job(settings, node), wanted=_connected(request)
                 )
                 if claimed is None:  # not run: its request went away
                     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -176,7 +188,23 @@ async def next_run(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return Response(status_code=status.HTTP_204_NO_CONTENT)
-            woken = await subscription.wait(min(remaining, recheck))
+            # parked while it waits: a submission may claim a run for it in its own
+            # transaction (:mod:`medfed.hub.handoff`) and hand it over here
+            parked = handoffs.park(key, node)
+            try:
+                woken = await subscription.wait(min(remaining, recheck))
+            finally:  # cancelled while reserved: that claim waits out its lease
+                reserved = not handoffs.leave(key, parked)
+            if reserved:
+                handed: runs.Claim | None = await parked.future  # None: rolled back
+                if handed is not None:
+                    notifier.note(key, stamp, work=handed.more)
+                    if handed.assignment is not None:
+                        if not await request.is_disconnected():
+                            return handed.assignment
+                        # its node went away while it waited: the run goes back out
+                        await _batches(request).run(WriteBatches.ANSWER, _lapse(handed.assignment))
+                        return Response(status_code=status.HTTP_204_NO_CONTENT)
             # a safety net, not the path: un-woken re-checks back off (1000 idle nodes)
             recheck = (
                 settings.recheck_seconds
@@ -195,9 +223,21 @@ def _batches(request: Request) -> WriteBatches:
         state, "node_write_batches", None
     )
     if held is None or held[0] is not loop:  # one per event loop; no await in between
-        held = (loop, WriteBatches(state.sessionmaker, state.notifier, prepare=_prepare))
+        held = (
+            loop,
+            WriteBatches(
+                state.sessionmaker, state.notifier, prepare=_prepare, handoffs=state.handoffs
+            ),
+        )
         state.node_write_batches = held
     return held[1]
+
+
+def _lapse(assignment: RunAssignment) -> Callable[[Session], None]:
+    def job(session: Session) -> None:
+        runs.lapse_lease(session, run_id=assignment.run_id, lease_id=assignment.lease_id)
+
+    return job
 
 
 def _has_work(request: Request, node_id: int) -> bool:
@@ -319,7 +359,7 @@ async def post_outcome(
         )
     stamp = notifier.stamp(key)  # before the claim's read, as a poll takes it
     both = await _batches(request).run(
-        WriteBatches.ANSWER, _AnswerAndClaim(answer, _claim(settings, node))
+        WriteBatches.ANSWER, _AnswerAndClaim(answer, claim_job(settings, node))
     )
     assert both is not None
     status_, claimed = both

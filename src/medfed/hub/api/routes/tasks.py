@@ -5,7 +5,11 @@ answered, a round aggregated) or after ``timeout`` seconds, so clients follow pr
 without sleeping between polls. ``POST /api/tasks`` takes an ``Idempotency-Key`` header
 (Stripe style): clients may resend a submission whose answer they lost. With ``?wait=``
 the submission holds its answer until the task ends (the end-only wait, subscribed before
-the task commits), so a short task costs its researcher one request, not two.
+the task commits), so a short task costs its researcher one request, not two. A wait for
+the end is parked while it waits (:mod:`medfed.hub.handoff`): the transaction that ends
+the task reads it for the waiter (:func:`end_view`, access checked) and hands it over, so
+the answer needs no read of its own; a submission claims, in its own transaction, the
+runs of node polls waiting in this process.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -34,6 +38,7 @@ from medfed.hub.api.errors import ErrorBody
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Task, User
 from medfed.hub.dispatch import Notifier, Subscription, commit
+from medfed.hub.handoff import Handed, Handoffs, hand_over, settle
 from medfed.hub.services import task_keys, tasks
 from medfed.hub.services.accounts import require_superuser
 from medfed.ledger.entries import content_hash
@@ -181,6 +186,7 @@ def _create(
     if idempotency_key is not None:
         task_keys.check_idempotency_key(idempotency_key)
     held: Subscription | None = None
+    handed: Handed = []
     try:
         task = tasks.create_task(
             session,
@@ -198,8 +204,11 @@ def _create(
         public = task_public(session, task)
         if hold_on is not None:  # before the commit: a task that ends at once still wakes it
             held = notifier.subscribe(_end_key(task.id), loop=hold_on)
+        # the node polls waiting in this process get their runs claimed in this transaction
+        handed = hand_over(request.app.state.handoffs, session)
         commit(session, notifier)
     except BaseException as exc:
+        settle(handed, committed=False)
         if held is not None:
             held.close()
         if idempotency_key is None or not isinstance(exc, IntegrityError | MedfedError):
@@ -213,6 +222,7 @@ def _create(
         if earlier is None:
             raise
         return _replayed(session, earlier, response), None
+    settle(handed, committed=True)
     return public, held
 
 
@@ -343,6 +353,25 @@ async def wait_task(
             subscription.close()
 
 
+def end_view(session: Session, waiting: tuple[int, User]) -> TaskPublic | None:
+    """The hand-over's server for round keys: the task as :func:`_look` would answer a
+    waiter for its end, read in the transaction that ended it; None while the task runs
+    (a round closed, not the last) or where the caller's access is gone (the waiter then
+    reads for itself and answers as it would have)."""
+    task_id, user = waiting
+    held = session.get(Task, task_id)  # the round's close loaded it: no statement
+    if held is not None and held.status == TaskStatus.running.value:
+        return None
+    session.flush()  # the end as the statements below read it (the commit flushes anyway)
+    try:
+        task, _ = tasks.checked_view(session, task_id=task_id, user=user)
+    except (Forbidden, NotFound):
+        return None
+    if task.status == TaskStatus.running.value:
+        return None
+    return task_public(session, task)
+
+
 def _end_key(task_id: int) -> str:
     """Woken when one of the task's rounds closes (its end with it), not by each answer."""
     return f"round:{task_id}"
@@ -377,18 +406,28 @@ async def _until_end(
                 raise
             return created
 
+    handoffs: Handoffs = request.app.state.handoffs
+    key = _end_key(task_id)
     subscription = armed
     try:
         while True:
             if subscription is None:
-                subscription = notifier.subscribe(_end_key(task_id))
+                subscription = notifier.subscribe(key)
                 looked = await checked(_look)
                 if isinstance(looked, TaskPublic):
                     return looked  # ended (or, access gone, as created)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return await checked(_read)
-            await subscription.wait(min(remaining, settings.recheck_seconds))
+            # parked while it waits: the transaction that ends the task reads it for this
+            # caller (access checked) and hands it over (:mod:`medfed.hub.handoff`)
+            parked = handoffs.park(key, (task_id, user))
+            try:
+                await subscription.wait(min(remaining, settings.recheck_seconds))
+            finally:
+                reserved = not handoffs.leave(key, parked)
+            if reserved and (ended := await parked.future) is not None:
+                return cast(TaskPublic, ended)
             subscription.close()
             subscription = None
     finally:
