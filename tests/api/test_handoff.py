@@ -38,8 +38,13 @@ from medfed.hub.handoff import Handoffs
 
 
 @pytest.fixture(autouse=True)
-def settled(world: World) -> None:
+def settled(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     wait_listening(world)
+    # a waiter re-reads every recheck_seconds (0.05 s in tests), unparked while it reads:
+    # here the waits park once, so a transaction finds them however slow the machine
+    settings = world.app.state.settings
+    monkeypatch.setattr(settings, "recheck_seconds", 600.0)
+    monkeypatch.setattr(settings, "long_poll_seconds", 120.0)
     while world.claim(world.node_a) is not None:  # nothing left from the set-up
         pass
 

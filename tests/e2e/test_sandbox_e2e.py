@@ -68,15 +68,25 @@ def _run_hostile(fed: Federation, source: str) -> Any:
 
 
 def _sandbox_entries(fed: Federation, final: Any) -> list[dict[str, Any]]:
-    """Every node's sandbox entries, once the answered runs of ``final`` are logged."""
+    """Every node's sandbox entries, once each node that took part in ``final`` has
+    logged its run of the task's last round (the training round, where the sandbox runs).
+
+    ``final.runs`` lists each node's first-round run only, and a node logs a run once the
+    hub has answered it: the task can end (its last answer taken) a moment before the
+    last node's entry is on disk."""
     entries = []
     for node in fed.nodes.values():
-        mine = {
-            r.run_id
+        took_part = any(
+            r.node_name == node.name and r.status.value in ("claimed", "done", "failed")
             for r in final.runs
-            if r.node_name == node.name and r.status.value in ("done", "failed")
-        }
-        log = node.run_log(lambda log, mine=mine: mine <= {e.get("run_id") for e in log})
+        )
+
+        def logged(log: list[dict[str, Any]], took_part: bool = took_part) -> bool:
+            return not took_part or any(
+                e.get("task_id") == final.id and e.get("round") == final.round for e in log
+            )
+
+        log = node.run_log(logged)
         entries += [e for e in log if e.get("rule") == "sandbox"]
     return entries
 
