@@ -28,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from hubtools import World, done, mean_output, wait_listening
+from hubtools import NodeInfo, World, done, mean_output, wait_listening
 from livehub import serve_app
 from medfed.common.timeutil import aware, utcnow
 from medfed.hub.app import _sweep_once
@@ -57,6 +57,20 @@ def _parked(world: World, key: str, alive: Callable[[], bool]) -> None:
         time.sleep(0.01)
 
 
+def _polling(world: World, node: NodeInfo) -> tuple[threading.Thread, list[httpx.Response]]:
+    """The node's long poll (30 s) in a thread, once it is parked; its answer, when it has
+    one, in the list."""
+    answered: list[httpx.Response] = []
+    poll = threading.Thread(
+        target=lambda: answered.append(
+            world.api.get("/api/node/runs/next", params={"wait": 30}, headers=node.headers)
+        )
+    )
+    poll.start()
+    _parked(world, f"node:{node.id}", poll.is_alive)
+    return poll, answered
+
+
 def _runs(world: World, task_id: int) -> dict[int, Any]:
     """The task's runs by node, read through a connection of their own."""
     with world.app.state.engine.connect() as connection:
@@ -71,14 +85,7 @@ def _runs(world: World, task_id: int) -> dict[int, Any]:
 def test_a_parked_poll_gets_its_run_claimed_in_the_submissions_transaction(
     world: World,
 ) -> None:
-    answered: list[httpx.Response] = []
-    poll = threading.Thread(
-        target=lambda: answered.append(
-            world.api.get("/api/node/runs/next", params={"wait": 30}, headers=world.node_a.headers)
-        )
-    )
-    poll.start()
-    _parked(world, f"node:{world.node_a.id}", poll.is_alive)
+    poll, answered = _polling(world, world.node_a)
 
     # the runs as the submission's commit left them, before anybody was woken by it
     at_commit: list[dict[int, Any]] = []
@@ -230,14 +237,7 @@ def test_the_answer_that_closes_a_round_claims_the_next_for_a_waiting_poll(world
         world.post_outcome(world.node_b, first[world.node_b.id]["run_id"], answer_b).status_code
         == 200
     )
-    answered: list[httpx.Response] = []
-    poll = threading.Thread(
-        target=lambda: answered.append(
-            world.api.get("/api/node/runs/next", params={"wait": 30}, headers=world.node_b.headers)
-        )
-    )
-    poll.start()
-    _parked(world, f"node:{world.node_b.id}", poll.is_alive)
+    poll, answered = _polling(world, world.node_b)
 
     # at each commit, node B's round-1 run as it was (from the first commit that made it)
     seen: list[str] = []
