@@ -126,7 +126,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.state.handoffs = Handoffs(
         {
             "node": Server(partial(node_api.claim_for, settings), most=1),
-            "round": Server(tasks.end_view, most=MOST_ENDS),
+            "round": Server(tasks.end_view, most=MOST_ENDS, total=MOST_ENDS),
         }
     )
     app.state.principals = PrincipalCache(

@@ -52,8 +52,9 @@ class Parked:
         self.reserved = False
 
 
-#: the most waits for one task's end a transaction serves (each is a read in its
-#: transaction, which holds the write lock on SQLite); the others read for themselves
+#: the most waits for a task's end a transaction serves, of one task or of several (each
+#: is a read in its transaction, which holds the write lock on SQLite); the others read
+#: for themselves
 MOST_ENDS = 16
 
 
