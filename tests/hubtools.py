@@ -8,6 +8,7 @@ dataset ``cohort`` with the columns in :data:`COLUMNS`.
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from collections.abc import Iterator
@@ -73,6 +74,17 @@ def statements(world: World) -> Iterator[list[str]]:
         yield seen
     finally:
         sa.event.remove(engine, "before_cursor_execute", note)
+
+
+def ledger_claims(world: World, run_id: int) -> list[dict[str, Any]]:
+    """The ledger's ``run.claim`` entries for run ``run_id``, in order."""
+    with world.app.state.sessionmaker() as session:
+        bodies = session.scalars(sa.text("SELECT body FROM ledger_entries ORDER BY idx"))
+        return [
+            entry
+            for entry in map(json.loads, bodies)
+            if entry["action"] == "run.claim" and entry["objects"]["run"] == run_id
+        ]
 
 
 def wait_listening(world: World) -> None:

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from hubtools import World, done, mean_output, statements, wait_listening
+from hubtools import World, done, ledger_claims, mean_output, statements, wait_listening
 from medfed.common.resources import RunOutcome
 from medfed.hub.api.routes import node_api
 from medfed.hub.api.write_batches import WriteBatches
@@ -157,13 +157,7 @@ def test_an_answer_can_carry_the_nodes_next_run(world: World) -> None:
     ]
     assert at_a == ["done", "done"]
     # the claim it made is in the ledger like any other, by the node
-    with world.app.state.sessionmaker() as session:
-        bodies = session.scalars(sa.text("SELECT body FROM ledger_entries ORDER BY idx"))
-        claims = [
-            entry
-            for entry in map(json.loads, bodies)
-            if entry["action"] == "run.claim" and entry["objects"]["run"] == handed["run_id"]
-        ]
+    claims = ledger_claims(world, handed["run_id"])
     assert [c["actor"] for c in claims] == [f"node:{world.node_a.id}"]
 
 

@@ -15,7 +15,6 @@ transaction that ended it (read there, with the access check): it reads nothing 
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -28,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from hubtools import NodeInfo, World, done, mean_output, wait_listening
+from hubtools import NodeInfo, World, done, ledger_claims, mean_output, wait_listening
 from livehub import serve_app
 from medfed.common.timeutil import aware, utcnow
 from medfed.hub.app import _sweep_once
@@ -126,13 +125,7 @@ def test_a_parked_poll_gets_its_run_claimed_in_the_submissions_transaction(
     other = world.claim(world.node_b)
     assert other is not None and other["task_id"] == task["id"]
     # the hand-over wrote its claim to the ledger like any claim, by the node
-    with world.app.state.sessionmaker() as session:
-        bodies = session.scalars(sa.text("SELECT body FROM ledger_entries ORDER BY idx"))
-        claims = [
-            entry
-            for entry in map(json.loads, bodies)
-            if entry["action"] == "run.claim" and entry["objects"]["run"] == assignment["run_id"]
-        ]
+    claims = ledger_claims(world, assignment["run_id"])
     assert [c["actor"] for c in claims] == [f"node:{world.node_a.id}"]
 
 
@@ -149,6 +142,9 @@ def test_a_run_handed_to_a_poll_whose_node_went_away_goes_back_out(world: World)
         )
         _parked(world, f"node:{world.node_a.id}", lambda: True)
         conn.close()  # the node goes away while its poll waits
+        # a request answered after the close: the server's loop has taken the closed
+        # connection's end of file (it was in the socket before this request's bytes)
+        assert httpx.get(f"{url}/api/health", timeout=60).status_code == 200
         lease = world.app.state.settings.lease_seconds
         assert lease >= 20  # a lapse is told from the lease running out
         task = world.create_task()

@@ -38,6 +38,8 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
+from medfed.hub.dispatch import Notifier, commit
+
 
 class Parked:
     """One waiting poll: what it waits as (its node; its task and user), its loop, and
@@ -169,3 +171,18 @@ def settle(handed: Handed, *, committed: bool) -> None:
     """Hand each reserved waiter its value (``committed``), or None (rolled back)."""
     for parked, value in handed:
         Handoffs.deliver(parked, value if committed else None)
+
+
+def commit_serving(handoffs: Handoffs | None, session: Session, notifier: Notifier | None) -> None:
+    """:func:`~medfed.hub.dispatch.commit`, first serving the waiters parked for what the
+    commit wakes (:func:`hand_over`), then handing them their values (:func:`settle`; None
+    where the commit failed, which is raised)."""
+    handed: Handed = []
+    try:
+        if handoffs is not None:
+            handed = hand_over(handoffs, session)
+        commit(session, notifier)
+    except BaseException:
+        settle(handed, committed=False)
+        raise
+    settle(handed, committed=True)

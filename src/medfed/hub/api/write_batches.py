@@ -54,8 +54,8 @@ from typing import Any, TypeVar
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
-from medfed.hub.dispatch import Notifier, commit
-from medfed.hub.handoff import Handed, Handoffs, hand_over, settle
+from medfed.hub.dispatch import Notifier
+from medfed.hub.handoff import Handoffs, commit_serving
 from medfed.hub.services.tasks import defer_rounds, finish_deferred
 
 #: the most jobs in one transaction (bounds how long one batch holds the write lock)
@@ -200,12 +200,4 @@ class WriteBatches:
     def _commit(self, session: Session) -> None:
         """Commit, first serving the waiters parked for what the commit wakes (the next
         round's runs claimed for the nodes' polls, an ended task read for its waits)."""
-        handed: Handed = []
-        try:
-            if self._handoffs is not None:
-                handed = hand_over(self._handoffs, session)
-            commit(session, self._notifier)
-        except BaseException:
-            settle(handed, committed=False)
-            raise
-        settle(handed, committed=True)
+        commit_serving(self._handoffs, session, self._notifier)

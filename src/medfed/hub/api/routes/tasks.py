@@ -37,8 +37,8 @@ from medfed.hub.api.deps import CurrentUser, DetachedUser, SessionDep
 from medfed.hub.api.errors import ErrorBody
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Task, User
-from medfed.hub.dispatch import Notifier, Subscription, commit
-from medfed.hub.handoff import Handed, Handoffs, hand_over, settle
+from medfed.hub.dispatch import Notifier, Subscription
+from medfed.hub.handoff import Handoffs, commit_serving
 from medfed.hub.services import task_keys, tasks
 from medfed.hub.services.accounts import require_superuser
 from medfed.ledger.entries import content_hash
@@ -186,7 +186,6 @@ def _create(
     if idempotency_key is not None:
         task_keys.check_idempotency_key(idempotency_key)
     held: Subscription | None = None
-    handed: Handed = []
     try:
         task = tasks.create_task(
             session,
@@ -205,10 +204,8 @@ def _create(
         if hold_on is not None:  # before the commit: a task that ends at once still wakes it
             held = notifier.subscribe(_end_key(task.id), loop=hold_on)
         # the node polls waiting in this process get their runs claimed in this transaction
-        handed = hand_over(request.app.state.handoffs, session)
-        commit(session, notifier)
+        commit_serving(request.app.state.handoffs, session, notifier)
     except BaseException as exc:
-        settle(handed, committed=False)
         if held is not None:
             held.close()
         if idempotency_key is None or not isinstance(exc, IntegrityError | MedfedError):
@@ -222,7 +219,6 @@ def _create(
         if earlier is None:
             raise
         return _replayed(session, earlier, response), None
-    settle(handed, committed=True)
     return public, held
 
 
