@@ -168,7 +168,7 @@ def test_a_held_submission_gets_the_end_from_the_transaction_that_ended_it(
     views: list[bool] = []  # for each read of a task as a member sees it: read-only?
 
     def note(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "AS member" in statement:  # tasks.checked_view, with its access check
+        if "AS answered" in statement:  # tasks.checked_view (its access check included)
             views.append(bool(connection.get_execution_options().get(READ_ONLY)))
 
     body = {

@@ -47,7 +47,7 @@ from medfed.hub.db.models import (
     Node,
     User,
 )
-from medfed.hub.db.session import engine_of, is_sqlite
+from medfed.hub.db.session import engine_of, execute_core, is_sqlite
 from medfed.ledger.checkpoint import Checkpoint, verify_signature
 from medfed.ledger.entries import canonical, make_entry
 from medfed.ledger.merkle import (
@@ -98,6 +98,7 @@ class _Head:
 
 _HEADS = cast(Table, LedgerHead.__table__)
 _READ_HEAD = select(_HEADS.c.size, _HEADS.c.last_leaf, _HEADS.c.frontier).where(_HEADS.c.id == 1)
+_READ_HEAD_LOCKED = _READ_HEAD.with_for_update()
 _WRITE_HEAD = (
     update(_HEADS)
     .where(_HEADS.c.id == 1)
@@ -126,7 +127,7 @@ def _head(session: Session) -> _Head:
         return head
     # through the session: its pending changes are flushed before the head is locked, so
     # no row lock is waited for while the head is held
-    row = session.execute(_READ_HEAD if is_sqlite(session) else _READ_HEAD.with_for_update())
+    row = execute_core(session, _READ_HEAD if is_sqlite(session) else _READ_HEAD_LOCKED)
     found = row.first()
     if found is None:
         raise RuntimeError("ledger head missing: run the migrations")

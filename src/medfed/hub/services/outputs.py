@@ -10,16 +10,25 @@ returned as stored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from medfed.common.arrays import decode_arrays, join
 from medfed.hub.config import HubSettings
-from medfed.hub.db.models import Run
 
-__all__ = ["payload_of"]
+__all__ = ["Stored", "payload_of"]
 
 
-def payload_of(run: Run, settings: HubSettings) -> dict[str, Any] | None:
+class Stored(Protocol):
+    """A run's stored output: a :class:`~medfed.hub.db.models.Run`, or a row of its
+    ``output`` and ``output_blob`` columns."""
+
+    @property
+    def output(self) -> dict[str, Any] | None: ...
+    @property
+    def output_blob(self) -> str | None: ...
+
+
+def payload_of(run: Stored, settings: HubSettings) -> dict[str, Any] | None:
     """The run's output with its arrays in place (None when it has none)."""
     if run.output is None or run.output_blob is None:
         return run.output

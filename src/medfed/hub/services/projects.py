@@ -7,6 +7,8 @@ members.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
@@ -26,14 +28,40 @@ def is_member(session: Session, *, project_id: int, user: User) -> bool:
     return session.scalar(_MEMBER, {"project": project_id, "user": user.id}) is not None
 
 
-#: the project and whether the user is a member, in one statement (built once: every task
-#: request asks it)
-_PROJECT_AND_MEMBERSHIP = select(
-    Project,
+#: whether the user is a member of the project the statement reads
+_IS_MEMBER = (
     select(ProjectMember.id)
     .where(ProjectMember.project_id == Project.id, ProjectMember.user_id == bindparam("user"))
-    .exists(),
+    .exists()
+)
+#: the project and whether the user is a member, in one statement (built once: every task
+#: request asks it)
+_PROJECT_AND_MEMBERSHIP = select(Project, _IS_MEMBER.label("member")).where(
+    Project.id == bindparam("project")
+)
+#: what a task's creation needs of the project (its id and query budget) and whether the
+#: user is a member, as one plain row: no ORM object is built (built once)
+_LIMITS_AND_MEMBERSHIP = select(
+    Project.id, Project.query_budget, Project.query_window_hours, _IS_MEMBER.label("member")
 ).where(Project.id == bindparam("project"))
+
+
+class ProjectLimits(NamedTuple):
+    """A project's id and query budget (``projects`` columns), as a task's creation reads
+    them: :func:`checked_limits`."""
+
+    id: int
+    query_budget: int | None
+    query_window_hours: float | None
+
+
+def _require_visible(row: Any, project_id: int, user: User) -> None:
+    """404 where ``row`` (a statement's row with a ``member`` column) is None, 403 where
+    ``user`` is neither a member nor the hub admin."""
+    if row is None:
+        raise NotFound(f"project {project_id} not found")
+    if not user.is_superuser and not row.member:
+        raise Forbidden(f"you are not a member of project {project_id}")
 
 
 def get_project(session: Session, *, project_id: int, user: User) -> Project:
@@ -42,12 +70,24 @@ def get_project(session: Session, *, project_id: int, user: User) -> Project:
     found = session.execute(
         _PROJECT_AND_MEMBERSHIP, {"project": project_id, "user": user.id}
     ).first()
-    if found is None:
-        raise NotFound(f"project {project_id} not found")
-    project, member = found
-    if not user.is_superuser and not member:
-        raise Forbidden(f"you are not a member of project {project_id}")
+    _require_visible(found, project_id, user)
+    assert found is not None
+    project: Project = found.Project
     return project
+
+
+def checked_limits(session: Session, *, project_id: int, user: User) -> ProjectLimits:
+    """:func:`get_project`'s check (the same refusals), answered with the project's
+    :class:`ProjectLimits` as a plain row: one Core statement, no ORM load (every task
+    submission asks it; loading the project object cost several times the statement)."""
+    found = (
+        session.connection()
+        .execute(_LIMITS_AND_MEMBERSHIP, {"project": project_id, "user": user.id})
+        .first()
+    )
+    _require_visible(found, project_id, user)
+    assert found is not None
+    return ProjectLimits(found.id, found.query_budget, found.query_window_hours)
 
 
 def member_ids(session: Session, project_id: int) -> list[int]:

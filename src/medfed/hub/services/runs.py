@@ -31,7 +31,7 @@ from medfed.common.timeutil import utcnow
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, Run, Task
 from medfed.hub.db.models_access import DiscoveryQuery, Entitlement
-from medfed.hub.db.session import is_sqlite
+from medfed.hub.db.session import execute_core, is_sqlite
 from medfed.hub.dispatch import want_wake
 from medfed.hub.services import task_nodes
 from medfed.hub.services.access import entitlements
@@ -160,7 +160,7 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> Claim:
     leased = not is_sqlite(session)
     query = _CLAIM_AND_LEASE if leased else _CLAIM
     lease = {"node": node.id, "now": now, "lease": lease_id, "expires": expires}
-    row = session.execute(query, lease).first()
+    row = execute_core(session, query, lease).first()
     if row is None:
         return Claim(None, more=False)
     grant = entitlements.grant_for_run(
@@ -186,7 +186,9 @@ def claim_next(session: Session, *, node: Node, settings: HubSettings) -> Claim:
         return claim_next(session, node=node, settings=settings)
     attempt = row.attempts + 1
     if not leased:
-        session.execute(_LEASE, {"run": row.id, "lease": lease_id, "now": now, "expires": expires})
+        execute_core(
+            session, _LEASE, {"run": row.id, "lease": lease_id, "now": now, "expires": expires}
+        )
         _written(session, row.id)
     record(
         session,
@@ -465,7 +467,8 @@ def write_answers(session: Session, answers: Sequence[tuple[int, int, RunOutcome
     if len(ahead) < 2:
         return
     query = _HELD if is_sqlite(session) else _HELD_LOCKED
-    held = {row.id: row for row in session.execute(query, {"runs": [a["run"] for a in ahead]})}
+    runs = {"runs": [a["run"] for a in ahead]}
+    held = {row.id: row for row in execute_core(session, query, runs)}
     matched = [
         a
         for a in ahead
@@ -550,10 +553,10 @@ def post_outcome(
     if (run_id, outcome.lease_id) in ahead:  # written with the batch's others
         written = ahead.pop((run_id, outcome.lease_id))
     elif problem is None and not binary:
-        written = session.execute(_ANSWER, values).first()
+        written = execute_core(session, _ANSWER, values).first()
     if written is None:
         query = _ANSWERED if is_sqlite(session) else _ANSWERED_LOCKED
-        run = session.execute(query, {"run": run_id}).first()
+        run = execute_core(session, query, {"run": run_id}).first()
         if run is None or run.node_id != node.id:
             raise NotFound(f"run {run_id} not found")
         if run.status in TERMINAL:
@@ -569,7 +572,7 @@ def post_outcome(
             values["new_output_blob"] = _store_arrays(
                 session, arrays, task_id=run.task_id, node_id=run.node_id, settings=settings
             )
-        written = session.execute(_ANSWER, values).one()  # the row is held: it matches
+        written = execute_core(session, _ANSWER, values).one()  # the row is held: it matches
     task = session.get(Task, written.task_id)
     if task is None:
         raise NotFound(f"run {run_id} not found")

@@ -40,7 +40,7 @@ from medfed.common.resources import RunStatus, TaskStatus
 from medfed.common.timeutil import utcnow
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, ProjectMember, Run, Task, User
-from medfed.hub.db.session import is_sqlite
+from medfed.hub.db.session import execute_core, is_sqlite
 from medfed.hub.dispatch import want_wake
 from medfed.hub.services import cohorts, task_nodes
 from medfed.hub.services import datasets as dataset_service
@@ -48,7 +48,7 @@ from medfed.hub.services.access import budgets, entitlements
 from medfed.hub.services.catalogue import lifecycle
 from medfed.hub.services.ledger import actor_of, record
 from medfed.hub.services.outputs import payload_of
-from medfed.hub.services.projects import get_project
+from medfed.hub.services.projects import checked_limits, get_project
 from medfed.ledger.entries import content_hash
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ def create_task(
     user fails the unique constraint (``IntegrityError`` at flush or commit) — the route
     answers it with the first.
     """
-    # held while the task is made: the budget's lookup by id finds it in the session
-    project = get_project(session, project_id=project_id, user=actor)
+    project = checked_limits(session, project_id=project_id, user=actor)
     alg = get_algorithm(algorithm)
     loaded = _preload(session, [int(r) for r in dataset_refs if isinstance(r, int) or r.isdigit()])
     found = dataset_service.resolve(session, dataset_refs)
@@ -92,7 +91,7 @@ def create_task(
     budgets.require_task_budget(
         session,
         actor=actor,
-        project_id=project_id,
+        project=project,
         alg=alg,
         params=params.model_dump(mode="json", by_alias=True),
         found=found,
@@ -123,7 +122,6 @@ def create_task(
         hashes={"params": content_hash(task.params)},
     )
     _create_runs(session, task, _participating(alg, params, task, found))
-    del project
     return task
 
 
@@ -343,8 +341,25 @@ def finish_deferred(session: Session) -> None:
 _FEW_RUNS = 4
 
 
-#: a round's runs, whole (built once: building it cost as much as running it)
-_ROUND_RUNS = select(Run).where(Run.task_id == bindparam("task"), Run.round == bindparam("round"))
+#: what the round's checks and its aggregate step read of its runs (outputs included), as
+#: plain rows: a round of 1,000 runs is 1,000 rows, not 1,000 ORM objects to build and
+#: track. Built once (building it cost as much as running it)
+_ROUND_RUNS = select(
+    _RUNS.c.id,
+    _RUNS.c.node_id,
+    _RUNS.c.dataset_id,
+    _RUNS.c.status,
+    _RUNS.c.output_status,
+    _RUNS.c.output,
+    _RUNS.c.output_blob,
+    _RUNS.c.error,
+).where(_RUNS.c.task_id == bindparam("task"), _RUNS.c.round == bindparam("round"))
+#: a round's runs counted by status (every batch of answers to a large round asks it)
+_ROUND_COUNTS = (
+    select(_RUNS.c.status, func.count())
+    .where(_RUNS.c.task_id == bindparam("task"), _RUNS.c.round == bindparam("round"))
+    .group_by(_RUNS.c.status)
+)
 
 
 def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None:
@@ -356,10 +371,11 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     alg = get_algorithm(task.algorithm)
     if len(task.dataset_ids) > _FEW_RUNS and not _may_close(session, task, alg):
         return
-    session.flush()  # this transaction's own run changes count
     # with their outputs: only a round that may close (or a small one) gets here, and it
-    # needs them (loaded run by run, a deferred column was a round trip per node)
-    runs = list(session.scalars(_ROUND_RUNS, {"task": task.id, "round": task.round}))
+    # needs them (loaded run by run, a deferred column was a round trip per node); this
+    # transaction's own run changes count (flushed first)
+    which = {"task": task.id, "round": task.round}
+    runs = execute_core(session, _ROUND_RUNS, which).all()
     if not runs:
         return
     if any(r.status not in TERMINAL for r in runs):
@@ -367,20 +383,27 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
         done = sum(1 for r in runs if r.status == RunStatus.done.value)
         if need is None or done < need:
             return
-        close_round(session, task=task, runs=runs, reason="round closed: quorum reached")
+        unfinished = [session.get(Run, r.id) for r in runs if r.status not in TERMINAL]
+        close_round(
+            session,
+            task=task,
+            runs=[run for run in unfinished if run is not None],
+            reason="round closed: quorum reached",
+        )
+        runs = execute_core(session, _ROUND_RUNS, which).all()  # as closed
     answered = [r for r in runs if r.status == RunStatus.done.value]
     contributing = {r.node_id for r in answered if r.output_status == "ok"}
     want_wake(session, f"task:{task.id}", f"round:{task.id}")
     refused = [r for r in runs if r.status == RunStatus.refused.value]
     if refused:
         # a result that silently leaves out a hospital that said no would mislead
-        reasons = "; ".join(f"{_node_name(session, r)} refused: {r.error}" for r in refused)
+        reasons = "; ".join(f"{_node_name(session, r.node_id)} refused: {r.error}" for r in refused)
         _fail(task, reasons)
         _record_fail(session, task)
         return
     if alg.requires_every_dataset and len(answered) < len(runs):
         reasons = "; ".join(
-            f"{_node_name(session, r)} {r.status}: {r.error}"
+            f"{_node_name(session, r.node_id)} {r.status}: {r.error}"
             for r in runs
             if r.status != RunStatus.done.value
         )
@@ -401,7 +424,7 @@ def finish_round(session: Session, *, task: Task, settings: HubSettings) -> None
     need = alg.quorum(alg.parse_params(task.params), len(runs))
     if need is not None and len(answered) < need:
         reasons = "; ".join(
-            f"{_node_name(session, r)} {r.status}: {r.error}"
+            f"{_node_name(session, r.node_id)} {r.status}: {r.error}"
             for r in runs
             if r.status != RunStatus.done.value
         )
@@ -488,14 +511,9 @@ def _may_close(session: Session, task: Task, alg: Algorithm[Any]) -> bool:
     Each answer of a 1,000-run round asks this; only the last one (or the one that
     reaches the algorithm's quorum) goes on to load the round's runs.
     """
-    session.flush()  # this transaction's own run changes count
-    counts = dict(
-        session.execute(
-            select(Run.status, func.count())
-            .where(Run.task_id == task.id, Run.round == task.round)
-            .group_by(Run.status)
-        ).all()
-    )
+    # this transaction's own run changes count (flushed first)
+    rows = execute_core(session, _ROUND_COUNTS, {"task": task.id, "round": task.round})
+    counts: dict[str, int] = {row[0]: row[1] for row in rows}
     total = sum(counts.values())
     if total == 0:
         return False
@@ -557,9 +575,9 @@ def close_overdue_rounds(session: Session, *, settings: HubSettings) -> int:
     return closed
 
 
-def _node_name(session: Session, run: Run) -> str:
-    node = session.get(Node, run.node_id)
-    return node.name if node is not None else f"node {run.node_id}"
+def _node_name(session: Session, node_id: int) -> str:
+    node = session.get(Node, node_id)
+    return node.name if node is not None else f"node {node_id}"
 
 
 def _record_fail(session: Session, task: Task) -> None:

@@ -35,9 +35,9 @@ from medfed.common.timeutil import aware, utcnow
 from medfed.hub.config import SETTINGS_INFO, HubSettings
 from medfed.hub.db.models import Dataset, Project, Task, User
 from medfed.hub.db.models_access import AccessApplication, QueryRefusal
-from medfed.hub.db.session import is_sqlite
+from medfed.hub.db.session import execute_core, is_sqlite
 from medfed.hub.services.ledger import actor_of, record
-from medfed.hub.services.projects import is_member
+from medfed.hub.services.projects import ProjectLimits, is_member
 from medfed.ledger.entries import content_hash
 
 __all__ = [
@@ -87,7 +87,7 @@ def counted_window(
     ``times`` counted, where the caller built both once; ``params`` their bound values."""
     if count is None:
         count = select(func.count()).select_from(times.subquery())
-    used = int(session.scalar(count, params) or 0)
+    used = int(execute_core(session, count, params).scalar() or 0)
 
     def nth(index: int) -> datetime:
         found = session.scalar(times.offset(index).limit(1), params)
@@ -114,7 +114,7 @@ def _settings(session: Session, settings: HubSettings | None) -> HubSettings:
 
 
 def limits(
-    project: Project, settings: HubSettings | None, session: Session
+    project: Project | ProjectLimits, settings: HubSettings | None, session: Session
 ) -> tuple[int, float, bool]:
     """(tasks per window, window in hours, whether it is the hub's default)."""
     hub = _settings(session, settings)
@@ -140,7 +140,7 @@ _COUNT = select(func.count()).select_from(_COUNTED.subquery())
 
 
 def _state(
-    session: Session, project: Project, settings: HubSettings | None, now: datetime
+    session: Session, project: Project | ProjectLimits, settings: HubSettings | None, now: datetime
 ) -> QueryBudgetPublic:
     budget, hours, default = limits(project, settings, session)
     used, left, resets = counted_window(
@@ -233,22 +233,35 @@ def budget_public(
     return _state(session, project, settings, utcnow())
 
 
+#: a project's budget read under its row lock (PostgreSQL): two workers' tasks of one
+#: project count one after the other
+_LIMITS_LOCKED = (
+    select(Project.id, Project.query_budget, Project.query_window_hours)
+    .where(Project.id == bindparam("project"))
+    .with_for_update()
+)
+
+
 def require_task_budget(
     session: Session,
     *,
     actor: User,
-    project_id: int,
+    project: ProjectLimits,
     alg: Algorithm[Any],
     params: dict[str, Any],
     found: Sequence[Dataset],
     settings: HubSettings | None = None,
 ) -> None:
-    """Pass, or record the refusal (committed) and raise :class:`QueryBudgetExhausted`."""
+    """Pass, or record the refusal (committed) and raise :class:`QueryBudgetExhausted`.
+
+    ``project``: as :func:`~medfed.hub.services.projects.checked_limits` read it (the
+    caller checked access); on PostgreSQL read again under the project row's lock."""
     if alg.uses_hub_context:
         return
-    project = _project(session, project_id)
-    if not is_sqlite(session):  # two workers' tasks of one project count one after the other
-        session.refresh(project, with_for_update=True)
+    project_id = project.id
+    if not is_sqlite(session):
+        locked = session.connection().execute(_LIMITS_LOCKED, {"project": project_id}).one()
+        project = ProjectLimits(*locked)
     now = utcnow()
     state = _state(session, project, settings, now)
     if state.left > 0:

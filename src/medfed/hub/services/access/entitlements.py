@@ -26,7 +26,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, Protocol, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Table, bindparam, select
@@ -54,6 +54,7 @@ __all__ = [
     "ActiveWindow",
     "DatasetRef",
     "Grant",
+    "Window",
     "entitlement_public",
     "first_active",
     "grant_for_run",
@@ -71,8 +72,20 @@ def hub_key(secret: str) -> Ed25519PrivateKey:
     return derive_key(secret)
 
 
+class Window(Protocol):
+    """What an entitlement's status depends on: an :class:`Entitlement`, or a row of
+    :data:`_HELD` (its window only)."""
+
+    @property
+    def starts_at(self) -> datetime: ...
+    @property
+    def ends_at(self) -> datetime: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
 def status_of(
-    entitlement: Entitlement, now: datetime
+    entitlement: Window, now: datetime
 ) -> Literal["active", "pending", "expired", "revoked"]:
     if entitlement.revoked_at is not None:
         return "revoked"
@@ -105,13 +118,14 @@ def reason_not_entitled(
     project_id: int,
     dataset_id: int,
     now: datetime,
-    rows: Sequence[Entitlement] | None = None,
+    rows: Sequence[Window] | None = None,
 ) -> str | None:
     """``None`` if the project holds an active entitlement, else why not (``rows``: the
     project's entitlements on the dataset, when the caller read them already)."""
-    if rows is None:
-        rows = _of(session, project_id, dataset_id)
-    states = {status_of(e, now): e for e in rows}
+    states = {
+        status_of(e, now): e
+        for e in (_of(session, project_id, dataset_id) if rows is None else rows)
+    }
     if "active" in states:
         return None
     if "revoked" in states:
@@ -124,9 +138,12 @@ def reason_not_entitled(
     return "the project holds no entitlement for it (apply for access)"
 
 
-#: a project's entitlements on some datasets, oldest first (built once: every task asks)
+#: the windows of a project's entitlements on some datasets, oldest first, as plain rows
+#: (built once: every task asks; loading entitlement objects cost several times the query)
 _HELD = (
-    select(Entitlement)
+    select(
+        Entitlement.dataset_id, Entitlement.starts_at, Entitlement.ends_at, Entitlement.revoked_at
+    )
     .where(
         Entitlement.project_id == bindparam("project"),
         Entitlement.dataset_id.in_(bindparam("datasets", expanding=True)),
@@ -140,12 +157,14 @@ def require_entitled(
 ) -> None:
     """Refuse (403) unless the project holds an active entitlement for every dataset."""
     moment = now or utcnow()
-    held: dict[int, list[Entitlement]] = {d.id: [] for d in datasets}
+    held: dict[int, list[Window]] = {d.id: [] for d in datasets}
     ids = list(held)
+    session.flush()  # a Core read: this transaction's own changes first
     for start in range(0, len(ids), 500):  # one query per 500 datasets, not one each
         chunk = ids[start : start + 500]
-        for entitlement in session.scalars(_HELD, {"project": project_id, "datasets": chunk}):
-            held[entitlement.dataset_id].append(entitlement)
+        query = session.connection().execute(_HELD, {"project": project_id, "datasets": chunk})
+        for window in query:
+            held[window.dataset_id].append(window)
     for dataset in datasets:
         reason = reason_not_entitled(
             session,
