@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, bindparam, func, insert, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, make_transient_to_detached
 
 from medfed.algorithms.base import Algorithm, Finished, NodeOutput
 from medfed.algorithms.registry import get_algorithm
@@ -136,22 +136,38 @@ def store_task(
     idempotency_key: str | None = None,
     request_sha256: str | None = None,
 ) -> Task:
-    """Add a running task (already validated) and flush it; the caller records and runs it."""
-    task = Task(
-        project_id=project_id,
-        created_by=actor.id,
-        algorithm=alg.name,
-        algorithm_version=alg.version,
-        params=params.model_dump(mode="json", by_alias=True),
-        dataset_ids=[d.id for d in found],
-        status=TaskStatus.running.value,
-        idempotency_key=idempotency_key,
-        request_sha256=request_sha256,
-    )
+    """Insert a running task (already validated); the caller records and runs it.
+
+    One Core insert, and the task goes into the session as if it had been loaded (every
+    column given, so the object holds what the row holds): the ORM's flush of a new
+    object cost several times the statement. A second task with the same idempotency
+    key fails here (``IntegrityError``), as a flush would."""
+    values: dict[str, Any] = {
+        "project_id": project_id,
+        "created_by": actor.id,
+        "algorithm": alg.name,
+        "algorithm_version": alg.version,
+        "params": params.model_dump(mode="json", by_alias=True),
+        "dataset_ids": [d.id for d in found],
+        "status": TaskStatus.running.value,
+        "round": 0,
+        "state": {},
+        "result": None,
+        "error": None,
+        "created_at": utcnow(),
+        "finished_at": None,
+        "idempotency_key": idempotency_key,
+        "request_sha256": request_sha256,
+    }
+    task = Task(id=execute_core(session, _INSERT_TASK, values).scalar_one(), **values)
+    make_transient_to_detached(task)  # persistent once added: no insert at the next flush
     session.add(task)
-    session.flush()
     task_nodes.keep_at_commit(session, task.id, len({d.node_id for d in found}))
     return task
+
+
+#: a task's row, given whole (built once)
+_INSERT_TASK = insert(cast(Table, Task.__table__)).returning(Task.__table__.c.id)
 
 
 def start_runs(session: Session, task: Task, found: Sequence[Dataset]) -> None:
