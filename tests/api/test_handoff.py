@@ -90,15 +90,16 @@ def test_a_parked_poll_gets_its_run_claimed_in_the_submissions_transaction(
     at_commit: list[dict[int, Any]] = []
     made: set[int] = set()
 
-    def flushing(session: Session, *_: Any) -> None:
-        made.update(id(session) for obj in session.new if isinstance(obj, Task))
+    def storing(session: Session, instance: object) -> None:
+        if isinstance(instance, Task):  # the task stored (tasks.store_task) goes in
+            made.add(id(session))
 
     def committed(session: Session) -> None:
         if id(session) in made:
             task_id = next(o.id for o in session.identity_map.values() if isinstance(o, Task))
             at_commit.append(_runs(world, task_id))
 
-    hooks = (("before_flush", flushing), ("after_commit", committed))
+    hooks = (("after_attach", storing), ("after_commit", committed))
     for name, hook in hooks:
         sa.event.listen(Session, name, hook)
     try:
@@ -127,6 +128,43 @@ def test_a_parked_poll_gets_its_run_claimed_in_the_submissions_transaction(
     # the hand-over wrote its claim to the ledger like any claim, by the node
     claims = ledger_claims(world, assignment["run_id"])
     assert [c["actor"] for c in claims] == [f"node:{world.node_a.id}"]
+
+
+def test_the_answer_to_a_handed_run_asks_no_claim_where_the_claim_saw_no_more(
+    world: World,
+) -> None:
+    """The handed claim saw no other run for node A: its answer with ``?next=true`` runs
+    no claim (the poll noted "nothing" as of the submission's own wake-up) and answers
+    ``next: null``; a run made after that still reaches node A's next claim."""
+    poll, answered = _polling(world, world.node_a)
+    task = world.create_task(datasets=[world.node_a.dataset_id])
+    poll.join(60)
+    assert not poll.is_alive()
+    run = answered[0].json()
+    assert run["task_id"] == task["id"]
+    claims: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "AS more" in statement:  # the claim's query (runs._claim_query)
+            claims.append(statement)
+
+    engine = world.app.state.engine
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        answer = world.api.post(
+            f"/api/node/runs/{run['run_id']}/outcome",
+            params={"next": "true"},
+            json=done(run, mean_output(10, 300.0)),
+            headers=world.node_a.headers,
+        )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"status": "done", "next": None}
+    assert claims == []
+    later = world.create_task(datasets=[world.node_a.dataset_id])
+    again = world.claim(world.node_a)
+    assert again is not None and again["task_id"] == later["id"]
 
 
 def test_a_run_handed_to_a_poll_whose_node_went_away_goes_back_out(world: World) -> None:

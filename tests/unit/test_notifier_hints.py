@@ -46,3 +46,27 @@ def test_a_note_ends_with_its_age_and_work_outlives_wake_ups() -> None:
     time.sleep(0.02)
     assert notifier.known("node:2", 0.01) is None
     assert notifier.known("node:2", 60) is None  # an expired note is gone
+
+
+def test_a_read_inside_the_waking_transaction_notes_as_of_its_own_wake_up() -> None:
+    notifier = Notifier()
+    stamp = notifier.stamp("node:1")  # taken before the transaction's read
+    notifier.wake(["node:1"])  # the transaction's own commit
+    notifier.note_after_own_wake("node:1", stamp, work=False)
+    assert notifier.known("node:1", 60) is False
+    notifier.wake(["node:1"])  # a later commit voids it, as any note
+    assert notifier.known("node:1", 60) is None
+
+
+def test_another_wake_up_before_the_own_one_leaves_nothing_noted() -> None:
+    notifier = Notifier()
+    stamp = notifier.stamp("node:1")
+    notifier.wake(["node:1"])  # another commit the read may have missed
+    notifier.wake(["node:1"])  # the transaction's own
+    notifier.note_after_own_wake("node:1", stamp, work=False)
+    assert notifier.known("node:1", 60) is None
+    stamp = notifier.stamp("node:2")
+    notifier.wake_all()  # an outage between the read and the note
+    notifier.wake(["node:2"])
+    notifier.note_after_own_wake("node:2", stamp, work=False)
+    assert notifier.known("node:2", 60) is None

@@ -125,7 +125,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     # what a commit serves the long polls it wakes in this process (medfed.hub.handoff)
     app.state.handoffs = Handoffs(
         {
-            "node": Server(partial(node_api.claim_for, settings), most=1),
+            "node": Server(partial(node_api.claim_for, settings, app.state.notifier), most=1),
             "round": Server(tasks.end_view, most=MOST_ENDS, total=MOST_ENDS),
         }
     )

@@ -23,7 +23,9 @@ wake-up for that key arrives (or any listener outage ends: :meth:`Notifier.wake_
 appears through a commit that wakes its key, and the wake-up is counted after the commit,
 so a stamp taken before the read is never newer than a change the read missed. A noted
 "work waits" (a claim that saw more) holds until ``max_age`` too: a claim that then finds
-nothing notes "nothing".
+nothing notes "nothing". A read inside the transaction whose own commit wakes the key (a
+claim handed to a parked poll) notes as of that one wake-up
+(:meth:`Notifier.note_after_own_wake`), and only where no other came between.
 """
 
 from __future__ import annotations
@@ -68,6 +70,17 @@ class Notifier:
         """A read that began after ``stamp`` found work for ``key``, or none."""
         with self._lock:
             self._hints[key] = (stamp, time.monotonic(), work)
+
+    def note_after_own_wake(self, key: str, stamp: tuple[int, int], *, work: bool) -> None:
+        """A read that began after ``stamp`` inside a transaction whose commit then woke
+        ``key`` (once): noted as of that wake-up when no other came between (a commit the
+        read may have missed); otherwise nothing is noted. A claim served to a parked poll
+        in the transaction that made the run (:mod:`medfed.hub.handoff`) notes this way:
+        its own wake-up does not void what it read."""
+        with self._lock:
+            current = (self._epoch, self._wakes.get(key, -1))
+            if current == (stamp[0], stamp[1] + 1):
+                self._hints[key] = (current, time.monotonic(), work)
 
     def known(self, key: str, max_age: float) -> bool | None:
         """Whether work waits for ``key`` as far as a noted read tells; None when no read

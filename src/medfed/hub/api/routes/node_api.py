@@ -135,10 +135,23 @@ def claim_job(settings: HubSettings, node: Node) -> Callable[[Session], runs.Cla
     return job
 
 
-def claim_for(settings: HubSettings, session: Session, node: Node) -> runs.Claim:
+@dataclass(frozen=True)
+class HandedClaim:
+    """A claim made for a parked poll, and the stamp of the poll's key taken before it."""
+
+    claim: runs.Claim
+    stamp: tuple[int, int]
+
+
+def claim_for(
+    settings: HubSettings, notifier: Notifier, session: Session, node: Node
+) -> HandedClaim:
     """The claim a poll of ``node`` would make, made in ``session``: the hand-over's server
-    for node keys (a transaction claiming for a parked poll, :mod:`medfed.hub.handoff`)."""
-    return claim_job(settings, node)(session)
+    for node keys (a transaction claiming for a parked poll, :mod:`medfed.hub.handoff`).
+    The key's stamp is taken before the claim reads, so the poll can note what the claim
+    found as of the transaction's own wake-up of the key."""
+    stamp = notifier.stamp(f"node:{node.id}")
+    return HandedClaim(claim_job(settings, node)(session), stamp)
 
 
 @router.get(
@@ -196,14 +209,17 @@ async def next_run(
             finally:  # cancelled while reserved: that claim waits out its lease
                 reserved = not handoffs.leave(key, parked)
             if reserved:
-                handed: runs.Claim | None = await parked.future  # None: rolled back
+                handed: HandedClaim | None = await parked.future  # None: rolled back
                 if handed is not None:
-                    notifier.note(key, stamp, work=handed.more)
-                    if handed.assignment is not None:
+                    # as of the handing commit's own wake-up of the key: an answer that
+                    # follows asks no claim where the claim saw nothing more
+                    notifier.note_after_own_wake(key, handed.stamp, work=handed.claim.more)
+                    assignment = handed.claim.assignment
+                    if assignment is not None:
                         if not await request.is_disconnected():
-                            return handed.assignment
+                            return assignment
                         # its node went away while it waited: the run goes back out
-                        await _batches(request).run(WriteBatches.ANSWER, _lapse(handed.assignment))
+                        await _batches(request).run(WriteBatches.ANSWER, _lapse(assignment))
                         return Response(status_code=status.HTTP_204_NO_CONTENT)
             # a safety net, not the path: un-woken re-checks back off (1000 idle nodes)
             recheck = (
