@@ -193,6 +193,8 @@ def _participating(
 
 
 _RUNS = cast(Table, Run.__table__)
+#: a round's runs (built once: every task and round asks it)
+_INSERT_RUNS = insert(_RUNS)
 
 
 def _create_runs(session: Session, task: Task, found: Sequence[Dataset]) -> None:
@@ -200,10 +202,10 @@ def _create_runs(session: Session, task: Task, found: Sequence[Dataset]) -> None
     and no ORM bulk bookkeeping: nothing in the session holds the new rows)."""
     if not found:
         return
-    session.flush()  # the task row first
     now = utcnow()
-    session.connection().execute(
-        insert(_RUNS),
+    execute_core(  # the task row first (flushed)
+        session,
+        _INSERT_RUNS,
         [
             {
                 "task_id": task.id,
