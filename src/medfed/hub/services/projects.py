@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from medfed.common.errors import Conflict, Forbidden, NotFound
 from medfed.common.resources import Role
 from medfed.hub.db.models import Project, ProjectMember, User
+from medfed.hub.db.session import execute_core
 from medfed.hub.services.accounts import get_user, has_role
 from medfed.hub.services.ledger import actor_of, record
 
@@ -80,11 +81,9 @@ def checked_limits(session: Session, *, project_id: int, user: User) -> ProjectL
     """:func:`get_project`'s check (the same refusals), answered with the project's
     :class:`ProjectLimits` as a plain row: one Core statement, no ORM load (every task
     submission asks it; loading the project object cost several times the statement)."""
-    found = (
-        session.connection()
-        .execute(_LIMITS_AND_MEMBERSHIP, {"project": project_id, "user": user.id})
-        .first()
-    )
+    found = execute_core(
+        session, _LIMITS_AND_MEMBERSHIP, {"project": project_id, "user": user.id}
+    ).first()
     _require_visible(found, project_id, user)
     assert found is not None
     return ProjectLimits(found.id, found.query_budget, found.query_window_hours)

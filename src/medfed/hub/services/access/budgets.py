@@ -260,7 +260,7 @@ def require_task_budget(
         return
     project_id = project.id
     if not is_sqlite(session):
-        locked = session.connection().execute(_LIMITS_LOCKED, {"project": project_id}).one()
+        locked = execute_core(session, _LIMITS_LOCKED, {"project": project_id}).one()
         project = ProjectLimits(*locked)
     now = utcnow()
     state = _state(session, project, settings, now)

@@ -43,6 +43,7 @@ from medfed.common.timeutil import aware, utcnow
 from medfed.hub.config import HubSettings
 from medfed.hub.db.models import Dataset, Node, User
 from medfed.hub.db.models_access import AccessApplication, Entitlement
+from medfed.hub.db.session import execute_core
 from medfed.hub.services.accounts import has_role
 from medfed.hub.services.projects import is_member
 from medfed.ledger.checkpoint import derive_key
@@ -159,11 +160,9 @@ def require_entitled(
     moment = now or utcnow()
     held: dict[int, list[Window]] = {d.id: [] for d in datasets}
     ids = list(held)
-    session.flush()  # a Core read: this transaction's own changes first
     for start in range(0, len(ids), 500):  # one query per 500 datasets, not one each
         chunk = ids[start : start + 500]
-        query = session.connection().execute(_HELD, {"project": project_id, "datasets": chunk})
-        for window in query:
+        for window in execute_core(session, _HELD, {"project": project_id, "datasets": chunk}):
             held[window.dataset_id].append(window)
     for dataset in datasets:
         reason = reason_not_entitled(
