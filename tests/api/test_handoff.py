@@ -27,7 +27,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from hubtools import NodeInfo, World, done, ledger_claims, mean_output, wait_listening
+from hubtools import (
+    NodeInfo,
+    World,
+    done,
+    ledger_claims,
+    mean_output,
+    statements,
+    wait_listening,
+)
 from livehub import serve_app
 from medfed.common.timeutil import aware, utcnow
 from medfed.hub.app import _sweep_once
@@ -142,26 +150,17 @@ def test_the_answer_to_a_handed_run_asks_no_claim_where_the_claim_saw_no_more(
     assert not poll.is_alive()
     run = answered[0].json()
     assert run["task_id"] == task["id"]
-    claims: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "AS more" in statement:  # the claim's query (runs._claim_query)
-            claims.append(statement)
-
-    engine = world.app.state.engine
-    sa.event.listen(engine, "before_cursor_execute", note)
-    try:
+    with statements(world) as seen:
         answer = world.api.post(
             f"/api/node/runs/{run['run_id']}/outcome",
             params={"next": "true"},
             json=done(run, mean_output(10, 300.0)),
             headers=world.node_a.headers,
         )
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", note)
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"status": "done", "next": None}
-    assert claims == []
+    assert seen  # the answer's own statements were seen
+    assert [s for s in seen if "AS more" in s] == []  # none is the claim's query
     later = world.create_task(datasets=[world.node_a.dataset_id])
     again = world.claim(world.node_a)
     assert again is not None and again["task_id"] == later["id"]

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hubtools import World, done, mean_output
+from hubtools import World, done, mean_output, statements
 from medfed.algorithms.registry import get_algorithm
 from medfed.hub.db.models import Task, User
 from medfed.hub.services import tasks
@@ -57,37 +57,36 @@ def _same(mine: Any, stored: Any) -> bool:
     return bool(mine == stored)
 
 
+def _tasks(world: World) -> int:
+    with world.app.state.sessionmaker() as session:
+        return int(session.scalar(sa.select(sa.func.count()).select_from(Task)) or 0)
+
+
 def test_the_stored_task_object_is_its_row_and_is_inserted_once(world: World) -> None:
-    inserts: list[str] = []
+    before = _tasks(world)
+    with statements(world) as seen, world.app.state.sessionmaker() as session:
+        task = _create(world, session)
+        assert sa.inspect(task).persistent
+        row = _row(session, task.id)
+        assert set(row) == set(_COLUMNS)
+        for column in _COLUMNS:
+            assert _same(getattr(task, column), row[column]), column
+        session.flush()
+        assert not session.dirty and not session.new
+        assert len(_inserts(seen)) == 1
+        # a change to the object afterwards is written to the row
+        task.params = {**task.params, "noted": True}
+        session.commit()
+    assert len(_inserts(seen)) == 1
+    assert _tasks(world) == before + 1
+    with world.app.state.sessionmaker() as session:
+        stored = session.get(Task, task.id)
+        assert stored is not None and stored.params["noted"] is True
+        assert stored.status == "running" and stored.round == 0
 
-    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO TASKS"):
-            inserts.append(statement)
 
-    engine = world.app.state.engine
-    sa.event.listen(engine, "before_cursor_execute", note)
-    try:
-        with world.app.state.sessionmaker() as session:
-            task = _create(world, session)
-            assert sa.inspect(task).persistent
-            row = _row(session, task.id)
-            assert set(row) == set(_COLUMNS)
-            for column in _COLUMNS:
-                assert _same(getattr(task, column), row[column]), column
-            session.flush()
-            assert not session.dirty and not session.new
-            assert len(inserts) == 1
-            # a change to the object afterwards is written to the row
-            task.params = {**task.params, "noted": True}
-            session.commit()
-        assert len(inserts) == 1
-        with world.app.state.sessionmaker() as session:
-            stored = session.get(Task, task.id)
-            assert stored is not None and stored.params["noted"] is True
-            assert stored.status == "running" and stored.round == 0
-            assert session.scalar(sa.select(sa.func.count()).where(Task.id == task.id)) == 1
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", note)
+def _inserts(seen: list[str]) -> list[str]:
+    return [s for s in seen if s.lstrip().upper().startswith("INSERT INTO TASKS")]
 
 
 def test_a_second_task_under_one_idempotency_key_fails_at_its_insert(world: World) -> None:
